@@ -1,0 +1,5 @@
+"""`python -m blender_occnet ...`: the command line."""
+
+from .cli import main
+
+raise SystemExit(main())

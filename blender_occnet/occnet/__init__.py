@@ -1,0 +1,1 @@
+"""Core library: networks, checkpoints, preprocessing and mesh extraction (torch, numpy; never bpy)."""

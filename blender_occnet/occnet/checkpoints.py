@@ -1,0 +1,277 @@
+"""Weights files: the original project's torch checkpoints (read safely) and our own safetensors files.
+
+Our format is a `.safetensors` file whose metadata holds the model configuration, the modality, the
+training threshold and a model card, so the backend rebuilds the network from the file alone and
+loading it never unpickles anything. Original `.pt` files are read with `weights_only=True` and only
+the numpy scalar types they contain allow-listed; a file that asks for anything else is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import pickle
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
+
+from .config import ARCH_MODALITY, ModelConfig, default_config
+from .errors import CheckpointError, InputError
+from .files import atomic_output
+from .model import OccupancyNetwork, build_model
+
+FORMAT_NAME = "blender-occnet-weights"
+FORMAT_VERSION = 1
+DEFAULT_THRESHOLD = 0.2  # the paper's generation threshold on the occupancy probability
+
+
+@dataclass
+class Weights:
+    """A network's parameters with everything needed to rebuild and use it."""
+
+    config: ModelConfig
+    state_dict: dict[str, torch.Tensor]
+    threshold: float = DEFAULT_THRESHOLD
+    card: dict[str, Any] = field(default_factory=dict)
+    source: str = ""
+
+    @property
+    def modality(self) -> str:
+        return self.config.modality
+
+    def build(self, device: str | torch.device = "cpu") -> OccupancyNetwork:
+        """The network with these weights, in eval mode, on `device`."""
+        model = build_model(self.config)
+        load_state_dict_checked(model, self.state_dict, self.source or "weights")
+        return model.to(device).eval()
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load_weights(path: str | os.PathLike[str], arch: str | None = None) -> Weights:
+    """Load our `.safetensors` weights or an original `.pt` checkpoint (format sniffed from content).
+
+    `arch` is needed only for original checkpoints whose architecture cannot be told from the keys;
+    when given for one that can, it must agree.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such weights file")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: the file is empty (an interrupted download or copy?)")
+    if _looks_like_safetensors(path):
+        weights = load_safetensors_weights(path)
+        if arch is not None and arch != weights.config.arch:
+            raise CheckpointError(f"{path}: holds a {weights.config.arch} model, not {arch}")
+        return weights
+    return load_original_checkpoint(path, arch)
+
+
+def load_safetensors_weights(path: Path) -> Weights:
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            tensors = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable .safetensors file ({exc}); "
+                              "re-export or re-copy it") from None
+    if metadata.get("format") != FORMAT_NAME:
+        raise CheckpointError(
+            f"{path}: a .safetensors file without blender-occnet metadata (no model configuration); "
+            f"convert an original checkpoint with `python -m blender_occnet convert IN.pt OUT.safetensors`")
+    version = int(metadata.get("format_version", "0"))
+    if version > FORMAT_VERSION:
+        raise CheckpointError(f"{path}: written by a newer blender-occnet (format {version}, this one reads "
+                              f"up to {FORMAT_VERSION}); update the extension")
+    try:
+        config = ModelConfig.from_dict(json.loads(metadata["config"]))
+        threshold = float(metadata.get("threshold", DEFAULT_THRESHOLD))
+        card = json.loads(metadata.get("model_card", "{}"))
+    except (KeyError, json.JSONDecodeError, InputError, TypeError) as exc:
+        raise CheckpointError(f"{path}: its metadata is damaged ({exc}); re-export the weights") from None
+    _check_threshold(threshold, path)
+    return Weights(config, tensors, threshold, card, source=str(path))
+
+
+def load_original_checkpoint(path: Path, arch: str | None = None) -> Weights:
+    """An original Occupancy Networks `.pt` file (a dict with `model`, or a bare state_dict)."""
+    data = _safe_torch_load(path)
+    state_dict = data.get("model", data) if isinstance(data, dict) else None
+    if not isinstance(state_dict, dict) or not state_dict or not all(
+            isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise CheckpointError(f"{path}: no state_dict found (expected a dict with a 'model' entry of "
+                              "tensors, as the original project saves)")
+    state_dict = _strip_prefix(state_dict)
+    inferred = infer_arch(state_dict)
+    if arch is not None and arch not in ARCH_MODALITY:
+        default_config(arch)  # raises with the valid names
+    if arch is not None and inferred is not None and inferred != arch:
+        raise CheckpointError(f"{path}: holds an {inferred} model, not {arch}; pass --arch {inferred}")
+    arch = arch or inferred
+    if arch is None:
+        raise CheckpointError(f"{path}: cannot tell the architecture from its keys; pass --arch "
+                              f"({', '.join(ARCH_MODALITY)})")
+    config = infer_config(arch, state_dict)
+    weights = Weights(config, state_dict, DEFAULT_THRESHOLD,
+                      {"source": f"original checkpoint {path.name}"}, source=str(path))
+    # Fail here, at load time, with the key names rather than later inside the backend.
+    load_state_dict_checked(build_model(config), state_dict, str(path))
+    return weights
+
+
+def _safe_torch_load(path: Path) -> Any:
+    try:
+        with torch.serialization.safe_globals(_numpy_scalar_globals()):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"GLOBAL (\S+)", str(exc))
+        if found:
+            raise CheckpointError(
+                f"{path}: refused: it asks to import {found.group(1)} while loading, which a weights file "
+                "never needs and which could run code on your machine. It was not loaded. Use the original "
+                "authors' released files or weights exported by blender-occnet.") from None
+        reason = re.search(r"WeightsUnpickler error: \s*(.+)", str(exc))
+        raise CheckpointError(
+            f"{path}: not loaded: the safe reader stopped at {reason.group(1).strip() if reason else 'its content'}"
+            ". The file is damaged, not a PyTorch checkpoint, or holds Python objects beyond tensors and "
+            "numbers.") from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)}); "
+                              "check the file is complete") from None
+
+
+def _numpy_scalar_globals() -> list[Any]:
+    """What pickling a numpy scalar (like the original's `loss_val_best`) refers to; nothing more."""
+    if np.lib.NumpyVersion(np.__version__) >= "2.0.0":
+        from numpy._core.multiarray import scalar
+        # Files written under numpy 1 name it numpy.core.multiarray.scalar.
+        allowed: list[Any] = [scalar, (scalar, "numpy.core.multiarray.scalar")]
+    else:
+        from numpy.core.multiarray import scalar
+        allowed = [scalar]
+    allowed.append(np.dtype)
+    allowed += [type(np.dtype(t)) for t in (np.float64, np.float32, np.int64, np.int32, np.bool_)]
+    return allowed
+
+
+def _looks_like_safetensors(path: Path) -> bool:
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    if len(head) < 9:
+        return False
+    header_len = int.from_bytes(head[:8], "little")
+    return 2 <= header_len <= 100_000_000 and head[8:9] == b"{"
+
+
+def _strip_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    # DistributedDataParallel saves keys as "module.encoder...": accept those too.
+    if all(k.startswith("module.") for k in state_dict):
+        return {k[len("module."):]: v for k, v in state_dict.items()}
+    return state_dict
+
+
+def infer_arch(state_dict: Mapping[str, torch.Tensor]) -> str | None:
+    """Tell the architecture from the encoder's and decoder's key names, or None."""
+    if "encoder.features.conv1.weight" in state_dict:
+        return "onet-img-legacy" if "decoder.bn.fc_gamma.weight" in state_dict else "onet-img"
+    if "encoder.fc_pos.weight" in state_dict:
+        return "onet-pointcloud"
+    if "encoder.conv_in.weight" in state_dict:
+        return "onet-voxels"
+    return None
+
+
+def infer_config(arch: str, state_dict: Mapping[str, torch.Tensor]) -> ModelConfig:
+    """The architecture's config with widths read off the tensors (smaller custom models load too)."""
+    values = default_config(arch).to_dict()
+    fc_p = state_dict.get("decoder.fc_p.weight")
+    gamma = state_dict.get("decoder.bn.fc_gamma.weight", state_dict.get("decoder.bn.conv_gamma.weight"))
+    fc_pos = state_dict.get("encoder.fc_pos.weight")
+    if fc_p is not None and fc_p.ndim == 3:
+        values["hidden_size"] = int(fc_p.shape[0])
+    if gamma is not None and gamma.ndim >= 2:
+        values["c_dim"] = int(gamma.shape[1])
+    if fc_pos is not None and fc_pos.ndim == 2:
+        values["encoder_hidden"] = int(fc_pos.shape[0]) // 2
+    return ModelConfig.from_dict(values)
+
+
+def load_state_dict_checked(model: OccupancyNetwork, state_dict: Mapping[str, torch.Tensor],
+                            source: str) -> None:
+    """Load strictly; on mismatch name the missing and unexpected keys or the first wrong shape."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    if missing or unexpected:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing key(s): {_some(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected key(s): {_some(unexpected)}")
+        raise CheckpointError(f"{source}: does not fit the {model.config.arch} architecture: "
+                              f"{'; '.join(parts)}. Is --arch right?")
+    for key, tensor in expected.items():
+        if tuple(state_dict[key].shape) != tuple(tensor.shape):
+            raise CheckpointError(f"{source}: {key} has shape {tuple(state_dict[key].shape)}, the architecture "
+                                  f"expects {tuple(tensor.shape)}. Is --arch right?")
+    model.load_state_dict(dict(state_dict), strict=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Saving
+
+
+def save_weights(path: str | os.PathLike[str], weights: Weights) -> None:
+    """Write our `.safetensors` format atomically (a crash never leaves half a file at `path`)."""
+    _check_threshold(weights.threshold, path)
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": str(FORMAT_VERSION),
+        "config": json.dumps(weights.config.to_dict(), sort_keys=True),
+        "modality": weights.modality,
+        "threshold": repr(float(weights.threshold)),
+        "model_card": json.dumps(weights.card, sort_keys=True),
+    }
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in weights.state_dict.items()}
+    with atomic_output(path) as tmp:
+        save_file(tensors, tmp, metadata=metadata)
+
+
+def convert_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str],
+                       arch: str | None = None) -> Weights:
+    """Original `.pt` -> our `.safetensors`, every tensor kept under its name with its values."""
+    weights = load_weights(src, arch)
+    weights.card = {**weights.card, "converted_from": Path(src).name, "source_sha256": _sha256(Path(src))}
+    save_weights(dst, weights)
+    return weights
+
+
+def _check_threshold(threshold: float, path: Any) -> None:
+    if not (isinstance(threshold, float) and math.isfinite(threshold) and 0.0 < threshold < 1.0):
+        raise CheckpointError(f"{path}: threshold {threshold!r} is not a probability in (0, 1)")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _some(keys: list[str], n: int = 5) -> str:
+    return ", ".join(keys[:n]) + (", ..." if len(keys) > n else "")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

@@ -1,0 +1,120 @@
+"""Reading point clouds and meshes from files, and sampling points on mesh surfaces."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import InputError
+
+MESH_SUFFIXES = (".obj", ".ply", ".off", ".stl", ".glb", ".gltf")
+POINT_SUFFIXES = (".xyz", ".npy", ".npz") + MESH_SUFFIXES
+
+
+@dataclass
+class MeshData:
+    vertices: np.ndarray  # (V, 3) float64
+    faces: np.ndarray  # (F, 3) int64; empty (0, 3) for a bare point set
+
+
+def read_mesh(path: str | os.PathLike[str]) -> MeshData:
+    """Vertices and triangles of a mesh file (a scene's meshes are merged, transforms applied)."""
+    import trimesh  # imported here: the add-on side never needs it
+
+    path = _existing(path)
+    try:
+        loaded = trimesh.load(str(path), process=False)
+        if isinstance(loaded, trimesh.Scene):  # glTF and multi-object files: merge, transforms applied
+            loaded = loaded.to_geometry() if loaded.geometry else None
+    except Exception as exc:  # trimesh raises many types for unreadable files
+        raise InputError(f"{path}: cannot read as a mesh ({type(exc).__name__}: {exc})") from None
+    vertices = np.asarray(getattr(loaded, "vertices", np.zeros((0, 3))), dtype=np.float64).reshape(-1, 3)
+    faces = np.asarray(getattr(loaded, "faces", np.zeros((0, 3))), dtype=np.int64).reshape(-1, 3)
+    if len(vertices) == 0:
+        raise InputError(f"{path}: the file holds no vertices")
+    return MeshData(vertices, faces)
+
+
+def read_points(path: str | os.PathLike[str], n_surface_samples: int = 100_000, seed: int = 0) -> np.ndarray:
+    """An (N, 3) point array from a point file, or surface samples of a mesh file."""
+    path = _existing(path)
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        points = _load_npy(path)
+    elif suffix == ".npz":
+        points = _load_npz_points(path)
+    elif suffix == ".xyz":
+        try:
+            points = np.loadtxt(path, dtype=np.float64, ndmin=2, comments="#")
+        except ValueError as exc:
+            raise InputError(f"{path}: not a text file of x y z rows ({exc})") from None
+    elif suffix in MESH_SUFFIXES:
+        mesh = read_mesh(path)
+        if len(mesh.faces) == 0:
+            points = mesh.vertices  # a PLY/OBJ point cloud without faces
+        else:
+            points = sample_surface(mesh, n_surface_samples, seed)
+    else:
+        raise InputError(f"{path}: unknown point cloud format {suffix!r}; use one of {', '.join(POINT_SUFFIXES)}")
+    points = np.asarray(points)
+    if points.ndim != 2 or points.shape[1] < 3:
+        raise InputError(f"{path}: expected an N x 3 array of points, got shape {points.shape}")
+    return points[:, :3].astype(np.float64)
+
+
+def sample_surface(mesh: MeshData, n: int, seed: int = 0) -> np.ndarray:
+    """`n` points uniformly distributed over the surface area (deterministic for a seed)."""
+    points, _ = sample_surface_with_faces(mesh, n, seed)
+    return points
+
+
+def sample_surface_with_faces(mesh: MeshData, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Area-weighted surface samples and the index of the face each lies on."""
+    tri = mesh.vertices[mesh.faces]  # (F, 3, 3)
+    areas = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
+    areas = np.where(np.isfinite(areas), areas, 0.0)
+    total = areas.sum()
+    if not total > 0:
+        raise InputError("the mesh has no surface area (all faces are degenerate)")
+    rng = np.random.default_rng(seed)
+    face = rng.choice(len(areas), size=n, p=areas / total)
+    u, v = rng.random(n), rng.random(n)
+    flip = u + v > 1  # fold the unit square onto the triangle
+    u[flip], v[flip] = 1 - u[flip], 1 - v[flip]
+    t = tri[face]
+    points = t[:, 0] + u[:, None] * (t[:, 1] - t[:, 0]) + v[:, None] * (t[:, 2] - t[:, 0])
+    return points, face
+
+
+def _existing(path: str | os.PathLike[str]) -> Path:
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputError(f"{path}: not a file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the file is empty")
+    return path
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"{path}: not a readable .npy array ({exc})") from None
+
+
+def _load_npz_points(path: Path) -> np.ndarray:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            names = list(archive.keys())
+            # The original layout's pointcloud.npz keeps them under 'points'.
+            key = "points" if "points" in names else (names[0] if len(names) == 1 else None)
+            if key is None:
+                raise InputError(f"{path}: holds arrays {names}; put the points under 'points'")
+            return archive[key]
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"{path}: not a readable .npz archive ({exc})") from None

@@ -1,0 +1,257 @@
+"""One preprocessing function per modality, shared by the backend, the command line and the dataset builder.
+
+Each returns the network input and the normalisation (loc, scale) that maps the network's unit-cube
+frame back to the source's frame: source = unit * scale + loc.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+
+from .binvox import read_binvox
+from .errors import InputError
+from .meshio import MESH_SUFFIXES, read_mesh, read_points
+from .voxelize import voxelize_mesh
+
+IMAGE_SIZE = 224
+VOXEL_RESOLUTION = 32
+MIN_POINTS = 8
+MAX_IMAGE_PIXELS = 8192 * 8192
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+PathOrArray = Union[str, os.PathLike, np.ndarray]
+
+
+@dataclass
+class PreparedInput:
+    """What the network is given (without batch dimension) and the way back to the source's frame."""
+
+    modality: str
+    array: np.ndarray  # image (3, 224, 224) | pointcloud (N, 3) | voxels (32, 32, 32); float32
+    loc: np.ndarray  # (3,) float64
+    scale: float
+
+    def to_source(self, vertices: np.ndarray) -> np.ndarray:
+        """Unit-cube coordinates -> the source's coordinates."""
+        return (vertices * self.scale + self.loc).astype(vertices.dtype, copy=False)
+
+
+# ---------------------------------------------------------------------------------------------
+# Image
+
+
+def prepare_image(image: PathOrArray, size: int = IMAGE_SIZE, object_fraction: float = 0.85,
+                  crop: bool = True) -> PreparedInput:
+    """RGB(A) image -> (3, size, size) float32 in [0, 1] on white, cropped to the object and padded square.
+
+    The object is found from alpha when the image has transparent pixels, otherwise from a uniform
+    background (all border pixels alike); it is then scaled so its longer side spans
+    `object_fraction` of the frame. An image with neither is only padded square.
+    """
+    name = str(image) if not isinstance(image, np.ndarray) else "image"
+    rgba = _as_rgba(image, name)
+    rgb, alpha = rgba[..., :3], rgba[..., 3:4]
+    rgb = rgb * alpha + (1.0 - alpha)  # composite onto white, as the training renderings are
+    mask = _object_mask(rgb, alpha[..., 0]) if crop else None
+    # Pad with the background: white after compositing, or the uniform colour found around the object.
+    background = _border_colour(rgb) if mask is not None else np.ones(3, dtype=np.float32)
+    if mask is not None and mask.any():
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        r0, r1, c0, c1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        rgb = rgb[r0:r1, c0:c1]
+        side = int(np.ceil(max(r1 - r0, c1 - c0) / object_fraction))
+    else:
+        side = max(rgb.shape[:2])
+    square = np.empty((side, side, 3), dtype=np.float32)
+    square[...] = background
+    h, w = rgb.shape[:2]
+    top, left = (side - h) // 2, (side - w) // 2
+    square[top:top + h, left:left + w] = rgb
+    from PIL import Image
+
+    resized = Image.fromarray(np.round(square * 255).astype(np.uint8)).resize(
+        (size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+    array = np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    return PreparedInput("image", np.ascontiguousarray(array), np.zeros(3), 1.0)
+
+
+def _as_rgba(image: PathOrArray, name: str) -> np.ndarray:
+    """(H, W, 4) float32 in [0, 1] from a file or an array of 2, 3 or 4 channels (uint8 or float)."""
+    if not isinstance(image, np.ndarray):
+        array = _read_image_file(Path(image))
+    else:
+        array = image
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise InputError(f"{name}: expected an H x W x 3 (RGB) or 4 (RGBA) image, got shape {array.shape}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise InputError(f"{name}: the image has no pixels")
+    if array.shape[0] * array.shape[1] > MAX_IMAGE_PIXELS:
+        raise InputError(f"{name}: {array.shape[1]}x{array.shape[0]} pixels is too large; scale it below "
+                         f"8192x8192")
+    if array.dtype == np.uint8:
+        array = array.astype(np.float32) / 255.0
+    elif array.dtype == np.uint16:
+        array = array.astype(np.float32) / 65535.0
+    else:
+        array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise InputError(f"{name}: the image holds non-finite values")
+    array = np.clip(array, 0.0, 1.0)
+    if array.shape[2] == 1:
+        array = np.repeat(array, 3, axis=2)
+    if array.shape[2] == 3:
+        array = np.concatenate([array, np.ones_like(array[..., :1])], axis=2)
+    return array
+
+
+def _read_image_file(path: Path) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    if not path.is_file():
+        raise InputError(f"{path}: no such image file")
+    if path.stat().st_size == 0:
+        raise InputError(f"{path}: the image file is empty")
+    try:
+        with Image.open(path) as img:
+            if img.width * img.height > MAX_IMAGE_PIXELS:
+                raise InputError(f"{path}: {img.width}x{img.height} pixels is too large; scale it below 8192x8192")
+            img = img.convert("RGBA")
+            return np.asarray(img)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise InputError(f"{path}: not a readable image ({exc})") from None
+
+
+def _object_mask(rgb: np.ndarray, alpha: np.ndarray) -> np.ndarray | None:
+    """Pixels of the object, or None when neither alpha nor a uniform background tells them apart."""
+    if (alpha < 0.99).any():
+        return alpha > 0.5
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+    if np.ptp(border, axis=0).max() > 0.06:  # the border is not one colour: no background to crop
+        return None
+    return np.abs(rgb - np.median(border, axis=0)).max(axis=2) > 0.06
+
+
+def _border_colour(rgb: np.ndarray) -> np.ndarray:
+    border = np.concatenate([rgb[0], rgb[-1], rgb[:, 0], rgb[:, -1]])
+    return np.median(border, axis=0).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# Point cloud
+
+
+def prepare_pointcloud(points: PathOrArray, n_points: int = 300, seed: int = 0,
+                       noise_std: float = 0.0) -> PreparedInput:
+    """N x 3 points -> `n_points` points in the unit cube (bbox centre at 0, longest edge 1).
+
+    Non-finite points are dropped. Subsampling is without replacement when there are enough points,
+    with replacement otherwise; `noise_std` adds Gaussian noise as the reference does in training.
+    """
+    name = str(points) if not isinstance(points, np.ndarray) else "point cloud"
+    array = read_points(points, seed=seed) if not isinstance(points, np.ndarray) else np.asarray(points)
+    if array.ndim != 2 or array.shape[1] < 3:
+        raise InputError(f"{name}: expected an N x 3 array of points, got shape {array.shape}")
+    array = array[:, :3].astype(np.float64)
+    finite = np.isfinite(array).all(axis=1)
+    array = array[finite]
+    if len(array) < MIN_POINTS:
+        dropped = f" ({int((~finite).sum())} non-finite dropped)" if (~finite).any() else ""
+        raise InputError(f"{name}: {len(array)} usable point(s){dropped}; a point cloud needs at least "
+                         f"{MIN_POINTS}. Select an object with geometry.")
+    lo, hi = array.min(axis=0), array.max(axis=0)
+    loc, scale = (lo + hi) / 2, float((hi - lo).max())
+    if not scale > 0:
+        raise InputError(f"{name}: all points are at the same place; nothing to reconstruct")
+    unit = (array - loc) / scale
+    rng = np.random.default_rng(seed)
+    choice = rng.choice(len(unit), size=n_points, replace=len(unit) < n_points)
+    sampled = unit[choice]
+    if noise_std > 0:
+        sampled = sampled + noise_std * rng.standard_normal(sampled.shape)
+    return PreparedInput("pointcloud", sampled.astype(np.float32), loc, scale)
+
+
+# ---------------------------------------------------------------------------------------------
+# Voxels
+
+
+def prepare_voxels(voxels: PathOrArray) -> PreparedInput:
+    """A 32^3 occupancy grid from `.binvox`, `.npy`, a mesh file (voxelised) or an array [x, y, z].
+
+    Voxel (i, j, k) covers [-0.5 + i/32, -0.5 + (i+1)/32] (and likewise for j, k) in the unit cube.
+    """
+    loc, scale = np.zeros(3), 1.0
+    if isinstance(voxels, np.ndarray):
+        name, grid = "voxel grid", voxels
+    else:
+        path = Path(voxels)
+        name = str(path)
+        if not path.is_file():
+            raise InputError(f"{path}: no such file")
+        suffix = path.suffix.lower()
+        if suffix == ".binvox":
+            vox = read_binvox(path)
+            grid = vox.data
+            # The binvox box [translate, translate + scale] is the network's unit cube.
+            loc, scale = vox.translate + vox.scale / 2, vox.scale
+        elif suffix == ".npy":
+            try:
+                grid = np.load(path, allow_pickle=False)
+            except (ValueError, OSError, EOFError) as exc:
+                raise InputError(f"{path}: not a readable .npy array ({exc})") from None
+        elif suffix in MESH_SUFFIXES:
+            grid, loc, scale = _voxelize_mesh_file(path)
+        else:
+            raise InputError(f"{path}: unknown voxel format {suffix!r}; use .binvox, .npy or a mesh file")
+    grid = np.asarray(grid)
+    if grid.shape != (VOXEL_RESOLUTION,) * 3:
+        raise InputError(f"{name}: the voxel grid is {'x'.join(map(str, grid.shape))}; the network takes "
+                         f"32x32x32 (resample it, or voxelise the mesh at 32^3)")
+    if grid.dtype != bool and not np.isfinite(grid).all():
+        raise InputError(f"{name}: the voxel grid holds non-finite values")
+    occupancy = grid.astype(bool) if grid.dtype == bool else grid >= 0.5
+    return PreparedInput("voxels", occupancy.astype(np.float32), np.asarray(loc, dtype=np.float64), float(scale))
+
+
+def _voxelize_mesh_file(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
+    mesh = read_mesh(path)
+    finite = np.isfinite(mesh.vertices).all(axis=1)
+    if not finite.all():
+        raise InputError(f"{path}: {int((~finite).sum())} vertices have non-finite coordinates")
+    lo, hi = mesh.vertices.min(axis=0), mesh.vertices.max(axis=0)
+    loc, scale = (lo + hi) / 2, float((hi - lo).max())
+    if not scale > 0:
+        raise InputError(f"{path}: the mesh has no extent")
+    mesh.vertices = (mesh.vertices - loc) / scale
+    return voxelize_mesh(mesh, VOXEL_RESOLUTION), loc, scale
+
+
+def prepare(modality: str, source: PathOrArray, **options: object) -> PreparedInput:
+    """Dispatch on modality name ('image', 'pointcloud', 'voxels')."""
+    functions = {"image": prepare_image, "pointcloud": prepare_pointcloud, "voxels": prepare_voxels}
+    if modality not in functions:
+        raise InputError(f"unknown modality {modality!r}; choose one of {', '.join(functions)}")
+    return functions[modality](source, **options)  # type: ignore[operator]
+
+
+def guess_modality(path: str | os.PathLike[str]) -> str:
+    """The modality a file most likely holds, from its suffix."""
+    suffix = Path(path).suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return "image"
+    if suffix == ".binvox":
+        return "voxels"
+    if suffix == ".npy":
+        try:
+            shape = np.load(path, mmap_mode="r", allow_pickle=False).shape
+        except (ValueError, OSError):
+            return "pointcloud"
+        return "voxels" if len(shape) == 3 else "pointcloud"
+    return "pointcloud"

@@ -1,0 +1,150 @@
+"""Original checkpoints load safely, convert to our safetensors format, and give identical outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from blender_occnet.cli import main as cli_main
+from blender_occnet.occnet.checkpoints import (Weights, convert_checkpoint, load_weights, save_weights)
+from blender_occnet.occnet.config import ModelConfig, default_config
+from blender_occnet.occnet.errors import CheckpointError
+from tests.helpers import example_input, randomized_model, save_original_checkpoint, small_config
+
+
+def logits_of(weights: Weights, seed: int = 1) -> torch.Tensor:
+    model = weights.build("cpu")
+    points = torch.rand(2, 64, 3, generator=torch.Generator().manual_seed(seed)) - 0.55
+    with torch.no_grad():
+        return model(points, example_input(weights.modality, 2, seed))
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy-pickle"])
+@pytest.mark.parametrize("arch", ["onet-pointcloud", "onet-voxels", "onet-img-legacy"])
+def test_original_round_trip_is_bit_identical(tmp_path: Path, arch: str, zip_format: bool) -> None:
+    model = randomized_model(small_config(arch) if arch != "onet-img-legacy" else default_config(arch))
+    original = tmp_path / "model.pt"
+    save_original_checkpoint(original, model, zip_format=zip_format)
+
+    loaded = load_weights(original)  # architecture told from the keys
+    assert loaded.config == model.config
+    converted = tmp_path / "model.safetensors"
+    convert_checkpoint(original, converted, arch)
+    reloaded = load_weights(converted)
+
+    assert reloaded.config == model.config and reloaded.threshold == 0.2
+    assert reloaded.card["converted_from"] == "model.pt" and len(reloaded.card["source_sha256"]) == 64
+    reference = model.state_dict()
+    assert set(reloaded.state_dict) == set(reference)
+    for key, tensor in reference.items():
+        assert reloaded.state_dict[key].dtype == tensor.dtype
+        assert torch.equal(reloaded.state_dict[key], tensor), key
+    with torch.no_grad():
+        points = torch.rand(2, 64, 3, generator=torch.Generator().manual_seed(1)) - 0.55
+        expected = model(points, example_input(model.config.modality, 2, 1))
+    assert torch.equal(logits_of(loaded), expected)
+    assert torch.equal(logits_of(reloaded), expected)
+
+
+def test_safetensors_metadata_and_no_pickle(tmp_path: Path) -> None:
+    config = ModelConfig("onet-pointcloud", c_dim=64, hidden_size=64, encoder_hidden=48)
+    card = {"data": "unit test", "steps": 3, "metrics": {"iou": 0.5}}
+    path = tmp_path / "w.safetensors"
+    save_weights(path, Weights(config, randomized_model(config).state_dict(), 0.35, card))
+    raw = path.read_bytes()
+    header = json.loads(raw[8:8 + int.from_bytes(raw[:8], "little")])
+    meta = header["__metadata__"]
+    assert json.loads(meta["config"]) == config.to_dict()
+    assert meta["modality"] == "pointcloud" and float(meta["threshold"]) == 0.35
+    assert json.loads(meta["model_card"]) == card
+    # Loading must not go through pickle at all.
+    original_loads = pickle.loads
+    pickle.loads = None  # type: ignore[assignment]
+    try:
+        weights = load_weights(path)
+    finally:
+        pickle.loads = original_loads
+    assert weights.config == config and weights.threshold == 0.35 and weights.card == card
+
+
+def test_code_executing_pickle_is_refused(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):  # noqa: D105 - executed on unpickling
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {"encoder.fc_pos.weight": torch.zeros(2)}, "payload": Exploit()}, path)
+    with pytest.raises(CheckpointError, match=r"evil\.pt: refused: it asks to import posix\.system"):
+        load_weights(path)
+    assert not marker.exists()
+    out = tmp_path / "out.safetensors"
+    assert cli_main(["convert", str(path), str(out)]) == 1
+    assert not out.exists() and not marker.exists()
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left either
+
+
+def test_wrong_architecture_names_the_problem(tmp_path: Path) -> None:
+    path = tmp_path / "pc.pt"
+    save_original_checkpoint(path, randomized_model(small_config("onet-pointcloud")))
+    with pytest.raises(CheckpointError, match="holds an onet-pointcloud model, not onet-voxels"):
+        load_weights(path, arch="onet-voxels")
+
+    # Keys of the right architecture with one missing and one extra: both named.
+    state = randomized_model(small_config("onet-voxels")).state_dict()
+    state.pop("decoder.block3.fc_0.bias")
+    state["decoder.extra.weight"] = torch.zeros(1)
+    torch.save({"model": state}, path)
+    with pytest.raises(CheckpointError, match=r"1 missing key\(s\): decoder\.block3\.fc_0\.bias; "
+                                              r"1 unexpected key\(s\): decoder\.extra\.weight"):
+        load_weights(path)
+
+    # A shape that does not fit: the first mismatched key and both shapes are named.
+    state = randomized_model(small_config("onet-voxels")).state_dict()
+    state["encoder.conv_2.weight"] = torch.zeros(256, 128, 3, 3, 1)
+    torch.save({"model": state}, path)
+    with pytest.raises(CheckpointError, match=r"encoder\.conv_2\.weight has shape \(256, 128, 3, 3, 1\)"):
+        load_weights(path)
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"", "the file is empty"),
+    (b"not a checkpoint at all", "not loaded: the safe reader stopped at Unsupported operand 110"),
+    (b"PK\x03\x04truncated zip", "not a readable PyTorch checkpoint"),
+    (b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\": broken json", "not a readable .safetensors file"),
+])
+def test_damaged_files(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "bad.pt"
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=message):
+        load_weights(path)
+
+
+def test_foreign_safetensors_without_our_metadata(tmp_path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path = tmp_path / "foreign.safetensors"
+    save_file({"x": torch.zeros(3)}, str(path))
+    with pytest.raises(CheckpointError, match="without blender-occnet metadata"):
+        load_weights(path)
+
+
+def test_cli_convert(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    original = tmp_path / "vox.pt"
+    save_original_checkpoint(original, randomized_model(small_config("onet-voxels")))
+    out = tmp_path / "vox.safetensors"
+    assert cli_main(["convert", str(original), str(out), "--arch", "onet-voxels"]) == 0
+    assert "onet-voxels (voxels)" in capsys.readouterr().out
+    assert load_weights(out).config == small_config("onet-voxels")
+    # Wrong --arch: non-zero exit, a one-line message, no output.
+    out2 = tmp_path / "other.safetensors"
+    assert cli_main(["convert", str(original), str(out2), "--arch", "onet-pointcloud"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "not onet-pointcloud" in err and "Traceback" not in err
+    assert not out2.exists()

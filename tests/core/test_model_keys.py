@@ -1,0 +1,99 @@
+"""Every state_dict key, shape and dtype of the four released models matches our modules."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from blender_occnet.occnet.config import ARCHITECTURES, ModelConfig, default_config
+from blender_occnet.occnet.errors import InputError
+from blender_occnet.occnet.model import build_model
+
+KEYS_FILE = Path(__file__).parent.parent / "data" / "onet_checkpoint_keys.txt"
+SECTION_ARCH = {"img": "onet-img", "img legacy": "onet-img-legacy", "pointcloud": "onet-pointcloud",
+                "voxels": "onet-voxels"}
+
+
+def reference_keys() -> dict[str, dict[str, tuple[tuple[int, ...], str]]]:
+    """Parse the listing read off the original im2mesh modules: arch -> key -> (shape, dtype)."""
+    sections: dict[str, dict[str, tuple[tuple[int, ...], str]]] = {}
+    current: dict[str, tuple[tuple[int, ...], str]] = {}
+    for line in KEYS_FILE.read_text().splitlines():
+        if line.startswith("#####"):
+            title = line[5:].split("(")[0].split(" n_keys")[0].strip()
+            current = sections.setdefault(SECTION_ARCH[title], {})
+            continue
+        if not line.strip() or line.startswith("#"):
+            continue
+        match = re.fullmatch(r"(\S+) \(([\d, ]*)\) (\w+)", line.strip())
+        assert match, line
+        key, shape, dtype = match.groups()
+        current[key] = (tuple(int(x) for x in shape.replace(",", " ").split()), dtype)
+    return sections
+
+
+REFERENCE = reference_keys()
+PARAMETER_COUNTS = {"onet-img": 13_414_465, "onet-img-legacy": 13_414_465, "onet-pointcloud": 10_373_889,
+                    "onet-voxels": 7_857_473}
+
+
+def test_listing_covers_all_four_architectures() -> None:
+    assert set(REFERENCE) == set(ARCHITECTURES)
+    assert [len(REFERENCE[a]) for a in ("onet-img", "onet-img-legacy", "onet-pointcloud", "onet-voxels")] \
+        == [223, 223, 130, 113]
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_state_dict_matches_original(arch: str) -> None:
+    state = build_model(default_config(arch)).state_dict()
+    ours = {k: (tuple(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in state.items()}
+    expected = REFERENCE[arch]
+    assert sorted(set(expected) - set(ours)) == []
+    assert sorted(set(ours) - set(expected)) == []
+    assert {k: v for k, v in ours.items() if v != expected[k]} == {}
+    params = sum(p.numel() for p in build_model(default_config(arch)).parameters())
+    assert params == PARAMETER_COUNTS[arch]
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_forward_shapes(arch: str) -> None:
+    from tests.helpers import example_input, randomized_model, small_config
+
+    model = randomized_model(small_config(arch))
+    inputs = example_input(model.config.modality)
+    points = torch.rand(2, 50, 3) - 0.5
+    with torch.no_grad():
+        logits = model(points, inputs)
+    assert logits.shape == (2, 50)
+    assert torch.isfinite(logits).all()
+    # Each shape's logits depend on its own observation only (eval mode: no batch statistics).
+    with torch.no_grad():
+        single = model(points[:1], inputs[:1])
+    torch.testing.assert_close(single, logits[:1], rtol=1e-4, atol=1e-5)
+
+
+def test_legacy_and_conv_cbn_compute_the_same_function() -> None:
+    """The legacy decoder's Linear gamma/beta with the Conv1d weights reshaped give identical logits."""
+    from tests.helpers import example_input, randomized_model, small_config
+
+    conv = randomized_model(small_config("onet-img"))
+    legacy = build_model(small_config("onet-img-legacy")).eval()
+    state = {k.replace("conv_gamma", "fc_gamma").replace("conv_beta", "fc_beta"):
+             (v.squeeze(-1) if ("conv_gamma" in k or "conv_beta" in k) and v.ndim == 3 else v)
+             for k, v in conv.state_dict().items()}
+    legacy.load_state_dict(state)
+    points, images = torch.rand(1, 20, 3) - 0.5, example_input("image", 1)
+    with torch.no_grad():
+        torch.testing.assert_close(legacy(points, images), conv(points, images))
+
+
+def test_config_rejects_unknown_key_and_names_nearest() -> None:
+    with pytest.raises(InputError, match="unknown key 'hiden_size'.*'hidden_size'"):
+        ModelConfig.from_dict({"arch": "onet-voxels", "hiden_size": 128})
+    with pytest.raises(InputError, match="unknown architecture 'onet-pointclod'.*'onet-pointcloud'"):
+        ModelConfig("onet-pointclod")
+    with pytest.raises(InputError, match="c_dim must be a positive integer"):
+        ModelConfig("onet-voxels", c_dim=0)

@@ -1,0 +1,250 @@
+"""Preprocessing of each modality, on files the tests write, and the errors bad inputs get."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+from PIL import Image
+
+from blender_occnet.occnet.binvox import read_binvox, write_binvox
+from blender_occnet.occnet.errors import InputError
+from blender_occnet.occnet.meshio import MeshData
+from blender_occnet.occnet.preprocess import (guess_modality, prepare, prepare_image, prepare_pointcloud,
+                                              prepare_voxels)
+from blender_occnet.occnet.voxelize import voxelize_mesh
+
+# ------------------------------------------------------------------------------------------ binvox
+
+
+def test_binvox_round_trip_and_axis_convention(tmp_path: Path) -> None:
+    grid = np.zeros((32, 32, 32), dtype=bool)
+    grid[2:5, 10:20, 30] = True  # an asymmetric block: any axis swap would move it
+    grid[31, 0, 0] = True
+    path = tmp_path / "grid.binvox"
+    write_binvox(path, grid, translate=(1.0, -2.0, 0.5), scale=3.0)
+    back = read_binvox(path)
+    assert back.data.dtype == bool and np.array_equal(back.data, grid)
+    assert np.allclose(back.translate, [1.0, -2.0, 0.5]) and back.scale == 3.0
+
+    # The file's own layout: runs in x, z, y order (y fastest). Voxel (x=31, y=0, z=0) is flat index
+    # 31*32*32 in that order; decode the runs by hand and check it sits there.
+    raw = path.read_bytes()
+    body = np.frombuffer(raw[raw.index(b"data\n") + 5:], dtype=np.uint8)
+    flat = np.repeat(body[0::2], body[1::2]).astype(bool)
+    assert flat.size == 32 ** 3
+    assert flat[31 * 32 * 32] and flat.reshape(32, 32, 32)[3, 30, 15]  # [x, z, y]
+
+
+def test_binvox_long_runs_and_all_values(tmp_path: Path) -> None:
+    for grid in (np.ones((32,) * 3, bool), np.zeros((32,) * 3, bool),
+                 np.random.default_rng(1).random((32,) * 3) > 0.5):
+        write_binvox(tmp_path / "g.binvox", grid)
+        assert np.array_equal(read_binvox(tmp_path / "g.binvox").data, grid)
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"hello, not voxels", "not a binvox file"),
+    (b"#binvox 1\ndim 32 32 32\ntranslate 0 0 0\nscale 1\ndata\n\x01\xff\x00", "truncated binvox data"),
+    (b"#binvox 1\ndim 32 32 32\ntranslate 0 0 0\nscale 1\ndata\n\x01\xff", "holds 255 voxels"),
+    (b"#binvox 1\ndim 32 x 32\ndata\n", "damaged binvox header"),
+])
+def test_bad_binvox(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "bad.binvox"
+    path.write_bytes(content)
+    with pytest.raises(InputError, match=message):
+        read_binvox(path)
+    with pytest.raises(InputError, match="bad.binvox"):
+        prepare_voxels(path)
+
+
+# ------------------------------------------------------------------------------------------ voxels
+
+
+def test_voxels_from_binvox_keep_the_frame(tmp_path: Path) -> None:
+    grid = np.zeros((32,) * 3, bool)
+    grid[8:24, 8:24, 8:24] = True
+    path = tmp_path / "cube.binvox"
+    write_binvox(path, grid, translate=(10.0, 20.0, 30.0), scale=2.0)
+    prepared = prepare_voxels(path)
+    assert prepared.array.shape == (32, 32, 32) and prepared.array.dtype == np.float32
+    assert np.array_equal(prepared.array > 0.5, grid)
+    # Unit-cube corner (-0.5,)*3 is the binvox box's corner, (0.5,)*3 the opposite one.
+    corners = prepared.to_source(np.array([[-0.5, -0.5, -0.5], [0.5, 0.5, 0.5]]))
+    assert np.allclose(corners, [[10, 20, 30], [12, 22, 32]])
+
+
+def test_voxels_from_npy_and_wrong_size(tmp_path: Path) -> None:
+    np.save(tmp_path / "ok.npy", np.ones((32,) * 3, dtype=np.uint8))
+    assert prepare_voxels(tmp_path / "ok.npy").array.sum() == 32 ** 3
+    assert guess_modality(tmp_path / "ok.npy") == "voxels"
+    np.save(tmp_path / "big.npy", np.ones((64,) * 3, dtype=bool))
+    with pytest.raises(InputError, match=r"big\.npy: the voxel grid is 64x64x64; the network takes 32x32x32"):
+        prepare_voxels(tmp_path / "big.npy")
+
+
+def _box_mesh() -> trimesh.Trimesh:
+    box = trimesh.creation.box(extents=(0.45, 1.0, 0.3))  # faces away from cell boundaries at 32^3
+    box.apply_translation((3.0, 0.0, -1.0))
+    return box
+
+
+def test_voxelise_mesh_file_watertight_and_with_holes(tmp_path: Path) -> None:
+    box = _box_mesh()
+    box.export(tmp_path / "box.obj")
+    prepared = prepare_voxels(tmp_path / "box.obj")
+    grid = prepared.array > 0.5
+    # Normalised: longest edge (y, 1.0) spans the cube; x spans [-0.225, 0.225] (cells 8..23 with the
+    # surface cells), z [-0.15, 0.15] (cells 11..20), centred.
+    idx = np.argwhere(grid)
+    assert idx.min(0).tolist() == [8, 0, 11] and idx.max(0).tolist() == [23, 31, 20]
+    assert grid[8:24, :, 11:21].all() and grid.sum() == 16 * 32 * 10
+    assert np.allclose(prepared.loc, [3.0, 0.0, -1.0]) and prepared.scale == pytest.approx(1.0)
+
+    # A sphere with faces missing (not watertight) and the same sphere closed: the interior agrees.
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.45)
+    closed = voxelize_mesh(MeshData(sphere.vertices, sphere.faces), 32)
+    # 26 holes spread over the sphere: rays through a hole are outvoted.
+    open_mesh = MeshData(sphere.vertices, np.delete(sphere.faces, np.arange(0, len(sphere.faces), 50), axis=0))
+    leaky = voxelize_mesh(open_mesh, 32)
+    centres = (np.argwhere(np.ones((32,) * 3)) + 0.5) / 32 - 0.5
+    deep_inside = (np.linalg.norm(centres, axis=1) < 0.4).reshape((32,) * 3)
+    far_outside = (np.linalg.norm(centres, axis=1) > 0.5).reshape((32,) * 3)
+    assert closed[deep_inside].all() and not closed[far_outside].any()
+    assert (~leaky[deep_inside]).sum() <= 2 and not leaky[far_outside].any()
+
+
+def test_voxelise_inconsistently_oriented_faces() -> None:
+    box = _box_mesh()
+    faces = np.asarray(box.faces).copy()
+    faces[::2] = faces[::2, ::-1]  # flip every other triangle
+    mesh = MeshData(np.asarray(box.vertices) - [3.0, 0.0, -1.0], faces)
+    assert voxelize_mesh(mesh, 16, lo=-0.5, hi=0.5).sum() == voxelize_mesh(
+        MeshData(mesh.vertices, np.asarray(box.faces)), 16).sum()
+
+
+# ------------------------------------------------------------------------------------------ points
+
+
+def test_pointcloud_from_ply_normalised_and_subsampled(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    points = rng.random((5000, 3)) * [2.0, 4.0, 1.0] + [10.0, -5.0, 0.0]
+    points[7] = np.nan
+    trimesh.PointCloud(points[np.isfinite(points).all(1)]).export(tmp_path / "cloud.ply")
+    prepared = prepare_pointcloud(tmp_path / "cloud.ply", n_points=300, seed=5)
+    assert prepared.array.shape == (300, 3) and prepared.array.dtype == np.float32
+    assert prepared.array.min() >= -0.5 - 1e-6 and prepared.array.max() <= 0.5 + 1e-6
+    assert len(np.unique(prepared.array, axis=0)) == 300  # without replacement when there are enough
+    finite = points[np.isfinite(points).all(1)]
+    assert np.allclose(prepared.loc, (finite.min(0) + finite.max(0)) / 2)
+    assert prepared.scale == pytest.approx((finite.max(0) - finite.min(0)).max())
+    back = prepared.to_source(prepared.array.astype(np.float64))
+    # Back in the source frame every sampled point is one of the input points.
+    assert np.abs(back[:, None] - finite[None]).max(axis=2).min(axis=1).max() < 1e-4
+    assert np.all((back >= finite.min(0) - 1e-5) & (back <= finite.max(0) + 1e-5))
+    # Same seed, same points; another seed, others.
+    again = prepare_pointcloud(tmp_path / "cloud.ply", n_points=300, seed=5)
+    assert np.array_equal(again.array, prepared.array)
+    assert not np.array_equal(prepare_pointcloud(tmp_path / "cloud.ply", seed=6).array, prepared.array)
+
+
+def test_pointcloud_from_mesh_surface_xyz_npz(tmp_path: Path) -> None:
+    box = _box_mesh()
+    box.export(tmp_path / "box.off")
+    prepared = prepare_pointcloud(tmp_path / "box.off", n_points=1000)
+    # Surface samples of a box: each lies on one of its faces (some coordinate at +-half extent).
+    unit_half = np.array([0.225, 0.5, 0.15])
+    on_face = np.isclose(np.abs(prepared.array), unit_half, atol=1e-5).any(axis=1)
+    assert on_face.all()
+    np.savetxt(tmp_path / "p.xyz", np.random.default_rng(0).random((50, 3)))
+    assert prepare_pointcloud(tmp_path / "p.xyz", n_points=100).array.shape == (100, 3)
+    np.savez(tmp_path / "pointcloud.npz", points=np.random.default_rng(0).random((60, 3)).astype(np.float16),
+             normals=np.zeros((60, 3)))
+    assert prepare("pointcloud", tmp_path / "pointcloud.npz").array.shape == (300, 3)
+    assert guess_modality(tmp_path / "pointcloud.npz") == "pointcloud"
+
+
+def test_pointcloud_noise() -> None:
+    points = np.random.default_rng(0).random((2000, 3))
+    clean = prepare_pointcloud(points, seed=1)
+    noisy = prepare_pointcloud(points, seed=1, noise_std=0.005)
+    assert 0.002 < np.std(noisy.array - clean.array) < 0.008
+
+
+@pytest.mark.parametrize("points,message", [
+    (np.zeros((0, 3)), "0 usable point"),
+    (np.full((100, 3), np.nan), r"0 usable point\(s\) \(100 non-finite dropped\)"),
+    (np.ones((1, 3)), "1 usable point"),
+    (np.ones((50, 3)), "all points are at the same place"),
+    (np.ones((50, 2)), "expected an N x 3 array"),
+])
+def test_bad_pointclouds(points: np.ndarray, message: str) -> None:
+    with pytest.raises(InputError, match=message):
+        prepare_pointcloud(points)
+
+
+def test_missing_and_empty_point_files(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match=r"nope\.ply: no such file"):
+        prepare_pointcloud(tmp_path / "nope.ply")
+    (tmp_path / "empty.ply").write_bytes(b"")
+    with pytest.raises(InputError, match=r"empty\.ply: the file is empty"):
+        prepare_pointcloud(tmp_path / "empty.ply")
+
+
+# ------------------------------------------------------------------------------------------ image
+
+
+def _rgba_drawing(width: int = 300, height: int = 200) -> np.ndarray:
+    """A red rectangle on a transparent background, off-centre."""
+    image = np.zeros((height, width, 4), dtype=np.uint8)
+    image[40:100, 150:270] = (255, 0, 0, 255)
+    return image
+
+
+def test_rgba_png_is_composited_cropped_and_padded(tmp_path: Path) -> None:
+    Image.fromarray(_rgba_drawing()).save(tmp_path / "drawing.png")
+    prepared = prepare_image(tmp_path / "drawing.png", object_fraction=0.8)
+    image = prepared.array
+    assert image.shape == (3, 224, 224) and image.dtype == np.float32
+    assert 0.0 <= image.min() and image.max() <= 1.0
+    # The background became white.
+    assert np.allclose(image[:, 0, 0], 1.0) and np.allclose(image[:, -1, -1], 1.0)
+    red = (image[0] > 0.9) & (image[1] < 0.1) & (image[2] < 0.1)
+    rows, cols = np.flatnonzero(red.any(1)), np.flatnonzero(red.any(0))
+    # Cropped and centred: the 120 x 60 rectangle's long side spans 80% of the frame.
+    assert abs((cols[-1] - cols[0] + 1) - 0.8 * 224) <= 3
+    assert abs((rows[-1] - rows[0] + 1) - 0.4 * 224) <= 3
+    assert abs((cols[0] + cols[-1]) / 2 - 111.5) <= 2 and abs((rows[0] + rows[-1]) / 2 - 111.5) <= 2
+    assert np.allclose(prepared.loc, 0) and prepared.scale == 1.0
+
+
+def test_uniform_background_is_cropped_and_rgb_arrays_accepted() -> None:
+    image = np.full((100, 400, 3), 0.3, dtype=np.float32)
+    image[30:70, 10:50] = (0.9, 0.9, 0.1)
+    prepared = prepare_image(image, object_fraction=0.5)
+    yellow = (prepared.array[2] < 0.2)
+    cols = np.flatnonzero(yellow.any(0))
+    assert abs((cols[-1] - cols[0] + 1) - 112) <= 3
+    assert np.allclose(prepared.array[:, 0, 0], 0.3, atol=0.01)  # padded with the background colour
+
+
+def test_photo_without_background_is_only_padded() -> None:
+    noise = np.random.default_rng(0).integers(0, 256, (120, 240, 3), dtype=np.uint8)
+    prepared = prepare_image(noise)
+    assert np.allclose(prepared.array[:, :50, :], 1.0)  # white bars above and below
+    assert not np.allclose(prepared.array[:, 112, :], 1.0)
+
+
+def test_bad_images(tmp_path: Path) -> None:
+    (tmp_path / "empty.png").write_bytes(b"")
+    with pytest.raises(InputError, match=r"empty\.png: the image file is empty"):
+        prepare_image(tmp_path / "empty.png")
+    (tmp_path / "text.png").write_text("this is not a PNG")
+    with pytest.raises(InputError, match=r"text\.png: not a readable image"):
+        prepare_image(tmp_path / "text.png")
+    with pytest.raises(InputError, match="the image has no pixels"):
+        prepare_image(np.zeros((0, 10, 3), np.uint8))
+    with pytest.raises(InputError, match="too large"):
+        prepare_image(np.zeros((9000, 9000, 1), np.uint8))
