@@ -7,10 +7,13 @@ partial output file is left behind (writers go through files.atomic_output).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
+from pathlib import Path
 from typing import Callable, Sequence
 
-from .occnet.config import ARCH_MODALITY
+from .occnet.config import ARCH_MODALITY, MODALITIES
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -23,6 +26,102 @@ def _cmd_convert(args: argparse.Namespace) -> int:
           f"{len(weights.state_dict)} tensors, "
           f"{sum(t.numel() for t in weights.state_dict.values()):,} values")
     return 0
+
+
+def _cmd_reconstruct(args: argparse.Namespace) -> int:
+    from .occnet.checkpoints import load_weights
+    from .occnet.errors import GenerationError
+    from .occnet.generation import ExtractionSettings, Reconstructor
+    from .occnet.meshio import MESH_OUTPUT_SUFFIXES, write_mesh
+    from .occnet.preprocess import guess_modality, prepare
+    from .occnet.registry import resolve_weights
+
+    source, output = Path(args.input), Path(args.output)
+    # Everything that can be checked cheaply is checked before the network runs.
+    if not source.exists():
+        raise UsageError(f"{source}: no such file")
+    if output.suffix.lower() not in MESH_OUTPUT_SUFFIXES:
+        raise UsageError(f"{output}: the output must end in one of {', '.join(MESH_OUTPUT_SUFFIXES)}")
+    folder = output.parent if str(output.parent) else Path(".")
+    if not folder.is_dir():
+        raise UsageError(f"{output}: folder {folder} does not exist")
+    modality = args.modality or guess_modality(source)
+    weights = load_weights(resolve_weights(args.weights, modality), args.arch)
+    if weights.modality != modality:
+        raise UsageError(f"{source} is a {modality} input but the weights take {weights.modality}; "
+                         f"choose {modality} weights or pass --modality {weights.modality}")
+    settings = ExtractionSettings(
+        threshold=weights.threshold if args.threshold is None else args.threshold,
+        resolution=args.resolution, resolution_0=min(32, args.resolution), refine_steps=args.refine,
+        simplify_faces=args.simplify, normals=args.normals, seed=args.seed)
+    progress = None if args.quiet else _ProgressBar()
+
+    started = time.perf_counter()
+    options = {"seed": args.seed, "n_points": weights.config.n_input_points} if modality == "pointcloud" else {}
+    prepared = prepare(modality, source, **options)
+    seconds_prepare = time.perf_counter() - started
+    reconstructor = Reconstructor(weights, args.device, batch_size=args.batch_size)
+    mesh = reconstructor.encode(prepared).extract(settings, progress=progress)
+    if progress is not None:
+        progress.close()
+    if not len(mesh.faces):
+        raise GenerationError(f"no surface at threshold {settings.threshold:g}: the network puts every point "
+                              "outside; try a lower --threshold, or check that the input suits the weights")
+    t = time.perf_counter()
+    write_mesh(output, mesh.vertices, mesh.faces, mesh.normals)
+    stats = {"input": str(source), "output": str(output), "modality": modality,
+             "weights": weights.source, "device": str(reconstructor.device), "threshold": settings.threshold,
+             "resolution": settings.resolution, "seconds_prepare": round(seconds_prepare, 4),
+             **mesh.stats, "seconds_write": round(time.perf_counter() - t, 4)}
+    if args.json:
+        print(json.dumps(stats, indent=2))
+    elif not args.quiet:
+        print(f"wrote {output}: {mesh.stats['vertices']:,} vertices, {mesh.stats['faces']:,} faces, "
+              f"{mesh.stats['points_evaluated']:,} points evaluated, {time.perf_counter() - started:.1f} s")
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .occnet.registry import list_weights, search_dirs
+
+    found = list_weights()
+    if args.json:
+        print(json.dumps([info.to_dict() for info in found], indent=2))
+        return 0
+    if not found:
+        print(f"no weights found in {', '.join(map(str, search_dirs()))}")
+    for info in found:
+        if info.error:
+            print(f"{info.name:24} {info.error}  ({info.path})")
+            continue
+        card = info.card
+        summary = card.get("summary") or card.get("source") or card.get("data", "")
+        print(f"{info.name:24} {info.modality:10} {info.arch:16} threshold {info.threshold:g}  {summary}")
+        if card.get("metrics"):
+            print(f"{'':24} metrics: " + ", ".join(f"{k} {v}" for k, v in card["metrics"].items()))
+    return 0
+
+
+class _ProgressBar:
+    """A one-line progress bar on stderr: the stage and its fraction."""
+
+    def __init__(self) -> None:
+        self.stage = ""
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        if not self.tty:
+            if stage != self.stage:
+                print(f"{stage}...", file=sys.stderr, flush=True)
+        else:
+            filled = int(30 * fraction)
+            print(f"\r{stage:<11} [{'#' * filled}{'.' * (30 - filled)}] {fraction:4.0%}", end="",
+                  file=sys.stderr, flush=True)
+        self.stage = stage
+
+    def close(self) -> None:
+        if self.tty:
+            print(file=sys.stderr)
 
 
 class UsageError(Exception):
@@ -44,6 +143,35 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--arch", choices=sorted(ARCH_MODALITY),
                          help="architecture (told from the keys when left out)")
     convert.set_defaults(run=_cmd_convert)
+
+    rec = sub.add_parser("reconstruct", help="reconstruct a mesh from an image, point cloud or voxel file",
+                         description="Reconstruct a mesh. Inputs: images (.png .jpg), point clouds (.ply .obj "
+                                     ".off .stl .xyz .npy .npz; a mesh file gives surface samples), voxels "
+                                     "(.binvox, a 32^3 .npy). Outputs: .obj .ply .off .glb .stl.")
+    rec.add_argument("input", help="input file")
+    rec.add_argument("-o", "--output", required=True, help="mesh file to write")
+    rec.add_argument("--modality", choices=MODALITIES, help="input kind (guessed from the file when left out)")
+    rec.add_argument("--weights", help="name of installed weights, or a path (.safetensors or original .pt); "
+                                       "default: the bundled weights for the input's modality")
+    rec.add_argument("--arch", choices=sorted(ARCH_MODALITY), help="architecture of an original .pt file")
+    rec.add_argument("--resolution", type=int, default=128, choices=(32, 64, 128, 256),
+                     help="cells per axis of the final grid (default 128)")
+    rec.add_argument("--threshold", type=float, help="occupancy probability of the surface, in (0, 1) "
+                                                     "(default: the weights' own, 0.2 for the originals)")
+    rec.add_argument("--refine", type=int, default=0, metavar="N", help="vertex refinement steps (default 0)")
+    rec.add_argument("--simplify", type=int, default=0, metavar="FACES",
+                     help="simplify to about this many faces (default: keep all)")
+    rec.add_argument("--normals", action="store_true", help="write vertex normals from the network's gradient")
+    rec.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    rec.add_argument("--seed", type=int, default=0, help="seed for point subsampling and refinement")
+    rec.add_argument("--batch-size", type=int, default=100_000, help="points per network call")
+    rec.add_argument("--json", action="store_true", help="print statistics as JSON")
+    rec.add_argument("--quiet", action="store_true", help="no progress bar")
+    rec.set_defaults(run=_cmd_reconstruct)
+
+    models = sub.add_parser("models", help="list available weights with their modality and model card")
+    models.add_argument("--json", action="store_true", help="as JSON")
+    models.set_defaults(run=_cmd_models)
     return parser
 
 

@@ -52,3 +52,13 @@ def example_input(modality: str, batch: int = 2, seed: int = 0) -> torch.Tensor:
     if modality == "pointcloud":
         return torch.rand(batch, 300, 3, generator=generator) - 0.5
     return (torch.rand(batch, 32, 32, 32, generator=generator) > 0.7).float()
+
+
+def centre_logits(model: OccupancyNetwork, inputs: torch.Tensor) -> OccupancyNetwork:
+    """Shift fc_out's bias so that half of the box is inside for `inputs`: a random network then has a
+    surface at threshold 0.5 to extract."""
+    points = torch.rand(1, 4096, 3, generator=torch.Generator().manual_seed(3)) * 1.1 - 0.55
+    with torch.no_grad():
+        logits = model(points, inputs)
+        model.decoder.fc_out.bias -= logits.median()
+    return model

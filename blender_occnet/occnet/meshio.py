@@ -118,3 +118,23 @@ def _load_npz_points(path: Path) -> np.ndarray:
             return archive[key]
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"{path}: not a readable .npz archive ({exc})") from None
+
+
+MESH_OUTPUT_SUFFIXES = (".obj", ".ply", ".off", ".glb", ".stl")
+
+
+def write_mesh(path: str | os.PathLike[str], vertices: np.ndarray, faces: np.ndarray,
+               normals: np.ndarray | None = None) -> None:
+    """Write a mesh; the format follows the suffix. The file appears whole or not at all."""
+    import trimesh
+
+    from .files import atomic_output
+
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in MESH_OUTPUT_SUFFIXES:
+        raise InputError(f"{path}: cannot write {suffix or 'files without a suffix'}; "
+                         f"use one of {', '.join(MESH_OUTPUT_SUFFIXES)}")
+    mesh = trimesh.Trimesh(vertices, faces, vertex_normals=normals, process=False)
+    with atomic_output(path) as tmp:
+        mesh.export(tmp, file_type=suffix[1:])

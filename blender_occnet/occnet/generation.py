@@ -1,0 +1,272 @@
+"""The generation API: encode an input once, then extract meshes at any threshold or resolution.
+
+    reconstructor = Reconstructor(weights, device="auto")
+    shape = reconstructor.encode(prepare_pointcloud("scan.ply"))
+    mesh = shape.extract(ExtractionSettings(threshold=0.2, resolution=128))
+    again = shape.extract(ExtractionSettings(threshold=0.4, resolution=128))  # evaluates only what is new
+
+An EncodedShape keeps every logit it has evaluated (a MISE value store on a 512-cell lattice over the
+1.1 box), so a later extraction at another threshold or resolution reuses them. Progress callbacks
+(stage, fraction) run between batches, and so does the cancel check.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from .checkpoints import Weights
+from .errors import Cancelled, GenerationError, InputError
+from .inference import FoldedDecoder
+from .meshing import extract_mesh
+from .mise import MISE, ValueStore
+from .preprocess import PreparedInput
+
+BOX_SIZE = 1.1  # the unit cube plus the reference's 0.1 padding
+RESOLUTIONS = (16, 32, 64, 128, 256, 512)  # cells; all share the value store's 512-cell lattice
+STORE_RESOLUTION = 512
+DEFAULT_BATCH = 100_000
+
+ProgressFn = Callable[[str, float], None]
+CancelFn = Callable[[], bool]
+DecodeFn = Callable[[torch.Tensor], torch.Tensor]  # box points (N, 3) -> logits (N,)
+
+
+@dataclass(frozen=True)
+class ExtractionSettings:
+    """How to turn the occupancy function into a mesh. Names match the add-on and protocol fields."""
+
+    threshold: float = 0.2  # occupancy probability of the surface
+    resolution: int = 128  # cells per axis of the final grid
+    resolution_0: int = 32  # MISE's coarse grid; equal to `resolution` means dense evaluation
+    refine_steps: int = 0  # vertex optimisation steps (the reference's demo used 30)
+    simplify_faces: int = 0  # quadric simplification target; 0 keeps every face
+    normals: bool = False  # vertex normals from the network's gradient
+    seed: int = 0  # for refinement's random face samples
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.threshold, (int, float)) and 0.0 < self.threshold < 1.0):
+            raise InputError(f"threshold must be a probability strictly between 0 and 1, got {self.threshold!r}")
+        if self.resolution not in RESOLUTIONS:
+            raise InputError(f"resolution must be one of {', '.join(map(str, RESOLUTIONS))} cells, "
+                             f"got {self.resolution!r}")
+        r0 = self.resolution_0
+        if not (isinstance(r0, int) and r0 >= 1 and r0 <= self.resolution and r0 & (r0 - 1) == 0):
+            raise InputError(f"resolution_0 must be a power of two no larger than resolution "
+                             f"({self.resolution}), got {r0!r}; resolution must be resolution_0 times 2**k")
+        for name in ("refine_steps", "simplify_faces", "seed"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise InputError(f"{name} must be a non-negative integer, got {value!r}")
+        if 0 < self.simplify_faces < 4:
+            raise InputError(f"simplify_faces must be 0 (off) or at least 4, got {self.simplify_faces}")
+
+    @property
+    def threshold_logit(self) -> float:
+        return math.log(self.threshold) - math.log1p(-self.threshold)
+
+    @property
+    def upsampling_steps(self) -> int:
+        return int(math.log2(self.resolution // self.resolution_0))
+
+
+@dataclass
+class MeshResult:
+    """A mesh in the source's frame with what it took to make it."""
+
+    vertices: np.ndarray  # (V, 3) float32
+    faces: np.ndarray  # (F, 3) int32, wound counter-clockwise seen from outside
+    normals: np.ndarray | None  # (V, 3) float32 or None
+    stats: dict[str, float | int] = field(default_factory=dict)
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; 'cuda' on a machine without one is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} is not available here (torch {torch.__version__} sees no CUDA "
+                         "GPU); use --device cpu or auto")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise InputError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+
+
+class Reconstructor:
+    """A network loaded on a device; turns prepared inputs into EncodedShapes."""
+
+    def __init__(self, weights: Weights, device: str = "auto", batch_size: int = DEFAULT_BATCH):
+        if batch_size < 1:
+            raise InputError(f"batch size must be positive, got {batch_size}")
+        self.weights = weights
+        self.device = resolve_device(device)
+        self.batch_size = batch_size
+        self.model = weights.build(self.device)
+
+    @property
+    def modality(self) -> str:
+        return self.weights.modality
+
+    def encode(self, prepared: PreparedInput) -> "EncodedShape":
+        if prepared.modality != self.modality:
+            raise InputError(f"these weights take {self.modality} input, not {prepared.modality}; choose "
+                             f"{prepared.modality} weights (see `python -m blender_occnet models`)")
+        started = time.perf_counter()
+        with torch.inference_mode():
+            inputs = torch.from_numpy(prepared.array).unsqueeze(0).to(self.device)
+            c = self.model.encode(inputs)
+        if not torch.isfinite(c).all():
+            raise GenerationError("the encoder produced NaN or infinite values; the weights are broken")
+        decode = FoldedDecoder(self.model.decoder, c.clone())  # clone: out of inference mode for autograd
+        shape = EncodedShape(decode, prepared, self.device, self.batch_size)
+        shape.encode_seconds = time.perf_counter() - started
+        return shape
+
+
+class EncodedShape:
+    """One observation's occupancy function, with every value evaluated so far kept for reuse."""
+
+    def __init__(self, decode: DecodeFn, prepared: PreparedInput | None = None,
+                 device: torch.device | str = "cpu", batch_size: int = DEFAULT_BATCH):
+        self.decode = decode
+        self.prepared = prepared
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.store = ValueStore(STORE_RESOLUTION)
+        self.encode_seconds = 0.0
+
+    # -- evaluation ---------------------------------------------------------------------------
+
+    def logits(self, box_points: np.ndarray, progress: Callable[[int], None] | None = None,
+               should_cancel: CancelFn | None = None) -> np.ndarray:
+        """Logits at (N, 3) points of the box frame, in batches; checks for cancel between batches."""
+        out = np.empty(len(box_points), dtype=np.float32)
+        with torch.inference_mode():
+            for start in range(0, len(box_points), self.batch_size):
+                if should_cancel is not None and should_cancel():
+                    raise Cancelled("cancelled")
+                chunk = torch.from_numpy(box_points[start:start + self.batch_size]).to(self.device)
+                out[start:start + len(chunk)] = self.decode(chunk).float().cpu().numpy()
+                if progress is not None:
+                    progress(start + len(chunk))
+        return out
+
+    # -- extraction ---------------------------------------------------------------------------
+
+    def extract(self, settings: ExtractionSettings = ExtractionSettings(),
+                progress: ProgressFn | None = None, should_cancel: CancelFn | None = None) -> MeshResult:
+        """A mesh of this shape; reuses every value evaluated by earlier extractions."""
+        report = progress or (lambda stage, fraction: None)
+        stats: dict[str, float | int] = {"seconds_encode": round(self.encode_seconds, 4)}
+        started = time.perf_counter()
+
+        grid, mise = self._evaluate_grid(settings, report, should_cancel)
+        stats.update(points_evaluated=mise.points_evaluated, points_reused=mise.points_reused,
+                     points_total=mise.points_total, seconds_evaluate=_since(started))
+
+        t = time.perf_counter()
+        report("meshing", 0.0)
+        vertices, faces = extract_mesh(grid, settings.threshold_logit, BOX_SIZE)
+        stats["seconds_meshing"] = _since(t)
+
+        if settings.simplify_faces and len(faces) > settings.simplify_faces:
+            t = time.perf_counter()
+            report("simplifying", 0.0)
+            vertices, faces = simplify(vertices, faces, settings.simplify_faces)
+            stats["seconds_simplify"] = _since(t)
+
+        if settings.refine_steps and len(faces):
+            t = time.perf_counter()
+            vertices = self._refine(vertices, faces, settings, report, should_cancel)
+            stats["seconds_refine"] = _since(t)
+
+        normals = None
+        if settings.normals and len(vertices):
+            t = time.perf_counter()
+            report("normals", 0.0)
+            normals = self._normals(vertices, should_cancel)
+            stats["seconds_normals"] = _since(t)
+
+        if self.prepared is not None:
+            vertices = self.prepared.to_source(vertices)
+        stats.update(vertices=len(vertices), faces=len(faces), seconds_total=_since(started))
+        report("done", 1.0)
+        return MeshResult(vertices.astype(np.float32), faces.astype(np.int32), normals, stats)
+
+    def _evaluate_grid(self, settings: ExtractionSettings, report: ProgressFn,
+                       should_cancel: CancelFn | None) -> tuple[np.ndarray, MISE]:
+        mise = MISE(settings.resolution_0, settings.upsampling_steps, settings.threshold_logit, self.store)
+        rounds = settings.upsampling_steps + 1  # usually; MISE may need a round more
+        round_index = 0
+        report("evaluating", 0.0)
+        points = mise.query()
+        while len(points):
+            box = (BOX_SIZE * (points / mise.resolution - 0.5)).astype(np.float32)
+            done_rounds, n = round_index, len(points)
+
+            def batch_done(count: int, done_rounds: int = done_rounds, n: int = n) -> None:
+                report("evaluating", min(0.99, (done_rounds + count / n) / rounds))
+
+            mise.update(points, self.logits(box, batch_done, should_cancel))
+            round_index += 1
+            points = mise.query()
+        return mise.to_dense(), mise
+
+    def _refine(self, vertices: np.ndarray, faces: np.ndarray, settings: ExtractionSettings,
+                report: ProgressFn, should_cancel: CancelFn | None) -> np.ndarray:
+        """Move vertices so that random points on each face sit on the iso-surface and face normals
+        follow the occupancy gradient (the reference's refinement: RMSprop, lr 1e-4)."""
+        v = torch.nn.Parameter(torch.from_numpy(vertices).to(self.device))
+        f = torch.from_numpy(faces.astype(np.int64)).to(self.device)
+        optimizer = torch.optim.RMSprop([v], lr=1e-4)
+        rng = np.random.default_rng(settings.seed)
+        for step in range(settings.refine_steps):
+            if should_cancel is not None and should_cancel():
+                raise Cancelled("cancelled")
+            report("refining", step / settings.refine_steps)
+            optimizer.zero_grad()
+            corners = v[f]  # (F, 3, 3)
+            weights = torch.from_numpy(rng.dirichlet((0.5, 0.5, 0.5), size=len(faces)).astype(np.float32))
+            weights = weights.to(self.device)
+            face_points = (corners * weights[:, :, None]).sum(dim=1)
+            normal = torch.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 1], dim=1)
+            normal = normal / (normal.norm(dim=1, keepdim=True) + 1e-10)
+            occupancy = torch.sigmoid(self.decode(face_points))
+            target = -torch.autograd.grad(occupancy.sum(), face_points, create_graph=True)[0]
+            target = target / (target.norm(dim=1, keepdim=True) + 1e-10)
+            loss = (occupancy - settings.threshold).pow(2).mean() + 0.01 * (normal - target).pow(2).sum(1).mean()
+            loss.backward()
+            optimizer.step()
+        return v.detach().cpu().numpy()
+
+    def _normals(self, vertices: np.ndarray, should_cancel: CancelFn | None) -> np.ndarray:
+        """Normalised negative gradient of the logit at each vertex (pointing out of the shape)."""
+        out = np.empty_like(vertices, dtype=np.float32)
+        for start in range(0, len(vertices), self.batch_size):
+            if should_cancel is not None and should_cancel():
+                raise Cancelled("cancelled")
+            points = torch.from_numpy(vertices[start:start + self.batch_size]).to(self.device).requires_grad_()
+            gradient = torch.autograd.grad(self.decode(points).sum(), points)[0]
+            normal = -gradient / (gradient.norm(dim=1, keepdim=True) + 1e-10)
+            out[start:start + len(points)] = normal.cpu().numpy()
+        return out
+
+
+def simplify(vertices: np.ndarray, faces: np.ndarray, target_faces: int) -> tuple[np.ndarray, np.ndarray]:
+    """Quadric edge-collapse simplification (Fast-Quadric-Mesh-Simplification, aggressiveness 5 as the
+    reference's demo) down to about `target_faces` faces."""
+    import fast_simplification
+
+    points, triangles = fast_simplification.simplify(
+        vertices.astype(np.float64), faces.astype(np.int32), target_count=int(target_faces), agg=5.0)
+    return points.astype(np.float32), triangles.astype(np.int32)
+
+
+def _since(start: float) -> float:
+    return round(time.perf_counter() - start, 4)
