@@ -91,7 +91,7 @@ def resolve_device(device: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"device {device!r} is not available here (torch {torch.__version__} sees no CUDA "
-                         "GPU); use --device cpu or auto")
+                         "GPU); use cpu or auto")
     try:
         return torch.device(device)
     except RuntimeError:

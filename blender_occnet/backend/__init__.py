@@ -1,0 +1,1 @@
+"""The reconstruction backend: a process with torch that serves requests from Blender (never imports bpy)."""

@@ -1,0 +1,254 @@
+"""The job engine: one worker thread runs reconstructions in order; models and finished jobs are cached.
+
+Transport-agnostic: each job carries the `send` function of the connection that asked for it.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..occnet.checkpoints import load_weights
+from ..occnet.errors import Cancelled, CheckpointError, InputError, OccNetError
+from ..occnet.generation import EncodedShape, ExtractionSettings, MeshResult, Reconstructor, resolve_device
+from ..occnet.registry import resolve_weights
+from .requests import ReconstructRequest, RequestError, parse_settings, prepare_source
+
+Send = Callable[[dict[str, Any], "dict[str, np.ndarray] | None"], None]
+
+MAX_MODELS = 4
+MAX_CACHED_JOBS = 32
+MAX_CACHED_BYTES = 512 * 1024 * 1024
+PROGRESS_INTERVAL = 0.05  # seconds between progress events of one stage
+
+
+@dataclass
+class Job:
+    id: str
+    send: Send
+    request: ReconstructRequest | None = None  # a new reconstruction
+    source_job: str | None = None  # or a re-extraction of this finished job
+    settings: ExtractionSettings | None = None  # the re-extraction's settings
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass
+class FinishedJob:
+    shape: EncodedShape
+    reconstructor: Reconstructor
+    settings: ExtractionSettings
+
+    @property
+    def nbytes(self) -> int:
+        return len(self.shape.store) * 16 + 4096  # int64 key + float64 value per evaluated point
+
+
+class Engine:
+    def __init__(self, weights_dirs: list[str] | None = None):
+        self.weights_dirs = list(weights_dirs or [])
+        self._queue: collections.deque[Job] = collections.deque()
+        self._lock = threading.Condition()
+        self._running: Job | None = None
+        self._models: collections.OrderedDict[tuple[str, int, str | None, str], Reconstructor] = collections.OrderedDict()
+        self._finished: collections.OrderedDict[str, FinishedJob] = collections.OrderedDict()
+        self._ids = itertools.count(1)
+        self._stopping = False
+        self._worker = threading.Thread(target=self._work, name="occnet-worker", daemon=True)
+        self._worker.start()
+
+    # -- called by connections ------------------------------------------------------------------
+
+    def new_job_id(self) -> str:
+        return f"job-{next(self._ids)}"
+
+    def submit(self, job: Job) -> None:
+        with self._lock:
+            self._queue.append(job)
+            self._lock.notify()
+
+    def cancel(self, job_id: str) -> bool:
+        """Cancel a queued job at once or a running one at its next batch; False if unknown."""
+        with self._lock:
+            for job in self._queue:
+                if job.id == job_id:
+                    self._queue.remove(job)
+                    job.send({"type": "cancelled", "job": job.id, "while": "queued"}, None)
+                    return True
+            if self._running is not None and self._running.id == job_id:
+                self._running.cancel.set()
+                return True
+        return False
+
+    def cancel_all_from(self, send: Send) -> None:
+        """A connection went away: drop its queued jobs and stop its running one."""
+        with self._lock:
+            self._queue = collections.deque(j for j in self._queue if j.send is not send)
+            if self._running is not None and self._running.send is send:
+                self._running.cancel.set()
+
+    def finished_job(self, job_id: str) -> FinishedJob | None:
+        with self._lock:
+            return self._finished.get(job_id)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._queue.clear()
+            if self._running is not None:
+                self._running.cancel.set()
+            self._lock.notify()
+
+    # -- the worker -------------------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while not self._queue and not self._stopping:
+                    self._lock.wait()
+                if self._stopping:
+                    return
+                job = self._running = self._queue.popleft()
+            try:
+                self._run(job)
+            except Cancelled:
+                job.send({"type": "cancelled", "job": job.id, "while": "running"}, None)
+            except RequestError as exc:
+                job.send({"type": "error", "job": job.id, "field": exc.field, "message": str(exc)}, None)
+            except OccNetError as exc:
+                job.send({"type": "error", "job": job.id, "field": _field_of(exc), "message": str(exc)}, None)
+            except Exception as exc:  # keep serving whatever happens inside one job
+                traceback.print_exc(file=sys.stderr)
+                job.send({"type": "error", "job": job.id, "field": "",
+                          "message": f"internal error in the backend: {type(exc).__name__}: {exc}"}, None)
+            finally:
+                with self._lock:
+                    self._running = None
+
+    def _run(self, job: Job) -> None:
+        started = time.perf_counter()
+        progress = _Throttled(job)
+        cancelled = job.cancel.is_set
+        stats: dict[str, Any] = {}
+        if job.request is not None:
+            request = job.request
+            progress("loading", 0.0)
+            reconstructor, stats["model_cached"], stats["seconds_load"] = self._model(request)
+            settings = request.settings
+            if not request.threshold_given:
+                settings = dataclasses.replace(settings, threshold=reconstructor.weights.threshold)
+            if cancelled():
+                raise Cancelled("cancelled")
+            progress("encoding", 0.0)
+            prepared = prepare_source(request, reconstructor.weights.config.n_input_points)
+            shape = reconstructor.encode(prepared)
+        else:
+            finished = self.finished_job(job.source_job or "")
+            if finished is None:
+                raise RequestError("job", f"job {job.source_job!r} is not available for re-extraction (unknown, "
+                                          "failed, or evicted from the cache); reconstruct again")
+            assert job.settings is not None
+            shape, reconstructor, settings = finished.shape, finished.reconstructor, job.settings
+            shape.encode_seconds = 0.0
+        mesh = shape.extract(settings, progress=progress, should_cancel=cancelled)
+        self._remember(job.id, FinishedJob(shape, reconstructor, settings))
+        stats.update(mesh.stats)
+        stats["seconds_backend"] = round(time.perf_counter() - started, 4)
+        job.send(*_result_message(job.id, mesh, shape, settings, stats))
+
+    def check(self, request: ReconstructRequest) -> tuple[Path, str]:
+        """The weights file and device a request names; raises RequestError at once when either is wrong."""
+        try:
+            device = str(resolve_device(request.device))
+        except InputError as exc:
+            raise RequestError("device", str(exc)) from None
+        try:
+            path = resolve_weights(request.weights, request.modality, self.weights_dirs)
+        except CheckpointError as exc:
+            raise RequestError("weights", str(exc)) from None
+        return path, device
+
+    def _model(self, request: ReconstructRequest) -> tuple[Reconstructor, bool, float]:
+        """The request's network on its device: from the cache, or loaded (and cached) now."""
+        started = time.perf_counter()
+        path, device = self.check(request)
+        # The modification time is part of the key: retrained weights saved over a file are reloaded.
+        key = (str(path.resolve()), path.stat().st_mtime_ns, request.arch, device)
+        with self._lock:
+            reconstructor = self._models.get(key)
+            if reconstructor is not None:
+                self._models.move_to_end(key)
+        cached = reconstructor is not None
+        if reconstructor is None:
+            try:
+                reconstructor = Reconstructor(load_weights(path, request.arch), device)
+            except CheckpointError as exc:
+                raise RequestError("weights", str(exc)) from None
+            with self._lock:
+                self._models[key] = reconstructor
+                while len(self._models) > MAX_MODELS:
+                    self._models.popitem(last=False)
+        if reconstructor.modality != request.modality:
+            raise RequestError("weights", f"{path.name} takes {reconstructor.modality} input, not "
+                                          f"{request.modality}; choose {request.modality} weights")
+        return reconstructor, cached, round(time.perf_counter() - started, 4)
+
+    def _remember(self, job_id: str, finished: FinishedJob) -> None:
+        """Keep finished jobs for re-extraction, evicting the oldest beyond the count and memory bounds."""
+        with self._lock:
+            self._finished[job_id] = finished
+            total = sum(f.nbytes for f in self._finished.values())
+            while len(self._finished) > 1 and (len(self._finished) > MAX_CACHED_JOBS or total > MAX_CACHED_BYTES):
+                _, evicted = self._finished.popitem(last=False)
+                total -= evicted.nbytes
+
+    def re_extract_settings(self, job_id: str, header: dict[str, Any]) -> ExtractionSettings:
+        """The settings of a re-extraction: the finished job's, with the fields the request names."""
+        finished = self.finished_job(job_id)
+        if finished is None:
+            raise RequestError("job", f"job {job_id!r} is not available for re-extraction (unknown, failed, or "
+                                      "evicted from the cache); reconstruct again")
+        merged = {**dataclasses.asdict(finished.settings),
+                  **{k: header[k] for k in ("threshold", "resolution", "refine_steps", "simplify_faces",
+                                             "normals", "seed") if header.get(k) is not None}}
+        return parse_settings(merged)
+
+
+class _Throttled:
+    """Progress events for a job: every stage change, and within a stage at most every 50 ms."""
+
+    def __init__(self, job: Job):
+        self.job, self.stage, self.last = job, "", 0.0
+
+    def __call__(self, stage: str, fraction: float) -> None:
+        now = time.monotonic()
+        if stage == self.stage and now - self.last < PROGRESS_INTERVAL:
+            return
+        self.stage, self.last = stage, now
+        self.job.send({"type": "progress", "job": self.job.id, "stage": stage, "fraction": round(fraction, 4)},
+                      None)
+
+
+def _result_message(job_id: str, mesh: MeshResult, shape: EncodedShape, settings: ExtractionSettings,
+                    stats: dict[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    arrays = {"vertices": mesh.vertices, "faces": mesh.faces}
+    if mesh.normals is not None:
+        arrays["normals"] = mesh.normals
+    prepared = shape.prepared
+    header = {"type": "result", "job": job_id, "stats": stats, "settings": dataclasses.asdict(settings),
+              "loc": prepared.loc.tolist() if prepared is not None else [0.0, 0.0, 0.0],
+              "scale": prepared.scale if prepared is not None else 1.0}
+    return header, arrays
+
+
+def _field_of(exc: OccNetError) -> str:
+    return "weights" if isinstance(exc, CheckpointError) else ""

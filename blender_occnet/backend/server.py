@@ -1,0 +1,177 @@
+"""Transports: a child process on stdin/stdout (what the add-on starts; no port is opened) or a TCP
+server for a remote GPU machine (loopback unless told otherwise, token required before anything is read).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import socket
+import sys
+import threading
+from typing import Any, BinaryIO, Callable
+
+import numpy as np
+
+from .. import __version__
+from ..protocol import (AUTH_PREFIX, MAX_AUTH_BYTES, OPERATIONS, PROTOCOL_VERSION, BadFrame, ConnectionClosed,
+                        ProtocolError, encode, read_message)
+from .engine import Engine, Job
+from .requests import RequestError, parse_reconstruct
+
+
+class Session:
+    """One client connection: reads requests, answers them, and carries its jobs' events back."""
+
+    def __init__(self, engine: Engine, reader: BinaryIO, write: Callable[[bytes], None]):
+        self.engine = engine
+        self.reader = reader
+        self._write = write
+        self._lock = threading.Lock()
+        self.open = True
+
+    def send(self, header: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> None:
+        frame = encode(header, arrays)
+        with self._lock:
+            if not self.open:
+                return
+            try:
+                self._write(frame)
+            except OSError:  # the client went away; its jobs are cancelled by serve()
+                self.open = False
+
+    def serve(self) -> bool:
+        """Handle requests until the stream ends; True when a shutdown was asked for."""
+        try:
+            while True:
+                try:
+                    message = read_message(self.reader)
+                except BadFrame as exc:  # the stream is still in step: answer and go on
+                    self.send({"type": "error", "id": None, "field": "frame", "message": str(exc)})
+                    continue
+                if self._handle(message.header, message.arrays):
+                    return True
+        except ConnectionClosed:
+            return False
+        except (ProtocolError, OSError) as exc:  # out of step: the connection cannot be trusted any more
+            self.send({"type": "error", "id": None, "field": "frame", "message": f"{exc}; closing the connection"})
+            return False
+        finally:
+            self.open = False
+            self.engine.cancel_all_from(self.send)
+
+    def _handle(self, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> bool:
+        request_id = header.get("id")
+        op = header.get("op")
+        try:
+            if op not in OPERATIONS:
+                raise RequestError("op", f"unknown operation {op!r}; known: {', '.join(OPERATIONS)}")
+            if op == "handshake":
+                self._handshake(request_id, header)
+            elif op == "reconstruct":
+                request = parse_reconstruct(header, arrays)
+                self.engine.check(request)  # unknown weights or a missing device: refused before queueing
+                job = Job(self.engine.new_job_id(), self.send, request=request)
+                self.send({"type": "accepted", "id": request_id, "job": job.id})
+                self.engine.submit(job)
+            elif op == "re_extract":
+                source = header.get("job")
+                if not isinstance(source, str):
+                    raise RequestError("job", "re_extract needs the 'job' id of a finished reconstruction")
+                settings = self.engine.re_extract_settings(source, header)
+                job = Job(self.engine.new_job_id(), self.send, source_job=source, settings=settings)
+                self.send({"type": "accepted", "id": request_id, "job": job.id})
+                self.engine.submit(job)
+            elif op == "cancel":
+                found = self.engine.cancel(str(header.get("job")))
+                self.send({"type": "reply", "id": request_id, "found": found})
+            elif op == "list_weights":
+                from ..occnet.registry import list_weights
+
+                self.send({"type": "reply", "id": request_id,
+                           "weights": [w.to_dict() for w in list_weights(self.engine.weights_dirs)]})
+            elif op == "shutdown":
+                self.send({"type": "reply", "id": request_id})
+                return True
+        except RequestError as exc:
+            self.send({"type": "error", "id": request_id, "field": exc.field, "message": str(exc)})
+        except Exception as exc:  # never let one request take the server down
+            self.send({"type": "error", "id": request_id, "field": "",
+                       "message": f"internal error: {type(exc).__name__}: {exc}"})
+        return False
+
+    def _handshake(self, request_id: Any, header: dict[str, Any]) -> None:
+        import torch
+
+        from ..occnet.registry import list_weights
+
+        version = header.get("protocol_version")
+        if version != PROTOCOL_VERSION:
+            raise RequestError("protocol_version", f"this backend speaks protocol {PROTOCOL_VERSION}, the client "
+                                                   f"{version}; update the extension and the backend together")
+        devices = ["cpu"] + [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
+        self.send({"type": "reply", "id": request_id, "protocol_version": PROTOCOL_VERSION,
+                   "backend_version": __version__, "torch_version": torch.__version__,
+                   "python": sys.version.split()[0], "executable": sys.executable, "devices": devices,
+                   "cuda": torch.cuda.is_available(),
+                   "weights": [w.to_dict() for w in list_weights(self.engine.weights_dirs)]})
+
+
+def serve_stdio(engine: Engine) -> None:
+    """Serve the parent process over our stdin/stdout until it closes them or asks for shutdown."""
+    # Keep the protocol stream to ourselves: anything printed to fd 1 later goes to stderr instead.
+    protocol_out = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    reader = os.fdopen(os.dup(0), "rb")
+    Session(engine, reader, protocol_out.write).serve()
+    engine.stop()
+
+
+def serve_tcp(engine: Engine, host: str, port: int, token: str,
+              ready: Callable[[int], None] | None = None) -> None:
+    """Accept connections; each must open with AUTH_PREFIX + token + newline before anything is read."""
+    server = socket.create_server((host, port), reuse_port=False)
+    if ready is not None:
+        ready(server.getsockname()[1])
+    stopping = threading.Event()
+
+    def handle(conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(None)
+            if not _authenticated(conn, token):
+                conn.sendall(encode({"type": "error", "id": None, "field": "token",
+                                     "message": "authentication failed: wrong or missing token"}))
+                return
+            reader = conn.makefile("rb")
+            if Session(engine, reader, conn.sendall).serve():
+                stopping.set()
+                server.close()
+
+    with server:
+        while not stopping.is_set():
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                break
+            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+    engine.stop()
+
+
+def _authenticated(conn: socket.socket, token: str) -> bool:
+    """Read the bounded auth line only; compare in constant time."""
+    conn.settimeout(10.0)
+    line = b""
+    try:
+        while not line.endswith(b"\n") and len(line) < MAX_AUTH_BYTES:
+            chunk = conn.recv(1)
+            if not chunk:
+                return False
+            line += chunk
+            if not (line.startswith(AUTH_PREFIX) or AUTH_PREFIX.startswith(line)):
+                return False  # not an auth line: refuse at once, read nothing more
+    except OSError:
+        return False
+    if not line.startswith(AUTH_PREFIX) or not line.endswith(b"\n"):
+        return False
+    return hmac.compare_digest(line[len(AUTH_PREFIX):-1], token.encode("utf-8"))

@@ -1,0 +1,184 @@
+"""Message framing between Blender and the backend: a JSON header plus raw array payloads.
+
+Standard library and numpy only: Blender imports this module, and so does the backend.
+
+A frame on the wire:
+
+    magic   4 bytes   b"OCN1"
+    hlen    4 bytes   little-endian uint32, length of the JSON header (at most MAX_HEADER_BYTES)
+    plen    8 bytes   little-endian uint64, total length of the payloads (at most the reader's bound)
+    header  hlen bytes of UTF-8 JSON: an object; its "arrays" entry lists [name, dtype, shape] per array
+    payload the arrays' bytes, C order, little-endian, in the listed order, back to back
+
+Nothing is pickled or evaluated: the header is JSON, arrays are rebuilt with np.frombuffer from a
+dtype in a short allow-list and a shape whose size must account for the payload exactly.
+A remote connection starts with AUTH_PREFIX + token + b"\\n" (at most MAX_AUTH_BYTES) before any frame.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+import numpy as np
+
+PROTOCOL_VERSION = 1
+MAGIC = b"OCN1"
+PREFIX = struct.Struct("<4sIQ")
+MAX_HEADER_BYTES = 1 << 20  # 1 MiB of JSON is far more than any message needs
+MAX_PAYLOAD_BYTES = 1 << 30  # 1 GiB: a 256-cell mesh with normals is ~100 MB
+MAX_ARRAYS = 16
+MAX_DIMS = 4
+AUTH_PREFIX = b"OCCNET-AUTH "
+MAX_AUTH_BYTES = 256
+
+# dtype name -> numpy dtype (little-endian); nothing else is accepted.
+DTYPES = {
+    "bool": np.dtype("bool"),
+    "uint8": np.dtype("<u1"),
+    "int32": np.dtype("<i4"),
+    "int64": np.dtype("<i8"),
+    "float32": np.dtype("<f4"),
+    "float64": np.dtype("<f8"),
+}
+
+# Operations a client may ask for, and the kinds of message a server sends.
+OPERATIONS = ("handshake", "reconstruct", "cancel", "re_extract", "list_weights", "shutdown")
+EVENTS = ("reply", "accepted", "progress", "result", "error", "cancelled")
+
+
+class ProtocolError(Exception):
+    """A frame that breaks the format; the connection cannot be trusted to stay in sync after it."""
+
+
+class ConnectionClosed(ProtocolError):
+    """The other side closed the stream (cleanly, between frames)."""
+
+
+class BadFrame(ProtocolError):
+    """A frame read whole whose content is invalid: the stream is still in step, the next frame can follow."""
+
+
+@dataclass
+class Message:
+    header: dict[str, Any]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def type(self) -> str:
+        return str(self.header.get("type", ""))
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.header.get(key, default)
+
+
+def encode(header: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> bytes:
+    """One frame as bytes."""
+    arrays = arrays or {}
+    if len(arrays) > MAX_ARRAYS:
+        raise ProtocolError(f"at most {MAX_ARRAYS} arrays per message, got {len(arrays)}")
+    listing, chunks = [], []
+    for name, array in arrays.items():
+        array = np.asarray(array)
+        dtype_name = _dtype_name(array.dtype)
+        if array.ndim > MAX_DIMS:
+            raise ProtocolError(f"array {name!r} has {array.ndim} dimensions; at most {MAX_DIMS}")
+        listing.append([name, dtype_name, list(array.shape)])
+        chunks.append(np.ascontiguousarray(array, dtype=DTYPES[dtype_name]).tobytes())
+    full = dict(header)
+    full["arrays"] = listing
+    head = json.dumps(full, separators=(",", ":"), allow_nan=False).encode("utf-8")
+    payload_len = sum(len(c) for c in chunks)
+    if len(head) > MAX_HEADER_BYTES:
+        raise ProtocolError(f"header of {len(head)} bytes is over the {MAX_HEADER_BYTES} byte bound")
+    if payload_len > MAX_PAYLOAD_BYTES:
+        raise ProtocolError(f"payload of {payload_len} bytes is over the {MAX_PAYLOAD_BYTES} byte bound")
+    return b"".join([PREFIX.pack(MAGIC, len(head), payload_len), head, *chunks])
+
+
+def write_message(stream: BinaryIO, header: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> None:
+    stream.write(encode(header, arrays))
+    stream.flush()
+
+
+def read_message(stream: BinaryIO, max_payload: int = MAX_PAYLOAD_BYTES) -> Message:
+    """Read one frame. Raises ConnectionClosed at a clean end of stream, ProtocolError otherwise."""
+    prefix = _read_exactly(stream, PREFIX.size, allow_eof=True)
+    magic, header_len, payload_len = PREFIX.unpack(prefix)
+    if magic != MAGIC:
+        raise ProtocolError(f"bad frame start {magic!r} (expected {MAGIC!r}): not this protocol, or out of sync")
+    if header_len > MAX_HEADER_BYTES:
+        raise ProtocolError(f"header length {header_len} is over the {MAX_HEADER_BYTES} byte bound")
+    if payload_len > max_payload:
+        raise ProtocolError(f"payload length {payload_len} is over the {max_payload} byte bound")
+    head = _read_exactly(stream, header_len)
+    payload = _read_exactly(stream, payload_len) if payload_len else b""
+    # The whole frame is consumed: from here on a problem is a BadFrame and the stream stays in step.
+    try:
+        header = json.loads(head.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadFrame(f"header is not UTF-8 JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise BadFrame("header must be a JSON object")
+    listing = _check_listing(header.pop("arrays", []), payload_len)
+    arrays: dict[str, np.ndarray] = {}
+    offset = 0
+    for name, dtype, shape, nbytes in listing:
+        arrays[name] = np.frombuffer(payload, dtype=dtype, count=nbytes // dtype.itemsize,
+                                     offset=offset).reshape(shape)
+        offset += nbytes
+    return Message(header, arrays)
+
+
+def _check_listing(listing: Any, payload_len: int) -> list[tuple[str, np.dtype, tuple[int, ...], int]]:
+    """Validate the header's array list against the declared payload length before reading it."""
+    if not isinstance(listing, list) or len(listing) > MAX_ARRAYS:
+        raise BadFrame(f"'arrays' must be a list of at most {MAX_ARRAYS} entries")
+    checked, total, names = [], 0, set()
+    for entry in listing:
+        if not (isinstance(entry, list) and len(entry) == 3 and isinstance(entry[0], str)
+                and isinstance(entry[1], str) and isinstance(entry[2], list)):
+            raise BadFrame(f"array entry {entry!r} is not [name, dtype, shape]")
+        name, dtype_name, shape = entry
+        if name in names:
+            raise BadFrame(f"array {name!r} is listed twice")
+        names.add(name)
+        if dtype_name not in DTYPES:
+            raise BadFrame(f"array {name!r} has dtype {dtype_name!r}; allowed: {', '.join(DTYPES)}")
+        if len(shape) > MAX_DIMS or not all(isinstance(d, int) and not isinstance(d, bool) and 0 <= d < 2**31
+                                            for d in shape):
+            raise BadFrame(f"array {name!r} has an invalid shape {shape!r}")
+        dtype = DTYPES[dtype_name]
+        count = 1
+        for d in shape:
+            count *= d
+        nbytes = count * dtype.itemsize
+        total += nbytes
+        if total > payload_len:
+            raise BadFrame(f"arrays need more bytes than the declared payload of {payload_len}")
+        checked.append((name, dtype, tuple(shape), nbytes))
+    if total != payload_len:
+        raise BadFrame(f"arrays account for {total} bytes but the payload is {payload_len}")
+    return checked
+
+
+def _read_exactly(stream: BinaryIO, n: int, allow_eof: bool = False) -> bytes:
+    chunks, remaining = [], n
+    while remaining:
+        chunk = stream.read(min(remaining, 1 << 24))
+        if not chunk:
+            if allow_eof and remaining == n:
+                raise ConnectionClosed("the other side closed the connection")
+            raise ProtocolError(f"stream ended {remaining} bytes short of a {n}-byte block (truncated frame)")
+        chunks.append(chunk)
+        remaining -= len(chunk)
+    return b"".join(chunks)
+
+
+def _dtype_name(dtype: np.dtype) -> str:
+    for name, allowed in DTYPES.items():
+        if dtype.kind == allowed.kind and dtype.itemsize == allowed.itemsize:
+            return name
+    raise ProtocolError(f"arrays of dtype {dtype} cannot be sent; use one of {', '.join(DTYPES)}")

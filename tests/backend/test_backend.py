@@ -1,0 +1,343 @@
+"""The real backend process: round trips, progress, cancel, re-extraction, crashes, tokens, bad frames."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import venv
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pytest
+import torch
+
+from blender_occnet import protocol
+from blender_occnet.backend_client import (AuthenticationFailed, BackendClient, BackendCrashed, DependencyMissing,
+                                           Event, InterpreterNotFound, RequestRejected, Unreachable)
+from blender_occnet.occnet.checkpoints import Weights, save_weights
+from blender_occnet.occnet.generation import ExtractionSettings, Reconstructor
+from blender_occnet.occnet.preprocess import prepare_voxels
+from tests.helpers import centre_logits, randomized_model, small_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def voxel_source() -> np.ndarray:
+    grid = np.zeros((32,) * 3, np.uint8)
+    grid[6:26, 10:22, 4:28] = 1
+    return grid
+
+
+@pytest.fixture(scope="module")
+def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Random networks with a surface: 'vox' (voxels) and 'pc' (point cloud)."""
+    folder = tmp_path_factory.mktemp("weights")
+    vox = centre_logits(randomized_model(small_config("onet-voxels")), torch.from_numpy(voxel_source()).float()[None])
+    save_weights(folder / "vox.safetensors", Weights(vox.config, vox.state_dict(), 0.5, {"summary": "test"}))
+    cloud = torch.from_numpy(np.random.default_rng(0).random((1, 300, 3)).astype(np.float32) - 0.5)
+    pc = centre_logits(randomized_model(small_config("onet-pointcloud")), cloud)
+    save_weights(folder / "pc.safetensors", Weights(pc.config, pc.state_dict(), 0.5, {"summary": "test"}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def client(weights_dir: Path) -> Iterator[BackendClient]:
+    backend = BackendClient.start_local(sys.executable, [str(weights_dir)])
+    yield backend
+    backend.close()
+
+
+def events_until_done(client: BackendClient, job: str, timeout: float = 120.0) -> list[Event]:
+    """Events of `job` up to and including its last one (result, error, cancelled or lost)."""
+    collected, deadline = [], time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        event = client.wait_event(timeout=deadline - time.monotonic())
+        if event.job != job:
+            continue
+        collected.append(event)
+        if event.type in ("result", "error", "cancelled", "lost"):
+            return collected
+    raise AssertionError(f"job {job} did not finish within {timeout} s")
+
+
+def test_round_trip_matches_in_process_generation(client: BackendClient, weights_dir: Path) -> None:
+    assert client.info["protocol_version"] == protocol.PROTOCOL_VERSION
+    assert client.info["torch_version"] == torch.__version__ and client.info["devices"][0] == "cpu"
+    assert {w["name"] for w in client.info["weights"]} >= {"vox", "pc"}
+
+    job = client.reconstruct("voxels", voxel_source(), weights="vox", resolution=64, normals=True, device="cpu")
+    events = events_until_done(client, job)
+    result = events[-1]
+    assert result.type == "result", result.header
+    vertices, faces = result.arrays["vertices"], result.arrays["faces"]
+    assert vertices.dtype == np.float32 and faces.dtype == np.int32 and result.arrays["normals"].shape == vertices.shape
+    assert result.header["stats"]["faces"] == len(faces) > 0
+
+    from blender_occnet.occnet.checkpoints import load_weights
+
+    local = Reconstructor(load_weights(weights_dir / "vox.safetensors"), "cpu").encode(
+        prepare_voxels(voxel_source())).extract(ExtractionSettings(threshold=0.5, resolution=64, normals=True))
+    assert np.array_equal(local.vertices, vertices) and np.array_equal(local.faces, faces)
+
+
+def test_progress_events_arrive_in_order(client: BackendClient) -> None:
+    job = client.reconstruct("pointcloud", np.random.default_rng(1).random((500, 3)).astype(np.float32),
+                             weights="pc", resolution=128)
+    events = events_until_done(client, job)
+    assert events[-1].type == "result"
+    progress = [(e.header["stage"], e.header["fraction"]) for e in events if e.type == "progress"]
+    stages = [s for s, _ in progress]
+    order = ["loading", "encoding", "evaluating", "meshing", "done"]
+    firsts = [stages.index(s) for s in order if s in stages]
+    assert firsts == sorted(firsts) and {"evaluating", "meshing", "done"} <= set(stages)
+    evaluating = [f for s, f in progress if s == "evaluating"]
+    assert evaluating == sorted(evaluating) and len(evaluating) >= 2
+
+
+def test_model_is_reused_and_re_extraction_evaluates_less(client: BackendClient) -> None:
+    first = events_until_done(client, client.reconstruct("voxels", voxel_source(), weights="vox", resolution=128))[-1]
+    second = events_until_done(client, client.reconstruct("voxels", voxel_source(), weights="vox", resolution=128))[-1]
+    assert second.header["stats"]["model_cached"] is True and second.header["stats"]["seconds_load"] < 0.05
+    redo = events_until_done(client, client.re_extract(first.job, threshold=0.4))[-1]
+    assert redo.type == "result"
+    s1, s2 = first.header["stats"], redo.header["stats"]
+    assert s2["points_evaluated"] < s1["points_evaluated"] / 2 and s2["points_reused"] > 0
+    assert s2["seconds_backend"] < s1["seconds_backend"]
+    assert redo.header["settings"]["threshold"] == 0.4 and redo.header["settings"]["resolution"] == 128
+
+
+def test_cancel_running_and_queued(client: BackendClient) -> None:
+    cloud = np.random.default_rng(2).random((500, 3)).astype(np.float32)
+    running = client.reconstruct("pointcloud", cloud, weights="pc", resolution=256, seed=5)
+    queued = client.reconstruct("pointcloud", cloud, weights="pc", resolution=256, seed=6)
+    assert client.cancel(queued) is True
+    ends = {}
+    while True:  # wait until the first job is really evaluating, then cancel it
+        event = client.wait_event(timeout=60)
+        if event.type in ("cancelled", "result", "error"):
+            ends[event.job] = event
+        if event.job == running and event.type == "progress" and event.header["stage"] == "evaluating":
+            break
+    started = time.monotonic()
+    assert client.cancel(running) is True
+    while len(ends) < 2:
+        event = client.wait_event(timeout=60)
+        if event.type in ("cancelled", "result", "error"):
+            ends[event.job] = event
+    assert ends[queued].type == "cancelled" and ends[queued].header["while"] == "queued"
+    assert ends[running].type == "cancelled" and ends[running].header["while"] == "running"
+    assert time.monotonic() - started < 10  # within a batch, not at the end of the job
+    assert client.cancel("job-does-not-exist") is False
+    # Still serving.
+    assert events_until_done(client, client.reconstruct("voxels", voxel_source(), weights="vox",
+                                                        resolution=32))[-1].type == "result"
+
+
+@pytest.mark.parametrize("modality,source,settings,field", [
+    ("pointcloud", np.full((100, 3), np.nan, np.float32), {}, "input"),
+    ("pointcloud", np.zeros((0, 3), np.float32), {}, "input"),
+    ("image", np.zeros((4000, 4000, 3), np.uint8), {}, "input"),
+    ("voxels", np.zeros((64, 64, 64), np.uint8), {}, "input"),
+    ("voxels", voxel_source(), {"weights": "no-such-weights"}, "weights"),
+    ("voxels", voxel_source(), {"weights": "pc"}, "weights"),
+    ("voxels", voxel_source(), {"device": "cuda"}, "device"),
+    ("voxels", voxel_source(), {"threshold": 1.5}, "threshold"),
+    ("voxels", voxel_source(), {"resolution": 100}, "resolution"),
+    ("meshes", voxel_source(), {}, "modality"),
+])
+def test_bad_requests_name_the_field(client: BackendClient, modality: str, source: np.ndarray, settings: dict,
+                                     field: str) -> None:
+    if field == "device" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    settings = {"weights": "vox", **settings}
+    try:
+        job = client.reconstruct(modality, source, **settings)
+    except RequestRejected as exc:
+        assert exc.field == field, str(exc)
+    else:  # some problems show only when the job runs (the weights' modality needs the file loaded)
+        event = events_until_done(client, job)[-1]
+        assert event.type == "error" and event.header["field"] == field, event.header
+    assert events_until_done(client, client.reconstruct("voxels", voxel_source(), weights="vox",
+                                                        resolution=32))[-1].type == "result"
+
+
+def test_killed_backend_is_reported_and_a_new_one_starts(weights_dir: Path) -> None:
+    backend = BackendClient.start_local(sys.executable, [str(weights_dir)])
+    job = backend.reconstruct("pointcloud", np.random.default_rng(3).random((500, 3)).astype(np.float32),
+                              weights="pc", resolution=256)
+    while backend.wait_event(timeout=60).header.get("stage") != "evaluating":
+        pass
+    assert backend._process is not None
+    os.kill(backend._process.pid, signal.SIGKILL)
+    lost = events_until_done(backend, job)[-1]
+    assert lost.type == "lost" and "signal 9" in lost.header["message"]
+    with pytest.raises(BackendCrashed, match="signal 9"):
+        backend.reconstruct("voxels", voxel_source(), weights="vox")
+    backend.close()
+    fresh = BackendClient.start_local(sys.executable, [str(weights_dir)])
+    try:
+        assert events_until_done(fresh, fresh.reconstruct("voxels", voxel_source(), weights="vox",
+                                                          resolution=32))[-1].type == "result"
+    finally:
+        fresh.close()
+
+
+def test_missing_interpreter_and_missing_torch(tmp_path: Path) -> None:
+    with pytest.raises(InterpreterNotFound, match="not found"):
+        BackendClient.start_local(str(tmp_path / "no-python"))
+    bare = tmp_path / "bare"
+    venv.create(bare, with_pip=False)  # a Python with nothing installed
+    with pytest.raises(DependencyMissing, match=r"lacks numpy, torch.*pip install"):
+        BackendClient.start_local(str(bare / "bin" / "python"))
+
+
+def test_backend_that_dies_at_start_shows_its_stderr(tmp_path: Path) -> None:
+    script = tmp_path / "fake_python"
+    script.write_text("#!/bin/sh\necho 'Fatal Python error: something broke' >&2\nexit 7\n")
+    script.chmod(0o755)
+    with pytest.raises(BackendCrashed, match=r"(?s)exit status 7.*something broke"):
+        BackendClient.start_local(str(script))
+
+
+def test_protocol_version_mismatch_is_refused(weights_dir: Path) -> None:
+    process = subprocess.Popen([sys.executable, "-m", "blender_occnet.backend", "serve", "--stdio"], cwd=REPO,
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    assert process.stdin is not None and process.stdout is not None
+    protocol.write_message(process.stdin, {"op": "handshake", "id": 1, "protocol_version": 99})
+    reply = protocol.read_message(process.stdout)
+    assert reply.type == "error" and reply.get("field") == "protocol_version"
+    protocol.write_message(process.stdin, {"op": "shutdown", "id": 2})
+    assert protocol.read_message(process.stdout).type == "reply"
+    assert process.wait(timeout=30) == 0
+
+
+# ------------------------------------------------------------------------------------------ remote
+
+
+@pytest.fixture(scope="module")
+def remote(weights_dir: Path) -> Iterator[tuple[int, str]]:
+    token = "test-token-" + os.urandom(8).hex()
+    process = subprocess.Popen([sys.executable, "-m", "blender_occnet.backend", "serve", "--port", "0", "--token",
+                                token, "--weights-dir", str(weights_dir)], cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    line = process.stderr.readline()
+    match = re.search(r"listening on 127\.0\.0\.1:(\d+)", line)
+    assert match, line
+    yield int(match.group(1)), token
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def test_remote_requires_the_token(remote: tuple[int, str]) -> None:
+    port, token = remote
+    for wrong in ("", "not-the-token", token + "x"):
+        with pytest.raises(AuthenticationFailed, match="refused the token"):
+            BackendClient.connect("127.0.0.1", port, wrong)
+    # Without any auth line, a request frame is refused without being read as a request.
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(protocol.encode({"op": "handshake", "id": 1, "protocol_version": 1}))
+        reply = protocol.read_message(sock.makefile("rb"))
+        assert reply.type == "error" and reply.get("field") == "token"
+    good = BackendClient.connect("127.0.0.1", port, token)
+    try:
+        assert events_until_done(good, good.reconstruct("voxels", voxel_source(), weights="vox",
+                                                        resolution=32))[-1].type == "result"
+    finally:
+        good.close()  # a remote server is only disconnected from, never shut down
+
+
+def test_unreachable_remote() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free_port = probe.getsockname()[1]
+    with pytest.raises(Unreachable, match="cannot reach"):
+        BackendClient.connect("127.0.0.1", free_port, "token", timeout=2)
+
+
+def malformed_frames(rng: random.Random) -> Iterator[tuple[str, bytes]]:
+    """At least 200 broken frames of many kinds."""
+    good_header = {"op": "reconstruct", "id": 7, "modality": "voxels", "weights": "vox"}
+    for i in range(40):
+        yield "random bytes", rng.randbytes(rng.randint(1, 400))
+    full = protocol.encode(good_header, {"input": voxel_source()})
+    for i in range(40):
+        yield "truncated", full[:rng.randint(1, len(full) - 1)]
+    for i in range(30):
+        head = b'{"op":"handshake","id":1,"protocol_version":1,"arrays":[]}'
+        yield "lying lengths", struct.pack("<4sIQ", b"OCN1", len(head) + rng.randint(1, 50),
+                                           rng.randint(0, 5000)) + head
+    for dtype in ("float16", "complex64", "object", "<U4", "int8", ">f4", "", "float32x"):
+        yield "wrong dtype", _frame({**good_header, "arrays": [["input", dtype, [32, 32, 32]]]}, 32 ** 3)
+    for i in range(20):
+        yield "oversized", struct.pack("<4sIQ", b"OCN1", 10, protocol.MAX_PAYLOAD_BYTES + rng.randint(1, 10**6))
+    for i in range(10):
+        yield "oversized header", struct.pack("<4sIQ", b"OCN1", protocol.MAX_HEADER_BYTES + 1 + i, 0)
+    for op in ("delete_everything", "", None, 42, "__import__", "eval", "HANDSHAKE", "reconstruct_all"):
+        yield "unknown op", protocol.encode({"op": op, "id": 3})
+    for shape in ([-1, 3], [2**40], [1, 2, 3, 4, 5], "32", [3.5]):
+        yield "bad shape", _frame({**good_header, "arrays": [["input", "uint8", shape]]}, 0)
+    for payload in (b"[1,2,3]", b"null", b"\xff\xfe", b"{not json", b'{"op": "handshake", "id": NaN}'):
+        yield "bad header", struct.pack("<4sIQ", b"OCN1", len(payload), 0) + payload
+    for i in range(40):
+        arrays = {"input": np.zeros(rng.choice([(0, 3), (5,), (2, 2, 2), (33, 32, 32)]), np.float32)}
+        yield "bad field values", protocol.encode({**good_header, "resolution": rng.choice([-1, "x", 2**31, 1.5]),
+                                                   "threshold": rng.choice(["a", -1, 2, None])}, arrays)
+    for i in range(10):
+        yield "array count mismatch", _frame({**good_header, "arrays": [["input", "uint8", [10]]]}, 20)
+
+
+def _frame(header: dict, payload_len: int) -> bytes:
+    head = json.dumps(header).encode()
+    return struct.pack("<4sIQ", b"OCN1", len(head), payload_len) + head + b"\0" * payload_len
+
+
+def test_malformed_frames_get_an_error_or_a_closed_connection(remote: tuple[int, str]) -> None:
+    port, token = remote
+    frames = list(malformed_frames(random.Random(1234)))
+    assert len(frames) >= 200
+    outcomes: dict[str, set[str]] = {}
+    for kind, frame in frames:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.sendall(protocol.AUTH_PREFIX + token.encode() + b"\n" + frame)
+            sock.shutdown(socket.SHUT_WR)  # a lying length then meets the end of the stream
+            reader = sock.makefile("rb")
+            try:
+                reply = protocol.read_message(reader)
+                assert reply.type == "error", (kind, reply.header)
+                assert reply.get("message"), kind
+                outcome = "error reply"
+            except protocol.ConnectionClosed:
+                outcome = "closed"
+            outcomes.setdefault(kind, set()).add(outcome)
+        # The server keeps serving a valid request after each one (checked every 25 frames for speed).
+        if len(outcomes) and frames.index((kind, frame)) % 25 == 0:
+            _valid_request(port, token)
+    _valid_request(port, token)
+    assert outcomes["unknown op"] == {"error reply"} and outcomes["wrong dtype"] == {"error reply"}
+
+
+def _valid_request(port: int, token: str) -> None:
+    client = BackendClient.connect("127.0.0.1", port, token)
+    try:
+        assert events_until_done(client, client.reconstruct("voxels", voxel_source(), weights="vox",
+                                                            resolution=32))[-1].type == "result"
+    finally:
+        client.close()
+
+
+def test_protocol_and_client_import_without_torch_or_bpy() -> None:
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['bpy'] = None\n"
+            "import blender_occnet, blender_occnet.protocol, blender_occnet.backend_client\n"
+            "print('ok')")
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
