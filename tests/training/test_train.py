@@ -1,0 +1,99 @@
+"""Training: configs, a short real run, exact resume, refusal to clobber a run, two-process DDP, export."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from blender_occnet.occnet.checkpoints import load_weights
+from blender_occnet.occnet.errors import InputError
+from training.config import Config, load_config
+from training.export import export_run
+from training.train import CHECKPOINT, load_checkpoint, train
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def small_config(tmp_path: Path, dataset: Path, **training: object) -> Config:
+    values = {
+        "data": {"path": str(dataset), "val_points": 2048, "points_per_shape": 256},
+        "model": {"arch": "onet-pointcloud", "c_dim": 16, "hidden_size": 16, "encoder_hidden": 16},
+        "training": {"out_dir": str(tmp_path / "run"), "batch_size": 4, "lr": 1e-3, "max_steps": 8,
+                     "validate_every": 4, "checkpoint_every": 2, "log_every": 2, **training},
+    }
+    return Config.from_dict(values)
+
+
+def test_config_inherits_and_rejects_unknown_keys(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text("training:\n  lr: 0.001\n  batch_size: 8\nmodel:\n  arch: onet-voxels\n")
+    (tmp_path / "child.yaml").write_text("inherit_from: base.yaml\ntraining:\n  batch_size: 16\n")
+    config = load_config(tmp_path / "child.yaml")
+    assert config.training.lr == 0.001 and config.training.batch_size == 16 and config.model["arch"] == "onet-voxels"
+    assert config.training.max_steps == 100_000  # the built-in default underneath
+    (tmp_path / "typo.yaml").write_text("training:\n  learning_rate: 0.1\n")
+    with pytest.raises(InputError, match=r"unknown key training\.learning_rate"):
+        load_config(tmp_path / "typo.yaml")
+    (tmp_path / "typo2.yaml").write_text("trainig:\n  lr: 0.1\n")
+    with pytest.raises(InputError, match=r"unknown key trainig \(did you mean training\?\)"):
+        load_config(tmp_path / "typo2.yaml")
+    (tmp_path / "loop.yaml").write_text("inherit_from: loop.yaml\n")
+    with pytest.raises(InputError, match="loops back"):
+        load_config(tmp_path / "loop.yaml")
+    with pytest.raises(InputError, match="no such config file"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_short_run_learns_and_exports(tmp_path: Path, tiny_dataset: Path) -> None:
+    config = small_config(tmp_path, tiny_dataset, max_steps=40, validate_every=20)
+    summary = train(config, progress=False)
+    assert summary["step"] == 40 and summary["best_iou"] > 0.2
+    run = Path(config.training.out_dir)
+    assert (run / "best.pt").exists() and (run / "log.csv").read_text().count("\n") == 1 + 40 // 2
+    weights = export_run(run, tmp_path / "w.safetensors")
+    reloaded = load_weights(tmp_path / "w.safetensors")
+    assert reloaded.config == config.model_config and reloaded.threshold == 0.2
+    assert reloaded.card["metrics"]["val_iou"] == round(summary["best_iou"], 4)
+    assert [row[0] for row in reloaded.card["learning_curve"]] == [20, 40]
+    assert set(weights.state_dict) == set(reloaded.state_dict)
+
+
+def test_resume_continues_exactly(tmp_path: Path, tiny_dataset: Path) -> None:
+    straight = small_config(tmp_path / "a", tiny_dataset, max_steps=8)
+    train(straight, progress=False)
+    split = small_config(tmp_path / "b", tiny_dataset, max_steps=4)
+    train(split, progress=False)
+    with pytest.raises(InputError, match="already holds a run; pass --resume"):
+        train(split, progress=False)
+    train(small_config(tmp_path / "b", tiny_dataset, max_steps=8), resume=True, progress=False)
+    a = load_checkpoint(Path(straight.training.out_dir) / CHECKPOINT)
+    b = load_checkpoint(Path(split.training.out_dir) / CHECKPOINT)
+    assert a["step"] == b["step"] == 8
+    for key, tensor in a["model"].items():
+        assert torch.equal(tensor, b["model"][key]), key
+
+
+def test_bad_dataset_paths(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="dataset folder does not exist"):
+        train(small_config(tmp_path, tmp_path / "nowhere"), progress=False)
+    empty = tmp_path / "empty"
+    (empty / "chair").mkdir(parents=True)
+    (empty / "chair" / "train.lst").write_text("missing_model\n")
+    with pytest.raises(InputError, match=r"no usable pointcloud models.*missing points\.npz"):
+        train(small_config(tmp_path, empty), progress=False)
+
+
+def test_two_process_ddp_ends_with_identical_weights(tmp_path: Path, tiny_dataset: Path) -> None:
+    config = small_config(tmp_path, tiny_dataset, max_steps=4, validate_every=4)
+    path = tmp_path / "ddp.yaml"
+    path.write_text(json.dumps(config.to_dict()))
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                             "2", "-m", "training.train", str(path), "--quiet"], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((Path(config.training.out_dir) / "summary.json").read_text())
+    assert summary["ranks_in_sync"] is True and summary["step"] == 4

@@ -1,0 +1,336 @@
+"""`python -m training.train CONFIG.yaml [--resume | --overwrite]`: train an Occupancy Network.
+
+The reference's loss (binary cross-entropy with logits, summed over a shape's points, averaged over
+shapes) and optimiser (Adam); validation IoU every N steps with the best checkpoint kept; atomic
+checkpoints that `--resume` continues exactly (model, optimiser, step, sampling position); stopping
+by maximum steps, wall time or patience. Under `torchrun --nproc_per_node N` it trains with
+DistributedDataParallel (NCCL on GPUs, Gloo on CPUs): each process takes its share of every batch and
+rank 0 alone writes checkpoints and logs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from blender_occnet.occnet.errors import InputError, OccNetError
+from blender_occnet.occnet.files import atomic_output
+from blender_occnet.occnet.generation import resolve_device
+from blender_occnet.occnet.model import OccupancyNetwork, build_model
+
+from .config import Config, load_config
+from .data import ShapeDataset, collate
+
+log = logging.getLogger("training")
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+
+
+# ------------------------------------------------------------------------------------------- helpers
+
+
+class Distributed:
+    """Rank and world size; a no-op outside torchrun."""
+
+    def __init__(self) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.enabled = self.world > 1
+
+    def setup(self, device: torch.device) -> None:
+        if self.enabled:
+            backend = "nccl" if device.type == "cuda" else "gloo"
+            torch.distributed.init_process_group(backend=backend)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            torch.distributed.barrier()
+
+    def broadcast_flag(self, flag: bool, device: torch.device) -> bool:
+        """Rank 0's decision (stop or go on) for every rank."""
+        if not self.enabled:
+            return flag
+        value = torch.tensor([1 if flag else 0], device=device)
+        torch.distributed.broadcast(value, 0)
+        return bool(value.item())
+
+
+def learning_rate(config: Config, step: int) -> float:
+    t = config.training
+    if t.lr_schedule == "constant":
+        return t.lr
+    progress = min(1.0, step / t.max_steps)
+    return t.lr_min + 0.5 * (t.lr - t.lr_min) * (1 + math.cos(math.pi * progress))
+
+
+def batch_indices(n_models: int, batch_size: int, step: int, seed: int) -> np.ndarray:
+    """The shapes of step `step`: a new seeded permutation each epoch, so resuming lands on the same batch."""
+    per_epoch = max(1, n_models // batch_size)
+    epoch, position = divmod(step, per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(n_models)
+    if n_models < batch_size:
+        return np.random.default_rng([seed, step]).choice(n_models, batch_size, replace=True)
+    return order[position * batch_size:(position + 1) * batch_size]
+
+
+def load_batch(dataset: ShapeDataset, indices: np.ndarray, seed: int, step: int,
+               device: torch.device) -> dict[str, torch.Tensor]:
+    items = [dataset.item(int(i), np.random.default_rng([seed, step, k])) for k, i in enumerate(indices)]
+    return {k: torch.from_numpy(v).to(device) for k, v in collate(items).items()}
+
+
+def loss_of(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    logits = model(batch["points"], batch["inputs"])
+    return F.binary_cross_entropy_with_logits(logits, batch["occ"], reduction="none").sum(-1).mean()
+
+
+@torch.no_grad()
+def validate(model: OccupancyNetwork, dataset: ShapeDataset, config: Config, device: torch.device) -> dict[str, float]:
+    """Mean IoU over validation shapes on their uniform points (prediction >= threshold, truth >= 0.5)."""
+    model.eval()
+    threshold_logit = math.log(config.training.threshold) - math.log1p(-config.training.threshold)
+    ious, losses = [], []
+    for index in range(min(config.data.val_shapes or len(dataset), len(dataset))):
+        item = dataset.validation_item(index, np.random.default_rng([config.training.seed, index]),
+                                       config.data.val_points)
+        batch = {k: torch.from_numpy(v[None]).to(device) for k, v in item.items()}
+        logits = model(batch["points"], batch["inputs"])[0]
+        predicted = (logits >= threshold_logit).cpu().numpy()
+        actual = item["occ"] >= 0.5
+        union = (predicted | actual).sum()
+        ious.append(float((predicted & actual).sum() / union) if union else 1.0)
+        losses.append(float(F.binary_cross_entropy_with_logits(logits, batch["occ"][0])))
+    model.train()
+    return {"iou": float(np.mean(ious)), "loss": float(np.mean(losses))}  # loss: mean BCE per point
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
+                    state: dict[str, Any], config: Config) -> None:
+    """Everything --resume needs, written atomically (a killed run never leaves half a file)."""
+    bare = model.module if hasattr(model, "module") else model
+    payload = {"model": bare.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+               "state": state, "config": json.dumps(config.to_dict())}
+    with atomic_output(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_checkpoint(path: Path) -> dict[str, Any]:
+    # Our own files hold tensors, numbers and strings only: weights_only needs no allow-list.
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class CsvLog:
+    def __init__(self, path: Path, fields: list[str]):
+        self.path, self.fields = path, fields
+        if not path.exists():
+            with open(path, "w", newline="") as handle:
+                csv.writer(handle).writerow(fields)
+
+    def write(self, row: dict[str, Any]) -> None:
+        with open(self.path, "a", newline="") as handle:
+            csv.writer(handle).writerow([row.get(f, "") for f in self.fields])
+
+
+# ------------------------------------------------------------------------------------------- main
+
+
+def prepare_run_dir(config: Config, resume: bool, overwrite: bool, main: bool) -> Path:
+    run_dir = Path(config.training.out_dir)
+    has_run = (run_dir / CHECKPOINT).exists()
+    if has_run and not (resume or overwrite):
+        raise InputError(f"{run_dir} already holds a run; pass --resume to continue it or --overwrite to start "
+                         "again (its checkpoints are replaced)")
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if overwrite and not resume:
+            for name in (CHECKPOINT, BEST, "log.csv", "validation.csv"):
+                (run_dir / name).unlink(missing_ok=True)
+        (run_dir / "config.yaml").write_text(json.dumps(config.to_dict(), indent=2))
+    return run_dir
+
+
+def train(config: Config, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+    dist = Distributed()
+    t = config.training
+    device = resolve_device(t.device)
+    if device.type == "cuda" and dist.enabled:
+        device = torch.device("cuda", dist.local_rank)
+        torch.cuda.set_device(device)
+    dist.setup(device)
+    run_dir = prepare_run_dir(config, resume, overwrite, dist.main)
+    dist.barrier()
+
+    model_config = config.model_config
+    d = config.data
+    train_set = ShapeDataset(d.path, d.train_split, model_config.modality, d.categories, d.points_per_shape,
+                             d.near_surface_fraction, model_config.n_input_points, d.pointcloud_noise, d.cache)
+    val_set = ShapeDataset(d.path, d.val_split, model_config.modality, d.categories, d.points_per_shape,
+                           d.near_surface_fraction, model_config.n_input_points, 0.0, d.cache) if dist.main else None
+
+    torch.manual_seed(t.seed)
+    model: torch.nn.Module = build_model(model_config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=t.lr)
+    step, state = 0, {"best_iou": -1.0, "best_step": 0, "validations_without_gain": 0, "seconds": 0.0}
+    if resume and (run_dir / CHECKPOINT).exists():
+        saved = load_checkpoint(run_dir / CHECKPOINT)
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        step, state = int(saved["step"]), dict(saved["state"])
+        if dist.main:
+            log.info("resumed %s at step %d (best IoU %.4f)", run_dir, step, state["best_iou"])
+    if dist.enabled:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                          else None)
+    bare: OccupancyNetwork = model.module if dist.enabled else model  # type: ignore[assignment]
+    model.train()
+
+    train_log = CsvLog(run_dir / "log.csv", ["step", "loss", "lr", "seconds", "data_seconds"]) if dist.main else None
+    val_log = CsvLog(run_dir / "validation.csv", ["step", "iou", "loss", "seconds"]) if dist.main else None
+    writer = _tensorboard(run_dir) if dist.main else None
+    bar = _progress_bar(progress and dist.main, step, t.max_steps)
+    started = time.monotonic() - state["seconds"]
+    data_seconds = step_seconds = 0.0
+    stop_reason = "max_steps"
+    while step < t.max_steps:
+        tick = time.monotonic()
+        indices = batch_indices(len(train_set), t.batch_size, step, t.seed)[dist.rank::dist.world]
+        batch = load_batch(train_set, indices, t.seed, step, device)
+        loaded = time.monotonic()
+        for group in optimizer.param_groups:
+            group["lr"] = learning_rate(config, step)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_of(model, batch)
+        loss.backward()
+        optimizer.step()
+        step += 1
+        data_seconds += loaded - tick
+        step_seconds += time.monotonic() - tick
+        state["seconds"] = time.monotonic() - started
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.1f}", best_iou=f"{max(state['best_iou'], 0):.3f}")
+
+        if dist.main and step % t.log_every == 0 and train_log is not None:
+            train_log.write({"step": step, "loss": round(loss.item(), 4), "lr": learning_rate(config, step),
+                             "seconds": round(state["seconds"], 1), "data_seconds": round(data_seconds, 2)})
+            if writer is not None:
+                writer.add_scalar("train/loss", loss.item(), step)
+        stop = False
+        if dist.main and (step % t.validate_every == 0 or step == t.max_steps):
+            assert val_set is not None and val_log is not None
+            metrics = validate(bare, val_set, config, device)
+            val_log.write({"step": step, **{k: round(v, 4) for k, v in metrics.items()},
+                           "seconds": round(state["seconds"], 1)})
+            if writer is not None:
+                writer.add_scalar("val/iou", metrics["iou"], step)
+            if metrics["iou"] > state["best_iou"]:
+                state.update(best_iou=metrics["iou"], best_step=step, validations_without_gain=0)
+                save_checkpoint(run_dir / BEST, model, optimizer, step, state, config)
+            else:
+                state["validations_without_gain"] += 1
+            log.info("step %d: validation IoU %.4f (best %.4f at %d)", step, metrics["iou"], state["best_iou"],
+                     state["best_step"])
+            if t.patience and state["validations_without_gain"] >= t.patience:
+                stop, stop_reason = True, "patience"
+        if t.max_minutes and state["seconds"] >= 60 * t.max_minutes:
+            stop, stop_reason = True, "max_minutes"
+        stop = dist.broadcast_flag(stop, device)
+        if dist.main and (step % t.checkpoint_every == 0 or stop or step == t.max_steps):
+            save_checkpoint(run_dir / CHECKPOINT, model, optimizer, step, state, config)
+        if stop:
+            break
+    if bar is not None:
+        bar.close()
+    dist.barrier()
+    summary = {"step": step, "stop_reason": stop_reason, "best_iou": state["best_iou"],
+               "best_step": state["best_step"], "seconds": round(state["seconds"], 1),
+               "data_share": round(data_seconds / step_seconds, 4) if step_seconds else 0.0}
+    if dist.enabled:
+        summary["ranks_in_sync"] = _ranks_in_sync(bare, device)
+    if dist.main:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    if dist.enabled:
+        torch.distributed.destroy_process_group()
+    return summary
+
+
+def _ranks_in_sync(model: torch.nn.Module, device: torch.device) -> bool:
+    """Whether every process ends with exactly the same weights (DDP keeps them so; this checks it)."""
+    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).to(device)
+    gathered = [torch.empty_like(flat) for _ in range(torch.distributed.get_world_size())]
+    torch.distributed.all_gather(gathered, flat)
+    return all(torch.equal(gathered[0], other) for other in gathered[1:])
+
+
+def _tensorboard(run_dir: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # optional: CSV logs are always written
+        return None
+    return SummaryWriter(str(run_dir / "tensorboard"))
+
+
+def _progress_bar(enabled: bool, start: int, total: int) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.splitlines()[0])
+    parser.add_argument("config", help="YAML configuration (inherits from training/configs/default.yaml)")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="continue the run in training.out_dir")
+    group.add_argument("--overwrite", action="store_true", help="start again in a folder that holds a run")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="override a config value (YAML syntax), e.g. --set training.max_steps=500")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    try:
+        config = load_config(args.config)
+        if args.set:
+            config = _with_overrides(config, args.set)
+        summary = train(config, args.resume, args.overwrite, progress=not args.quiet)
+    except OccNetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if Distributed().main:
+        print(json.dumps(summary))
+    return 0
+
+
+def _with_overrides(config: Config, overrides: list[str]) -> Config:
+    import yaml
+
+    values = config.to_dict()
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        parts = key.split(".")
+        if not sep or len(parts) != 2:
+            raise InputError(f"--set {item!r}: use SECTION.KEY=VALUE")
+        values.setdefault(parts[0], {})[parts[1]] = yaml.safe_load(raw)
+    return Config.from_dict(values)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
