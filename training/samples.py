@@ -1,0 +1,55 @@
+"""`python -m training.samples`: the sample inputs shipped with the extension (blender_occnet/samples/).
+
+Shapes from the procedural collection drawn with a seed no dataset uses, so none is in a training
+split; each sample is placed in an arbitrary frame (not the unit cube), as a user's data would be.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from blender_occnet.occnet.binvox import write_binvox
+from blender_occnet.occnet.meshio import write_mesh
+
+from .shapes import generate
+
+SAMPLES_DIR = Path(__file__).resolve().parent.parent / "blender_occnet" / "samples"
+SAMPLE_SEED = 987_654  # datasets use small seeds; this one is for samples only
+
+
+def write_samples(out: Path = SAMPLES_DIR) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(SAMPLE_SEED)
+    written = []
+
+    # A point cloud of a chair: 3000 surface points, 1.8 units tall, standing at x = 2.
+    chair = generate("chair", rng)
+    points, _ = chair.sample_surface(3000, rng)
+    points = points * 1.8 + np.array([2.0, 0.0, 0.9])
+    cloud_path = out / "chair_pointcloud.ply"
+    write_mesh(cloud_path, points.astype(np.float32), np.zeros((0, 3), np.int32))
+    written.append(cloud_path)
+
+    # A 32^3 voxel grid of a car, its binvox box 4 units wide at the origin.
+    car = generate("car", rng)
+    voxels_path = out / "car_voxels.binvox"
+    write_binvox(voxels_path, car.voxels(32, rng), translate=(-2.0, -2.0, -2.0), scale=4.0)
+    written.append(voxels_path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.samples", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=SAMPLES_DIR)
+    args = parser.parse_args(argv)
+    for path in write_samples(args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
