@@ -143,10 +143,12 @@ class ShapeDataset:
     def item(self, index: int, rng: np.random.Generator, n_points: int | None = None) -> dict[str, np.ndarray]:
         """One training shape: 'inputs', 'points' (T, 3) and 'occ' (T,) in the network's input frame."""
         model = self.models[index]
-        return self._with_input(model, rng, lambda: self._query_points(model, rng, n_points or self.points_per_shape))
+        item = self._with_input(model, rng, lambda: self._query_points(model, rng, n_points or self.points_per_shape))
+        return {key: item[key] for key in ("inputs", "points", "occ")}
 
     def validation_item(self, index: int, rng: np.random.Generator, n_points: int) -> dict[str, np.ndarray]:
-        """The input and the first `n_points` uniform points of points.npz (what validation IoU uses)."""
+        """The input and the first `n_points` uniform points of points.npz (what validation IoU uses), plus
+        'loc' and 'scale': the map from the dataset's frame into the input's, for other data of the shape."""
         model = self.models[index]
 
         def uniform() -> tuple[np.ndarray, np.ndarray]:
@@ -164,7 +166,8 @@ class ShapeDataset:
             raise InputError(f"{model.folder}: broken model files ({exc})") from None
         # The input was normalised by its own loc/scale: map the labelled points the same way.
         points = ((points - prepared.loc) / prepared.scale).astype(np.float32)
-        return {"inputs": prepared.array, "points": points, "occ": occupancy}
+        return {"inputs": prepared.array, "points": points, "occ": occupancy,
+                "loc": np.asarray(prepared.loc, dtype=np.float32), "scale": np.float32(prepared.scale)}
 
     def _query_points(self, model: Model, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
         uniform, uniform_occ = self.labelled_points(model)

@@ -110,7 +110,7 @@ def validate(model: OccupancyNetwork, dataset: ShapeDataset, config: Config, dev
     for index in range(min(config.data.val_shapes or len(dataset), len(dataset))):
         item = dataset.validation_item(index, np.random.default_rng([config.training.seed, index]),
                                        config.data.val_points)
-        batch = {k: torch.from_numpy(v[None]).to(device) for k, v in item.items()}
+        batch = {k: torch.from_numpy(item[k][None]).to(device) for k in ("inputs", "points", "occ")}
         logits = model(batch["points"], batch["inputs"])[0]
         predicted = (logits >= threshold_logit).cpu().numpy()
         actual = item["occ"] >= 0.5

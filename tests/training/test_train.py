@@ -97,3 +97,19 @@ def test_two_process_ddp_ends_with_identical_weights(tmp_path: Path, tiny_datase
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((Path(config.training.out_dir) / "summary.json").read_text())
     assert summary["ranks_in_sync"] is True and summary["step"] == 4
+
+
+def test_evaluate_reports_every_metric_per_category(tmp_path: Path, tiny_dataset: Path) -> None:
+    from training.evaluate import evaluate, format_table
+
+    config = small_config(tmp_path, tiny_dataset, max_steps=30, validate_every=30)
+    train(config, progress=False)
+    export_run(config.training.out_dir, tmp_path / "w.safetensors")
+    report = evaluate(tmp_path / "w.safetensors", tiny_dataset, resolution=32, surface_samples=5000, progress=False)
+    assert set(report["categories"]) == {"sphere", "box"}
+    assert all(v["shapes"] == 1 for v in report["categories"].values())
+    for key in ("iou", "chamfer_l1", "chamfer_l1_x10", "normal_consistency", "f_score"):
+        assert key in report["mean"]
+    assert 0.0 <= report["mean"]["iou"] <= 1.0
+    table = format_table(report)
+    assert "sphere" in table and "mean" in table

@@ -1,0 +1,150 @@
+"""`python -m training.evaluate WEIGHTS DATA_FOLDER`: reconstruct a split and report the paper's metrics.
+
+Per category and as the mean over categories (class means first, as the paper): IoU on the uniform
+points of points.npz, Chamfer-L1 (and x10, as the paper's tables print it), normal consistency and
+F-score at 1%, against the surface samples of pointcloud.npz. For voxel weights the IoU of the 32^3
+input grid itself is reported beside the network's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from blender_occnet.occnet.checkpoints import load_weights
+from blender_occnet.occnet.errors import OccNetError
+from blender_occnet.occnet.files import atomic_output
+from blender_occnet.occnet.generation import ExtractionSettings, Reconstructor
+from blender_occnet.occnet.preprocess import PreparedInput
+
+from .data import ShapeDataset
+from .metrics import SurfaceSample, inside_mesh, iou, sample_mesh, surface_metrics
+
+METRICS = ("iou", "chamfer_l1", "chamfer_l1_x10", "normal_consistency", "f_score")
+
+
+def evaluate(weights_path: str | Path, data: str | Path, split: str = "test", resolution: int = 128,
+             limit: int = 0, categories: list[str] | None = None, device: str = "auto",
+             surface_samples: int = 100_000, progress: bool = True) -> dict[str, Any]:
+    weights = load_weights(weights_path)
+    reconstructor = Reconstructor(weights, device)
+    dataset = ShapeDataset(data, split, weights.modality, categories, n_input_points=weights.config.n_input_points,
+                           cache=False)
+    settings = ExtractionSettings(threshold=weights.threshold, resolution=resolution)
+    per_category: dict[str, list[dict[str, float]]] = defaultdict(list)
+    seen: dict[str, int] = defaultdict(int)
+    started = time.perf_counter()
+    indices = [i for i, m in enumerate(dataset.models) if not limit or _take(seen, m.category, limit)]
+    bar = _bar(progress, len(indices))
+    for index in indices:
+        model = dataset.models[index]
+        rng = np.random.default_rng([0, index])
+        item = dataset.validation_item(index, rng, n_points=10**9)  # all uniform points
+        prepared = PreparedInput(weights.modality, item["inputs"], np.zeros(3), 1.0)
+        mesh = reconstructor.encode(prepared).extract(settings)
+        # item["points"] and the mesh share the input frame; the dataset's surface samples are mapped
+        # into it the same way the query points were.
+        row = {"iou": iou(inside_mesh(mesh.vertices, mesh.faces, item["points"]), item["occ"] >= 0.5)}
+        truth = _truth_surface(model.folder, item)
+        if len(mesh.faces):
+            row.update(surface_metrics(sample_mesh(mesh.vertices, mesh.faces, surface_samples), truth))
+        else:
+            row.update(chamfer_l1=float("nan"), chamfer_l1_x10=float("nan"), normal_consistency=0.0, f_score=0.0)
+        if weights.modality == "voxels":
+            row["input_iou"] = _voxel_input_iou(item)
+        per_category[model.category].append(row)
+        if bar is not None:
+            bar.update(1)
+    if bar is not None:
+        bar.close()
+    return _summarise(per_category, weights, split, resolution, time.perf_counter() - started)
+
+
+def _truth_surface(folder: Path, item: dict[str, np.ndarray]) -> SurfaceSample:
+    """The shape's surface samples, mapped into the input's frame like its query points."""
+    with np.load(folder / "pointcloud.npz", allow_pickle=False) as cloud:
+        points, normals = cloud["points"].astype(np.float64), cloud["normals"].astype(np.float64)
+    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+    return SurfaceSample((points - item["loc"]) / item["scale"], normals)
+
+
+def _voxel_input_iou(item: dict[str, np.ndarray]) -> float:
+    """IoU of the 32^3 input grid itself with the truth (the baseline the paper compares against)."""
+    grid = item["inputs"] > 0.5
+    cells = np.floor((item["points"] + 0.5) * 32).astype(np.int64)
+    valid = ((cells >= 0) & (cells < 32)).all(axis=1)
+    occupied = np.zeros(len(cells), dtype=bool)
+    occupied[valid] = grid[cells[valid, 0], cells[valid, 1], cells[valid, 2]]
+    return iou(occupied, item["occ"] >= 0.5)
+
+
+def _summarise(per_category: dict[str, list[dict[str, float]]], weights: Any, split: str, resolution: int,
+               seconds: float) -> dict[str, Any]:
+    keys = list(METRICS) + (["input_iou"] if weights.modality == "voxels" else [])
+    categories = {c: {k: float(np.nanmean([r[k] for r in rows])) for k in keys} | {"shapes": len(rows)}
+                  for c, rows in sorted(per_category.items())}
+    mean = {k: float(np.nanmean([v[k] for v in categories.values()])) for k in keys}
+    return {"weights": weights.source, "arch": weights.config.arch, "modality": weights.modality, "split": split,
+            "resolution": resolution, "threshold": weights.threshold, "seconds": round(seconds, 1),
+            "categories": categories, "mean": mean}
+
+
+def format_table(report: dict[str, Any]) -> str:
+    keys = [k for k in (*METRICS, "input_iou") if k in report["mean"]]
+    header = f"{'category':12} {'shapes':>6} " + " ".join(f"{k:>18}" for k in keys)
+    lines = [header, "-" * len(header)]
+    for name, values in report["categories"].items():
+        lines.append(f"{name:12} {values['shapes']:>6} " + " ".join(f"{values[k]:18.4f}" for k in keys))
+    lines.append(f"{'mean':12} {sum(v['shapes'] for v in report['categories'].values()):>6} "
+                 + " ".join(f"{report['mean'][k]:18.4f}" for k in keys))
+    return "\n".join(lines)
+
+
+def _take(seen: dict[str, int], category: str, limit: int) -> bool:
+    seen[category] += 1
+    return seen[category] <= limit
+
+
+def _bar(enabled: bool, total: int) -> Any:
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="shape", dynamic_ncols=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.evaluate", description=__doc__.splitlines()[0])
+    parser.add_argument("weights", help="weights file (.safetensors, or an original .pt)")
+    parser.add_argument("data", help="dataset folder in the original layout")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--resolution", type=int, default=128, choices=(32, 64, 128, 256))
+    parser.add_argument("--limit", type=int, default=0, help="at most this many shapes per category")
+    parser.add_argument("--categories", help="comma-separated categories (default: all)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--json", help="also write the report as JSON to this file")
+    parser.add_argument("--quiet", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        report = evaluate(args.weights, args.data, args.split, args.resolution, args.limit,
+                          args.categories.split(",") if args.categories else None, args.device,
+                          progress=not args.quiet)
+    except OccNetError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(format_table(report))
+    if args.json:
+        with atomic_output(args.json) as tmp:
+            Path(tmp).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
