@@ -1,7 +1,7 @@
 """The paper's metrics: volumetric IoU, Chamfer-L1, normal consistency, and F-score at 1%.
 
-IoU needs an inside test of the predicted mesh at arbitrary points: a vertical ray from each point,
-crossings counted with a 2D hash of the triangles (parity; the extracted meshes are closed).
+IoU needs an inside test of the predicted mesh at arbitrary points (occnet.inside: ray parity with a
+2D hash of the triangles; the extracted meshes are closed, so one ray per point suffices).
 Distances use a KD-tree between area-weighted surface samples of the two surfaces.
 """
 
@@ -12,10 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
+from blender_occnet.occnet.inside import contains
 from blender_occnet.occnet.meshio import MeshData, sample_surface_with_faces
 
 F_SCORE_THRESHOLD = 0.01  # 1% of the unit cube's side
-_JITTER = np.array([1.23456789e-7, 3.14159265e-7])  # keeps rays off edges shared by two triangles
 
 
 @dataclass
@@ -24,56 +24,9 @@ class SurfaceSample:
     normals: np.ndarray  # (N, 3), unit length
 
 
-def inside_mesh(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray, cells: int = 64,
-                chunk: int = 4_000_000) -> np.ndarray:
-    """Whether each point lies inside a closed triangle mesh (ray parity along +z)."""
-    points = np.asarray(points, dtype=np.float64)
-    inside = np.zeros(len(points), dtype=bool)
-    if len(faces) == 0 or len(points) == 0:
-        return inside
-    tri = np.asarray(vertices, dtype=np.float64)[np.asarray(faces)]
-    ray = points[:, :2] + _JITTER
-    lo = np.minimum(ray.min(axis=0), tri[:, :, :2].min(axis=(0, 1)))
-    size = np.maximum(ray.max(axis=0), tri[:, :, :2].max(axis=(0, 1))) - lo + 1e-9
-    to_cell = lambda xy: np.clip(((xy - lo) / size * cells).astype(np.int64), 0, cells - 1)  # noqa: E731
-    # Points sorted by cell, so the points of a cell are one contiguous range.
-    point_cell = to_cell(ray)
-    point_key = point_cell[:, 0] * cells + point_cell[:, 1]
-    order = np.argsort(point_key, kind="stable")
-    starts = np.searchsorted(point_key[order], np.arange(cells * cells + 1))
-    # Cells each triangle's projected bounding box covers.
-    c0, c1 = to_cell(tri[:, :, :2].min(axis=1)), to_cell(tri[:, :, :2].max(axis=1))
-    span = c1 - c0 + 1
-    per_face = span[:, 0] * span[:, 1]
-    face = np.repeat(np.arange(len(tri)), per_face)
-    k = np.arange(len(face)) - np.repeat(np.cumsum(per_face) - per_face, per_face)
-    key = (c0[face, 0] + k // span[face, 1]) * cells + c0[face, 1] + k % span[face, 1]
-    counts = starts[key + 1] - starts[key]
-    crossings = np.zeros(len(points), dtype=np.int64)
-    # (face, point) candidate pairs, a bounded number at a time.
-    step = max(1, chunk // max(1, int(np.ceil(counts.mean()))))
-    for begin in range(0, len(key), step):
-        keys, faces_, n = key[begin:begin + step], face[begin:begin + step], counts[begin:begin + step]
-        within = np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n)
-        p_idx = order[np.repeat(starts[keys], n) + within]
-        f_idx = np.repeat(faces_, n)
-        crossings += _crossings_above(tri[f_idx], points[p_idx], ray[p_idx], p_idx, len(points))
-    return crossings % 2 == 1
-
-
-def _crossings_above(tri: np.ndarray, points: np.ndarray, ray: np.ndarray, p_idx: np.ndarray,
-                     n_points: int) -> np.ndarray:
-    a, b, c = tri[:, 0], tri[:, 1], tri[:, 2]
-    e1, e2 = b[:, :2] - a[:, :2], c[:, :2] - a[:, :2]
-    d = ray - a[:, :2]
-    det = e1[:, 0] * e2[:, 1] - e1[:, 1] * e2[:, 0]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u = (d[:, 0] * e2[:, 1] - d[:, 1] * e2[:, 0]) / det
-        v = (e1[:, 0] * d[:, 1] - e1[:, 1] * d[:, 0]) / det
-        hit = (det != 0) & (u >= 0) & (v >= 0) & (u + v <= 1)
-        z = a[:, 2] + u * (b[:, 2] - a[:, 2]) + v * (c[:, 2] - a[:, 2])
-    above = hit & (z > points[:, 2])
-    return np.bincount(p_idx[above], minlength=n_points)
+def inside_mesh(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Whether each point lies inside a closed mesh (the extracted meshes are closed: one ray suffices)."""
+    return contains(vertices, faces, points, robust=False)
 
 
 def sample_mesh(vertices: np.ndarray, faces: np.ndarray, n: int, seed: int = 0) -> SurfaceSample:

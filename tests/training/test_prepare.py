@@ -1,0 +1,100 @@
+"""The dataset builder on a folder of real mesh files the test writes, broken ones included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import trimesh
+
+from blender_occnet.occnet.binvox import read_binvox
+from blender_occnet.occnet.errors import InputError
+from blender_occnet.occnet.inside import contains
+from training.data import ShapeDataset
+from training.prepare import prepare
+from training.shapes import Settings
+
+SMALL = Settings(n_uniform=4000, n_surface=3000, voxel_surface_samples=20000)
+
+
+def test_inside_test_on_watertight_open_and_flipped_meshes() -> None:
+    points = np.random.default_rng(0).uniform(-0.5, 0.5, (20000, 3))
+    box = trimesh.creation.box(extents=(0.6, 0.4, 0.8))
+    truth = (np.abs(points) < [0.3, 0.2, 0.4]).all(axis=1)
+    assert np.array_equal(contains(box.vertices, box.faces, points), truth)
+    faces = np.asarray(box.faces).copy()
+    faces[::3] = faces[::3, ::-1]  # inconsistent winding
+    assert np.array_equal(contains(box.vertices, faces, points), truth)
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=0.4)
+    open_faces = np.delete(np.asarray(sphere.faces), np.arange(0, len(sphere.faces), 40), axis=0)  # 32 holes
+    r = np.linalg.norm(points, axis=1)
+    clear = np.abs(r - 0.4) > 0.01
+    wrong = contains(sphere.vertices, open_faces, points)[clear] != (r < 0.4)[clear]
+    assert wrong.mean() < 0.002
+
+
+def write_meshes(folder: Path) -> None:
+    (folder / "boxes").mkdir(parents=True)
+    (folder / "round").mkdir()
+    for i, extents in enumerate([(1.0, 2.0, 0.5), (0.3, 0.3, 0.9), (2.0, 1.0, 1.0)]):
+        box = trimesh.creation.box(extents=extents)
+        box.apply_translation((5.0 * i, 1.0, -2.0))
+        box.export(folder / "boxes" / f"box{i}.obj")
+    sphere = trimesh.creation.icosphere(subdivisions=3, radius=2.0)
+    trimesh.Trimesh(sphere.vertices, np.delete(sphere.faces, np.arange(0, 1280, 50), axis=0)).export(
+        folder / "round" / "leaky_sphere.ply")
+    trimesh.creation.torus(0.5, 0.2).export(folder / "torus.off")
+    (folder / "round" / "garbage.stl").write_bytes(b"solid nonsense\nthis is not an stl")
+    trimesh.PointCloud(np.random.default_rng(0).random((50, 3))).export(folder / "round" / "no_faces.ply")
+    (folder / "round" / "nan.obj").write_text("v 0 0 0\nv 1 0 0\nv nan 1 0\nf 1 2 3\n")
+
+
+def test_prepare_writes_the_layout_and_skips_bad_meshes(tmp_path: Path) -> None:
+    write_meshes(tmp_path / "meshes")
+    result = prepare(tmp_path / "meshes", tmp_path / "data", SMALL, workers=1, progress=False)
+    assert result["prepared"] == 5
+    skipped = dict(result["skipped"])
+    assert set(skipped) == {"round/garbage", "round/no_faces", "round/nan"}
+    assert "no faces" in skipped["round/no_faces"] and "non-finite" in skipped["round/nan"]
+
+    data = tmp_path / "data"
+    assert {p.name for p in data.iterdir()} == {"boxes", "round", "default", "metadata.yaml"}
+    all_ids = set()
+    for split in ("train", "val", "test"):
+        all_ids |= set(filter(None, (data / "boxes" / f"{split}.lst").read_text().split("\n")))
+    assert all_ids == {"box0", "box1", "box2"}
+
+    # Labels of a box are exact in the normalised frame: box0 is 1 x 2 x 0.5 -> 0.5 x 1 x 0.25.
+    with np.load(data / "boxes" / "box0" / "points.npz") as points:
+        p = points["points"].astype(np.float64)
+        occ = np.unpackbits(points["occupancies"])[: len(p)].astype(bool)
+        assert np.allclose(points["loc"], [0.0, 1.0, -2.0]) and float(points["scale"]) == pytest.approx(2.0)
+    truth = (np.abs(p) < [0.25, 0.5, 0.125]).all(axis=1)
+    assert np.array_equal(occ, truth)
+    grid = read_binvox(data / "boxes" / "box0" / "model.binvox").data
+    assert grid.shape == (32, 32, 32) and 0.1 < grid.mean() < 0.2
+
+    # The leaky sphere is labelled like a closed one away from its surface.
+    with np.load(data / "round" / "leaky_sphere" / "points.npz") as points:
+        p = points["points"].astype(np.float64)
+        occ = np.unpackbits(points["occupancies"])[: len(p)].astype(bool)
+    r = np.linalg.norm(p, axis=1)
+    clear = np.abs(r - 0.5) > 0.02
+    assert (occ[clear] != (r < 0.5)[clear]).mean() < 0.005
+
+    # What was written trains: the loader reads it.
+    dataset = ShapeDataset(data, "train", "voxels", points_per_shape=64)
+    assert len(dataset) >= 3 and dataset.item(0, np.random.default_rng(0))["points"].shape == (64, 3)
+
+
+def test_prepare_refuses_empty_and_missing_folders(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match="no mesh files"):
+        prepare(tmp_path / "empty", tmp_path / "out", SMALL, progress=False)
+    with pytest.raises(InputError, match="no such folder"):
+        prepare(tmp_path / "missing", tmp_path / "out", SMALL, progress=False)
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "x.obj").write_text("v 0 0 0\n")
+    with pytest.raises(InputError, match="none of the 1 meshes"):
+        prepare(tmp_path / "bad", tmp_path / "out", SMALL, progress=False)

@@ -1,0 +1,169 @@
+"""`python -m training.prepare MESH_FOLDER OUT_FOLDER`: a folder of the user's meshes -> the original layout.
+
+Sub-folders are categories (files at the top level form the category "default"). Each mesh is
+normalised to the unit cube and labelled with inside tests that stay right on meshes that are not
+watertight (six half-rays vote, occnet.inside), so no external watertighting pipeline is needed. The
+files written are those of the procedural collection (training.shapes.write_model): uniform and
+near-surface points with occupancies, surface samples with normals, a 32^3 binvox and the mesh.
+Parallel over meshes with a progress bar; a bad mesh is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import sys
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from blender_occnet.occnet.errors import InputError
+from blender_occnet.occnet.inside import contains
+from blender_occnet.occnet.meshio import MESH_SUFFIXES, MeshData, read_mesh, sample_surface_with_faces
+from blender_occnet.occnet.voxelize import voxelize_mesh
+
+from .shapes import Settings, write_model
+
+SPLIT_FRACTIONS = (0.8, 0.1)  # train, val; the rest is test
+
+
+@dataclass
+class MeshShape:
+    """A normalised mesh with the interface write_model needs (contains, sample_surface, voxels, trimesh)."""
+
+    mesh: MeshData
+    loc: np.ndarray
+    scale: float
+
+    @classmethod
+    def from_file(cls, path: Path) -> "MeshShape":
+        mesh = read_mesh(path)
+        if len(mesh.faces) == 0:
+            raise InputError(f"{path}: the mesh has no faces")
+        finite = np.isfinite(mesh.vertices).all(axis=1)
+        if not finite.all():
+            raise InputError(f"{path}: {int((~finite).sum())} vertices have non-finite coordinates")
+        lo, hi = mesh.vertices.min(axis=0), mesh.vertices.max(axis=0)
+        loc, scale = (lo + hi) / 2, float((hi - lo).max())
+        if not scale > 0:
+            raise InputError(f"{path}: the mesh has no extent")
+        return cls(MeshData((mesh.vertices - loc) / scale, mesh.faces), loc, scale)
+
+    def contains(self, points: np.ndarray) -> np.ndarray:
+        return contains(self.mesh.vertices, self.mesh.faces, points, robust=True)
+
+    def sample_surface(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        points, face = sample_surface_with_faces(self.mesh, n, int(rng.integers(2**31)))
+        tri = self.mesh.vertices[self.mesh.faces[face]]
+        normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
+        return points, normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+
+    def voxels(self, resolution: int, rng: np.random.Generator, n_surface: int = 100_000) -> np.ndarray:
+        return voxelize_mesh(self.mesh, resolution, surface_samples=n_surface)
+
+    def trimesh(self) -> Any:
+        import trimesh
+
+        return trimesh.Trimesh(self.mesh.vertices, self.mesh.faces, process=False)
+
+
+def find_meshes(folder: Path) -> dict[str, list[Path]]:
+    """category -> mesh files; sub-folders are categories, top-level files go to 'default'."""
+    if not folder.is_dir():
+        raise InputError(f"{folder}: no such folder")
+    found: dict[str, list[Path]] = {}
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and path.suffix.lower() in MESH_SUFFIXES:
+            relative = path.relative_to(folder)
+            category = relative.parts[0] if len(relative.parts) > 1 else "default"
+            found.setdefault(category, []).append(path)
+    if not found:
+        raise InputError(f"{folder}: no mesh files ({', '.join(MESH_SUFFIXES)}) in it or its sub-folders")
+    return found
+
+
+def _prepare_one(task: tuple[str, str, str, int, Settings]) -> tuple[str, str, str]:
+    """Worker: (category, model id, error or '')."""
+    source, out, category, seed, settings = task
+    path = Path(source)
+    model_id = path.stem
+    try:
+        shape = MeshShape.from_file(path)
+        rng = np.random.default_rng([seed, zlib.crc32(f"{category}/{model_id}".encode())])
+        write_model(shape, Path(out) / category / model_id, rng, settings)  # type: ignore[arg-type]
+    except (InputError, ValueError, OSError) as exc:
+        return category, model_id, str(exc)
+    return category, model_id, ""
+
+
+def prepare(folder: str | Path, out: str | Path, settings: Settings | None = None, seed: int = 0,
+            workers: int = 1, progress: bool = True) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from .shapes import write_metadata
+
+    folder, out = Path(folder), Path(out)
+    meshes = find_meshes(folder)
+    settings = settings or Settings(n_uniform=32768, n_surface=30000)
+    tasks = [(str(p), str(out), c, seed, settings) for c, paths in meshes.items() for p in paths]
+    done: dict[str, list[str]] = {c: [] for c in meshes}
+    failed: list[tuple[str, str]] = []
+    with tqdm(total=len(tasks), desc="meshes", unit="mesh", disable=not progress) as bar:
+        pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
+        results = pool.imap_unordered(_prepare_one, tasks) if pool is not None else map(_prepare_one, tasks)
+        for category, model_id, error in results:
+            if error:
+                failed.append((f"{category}/{model_id}", error))
+                print(f"skipped {category}/{model_id}: {error}", file=sys.stderr)
+            else:
+                done[category].append(model_id)
+            bar.update()
+        if pool is not None:
+            pool.close()
+            pool.join()
+    if not any(done.values()):
+        raise InputError(f"{folder}: none of the {len(tasks)} meshes could be prepared (first problem: "
+                         f"{failed[0][1] if failed else 'unknown'})")
+    for category, ids in done.items():
+        _write_splits(out / category, sorted(ids), seed)
+    write_metadata(out, [c for c, ids in done.items() if ids])
+    return {"prepared": sum(len(v) for v in done.values()), "skipped": failed}
+
+
+def _write_splits(folder: Path, ids: list[str], seed: int) -> None:
+    from blender_occnet.occnet.files import atomic_output
+
+    folder.mkdir(parents=True, exist_ok=True)
+    order = np.random.default_rng([seed, len(ids)]).permutation(len(ids))
+    n_train = max(1, round(SPLIT_FRACTIONS[0] * len(ids))) if ids else 0
+    n_val = round(SPLIT_FRACTIONS[1] * len(ids))
+    parts = {"train": order[:n_train], "val": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
+    for split, picked in parts.items():
+        with atomic_output(folder / f"{split}.lst") as tmp:
+            Path(tmp).write_text("\n".join(ids[i] for i in sorted(picked)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.prepare", description=__doc__.splitlines()[0])
+    parser.add_argument("meshes", type=Path, help="folder of meshes; sub-folders are categories")
+    parser.add_argument("out", type=Path, help="dataset folder to write (the original layout)")
+    parser.add_argument("--uniform-points", type=int, default=32768)
+    parser.add_argument("--surface-points", type=int, default=30000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=int, default=max(1, (multiprocessing.cpu_count() or 2) - 1))
+    args = parser.parse_args(argv)
+    try:
+        result = prepare(args.meshes, args.out, Settings(n_uniform=args.uniform_points, n_surface=args.surface_points),
+                         args.seed, args.workers)
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"prepared {result['prepared']} meshes into {args.out}; skipped {len(result['skipped'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
