@@ -5,3 +5,16 @@ command line in any Python with the backend's requirements. Importing it needs n
 """
 
 __version__ = "0.1.0"
+
+
+def register() -> None:
+    """Blender's entry point; the add-on (and bpy) is imported only here."""
+    from . import addon
+
+    addon.register()
+
+
+def unregister() -> None:
+    from . import addon
+
+    addon.unregister()

@@ -1,0 +1,64 @@
+"""The one backend connection of this Blender session: started lazily from the preferences, restarted
+when it died or the preferences changed, closed on unregister. Plain data in, no bpy access here
+(so a worker thread may call `acquire`)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from ..backend_client import BackendClient, InterpreterNotFound
+
+_lock = threading.Lock()
+_client: BackendClient | None = None
+_key: "BackendSettings | None" = None
+
+
+@dataclass(frozen=True)
+class BackendSettings:
+    """What the preferences say about the backend, read on the main thread."""
+
+    mode: str = "LOCAL"  # LOCAL (an interpreter on this machine) or REMOTE
+    python: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8765
+    token: str = ""
+    weights_dirs: tuple[str, ...] = ()
+
+
+def acquire(settings: BackendSettings) -> BackendClient:
+    """A live client for these settings: the current one, or a new one (raises BackendError)."""
+    global _client, _key
+    with _lock:
+        if _client is not None and _client.alive and _key == settings:
+            return _client
+        old, _client, _key = _client, None, None
+        if old is not None:
+            old.close(timeout=2.0)
+        client = _start(settings)
+        _client, _key = client, settings
+        return client
+
+
+def current() -> BackendClient | None:
+    """The client if one was started (alive or not); never starts one."""
+    return _client
+
+
+def shutdown() -> None:
+    """Close the backend (unregister, or before a restart the user asked for)."""
+    global _client, _key
+    with _lock:
+        old, _client, _key = _client, None, None
+    if old is not None:
+        old.close(timeout=2.0)
+
+
+def _start(settings: BackendSettings) -> BackendClient:
+    if settings.mode == "REMOTE":
+        return BackendClient.connect(settings.host, settings.port, settings.token)
+    if not settings.python.strip():
+        raise InterpreterNotFound("no backend interpreter is set: in Edit > Preferences > Add-ons > OccNet "
+                                  "Reconstruction, set 'Python interpreter' to a Python with PyTorch (or use a "
+                                  "remote backend)")
+    return BackendClient.start_local(settings.python.strip(), list(settings.weights_dirs))

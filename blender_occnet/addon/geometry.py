@@ -1,0 +1,122 @@
+"""Pure numpy geometry for the add-on (no bpy): frame changes, surface sampling, voxel cubes, checks.
+
+The network was trained y-up (ShapeNet), Blender is z-up: Blender (x, y, z) is network (x, z, -y).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MIN_POINTS = 8  # what the backend's point-cloud preprocessing needs
+VOXELS = 32  # the voxel encoder's grid size
+
+
+class SourceError(ValueError):
+    """A source that cannot be reconstructed; the message tells the user what to do."""
+
+
+def blender_to_network(points: np.ndarray) -> np.ndarray:
+    """(N, 3) Blender coordinates -> network coordinates: (x, y, z) -> (x, z, -y)."""
+    out = np.empty_like(points)
+    out[:, 0], out[:, 1], out[:, 2] = points[:, 0], points[:, 2], -points[:, 1]
+    return out
+
+
+def network_to_blender(points: np.ndarray) -> np.ndarray:
+    """The inverse of blender_to_network: (x, y, z) -> (x, -z, y)."""
+    out = np.empty_like(points)
+    out[:, 0], out[:, 1], out[:, 2] = points[:, 0], -points[:, 2], points[:, 1]
+    return out
+
+
+def sample_surface(vertices: np.ndarray, triangles: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
+    """`count` points on the triangles, area-weighted (uniform over the surface), float32."""
+    corners = vertices[triangles].astype(np.float64)  # (T, 3, 3)
+    areas = 0.5 * np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
+    total = areas.sum()
+    if not np.isfinite(total) or total <= 0:
+        return vertices.astype(np.float32)
+    rng = np.random.default_rng(seed)
+    chosen = rng.choice(len(triangles), size=count, p=areas / total)
+    u, v = rng.random(count), rng.random(count)
+    flip = u + v > 1
+    u[flip], v[flip] = 1 - u[flip], 1 - v[flip]
+    a, b, c = corners[chosen, 0], corners[chosen, 1], corners[chosen, 2]
+    return (a + u[:, None] * (b - a) + v[:, None] * (c - a)).astype(np.float32)
+
+
+def check_points(points: np.ndarray, name: str) -> np.ndarray:
+    """Points the backend will accept, or a SourceError naming the object and the fix."""
+    if len(points) == 0:
+        raise SourceError(f"'{name}' has no vertices or points; select an object with geometry")
+    bad = ~np.isfinite(points).all(axis=1)
+    if bad.any():
+        raise SourceError(f"'{name}' has {int(bad.sum())} of {len(points)} points with NaN or infinite coordinates; "
+                          "fix or delete them (Edit Mode > Mesh > Clean Up) and try again")
+    if len(points) < MIN_POINTS:
+        raise SourceError(f"'{name}' has {len(points)} point(s); a point cloud needs at least {MIN_POINTS}. "
+                          "Select an object with more geometry")
+    if not float(np.ptp(points, axis=0).max()) > 0:
+        raise SourceError(f"all points of '{name}' are at the same place; nothing to reconstruct")
+    return np.ascontiguousarray(points, dtype=np.float32)
+
+
+def check_result(vertices: np.ndarray, faces: np.ndarray) -> str:
+    """'' when a backend result is a usable triangle mesh, else what is wrong with it."""
+    if vertices.ndim != 2 or vertices.shape[1:] != (3,) or faces.ndim != 2 or faces.shape[1:] != (3,):
+        return f"the backend sent arrays of shapes {vertices.shape} and {faces.shape}, not N x 3"
+    if len(faces) == 0:
+        return "the reconstruction is empty (no surface at this threshold); try another threshold or weights"
+    if not np.isfinite(vertices).all():
+        return "the backend sent NaN or infinite vertices; the weights may be broken"
+    if faces.min() < 0 or faces.max() >= len(vertices):
+        return "the backend sent faces that index missing vertices"
+    return ""
+
+
+def mesh_edges(faces: np.ndarray, n_vertices: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Edges as Blender stores them, for faces of one size: the unique undirected edges (E, 2) int32 and
+    each corner's edge (to the next corner of its face), (F * sides,) int32. None when a face repeats a
+    vertex in a row (then Blender's own edge calculation sorts it out)."""
+    a = faces.ravel()
+    b = np.roll(faces, -1, axis=1).ravel()
+    if len(a) == 0 or (a == b).any():
+        return None
+    lo, hi = np.minimum(a, b), np.maximum(a, b)
+    key = lo.astype(np.int64)
+    key *= n_vertices
+    key += hi
+    # A stable argsort is fast on the spatially ordered keys that meshing produces (np.unique is ~10x slower).
+    order = np.argsort(key, kind="stable")
+    ordered = key[order]
+    first = np.empty(len(ordered), bool)
+    first[0] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=first[1:])
+    corner_edge = np.empty(len(key), np.int32)
+    corner_edge[order] = np.cumsum(first, dtype=np.int32) - 1
+    where = order[first]
+    edges = np.empty((len(where), 2), np.int32)
+    edges[:, 0], edges[:, 1] = lo[where], hi[where]
+    return edges, corner_edge
+
+
+def voxel_cubes(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cubes for filled cells (K, 3) of the 32^3 grid in Blender coordinates of the unit cube.
+
+    Returns vertices (8K, 3) float32, quads (6K, 4) int32 and each quad's cell index (6K,) int32.
+    """
+    corner = np.array([[i, j, k] for i in (0, 1) for j in (0, 1) for k in (0, 1)], np.float32)
+    quads = np.array([[0, 1, 3, 2], [4, 6, 7, 5], [0, 4, 5, 1], [2, 3, 7, 6], [0, 2, 6, 4], [1, 5, 7, 3]], np.int32)
+    net = (cells[:, None, :].astype(np.float32) + corner[None]) / VOXELS - 0.5  # (K, 8, 3) network frame
+    vertices = network_to_blender(net.reshape(-1, 3))
+    faces = (quads[None] + 8 * np.arange(len(cells), dtype=np.int32)[:, None, None]).reshape(-1, 4)
+    index = np.repeat(np.ravel_multi_index(tuple(cells.T), (VOXELS,) * 3).astype(np.int32), 6)
+    return vertices, faces, index
+
+
+def grid_from_index(index: np.ndarray) -> np.ndarray:
+    """The 32^3 uint8 grid [x, y, z] (network frame) whose filled cells are the given flat indices."""
+    grid = np.zeros(VOXELS ** 3, np.uint8)
+    valid = index[(index >= 0) & (index < grid.size)]
+    grid[valid] = 1
+    return grid.reshape((VOXELS,) * 3)

@@ -1,0 +1,36 @@
+"""occnet.test_backend: start (or reach) the backend and report its torch version, devices and weights."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bpy
+
+from ...backend_client import BackendError
+from .. import backend_session, events, preferences
+
+
+class OCCNET_OT_test_backend(bpy.types.Operator):
+    """Start the backend with the current preferences and report what it can do"""
+
+    bl_idname = "occnet.test_backend"
+    bl_label = "Test backend"
+
+    def execute(self, context: bpy.types.Context) -> set[Any]:
+        state = events.state()
+        try:
+            client = backend_session.acquire(preferences.backend_settings(context))
+        except BackendError as exc:
+            state.backend_info = ""
+            state.last_error = str(exc)
+            self.report({"ERROR"}, f"Backend test failed: {exc}")
+            return {"CANCELLED"}
+        info = client.info
+        weights = [w["name"] for w in info.get("weights", []) if not w.get("error")]
+        state.backend_info = (f"torch {info.get('torch_version')} on Python {info.get('python')}; devices: "
+                              f"{', '.join(info.get('devices', []))}; weights: {', '.join(weights) or 'none'}")
+        self.report({"INFO"}, state.backend_info)
+        return {"FINISHED"}
+
+
+CLASSES = (OCCNET_OT_test_backend,)

@@ -1,0 +1,85 @@
+"""The sidebar panel (View3D > Sidebar > OccNet): source, settings, Reconstruct, progress and Cancel,
+the last result or error, and a reconstructed object's live threshold and resolution."""
+
+from __future__ import annotations
+
+import bpy
+
+from . import live, scene_io
+
+
+class OCCNET_PT_main(bpy.types.Panel):
+    bl_idname = "OCCNET_PT_main"
+    bl_label = "Occupancy Network"
+    bl_space_type = "VIEW_3D"
+    bl_region_type = "UI"
+    bl_category = "OccNet"
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout, scene, wm = self.layout, context.scene, context.window_manager
+        if layout is None or scene is None or wm is None:
+            return
+        settings, state = scene.occnet, wm.occnet_job  # type: ignore[attr-defined]
+        obj = context.active_object
+        _draw_source(layout, obj)
+        column = layout.column(align=True)
+        column.use_property_split = True
+        for name in ("weights", "resolution", "threshold", "refine_steps", "simplify_faces", "device"):
+            column.prop(settings, name)
+        if obj is None or obj.occnet.kind != "VOXELS":  # type: ignore[attr-defined]
+            column.prop(settings, "source_kind")
+        if state.running:
+            row = layout.row(align=True)
+            row.progress(factor=state.progress, type="BAR", text=state.stage or "working")
+            row.operator("occnet.cancel", text="", icon="CANCEL")
+        else:
+            layout.operator("occnet.reconstruct", icon="MESH_ICOSPHERE")
+        if state.last_error:
+            box = layout.box()
+            for i, line in enumerate(_wrap(state.last_error)):
+                box.label(text=line, icon="ERROR" if i == 0 else "BLANK1")
+        elif state.last_result:
+            layout.label(text=state.last_result, icon="CHECKMARK")
+        if obj is not None and obj.occnet.kind == "RESULT":  # type: ignore[attr-defined]
+            _draw_result(layout, obj)
+
+
+def _draw_source(layout: bpy.types.UILayout, obj: bpy.types.Object | None) -> None:
+    if obj is None or obj.type not in scene_io.SOURCE_TYPES:
+        layout.label(text="Select a mesh or point cloud object", icon="INFO")
+    elif obj.occnet.kind == "VOXELS":  # type: ignore[attr-defined]
+        layout.label(text=f"Source: {obj.name} (voxels)", icon="MESH_GRID")
+    else:
+        layout.label(text=f"Source: {obj.name} (points)", icon="OUTLINER_OB_POINTCLOUD")
+
+
+def _draw_result(layout: bpy.types.UILayout, obj: bpy.types.Object) -> None:
+    """A reconstructed object's own threshold and resolution: changing them re-extracts it (live)."""
+    box = layout.box()
+    record = obj.occnet  # type: ignore[attr-defined]
+    box.label(text=f"{obj.name} from {record.source or '?'} (live)", icon="MODIFIER")
+    column = box.column(align=True)
+    column.use_property_split = True
+    column.prop(record, "threshold")
+    column.prop(record, "resolution")
+    if live.pending(obj.name):
+        box.label(text="Re-extracting...", icon="SORTTIME")
+
+
+def _wrap(text: str, width: int = 48) -> list[str]:
+    words, lines, line = text.split(), [], ""
+    for word in words:
+        if line and len(line) + 1 + len(word) > width:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    return lines + [line] if line else lines
+
+
+def register() -> None:
+    bpy.utils.register_class(OCCNET_PT_main)
+
+
+def unregister() -> None:
+    bpy.utils.unregister_class(OCCNET_PT_main)

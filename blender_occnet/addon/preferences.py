@@ -1,0 +1,71 @@
+"""Machine-level settings (AddonPreferences): where the backend runs and where weights live."""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import EnumProperty, IntProperty, StringProperty
+
+from . import events
+from .backend_session import BackendSettings
+
+# The extension's own module name (bl_ext.<repo>.occnet, or blender_occnet from a checkout): never hard-coded.
+PACKAGE = __package__.rpartition(".")[0]
+
+
+class OCCNET_AP_preferences(bpy.types.AddonPreferences):
+    bl_idname = PACKAGE
+
+    backend_mode: EnumProperty(  # type: ignore[valid-type]
+        name="Backend", default="LOCAL",
+        items=[("LOCAL", "Custom interpreter", "Run the backend with a Python interpreter on this machine"),
+               ("REMOTE", "Remote", "Connect to a backend started with `serve --port` (e.g. a GPU machine)")])
+    python_path: StringProperty(  # type: ignore[valid-type]
+        name="Python interpreter", subtype="FILE_PATH", default="",
+        description="A Python 3 interpreter with PyTorch and the backend's requirements")
+    remote_host: StringProperty(name="Host", default="127.0.0.1")  # type: ignore[valid-type]
+    remote_port: IntProperty(name="Port", default=8765, min=1, max=65535)  # type: ignore[valid-type]
+    remote_token: StringProperty(name="Token", subtype="PASSWORD", default="")  # type: ignore[valid-type]
+    weights_dir: StringProperty(  # type: ignore[valid-type]
+        name="Weights folder", subtype="DIR_PATH", default="",
+        description="A folder of .safetensors weights, searched before the bundled ones")
+
+    def draw(self, context: bpy.types.Context) -> None:
+        layout = self.layout
+        assert layout is not None
+        layout.prop(self, "backend_mode", expand=True)
+        if self.backend_mode == "LOCAL":
+            layout.prop(self, "python_path")
+            # The installer is still to come; until then the user brings an interpreter with the requirements.
+            layout.label(text="Install backend: not available yet. Install requirements/backend.txt into a "
+                              "Python 3 of yours and choose it above", icon="INFO")
+        else:
+            layout.prop(self, "remote_host")
+            layout.prop(self, "remote_port")
+            layout.prop(self, "remote_token")
+        layout.prop(self, "weights_dir")
+        layout.operator("occnet.test_backend", icon="CHECKMARK")
+        state = events.state()
+        if state.backend_info:
+            layout.label(text=state.backend_info, icon="INFO")
+
+
+def get(context: bpy.types.Context) -> OCCNET_AP_preferences:
+    assert context.preferences is not None
+    return context.preferences.addons[PACKAGE].preferences  # type: ignore[return-value]
+
+
+def backend_settings(context: bpy.types.Context) -> BackendSettings:
+    """The preferences as plain data for backend_session (read on the main thread)."""
+    prefs = get(context)
+    folder = bpy.path.abspath(prefs.weights_dir) if prefs.weights_dir else ""
+    return BackendSettings(prefs.backend_mode, bpy.path.abspath(prefs.python_path) if prefs.python_path else "",
+                           prefs.remote_host, prefs.remote_port, prefs.remote_token,
+                           (folder,) if folder else ())
+
+
+def register() -> None:
+    bpy.utils.register_class(OCCNET_AP_preferences)
+
+
+def unregister() -> None:
+    bpy.utils.unregister_class(OCCNET_AP_preferences)

@@ -1,0 +1,82 @@
+"""Property groups: job settings on Scene (`scene.occnet`), per-object records (`object.occnet`), and
+transient job state on WindowManager (`window_manager.occnet_job`)."""
+
+from __future__ import annotations
+
+import bpy
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
+
+from . import live
+
+RESOLUTIONS = [(str(n), f"{n}³", f"Extract the surface on a {n}³ grid (MISE from 32³)") for n in (32, 64, 128, 256)]
+
+
+class OCCNET_PG_settings(bpy.types.PropertyGroup):
+    """One scene's reconstruction settings; names match the generation API's."""
+
+    weights: StringProperty(  # type: ignore[valid-type]
+        name="Weights", default="",
+        description="Weights name (bundled or in the preferences' folder) or a file path; empty: the first "
+                    "weights for the source's kind")
+    resolution: EnumProperty(name="Resolution", items=RESOLUTIONS, default="128")  # type: ignore[valid-type]
+    threshold: FloatProperty(  # type: ignore[valid-type]
+        name="Threshold", default=0.2, min=0.01, max=0.99, precision=3,
+        description="Occupancy probability at the surface: lower grows the shape, higher shrinks it")
+    refine_steps: IntProperty(name="Refine steps", default=0, min=0, max=200)  # type: ignore[valid-type]
+    simplify_faces: IntProperty(  # type: ignore[valid-type]
+        name="Simplify to", default=0, min=0, description="Target face count (0: no simplification)")
+    device: EnumProperty(  # type: ignore[valid-type]
+        name="Device", default="auto",
+        items=[("auto", "Auto", "A CUDA GPU when the backend has one, else the CPU"), ("cpu", "CPU", ""),
+               ("cuda", "CUDA", "The backend's first CUDA GPU")])
+    source_kind: EnumProperty(  # type: ignore[valid-type]
+        name="Source", default="SURFACE",
+        items=[("SURFACE", "Surface samples", "Points sampled on a mesh's faces (its vertices when it has none)"),
+               ("VERTICES", "Vertices", "The vertices (or points) as they are")])
+
+
+class OCCNET_PG_object(bpy.types.PropertyGroup):
+    """What an object is to the add-on: a reconstruction (its job and parameters) or a voxel source."""
+
+    kind: EnumProperty(  # type: ignore[valid-type]
+        name="Kind", default="NONE",
+        items=[("NONE", "None", ""), ("RESULT", "Reconstruction", ""), ("VOXELS", "Voxel source", "")])
+    job: StringProperty(name="Backend job", default="")  # type: ignore[valid-type]
+    source: StringProperty(name="Source object", default="")  # type: ignore[valid-type]
+    weights: StringProperty(name="Weights", default="")  # type: ignore[valid-type]
+    threshold: FloatProperty(  # type: ignore[valid-type]
+        name="Threshold", default=0.2, min=0.01, max=0.99, precision=3, update=live.on_parameter_changed,
+        description="Change to re-extract this reconstruction from the backend's kept grid")
+    resolution: EnumProperty(  # type: ignore[valid-type]
+        name="Resolution", items=RESOLUTIONS, default="128", update=live.on_parameter_changed)
+
+
+class OCCNET_PG_job(bpy.types.PropertyGroup):
+    """The running job's state for the panel (not saved in files)."""
+
+    running: BoolProperty(default=False)  # type: ignore[valid-type]
+    stage: StringProperty(default="")  # type: ignore[valid-type]
+    progress: FloatProperty(default=0.0, min=0.0, max=1.0, subtype="FACTOR")  # type: ignore[valid-type]
+    last_result: StringProperty(default="")  # type: ignore[valid-type]
+    last_error: StringProperty(default="")  # type: ignore[valid-type]
+    backend_info: StringProperty(default="")  # type: ignore[valid-type]
+
+
+CLASSES = (OCCNET_PG_settings, OCCNET_PG_object, OCCNET_PG_job)
+
+
+def register() -> None:
+    for cls in CLASSES:
+        bpy.utils.register_class(cls)
+    # The stubs type PointerProperty() as returning None, and know nothing of these new attributes.
+    bpy.types.Scene.occnet = PointerProperty(type=OCCNET_PG_settings)  # type: ignore
+    bpy.types.Object.occnet = PointerProperty(type=OCCNET_PG_object)  # type: ignore
+    bpy.types.WindowManager.occnet_job = PointerProperty(type=OCCNET_PG_job)  # type: ignore
+
+
+def unregister() -> None:
+    del bpy.types.WindowManager.occnet_job  # type: ignore[attr-defined]
+    del bpy.types.Object.occnet  # type: ignore[attr-defined]
+    del bpy.types.Scene.occnet  # type: ignore[attr-defined]
+    for cls in reversed(CLASSES):
+        bpy.utils.unregister_class(cls)

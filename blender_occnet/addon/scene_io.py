@@ -1,0 +1,151 @@
+"""The only module that reads sources from and writes results into bpy.data (main thread only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import bpy
+import numpy as np
+from mathutils import Matrix
+
+from . import geometry
+from .geometry import SourceError
+
+SURFACE_SAMPLES = 10_000
+MAX_POINTS = 100_000
+VOXEL_ATTRIBUTE = "occnet_voxel"  # per-face cell index of a voxel source object
+SOURCE_TYPES = {"MESH", "POINTCLOUD"}
+
+
+@dataclass
+class Source:
+    """What a reconstruction needs from the scene, copied out on the main thread."""
+
+    name: str
+    modality: str  # pointcloud or voxels
+    array: np.ndarray  # network frame: (N, 3) float32 points, or a (32, 32, 32) uint8 grid
+    matrix_world: Matrix
+    collections: tuple[str, ...]
+
+
+def read_source(obj: bpy.types.Object | None, depsgraph: bpy.types.Depsgraph, kind: str = "SURFACE") -> Source:
+    """The object's evaluated geometry (modifiers applied) in the network's frame; raises SourceError."""
+    if obj is None or obj.type not in SOURCE_TYPES:
+        raise SourceError("select a mesh or point cloud object to reconstruct")
+    matrix = obj.matrix_world.copy()
+    # "" stands for a scene's master collection (embedded data, not in bpy.data.collections).
+    collections = tuple("" if c.is_embedded_data else c.name for c in obj.users_collection)
+    if obj.occnet.kind == "VOXELS":  # type: ignore[attr-defined]
+        grid = geometry.grid_from_index(_attribute(obj.data, VOXEL_ATTRIBUTE, np.int32))
+        if not grid.any():
+            raise SourceError(f"the voxel object '{obj.name}' has no filled voxels")
+        return Source(obj.name, "voxels", grid, matrix, collections)
+    evaluated = obj.evaluated_get(depsgraph)
+    if obj.type == "POINTCLOUD":
+        points = _attribute(evaluated.data, "position", np.float32, 3)
+    else:
+        mesh = evaluated.to_mesh()
+        try:
+            points = _positions(mesh)
+            if kind == "SURFACE" and len(mesh.polygons) and np.isfinite(points).all():
+                mesh.calc_loop_triangles()
+                tris = np.empty(len(mesh.loop_triangles) * 3, np.int32)
+                mesh.loop_triangles.foreach_get("vertices", tris)
+                points = geometry.sample_surface(points, tris.reshape(-1, 3), SURFACE_SAMPLES)
+        finally:
+            evaluated.to_mesh_clear()
+    points = geometry.check_points(points, obj.name)
+    if len(points) > MAX_POINTS:  # the network sees a few hundred; keep the request small
+        points = points[np.random.default_rng(0).choice(len(points), MAX_POINTS, replace=False)]
+    return Source(obj.name, "pointcloud", geometry.blender_to_network(points), matrix, collections)
+
+
+def _positions(mesh: bpy.types.Mesh) -> np.ndarray:
+    out: np.ndarray = np.empty(len(mesh.vertices) * 3, np.float32)
+    mesh.vertices.foreach_get("co", out)
+    return out.reshape(-1, 3)
+
+
+def _attribute(data: Any, name: str, dtype: type, width: int = 1) -> np.ndarray:
+    attribute = data.attributes.get(name)
+    if attribute is None:
+        raise SourceError(f"'{data.name}' has no '{name}' attribute; import it again")
+    out: np.ndarray = np.empty(len(attribute.data) * width, dtype)
+    key = "vector" if width == 3 else "value"
+    attribute.data.foreach_get(key, out)
+    return out.reshape(-1, width) if width > 1 else out
+
+
+def fill_mesh(mesh: bpy.types.Mesh, vertices: np.ndarray, faces: np.ndarray, smooth: bool = True,
+              fast: bool = True) -> None:
+    """Give an empty mesh these vertices (Blender frame) and faces (all of one size).
+
+    Fast: the attribute API, edges computed in numpy (Blender's own edge calculation is most of the
+    time otherwise). Where the internal attributes (`.corner_vert`, `.edge_verts`, `.corner_edge`) are
+    missing, or fast is False, the older vertices/loops path with Blender's edge calculation."""
+    vertices = np.ascontiguousarray(vertices, np.float32).ravel()
+    corners = np.ascontiguousarray(faces, np.int32).ravel()
+    mesh.vertices.add(len(vertices) // 3)
+    mesh.loops.add(len(corners))
+    mesh.polygons.add(len(faces))
+    attributes: Any = mesh.attributes  # the stubs' Attribute lacks the subtypes' `data`
+    edges = geometry.mesh_edges(faces, len(vertices) // 3) if fast else None
+    if edges is not None and {"position", ".corner_vert", ".corner_edge"} <= set(attributes.keys()):
+        mesh.edges.add(len(edges[0]))
+        if ".edge_verts" not in attributes:  # a Blender that stores edges differently
+            mesh.clear_geometry()
+            return fill_mesh(mesh, vertices.reshape(-1, 3), faces, smooth, fast=False)
+        attributes["position"].data.foreach_set("vector", vertices)
+        attributes[".corner_vert"].data.foreach_set("value", corners)
+        attributes[".edge_verts"].data.foreach_set("value", edges[0].ravel())
+        attributes[".corner_edge"].data.foreach_set("value", edges[1])
+        mesh.polygons.foreach_set("loop_start", np.arange(0, len(corners), faces.shape[1], dtype=np.int32))
+        mesh.update()
+    else:
+        mesh.vertices.foreach_set("co", vertices)
+        mesh.loops.foreach_set("vertex_index", corners)
+        mesh.polygons.foreach_set("loop_start", np.arange(0, len(corners), faces.shape[1], dtype=np.int32))
+        mesh.update(calc_edges=True)
+    # New faces are smooth (no `sharp_face` attribute); shade_smooth/flat exist since Blender 4.1.
+    if not smooth:
+        mesh.shade_flat()
+    elif "sharp_face" in attributes:
+        mesh.shade_smooth()
+
+
+def replace_geometry(mesh: bpy.types.Mesh, vertices: np.ndarray, faces: np.ndarray) -> None:
+    """Swap a mesh's geometry in place (same datablock, materials kept)."""
+    mesh.clear_geometry()
+    fill_mesh(mesh, vertices, faces)
+
+
+def add_object(name: str, vertices: np.ndarray, faces: np.ndarray, matrix_world: Matrix,
+               collections: tuple[str, ...], scene: bpy.types.Scene, view_layer: bpy.types.ViewLayer | None,
+               smooth: bool = True) -> bpy.types.Object:
+    """A new mesh object, linked where the source was (else to the scene), selected and active; nothing
+    is left behind on failure. collections: names, "" for the scene's own."""
+    mesh = bpy.data.meshes.new(name)
+    obj: bpy.types.Object | None = None
+    try:
+        fill_mesh(mesh, vertices, faces, smooth)
+        obj = bpy.data.objects.new(name, mesh)
+        inside = set(scene.collection.children_recursive)
+        found = [scene.collection if not c else bpy.data.collections.get(c) for c in collections]
+        targets = [t for t in found if t is not None and (t == scene.collection or t in inside)]
+        if not targets:  # the source's collections are gone or belong to another scene
+            targets = [scene.collection]
+        for target in targets:
+            target.objects.link(obj)
+        obj.matrix_world = matrix_world.copy()
+        if view_layer is not None:
+            for other in view_layer.objects:
+                other.select_set(False)
+            obj.select_set(True)
+            view_layer.objects.active = obj
+        return obj
+    except Exception:
+        if obj is not None:
+            bpy.data.objects.remove(obj)
+        bpy.data.meshes.remove(mesh)
+        raise

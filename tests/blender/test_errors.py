@@ -1,0 +1,103 @@
+"""Every failure leaves the scene as it was and says what to do: bad sources, a missing or broken
+interpreter, wrong weights, a backend that dies mid-job."""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+from types import ModuleType
+
+import bpy
+import numpy as np
+import pytest
+
+from tests.blender.blender_helpers import MODULE, add_sphere, scene_snapshot
+
+pytestmark = pytest.mark.usefixtures("installed")
+
+
+def mesh_object(name: str, points: list[tuple[float, float, float]]) -> bpy.types.Object:
+    mesh = bpy.data.meshes.new(name)
+    mesh.vertices.add(len(points))
+    if points:
+        mesh.vertices.foreach_set("co", np.asarray(points, np.float32).ravel())
+    obj = bpy.data.objects.new(name, mesh)
+    bpy.context.scene.collection.objects.link(obj)
+    bpy.context.view_layer.objects.active = obj
+    return obj
+
+
+def fails(match: str) -> str:
+    """Run the operator, expect its error report, check the scene is untouched; returns the message."""
+    before = scene_snapshot()
+    with pytest.raises(RuntimeError, match=f"(?is){match}") as info:
+        bpy.ops.occnet.reconstruct()
+    assert scene_snapshot() == before
+    assert not bpy.context.window_manager.occnet_job.running
+    return str(info.value)
+
+
+def test_nothing_selected() -> None:
+    bpy.ops.mesh.primitive_cube_add()
+    bpy.context.view_layer.objects.active = None
+    fails("Select a mesh or point cloud object")
+
+
+@pytest.mark.parametrize("points, match", [
+    ([], "has no vertices or points; select an object with geometry"),
+    ([(0.0, 0.0, 0.0)], "needs at least 8"),
+    ([(float(i), 0.0, float("nan") if i == 3 else 1.0) for i in range(20)], "1 of 20 points with NaN"),
+    ([(1.0, 2.0, 3.0)] * 10, "all points of 'Bad' are at the same place"),
+])
+def test_unusable_sources(points: list[tuple[float, float, float]], match: str) -> None:
+    mesh_object("Bad", points)
+    fails(match)
+    assert bpy.context.window_manager.occnet_job.last_error
+
+
+@pytest.mark.parametrize("python, match", [
+    ("", "no backend interpreter is set.*Preferences"),
+    ("/nonexistent/python3", "was not found; set it in the add-on's preferences"),
+])
+def test_missing_interpreter(python: str, match: str) -> None:
+    bpy.context.preferences.addons[MODULE].preferences.python_path = python
+    add_sphere()
+    fails(match)
+    with pytest.raises(RuntimeError, match=f"(?is)backend test failed: .*{match}"):
+        bpy.ops.occnet.test_backend()
+
+
+def test_interpreter_that_speaks_garbage(tmp_path: Path) -> None:
+    fake = tmp_path / "python"
+    fake.write_text("#!/bin/sh\necho 'this is not the protocol'\necho 'some traceback' >&2\nexit 1\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IXUSR)
+    bpy.context.preferences.addons[MODULE].preferences.python_path = str(fake)
+    add_sphere()
+    fails("stopped.*some traceback.*Check the Python interpreter in Edit > Preferences")
+
+
+@pytest.mark.parametrize("weights, match", [
+    ("nope", "no weights named 'nope'.*choose other weights"),
+    ("vox", "takes voxels input, not pointcloud; choose pointcloud weights"),
+])
+def test_wrong_weights(weights: str, match: str) -> None:
+    add_sphere()
+    bpy.context.scene.occnet.weights = weights
+    fails(match)
+
+
+def test_backend_dying_mid_job_then_restarting(addon: ModuleType) -> None:
+    add_sphere()
+    bpy.context.scene.occnet.resolution = "256"
+    before = scene_snapshot()
+    job = addon.jobs.begin(bpy.context, block=True)
+    assert job.state == "running"
+    job.client._process.kill()
+    assert addon.jobs.wait(job, 60) == "failed"
+    assert "stopped (signal 9)" in job.message and "Reconstruct again to restart the backend" in job.message
+    assert bpy.context.window_manager.occnet_job.last_error == job.message
+    assert scene_snapshot() == before
+    # The next reconstruction starts a new backend.
+    bpy.context.scene.occnet.resolution = "32"
+    assert bpy.ops.occnet.reconstruct() == {"FINISHED"}
+    assert addon.backend_session.current() is not job.client

@@ -1,0 +1,69 @@
+"""The extension as users get it: the zip's layout, Install from Disk, enable/disable without leftovers."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import bpy
+
+from tests.blender.blender_helpers import REPO
+
+CLASSES = {"OCCNET_OT_reconstruct": bpy.types.Operator, "OCCNET_OT_cancel": bpy.types.Operator,
+           "OCCNET_OT_import_binvox": bpy.types.Operator, "OCCNET_OT_test_backend": bpy.types.Operator,
+           "OCCNET_PT_main": bpy.types.Panel, "OCCNET_PG_settings": bpy.types.PropertyGroup,
+           "OCCNET_PG_object": bpy.types.PropertyGroup, "OCCNET_PG_job": bpy.types.PropertyGroup,
+           "OCCNET_AP_preferences": bpy.types.AddonPreferences}
+EVERYTHING = len(CLASSES) + 3 + 4 + 1 + 1  # classes, pointer properties, operators, menu entry, timer
+
+
+def test_zip_holds_manifest_and_package_at_its_root(extension_zip: Path) -> None:
+    assert extension_zip.name == "occnet-0.1.0.zip"
+    names = zipfile.ZipFile(extension_zip).namelist()
+    assert {"blender_manifest.toml", "__init__.py", "addon/__init__.py", "backend/__main__.py",
+            "occnet/binvox.py", "protocol.py"} <= set(names)
+    assert not [n for n in names if n.startswith(("training/", "tests/")) or "__pycache__" in n or n.endswith(".pyc")]
+
+
+def test_installed_under_the_extension_id(installed: str) -> None:
+    package = Path(sys.modules[installed].__file__ or "").parent
+    assert installed == "bl_ext.user_default.occnet" and package.name == "occnet"
+    # The backend is started as `python -m occnet.backend` with the repository folder on PYTHONPATH.
+    assert sys.modules[f"{installed}.backend_client"].PACKAGE_DIR == package
+
+
+def test_no_torch_in_the_add_on_and_no_bpy_for_the_command_line() -> None:
+    for path in (REPO / "blender_occnet" / "addon").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not [n for n in names if n.split(".")[0] == "torch"], path
+    code = "import sys; sys.modules['bpy'] = None; import blender_occnet; print(blender_occnet.__version__)"
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def registered(module: str) -> list[str]:
+    """Everything the add-on attaches to Blender that is still there."""
+    found = [name for name, base in CLASSES.items() if base.bl_rna_get_subclass_py(name) is not None]
+    found += [f"{t.__name__}.{p}" for t, p in ((bpy.types.Scene, "occnet"), (bpy.types.Object, "occnet"),
+                                             (bpy.types.WindowManager, "occnet_job")) if hasattr(t, p)]
+    found += [f"bpy.ops.occnet.{op}" for op in dir(bpy.ops.occnet)]
+    draw_funcs = getattr(bpy.types.TOPBAR_MT_file_import.draw, "_draw_funcs", [])
+    found += [f"menu {f.__module__}" for f in draw_funcs if f.__module__.startswith(module)]
+    events = sys.modules.get(f"{module}.addon.events")
+    if events is not None and bpy.app.timers.is_registered(events._timer):
+        found.append("timer")
+    return found
+
+
+def test_disable_and_enable_leave_nothing_behind(installed: str) -> None:
+    assert len(registered(installed)) == EVERYTHING
+    for _ in range(2):
+        bpy.ops.preferences.addon_disable(module=installed)
+        assert registered(installed) == []
+        bpy.ops.preferences.addon_enable(module=installed)
+        assert len(registered(installed)) == EVERYTHING

@@ -1,0 +1,70 @@
+"""The add-on's pure numpy geometry (no bpy needed): frames, surface samples, voxel cubes, checks."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import numpy as np
+import pytest
+
+from tests.blender.blender_helpers import REPO
+
+_spec = importlib.util.spec_from_file_location("occnet_geometry", REPO / "blender_occnet/addon/geometry.py")
+assert _spec is not None and _spec.loader is not None
+geometry = importlib.util.module_from_spec(_spec)
+sys.modules["occnet_geometry"] = geometry
+_spec.loader.exec_module(geometry)
+
+
+def test_frames_are_a_proper_rotation_and_inverse() -> None:
+    points = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+    net = geometry.blender_to_network(points)
+    assert np.array_equal(geometry.network_to_blender(net), points)
+    assert np.array_equal(geometry.blender_to_network(np.eye(3, dtype=np.float32))[2], [0, 1, 0])  # z-up -> y-up
+    matrix = geometry.blender_to_network(np.eye(3))
+    assert np.linalg.det(matrix) == pytest.approx(1.0)  # no mirror: face winding survives
+
+
+def test_surface_samples_lie_on_the_triangles_and_follow_area() -> None:
+    vertices = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 5], [3, 0, 5], [0, 3, 5]], np.float32)
+    samples = geometry.sample_surface(vertices, np.array([[0, 1, 2], [3, 4, 5]]), 4000)
+    assert samples.dtype == np.float32 and samples.shape == (4000, 3)
+    big = samples[:, 2] == 5
+    assert ((samples[:, 2] == 0) | big).all() and 0.85 < big.mean() < 0.95  # areas 0.5 and 4.5
+    inside = samples[big]
+    assert (inside[:, :2] >= 0).all() and (inside[:, 0] + inside[:, 1] <= 3 + 1e-5).all()
+
+
+def test_voxel_cubes_are_closed_and_keep_their_cells() -> None:
+    cells = np.array([[0, 0, 0], [31, 5, 7]])
+    vertices, quads, index = geometry.voxel_cubes(cells)
+    assert vertices.shape == (16, 3) and quads.shape == (12, 4) and len(index) == 12
+    grid = geometry.grid_from_index(index)
+    assert grid.sum() == 2 and grid[31, 5, 7] and grid[0, 0, 0]
+    edges = np.sort(np.concatenate([quads[:, [i, (i + 1) % 4]] for i in range(4)]), axis=1)
+    _, counts = np.unique(edges, axis=0, return_counts=True)
+    assert (counts == 2).all()
+    # Outward normals: each quad's normal points away from its cube's centre.
+    corners = vertices[quads]
+    normal = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    centre = vertices.reshape(2, 8, 3).mean(axis=1)[np.arange(12) // 6]
+    assert (np.einsum("ij,ij->i", normal, corners.mean(axis=1) - centre) > 0).all()
+
+
+@pytest.mark.parametrize("points, match", [
+    (np.zeros((0, 3)), "no vertices"), (np.zeros((3, 3)), "at least 8"),
+    (np.full((9, 3), np.nan), "9 of 9 points with NaN"), (np.ones((9, 3)), "same place"),
+])
+def test_unusable_points_are_named(points: np.ndarray, match: str) -> None:
+    with pytest.raises(geometry.SourceError, match=match):
+        geometry.check_points(points, "Thing")
+
+
+def test_results_are_checked_before_anything_is_built() -> None:
+    good_v, good_f = np.zeros((3, 3), np.float32), np.array([[0, 1, 2]], np.int32)
+    assert geometry.check_result(good_v, good_f) == ""
+    assert "empty" in geometry.check_result(good_v, good_f[:0])
+    assert "NaN" in geometry.check_result(np.full((3, 3), np.nan, np.float32), good_f)
+    assert "missing vertices" in geometry.check_result(good_v, good_f + 1)
+    assert "not N x 3" in geometry.check_result(good_v[:, :2], good_f)

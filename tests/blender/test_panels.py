@@ -1,0 +1,76 @@
+"""The panel and the preferences draw in every state without errors, and name only real properties
+(module mode has no UI to draw into, so a recording layout stands in for it)."""
+
+from __future__ import annotations
+
+import sys
+from types import ModuleType
+from typing import Any
+
+import bpy
+import pytest
+
+from tests.blender.blender_helpers import MODULE, add_sphere
+
+
+class Layout:
+    """Records what a draw function asks for; checks every prop() names a property of its data."""
+
+    def __init__(self, calls: list[tuple[str, Any]]):
+        self.calls = calls
+
+    def prop(self, data: Any, name: str, **_: Any) -> None:
+        assert name in data.bl_rna.properties, f"{type(data).__name__} has no property {name!r}"
+        self.calls.append(("prop", name))
+
+    def operator(self, idname: str, **_: Any) -> None:
+        module, name = idname.split(".")
+        assert hasattr(getattr(bpy.ops, module), name), idname
+        self.calls.append(("operator", idname))
+
+    def label(self, text: str = "", **_: Any) -> None:
+        self.calls.append(("label", text))
+
+    def progress(self, **kwargs: Any) -> None:
+        self.calls.append(("progress", kwargs))
+
+    def __getattr__(self, name: str) -> Any:  # row, column, box, ...
+        return lambda *args, **kwargs: Layout(self.calls)
+
+
+def draw(cls: type, context: Any, data: Any = None) -> list[tuple[str, Any]]:
+    calls: list[tuple[str, Any]] = []
+    owner = data if data is not None else type("Panel", (), {})()
+    owner.layout = Layout(calls)
+    cls.draw(owner, context)
+    return calls
+
+
+@pytest.mark.usefixtures("installed")
+def test_panel_in_each_state(addon: ModuleType) -> None:
+    panel = sys.modules[f"{MODULE}.addon.panels"].OCCNET_PT_main
+    calls = draw(panel, bpy.context)
+    assert ("label", "Select a mesh or point cloud object") in calls and ("operator", "occnet.reconstruct") in calls
+    add_sphere()
+    state = bpy.context.window_manager.occnet_job
+    state.running, state.stage, state.progress = True, "evaluating", 0.4
+    calls = draw(panel, bpy.context)
+    assert ("progress", {"factor": pytest.approx(0.4), "type": "BAR", "text": "evaluating"}) in calls
+    assert ("operator", "occnet.cancel") in calls
+    state.running, state.last_error = False, "the backend stopped; set the interpreter " * 3
+    assert len([c for c in draw(panel, bpy.context) if c[0] == "label"]) >= 3  # wrapped over lines
+    bpy.ops.occnet.reconstruct()
+    calls = draw(panel, bpy.context)
+    assert ("prop", "threshold") in calls and any(c[0] == "label" and "faces" in c[1] for c in calls)
+    assert calls.count(("prop", "threshold")) == 2  # the scene's and the result's (live)
+
+
+@pytest.mark.usefixtures("installed")
+def test_preferences_in_both_modes() -> None:
+    prefs = bpy.context.preferences.addons[MODULE].preferences
+    for mode in ("LOCAL", "REMOTE"):
+        prefs.backend_mode = mode
+        calls = draw(type(prefs), bpy.context, prefs)
+        assert ("operator", "occnet.test_backend") in calls
+        assert (("prop", "python_path") in calls) == (mode == "LOCAL")
+        assert (("prop", "remote_token") in calls) == (mode == "REMOTE")

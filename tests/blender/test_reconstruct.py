@@ -1,0 +1,159 @@
+"""Reconstructions in real Blender: mesh and point-cloud sources, .binvox voxels, live tweaks, cancel, undo."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from types import ModuleType
+
+import bpy
+import numpy as np
+import pytest
+from mathutils import Matrix
+
+from blender_occnet.occnet.binvox import write_binvox
+from tests.blender.blender_helpers import add_sphere, edge_use_counts, scene_snapshot
+
+pytestmark = pytest.mark.usefixtures("installed")
+
+
+def assert_result(source: bpy.types.Object, matrix: Matrix | None = None) -> bpy.types.Object:
+    result = bpy.data.objects[f"{source.name}.occnet"]
+    assert np.allclose(np.array(result.matrix_world), np.array(matrix or source.matrix_world), atol=1e-5)
+    counts = edge_use_counts(result.data)
+    assert len(counts) and (counts == 2).all(), "the mesh is not closed"
+    smooth = np.zeros(len(result.data.polygons), bool)
+    result.data.polygons.foreach_get("use_smooth", smooth)
+    assert smooth.all()
+    assert result.select_get() and bpy.context.view_layer.objects.active == result
+    assert set(result.users_collection) == set(source.users_collection)
+    record = result.occnet
+    assert record.kind == "RESULT" and record.job.startswith("job-") and record.source == source.name
+    assert record.resolution == bpy.context.scene.occnet.resolution
+    assert record.threshold == pytest.approx(bpy.context.scene.occnet.threshold)
+    assert bpy.context.window_manager.occnet_job.last_result.startswith(result.name)
+    return result
+
+
+def test_mesh_source_gives_a_closed_mesh_where_the_source_is() -> None:
+    collection = bpy.data.collections.new("Scans")
+    bpy.context.scene.collection.children.link(collection)
+    ball = add_sphere()
+    bpy.context.scene.collection.objects.unlink(ball)
+    collection.objects.link(ball)
+    bpy.context.view_layer.objects.active = ball
+    assert bpy.ops.occnet.reconstruct() == {"FINISHED"}
+    assert_result(ball)
+    assert len(bpy.data.objects) == 2 and not bpy.context.window_manager.occnet_job.running
+
+
+def test_point_cloud_object_and_the_non_blocking_path(addon: ModuleType) -> None:
+    """A POINTCLOUD source, run the way the modal operator runs it (connect on a thread, then step)."""
+    rng = np.random.default_rng(4)
+    points = rng.normal(size=(3000, 3)).astype(np.float32)
+    points /= np.linalg.norm(points, axis=1, keepdims=True) * np.array([1.0, 2.0, 0.5], np.float32)
+    mesh = bpy.data.meshes.new("Cloud")
+    mesh.vertices.add(len(points))
+    mesh.vertices.foreach_set("co", points.ravel())
+    cloud = bpy.data.objects.new("Cloud", mesh)
+    bpy.context.scene.collection.objects.link(cloud)
+    bpy.context.view_layer.objects.active = cloud
+    cloud.select_set(True)
+    bpy.ops.object.convert(target="POINTCLOUD")
+    cloud = bpy.context.active_object
+    assert cloud.type == "POINTCLOUD"
+    cloud.location = (0.0, 3.0, 1.0)
+    job = addon.jobs.begin(bpy.context, block=False)
+    assert addon.jobs.wait(job, 120) == "finished", job.message
+    assert_result(cloud)
+
+
+def test_threshold_and_resolution_changes_replace_the_mesh_in_place(addon: ModuleType) -> None:
+    ball = add_sphere()
+    bpy.ops.occnet.reconstruct()
+    result = bpy.data.objects["Ball.occnet"]
+    mesh_name, before, job = result.data.name, len(result.data.vertices), result.occnet.job
+    for name, value in (("threshold", 0.45), ("resolution", "64")):
+        setattr(result.occnet, name, value)
+        assert addon.live.pending(result.name)
+        deadline = time.monotonic() + 60
+        while addon.live.pending(result.name) and time.monotonic() < deadline:
+            addon.events.pump(timeout=0.2)
+        assert not addon.live.pending(result.name), bpy.context.window_manager.occnet_job.last_error
+        assert result.data.name == mesh_name and len(bpy.data.meshes) == 2 and len(bpy.data.objects) == 2
+        assert len(result.data.vertices) != before and result.occnet.job != job
+        assert (edge_use_counts(result.data) == 2).all()
+        before, job = len(result.data.vertices), result.occnet.job
+    assert ball.name in bpy.data.objects
+
+
+def test_binvox_import_makes_a_voxel_source(tmp_path: Path) -> None:
+    grid = np.zeros((32, 32, 32), bool)
+    grid[6:26, 10:22, 4:28] = True
+    path = tmp_path / "crate.binvox"
+    write_binvox(path, grid, translate=(1.0, 2.0, 3.0), scale=2.0)
+    assert bpy.ops.occnet.import_binvox(filepath=str(path)) == {"FINISHED"}
+    crate = bpy.data.objects["crate"]
+    assert crate.occnet.kind == "VOXELS" and len(crate.data.polygons) == 6 * grid.sum()
+    # The binvox box is y-up; in Blender (z-up) network (x, y, z) is (x, -z, y).
+    corners = np.array([1.0, 2.0, 3.0]) + 2 * np.array([[6, 10, 4], [26, 22, 28]]) / 32
+    expected = np.sort(np.stack([corners[:, 0], -corners[:, 2], corners[:, 1]], axis=1), axis=0)
+    world = np.array([crate.matrix_world @ v.co for v in crate.data.vertices])
+    assert np.allclose([world.min(axis=0), world.max(axis=0)], expected, atol=1e-5)
+    assert bpy.ops.occnet.reconstruct() == {"FINISHED"}
+    assert_result(crate)
+
+
+def test_cancel_leaves_no_new_object(addon: ModuleType) -> None:
+    add_sphere()
+    bpy.context.scene.occnet.resolution = "256"
+    before = scene_snapshot()
+    job = addon.jobs.begin(bpy.context, block=False)
+    while job.step(timeout=0.1) == "starting":
+        pass
+    assert job.state == "running"
+    assert bpy.ops.occnet.cancel() == {"FINISHED"}
+    assert addon.jobs.wait(job, 60) == "cancelled"
+    assert scene_snapshot() == before and not bpy.context.window_manager.occnet_job.running
+
+
+def test_one_undo_step_removes_the_result() -> None:
+    """In module mode operators push no undo steps themselves (the UI does, after the operator
+    finishes); pushing them by hand shows the result is one step."""
+    add_sphere()
+    bpy.ops.ed.undo_push(message="before")
+    bpy.ops.ed.undo_push(message="sphere")
+    bpy.ops.occnet.reconstruct()
+    bpy.ops.ed.undo_push(message="Reconstruct")
+    assert "Ball.occnet" in bpy.data.objects
+    bpy.ops.ed.undo()
+    assert "Ball.occnet" not in bpy.data.objects and "Ball" in bpy.data.objects
+
+
+@pytest.mark.parametrize("shape", ["triangles", "quads"])
+def test_fast_mesh_path_builds_what_blender_would(addon: ModuleType, shape: str) -> None:
+    """The add-on computes edges itself; Blender's own path (calc_edges) must give the same mesh."""
+    if shape == "quads":
+        vertices, faces, _ = addon.geometry.voxel_cubes(np.array([[0, 0, 0], [3, 4, 5]]))
+    else:
+        bpy.ops.mesh.primitive_ico_sphere_add(subdivisions=3)
+        source = bpy.context.active_object.data
+        vertices = np.array([v.co for v in source.vertices], np.float32)
+        faces = np.array([p.vertices for p in source.polygons], np.int32)
+    meshes = [bpy.data.meshes.new(f"m{fast}") for fast in (True, False)]
+    for mesh, fast in zip(meshes, (True, False)):
+        addon.scene_io.fill_mesh(mesh, vertices, faces, fast=fast)
+    fast_mesh, blender_mesh = meshes
+    for mesh in meshes:
+        assert not mesh.validate(verbose=True)  # nothing to fix
+    assert [tuple(p.vertices) for p in fast_mesh.polygons] == [tuple(p.vertices) for p in blender_mesh.polygons]
+    assert {e.key for e in fast_mesh.edges} == {e.key for e in blender_mesh.edges}
+    assert [fast_mesh.edges[l.edge_index].key for l in fast_mesh.loops] == \
+        [blender_mesh.edges[l.edge_index].key for l in blender_mesh.loops]
+    assert all(p.use_smooth for p in fast_mesh.polygons)
+
+
+def test_test_backend_reports_torch_devices_and_weights() -> None:
+    assert bpy.ops.occnet.test_backend() == {"FINISHED"}
+    info = bpy.context.window_manager.occnet_job.backend_info
+    assert info.startswith("torch 2.") and "devices: cpu" in info and "pc" in info and "vox" in info
