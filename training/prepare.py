@@ -130,7 +130,8 @@ def prepare(folder: str | Path, out: str | Path, settings: Settings | None = Non
     for category, ids in done.items():
         _write_splits(out / category, sorted(ids), seed)
     write_metadata(out, [c for c, ids in done.items() if ids])
-    return {"prepared": sum(len(v) for v in done.values()), "skipped": failed}
+    return {"prepared": sum(len(v) for v in done.values()), "skipped": failed,
+            "folders": [out / c / model_id for c, ids in done.items() for model_id in sorted(ids)]}
 
 
 def _write_splits(folder: Path, ids: list[str], seed: int) -> None:
@@ -154,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--surface-points", type=int, default=30000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=max(1, (multiprocessing.cpu_count() or 2) - 1))
+    parser.add_argument("--render", action="store_true",
+                        help="also render img_choy2016/ (24 views) of every model without them (needs bpy)")
+    parser.add_argument("--render-engine", choices=("BLENDER_WORKBENCH", "CYCLES"), default="BLENDER_WORKBENCH",
+                        help="Workbench falls back to Cycles where it cannot start")
     args = parser.parse_args(argv)
     try:
         result = prepare(args.meshes, args.out, Settings(n_uniform=args.uniform_points, n_surface=args.surface_points),
@@ -162,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(f"prepared {result['prepared']} meshes into {args.out}; skipped {len(result['skipped'])}")
+    if args.render:
+        from .render import render_models, report
+
+        print(report(render_models(result["folders"], engine=args.render_engine)))
     return 0
 
 

@@ -1281,7 +1281,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--surface-points", type=int, default=100_000, help="pointcloud.npz size")
     parser.add_argument("--no-mesh", action="store_true", help="skip mesh.obj")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--render", action="store_true",
+                        help="also render img_choy2016/ (24 views) of every model without them (needs bpy)")
+    parser.add_argument("--render-engine", choices=("BLENDER_WORKBENCH", "CYCLES"), default="BLENDER_WORKBENCH",
+                        help="Workbench falls back to Cycles where it cannot start")
     args = parser.parse_args(argv)
+    if args.render and args.no_mesh:
+        parser.error("--render renders mesh.obj: drop --no-mesh")
     categories = [c.strip() for c in args.categories.split(",") if c.strip()]
     settings = Settings(n_uniform=args.uniform_points, n_near=args.near_points, n_surface=args.surface_points,
                         near_sigmas=tuple(float(v) for v in args.near_sigmas.split(",")), mesh=not args.no_mesh)
@@ -1291,6 +1297,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{args.out}: {counts['written']} models written, {counts['skipped']} already there")
+    if args.render:
+        from .render import render_models, report
+
+        folders = [args.out / c / model_id(c, i) for c in categories for i in range(args.per_category)]
+        print(report(render_models(folders, engine=args.render_engine)))
     return 0
 
 
