@@ -37,8 +37,11 @@ def begin(context: bpy.types.Context, block: bool) -> "ReconstructJob":
             raise StartError("no scene to reconstruct in")
         settings = scene.occnet  # type: ignore[attr-defined]
         try:
-            source = scene_io.read_source(context.active_object, context.evaluated_depsgraph_get(),
-                                          settings.source_kind)
+            if settings.source_kind == "IMAGE":
+                source = scene_io.read_image_source(settings.image, scene.cursor.location)
+            else:
+                source = scene_io.read_source(context.active_object, context.evaluated_depsgraph_get(),
+                                              settings.source_kind)
         except SourceError as exc:
             raise StartError(str(exc)) from None
     except StartError as exc:

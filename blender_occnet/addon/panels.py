@@ -21,7 +21,10 @@ class OCCNET_PT_main(bpy.types.Panel):
             return
         settings, state = scene.occnet, wm.occnet_job  # type: ignore[attr-defined]
         obj = context.active_object
-        _draw_source(layout, obj)
+        if settings.source_kind == "IMAGE":
+            layout.template_ID(settings, "image", open="image.open")
+        else:
+            _draw_source(layout, obj)
         column = layout.column(align=True)
         column.use_property_split = True
         for name in ("weights", "resolution", "threshold", "refine_steps", "simplify_faces", "device"):

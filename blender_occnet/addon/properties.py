@@ -32,7 +32,11 @@ class OCCNET_PG_settings(bpy.types.PropertyGroup):
     source_kind: EnumProperty(  # type: ignore[valid-type]
         name="Source", default="SURFACE",
         items=[("SURFACE", "Surface samples", "Points sampled on a mesh's faces (its vertices when it has none)"),
-               ("VERTICES", "Vertices", "The vertices (or points) as they are")])
+               ("VERTICES", "Vertices", "The vertices (or points) as they are"),
+               ("IMAGE", "Image", "An image of one object (white or transparent background); the result "
+                                  "appears at the 3D cursor")])
+    image: PointerProperty(  # type: ignore[valid-type]
+        name="Image", type=bpy.types.Image, description="The image to reconstruct from (Source: Image)")
 
 
 class OCCNET_PG_object(bpy.types.PropertyGroup):

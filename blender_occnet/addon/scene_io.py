@@ -14,6 +14,7 @@ from .geometry import SourceError
 
 SURFACE_SAMPLES = 10_000
 MAX_POINTS = 100_000
+MAX_IMAGE_SIDE = 1024  # the network sees 224 x 224; larger images are sent subsampled
 VOXEL_ATTRIBUTE = "occnet_voxel"  # per-face cell index of a voxel source object
 SOURCE_TYPES = {"MESH", "POINTCLOUD"}
 
@@ -23,8 +24,8 @@ class Source:
     """What a reconstruction needs from the scene, copied out on the main thread."""
 
     name: str
-    modality: str  # pointcloud or voxels
-    array: np.ndarray  # network frame: (N, 3) float32 points, or a (32, 32, 32) uint8 grid
+    modality: str  # pointcloud, voxels or image
+    array: np.ndarray  # network frame: (N, 3) float32 points, a (32, 32, 32) uint8 grid, or (H, W, 4) RGBA
     matrix_world: Matrix
     collections: tuple[str, ...]
 
@@ -59,6 +60,26 @@ def read_source(obj: bpy.types.Object | None, depsgraph: bpy.types.Depsgraph, ki
     if len(points) > MAX_POINTS:  # the network sees a few hundred; keep the request small
         points = points[np.random.default_rng(0).choice(len(points), MAX_POINTS, replace=False)]
     return Source(obj.name, "pointcloud", geometry.blender_to_network(points), matrix, collections)
+
+
+def read_image_source(image: bpy.types.Image | None, cursor: Any) -> Source:
+    """An image datablock's pixels, top row first, as RGBA in [0, 1]; the result goes to the 3D cursor."""
+    if image is None:
+        raise SourceError("pick an image in the OccNet panel (Source: Image)")
+    width, height = image.size[0], image.size[1]
+    channels = image.channels
+    if width == 0 or height == 0 or channels not in (3, 4):
+        raise SourceError(f"the image '{image.name}' has no pixels (is its file missing?); load or paint it "
+                          "first")
+    pixels = np.empty(width * height * channels, np.float32)
+    image_pixels: Any = image.pixels  # the stubs type it as a float sequence without foreach_get
+    image_pixels.foreach_get(pixels)
+    rgba = pixels.reshape(height, width, channels)[::-1]  # Blender stores the bottom row first
+    step = int(np.ceil(max(width, height) / MAX_IMAGE_SIDE))
+    rgba = np.ascontiguousarray(np.clip(rgba[::step, ::step], 0.0, 1.0))
+    if not np.isfinite(rgba).all():
+        raise SourceError(f"the image '{image.name}' holds NaN or infinite values")
+    return Source(image.name, "image", rgba, Matrix.Translation(cursor), ("",))
 
 
 def _positions(mesh: bpy.types.Mesh) -> np.ndarray:

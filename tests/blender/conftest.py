@@ -41,7 +41,8 @@ def _cleanup() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def weights_dir() -> Path:
-    """Random networks with a surface: 'pc' (point clouds) and 'vox' (voxels), as tests/backend makes them."""
+    """Random networks with a surface: 'pc' (point clouds), 'vox' (voxels) and 'img' (images), as
+    tests/backend makes them."""
     import torch
 
     from blender_occnet.occnet.checkpoints import Weights, save_weights
@@ -56,6 +57,10 @@ def weights_dir() -> Path:
     grid[0, 6:26, 10:22, 4:28] = 1
     vox = centre_logits(randomized_model(small_config("onet-voxels")), grid)
     save_weights(folder / "vox.safetensors", Weights(vox.config, vox.state_dict(), 0.5, {"summary": "test"}))
+    image = torch.ones(1, 3, 224, 224)
+    image[0, :, 60:160, 80:150] = 0.2
+    img = centre_logits(randomized_model(small_config("onet-img")), image)
+    save_weights(folder / "img.safetensors", Weights(img.config, img.state_dict(), 0.5, {"summary": "test"}))
     return folder
 
 

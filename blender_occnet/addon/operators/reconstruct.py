@@ -13,7 +13,8 @@ SYNC_TIMEOUT = 3600.0
 
 
 class OCCNET_OT_reconstruct(bpy.types.Operator):
-    """Reconstruct a mesh from the active point cloud, mesh or voxel object with an Occupancy Network"""
+    """Reconstruct a mesh from the active point cloud, mesh or voxel object, or from the chosen image, with an
+    Occupancy Network"""
 
     bl_idname = "occnet.reconstruct"
     bl_label = "Reconstruct"
@@ -23,6 +24,12 @@ class OCCNET_OT_reconstruct(bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
+        scene = context.scene
+        if scene is not None and scene.occnet.source_kind == "IMAGE":  # type: ignore[attr-defined]
+            if scene.occnet.image is None:  # type: ignore[attr-defined]
+                cls.poll_message_set("Pick an image in the OccNet panel")
+                return False
+            return True
         obj = context.active_object
         if obj is None or obj.type not in scene_io.SOURCE_TYPES:
             cls.poll_message_set("Select a mesh or point cloud object")
