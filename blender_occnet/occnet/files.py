@@ -24,11 +24,11 @@ class atomic_output:
             raise InputError(f"{self.path}: folder {folder} is not writable")
         fd, self.tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".part", dir=folder)
         os.close(fd)
-        os.chmod(self.tmp, 0o644)  # mkstemp makes it private; the result is an ordinary file
         return self.tmp
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         if exc_type is None:
+            os.chmod(self.tmp, 0o644)  # mkstemp (and some writers) make it private; the result is ordinary
             os.replace(self.tmp, self.path)
         elif os.path.exists(self.tmp):
             os.unlink(self.tmp)
