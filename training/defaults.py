@@ -2,7 +2,8 @@
 
 Builds the procedural dataset if it is missing, trains each modality's configuration for up to M
 minutes of this session (resuming an earlier run where one exists, so repeated calls continue the
-same curve), and exports the best weights of each into blender_occnet/weights/.
+same curve; on a machine without the run, starting from the bundled weights), and exports the best
+weights of each into blender_occnet/weights/.
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
                 spent = float(load_checkpoint(run / CHECKPOINT)["state"]["seconds"]) / 60
             config.data = dataclasses.replace(config.data, path=args.data)
             config.training = dataclasses.replace(config.training, max_minutes=spent + args.minutes)
-            summary = train(config, resume=(run / CHECKPOINT).exists())
+            # A fresh machine has no run folder: continue from the bundled weights rather than from scratch.
+            bundled = WEIGHTS_DIR / f"{modality}.safetensors"
+            summary = train(config, resume=(run / CHECKPOINT).exists(),
+                            init_weights=bundled if bundled.exists() else None)
             weights = export_run(run, WEIGHTS_DIR / f"{modality}.safetensors",
                                  {"reproduce": "python -m training.defaults"})
             print(f"{modality}: step {summary['step']}, best validation IoU {summary['best_iou']:.3f}; "

@@ -166,7 +166,10 @@ def prepare_run_dir(config: Config, resume: bool, overwrite: bool, main: bool) -
     return run_dir
 
 
-def train(config: Config, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict[str, Any]:
+def train(config: Config, resume: bool = False, overwrite: bool = False, progress: bool = True,
+          init_weights: str | Path | None = None) -> dict[str, Any]:
+    """Train per `config`; `init_weights` (a .safetensors of the same architecture) starts a new run from
+    those weights instead of a fresh initialisation."""
     dist = Distributed()
     t = config.training
     device = resolve_device(t.device)
@@ -188,6 +191,13 @@ def train(config: Config, resume: bool = False, overwrite: bool = False, progres
     model: torch.nn.Module = build_model(model_config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=t.lr)
     step, state = 0, {"best_iou": -1.0, "best_step": 0, "validations_without_gain": 0, "seconds": 0.0}
+    if init_weights is not None and not (resume and (run_dir / CHECKPOINT).exists()):
+        from blender_occnet.occnet.checkpoints import load_state_dict_checked, load_weights
+
+        start = load_weights(init_weights)
+        if start.config != model_config:
+            raise InputError(f"{init_weights}: holds {start.config}, the config asks for {model_config}")
+        load_state_dict_checked(model, start.state_dict, str(init_weights))  # type: ignore[arg-type]
     if resume and (run_dir / CHECKPOINT).exists():
         saved = load_checkpoint(run_dir / CHECKPOINT)
         model.load_state_dict(saved["model"])

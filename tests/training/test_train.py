@@ -113,3 +113,24 @@ def test_evaluate_reports_every_metric_per_category(tmp_path: Path, tiny_dataset
     assert 0.0 <= report["mean"]["iou"] <= 1.0
     table = format_table(report)
     assert "sphere" in table and "mean" in table
+
+
+def test_a_new_run_can_start_from_exported_weights(tmp_path: Path, tiny_dataset: Path) -> None:
+    first = small_config(tmp_path / "a", tiny_dataset, max_steps=4)
+    train(first, progress=False)
+    export_run(first.training.out_dir, tmp_path / "w.safetensors")
+    second = small_config(tmp_path / "b", tiny_dataset, max_steps=1, validate_every=1)
+    train(second, progress=False, init_weights=tmp_path / "w.safetensors")
+    fresh = small_config(tmp_path / "c", tiny_dataset, max_steps=1, validate_every=1)
+    train(fresh, progress=False)
+    start = load_weights(tmp_path / "w.safetensors").state_dict
+
+    def distance(config: Config) -> float:
+        state = load_checkpoint(Path(config.training.out_dir) / CHECKPOINT)["model"]
+        return sum(float((state[k].float() - start[k].float()).norm()) for k in start)
+
+    assert distance(second) < 0.5 * distance(fresh)  # one step away from the start, not from scratch
+    other = small_config(tmp_path / "d", tiny_dataset, max_steps=1)
+    other.model["hidden_size"] = 8
+    with pytest.raises(InputError, match="the config asks for"):
+        train(other, progress=False, init_weights=tmp_path / "w.safetensors")
