@@ -5,6 +5,11 @@ is a per-channel scale and shift. The second norm of each residual block follows
 folds into that layer's weights; the first sits on the residual stream and stays an elementwise
 affine. The layers run as row-major matrix products on (points, channels), which is what CPU and
 GPU GEMMs are fastest at (the original runs 1x1 Conv1d on (1, channels, points)).
+
+On the CPU, without autograd, the points go through in slices of about 2,000 rows whose (rows,
+hidden) activations are written into three buffers reused from slice to slice: they stay in the
+cache, and no fresh pages are faulted in for every layer. That is twice as fast as one product over
+a whole 100k batch (bench/bench_extraction.py measures it); torch.compile gained nothing on top.
 """
 
 from __future__ import annotations
@@ -47,7 +52,10 @@ class _Block:
 class FoldedDecoder:
     """decoder(points, c) for a single fixed c, without batch-norm or conditioning work per point."""
 
-    def __init__(self, decoder: DecoderCBatchNorm, c: torch.Tensor):
+    #: Activation floats per slice on the CPU: 2**19 floats (2 MiB) is 2,048 points at width 256.
+    SLICE_FLOATS = 1 << 19
+
+    def __init__(self, decoder: DecoderCBatchNorm, c: torch.Tensor, slice_rows: int | None = None):
         if decoder.training:
             raise ValueError("fold the decoder in eval mode: training batch norm depends on the batch")
         if c.ndim != 2 or c.shape[0] != 1:
@@ -65,15 +73,42 @@ class FoldedDecoder:
                                           w1, b1))
             self.scale_out, self.shift_out = _affine(decoder.bn, c)
             self.w_out, self.b_out = _linear(decoder.fc_out)
+        hidden = self.wp.shape[1]
+        self.slice_rows = slice_rows or max(256, self.SLICE_FLOATS // hidden)
 
     def __call__(self, points: torch.Tensor) -> torch.Tensor:
         """Points (N, 3) -> logits (N,). Differentiable with respect to the points."""
+        if torch.is_grad_enabled() and points.requires_grad:
+            return self._forward_autograd(points)
+        return self._forward_sliced(points)
+
+    def _forward_autograd(self, points: torch.Tensor) -> torch.Tensor:
         net = torch.addmm(self.bp, points, self.wp)
-        in_place = not torch.is_grad_enabled() or not points.requires_grad
         for blk in self.blocks:
             t = torch.relu(torch.addcmul(blk.shift0, net, blk.scale0))
-            t = torch.addmm(blk.b0, t, blk.w0)
-            t = torch.relu_(t) if in_place else torch.relu(t)
-            net = torch.addmm(net, t, blk.w1).add_(blk.b1) if in_place else net + torch.addmm(blk.b1, t, blk.w1)
+            t = torch.relu(torch.addmm(blk.b0, t, blk.w0))
+            net = net + torch.addmm(blk.b1, t, blk.w1)
         t = torch.relu(torch.addcmul(self.shift_out, net, self.scale_out))
         return torch.addmm(self.b_out, t, self.w_out).squeeze(1)
+
+    def _forward_sliced(self, points: torch.Tensor) -> torch.Tensor:
+        """The same function in place, slice by slice, with the activations in reused buffers."""
+        n = points.shape[0]
+        rows = min(n, self.slice_rows) if points.device.type == "cpu" else n
+        out = torch.empty(n, dtype=self.b_out.dtype, device=points.device)
+        if n == 0:
+            return out
+        hidden = self.wp.shape[1]
+        net, t, u = (torch.empty(rows, hidden, dtype=self.wp.dtype, device=points.device) for _ in range(3))
+        for start in range(0, n, rows):
+            p = points[start:start + rows]
+            m = p.shape[0]
+            x, y, z = net[:m], t[:m], u[:m]
+            torch.addmm(self.bp, p, self.wp, out=x)
+            for blk in self.blocks:
+                torch.addcmul(blk.shift0, x, blk.scale0, out=y).relu_()
+                torch.addmm(blk.b0, y, blk.w0, out=z).relu_()
+                x.addmm_(z, blk.w1).add_(blk.b1)
+            torch.addcmul(self.shift_out, x, self.scale_out, out=y).relu_()
+            torch.addmm(self.b_out, y, self.w_out, out=out[start:start + m, None])
+        return out

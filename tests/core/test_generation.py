@@ -113,6 +113,18 @@ def test_folded_decoder_matches_the_network() -> None:
     torch.testing.assert_close(grad_folded, grad_reference, rtol=1e-3, atol=1e-4)
 
 
+def test_folded_decoder_slices_give_the_same_logits() -> None:
+    model = randomized_model(small_config("onet-pointcloud"))
+    with torch.inference_mode():
+        c = model.encode(example_input("pointcloud", 1))
+        points = torch.rand(1000, 3) - 0.55
+        whole = FoldedDecoder(model.decoder, c)(points)  # one slice at this width
+        sliced = FoldedDecoder(model.decoder, c, slice_rows=256)  # three full slices and a rest
+        torch.testing.assert_close(sliced(points), whole, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(sliced(points[:7]), whole[:7], rtol=1e-5, atol=1e-5)
+        assert sliced(points[:0]).shape == (0,)
+
+
 def _random_weights(arch: str) -> Weights:
     model = randomized_model(small_config(arch))
     return Weights(model.config, model.state_dict(), 0.5, {"summary": "random test network"})
