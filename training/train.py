@@ -277,6 +277,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False, progres
     if dist.main:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     if dist.enabled:
+        dist.barrier()  # leave together: a peer tearing down first can abort the other inside gloo
         torch.distributed.destroy_process_group()
     return summary
 
