@@ -123,9 +123,15 @@ class ShapeDataset:
         key = (path, kind)
         if self._cache is not None and key in self._cache:
             return self._cache[key]
-        if kind == "npz":
+        # Files are kept decoded (float16 -> float32/64, bits unpacked): decoding per item was most of
+        # the loader's time.
+        if kind == "labelled":
             with np.load(path, allow_pickle=False) as archive:
-                value: Any = {k: archive[k] for k in archive.files}
+                points = archive["points"].astype(np.float32)
+                value: Any = (points, np.unpackbits(archive["occupancies"])[: len(points)].astype(np.float32))
+        elif kind == "surface":
+            with np.load(path, allow_pickle=False) as archive:
+                value = archive["points"].astype(np.float64)
         elif kind == "voxels":
             value = prepare_voxels(path)
         else:
@@ -135,9 +141,7 @@ class ShapeDataset:
         return value
 
     def labelled_points(self, model: Model, name: str = "points.npz") -> tuple[np.ndarray, np.ndarray]:
-        data = self._load(model.folder / name, "npz")
-        points = data["points"].astype(np.float32)
-        occupancy = np.unpackbits(data["occupancies"])[: len(points)].astype(np.float32)
+        points, occupancy = self._load(model.folder / name, "labelled")
         return points, occupancy
 
     def item(self, index: int, rng: np.random.Generator, n_points: int | None = None) -> dict[str, np.ndarray]:
@@ -184,7 +188,7 @@ class ShapeDataset:
 
     def _input(self, model: Model, rng: np.random.Generator) -> Any:
         if self.modality == "pointcloud":
-            surface = self._load(model.folder / "pointcloud.npz", "npz")["points"].astype(np.float64)
+            surface = self._load(model.folder / "pointcloud.npz", "surface")
             return prepare_pointcloud(surface, n_points=self.n_input_points, seed=int(rng.integers(2**31)),
                                       noise_std=self.pointcloud_noise)
         if self.modality == "voxels":

@@ -169,10 +169,9 @@ def prepare_pointcloud(points: PathOrArray, n_points: int = 300, seed: int = 0,
     loc, scale = (lo + hi) / 2, float((hi - lo).max())
     if not scale > 0:
         raise InputError(f"{name}: all points are at the same place; nothing to reconstruct")
-    unit = (array - loc) / scale
     rng = np.random.default_rng(seed)
-    choice = rng.choice(len(unit), size=n_points, replace=len(unit) < n_points)
-    sampled = unit[choice]
+    choice = rng.choice(len(array), size=n_points, replace=len(array) < n_points)
+    sampled = (array[choice] - loc) / scale  # normalise only what is kept (training calls this per item)
     if noise_std > 0:
         sampled = sampled + noise_std * rng.standard_normal(sampled.shape)
     return PreparedInput("pointcloud", sampled.astype(np.float32), loc, scale)
