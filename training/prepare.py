@@ -22,7 +22,7 @@ import numpy as np
 
 from blender_occnet.occnet.errors import InputError
 from blender_occnet.occnet.inside import contains
-from blender_occnet.occnet.meshio import MESH_SUFFIXES, MeshData, read_mesh, sample_surface_with_faces
+from blender_occnet.occnet.meshio import MESH_SUFFIXES, MeshData, read_normalised_mesh, sample_surface_with_faces
 from blender_occnet.occnet.voxelize import voxelize_mesh
 
 from .shapes import Settings, write_model
@@ -40,17 +40,10 @@ class MeshShape:
 
     @classmethod
     def from_file(cls, path: Path) -> "MeshShape":
-        mesh = read_mesh(path)
+        mesh, loc, scale = read_normalised_mesh(path)
         if len(mesh.faces) == 0:
             raise InputError(f"{path}: the mesh has no faces")
-        finite = np.isfinite(mesh.vertices).all(axis=1)
-        if not finite.all():
-            raise InputError(f"{path}: {int((~finite).sum())} vertices have non-finite coordinates")
-        lo, hi = mesh.vertices.min(axis=0), mesh.vertices.max(axis=0)
-        loc, scale = (lo + hi) / 2, float((hi - lo).max())
-        if not scale > 0:
-            raise InputError(f"{path}: the mesh has no extent")
-        return cls(MeshData((mesh.vertices - loc) / scale, mesh.faces), loc, scale)
+        return cls(mesh, loc, scale)
 
     def contains(self, points: np.ndarray) -> np.ndarray:
         return contains(self.mesh.vertices, self.mesh.faces, points, robust=True)

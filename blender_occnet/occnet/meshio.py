@@ -38,6 +38,19 @@ def read_mesh(path: str | os.PathLike[str]) -> MeshData:
     return MeshData(vertices, faces)
 
 
+def read_normalised_mesh(path: str | os.PathLike[str]) -> tuple[MeshData, np.ndarray, float]:
+    """A mesh file moved into the unit cube (bbox centre at 0, longest edge 1), with that loc and scale."""
+    mesh = read_mesh(path)
+    finite = np.isfinite(mesh.vertices).all(axis=1)
+    if not finite.all():
+        raise InputError(f"{path}: {int((~finite).sum())} vertices have non-finite coordinates")
+    lo, hi = mesh.vertices.min(axis=0), mesh.vertices.max(axis=0)
+    loc, scale = (lo + hi) / 2, float((hi - lo).max())
+    if not scale > 0:
+        raise InputError(f"{path}: the mesh has no extent")
+    return MeshData((mesh.vertices - loc) / scale, mesh.faces), loc, scale
+
+
 def read_points(path: str | os.PathLike[str], n_surface_samples: int = 100_000, seed: int = 0) -> np.ndarray:
     """An (N, 3) point array from a point file, or surface samples of a mesh file."""
     path = _existing(path)

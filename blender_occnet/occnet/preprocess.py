@@ -15,7 +15,7 @@ import numpy as np
 
 from .binvox import read_binvox
 from .errors import InputError
-from .meshio import MESH_SUFFIXES, read_mesh, read_points
+from .meshio import MESH_SUFFIXES, read_normalised_mesh, read_points
 from .voxelize import voxelize_mesh
 
 IMAGE_SIZE = 224
@@ -220,15 +220,7 @@ def prepare_voxels(voxels: PathOrArray) -> PreparedInput:
 
 
 def _voxelize_mesh_file(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
-    mesh = read_mesh(path)
-    finite = np.isfinite(mesh.vertices).all(axis=1)
-    if not finite.all():
-        raise InputError(f"{path}: {int((~finite).sum())} vertices have non-finite coordinates")
-    lo, hi = mesh.vertices.min(axis=0), mesh.vertices.max(axis=0)
-    loc, scale = (lo + hi) / 2, float((hi - lo).max())
-    if not scale > 0:
-        raise InputError(f"{path}: the mesh has no extent")
-    mesh.vertices = (mesh.vertices - loc) / scale
+    mesh, loc, scale = read_normalised_mesh(path)
     return voxelize_mesh(mesh, VOXEL_RESOLUTION), loc, scale
 
 
