@@ -178,10 +178,13 @@ class BackendClient:
 
     # -- requests -------------------------------------------------------------------------------------
 
-    def reconstruct(self, modality: str, source: np.ndarray, **settings: Any) -> str:
-        """Queue a reconstruction; returns its job id. Settings: weights, arch, device, resolution,
-        threshold, refine_steps, simplify_faces, normals, seed."""
-        reply = self._request({"op": "reconstruct", "modality": modality, **settings}, {"input": source})
+    def reconstruct(self, modality: str, source: np.ndarray, faces: np.ndarray | None = None,
+                    **settings: Any) -> str:
+        """Queue a reconstruction; returns its job id. With `faces` (voxels only) `source` is a mesh's vertices,
+        voxelised by the backend. Settings: weights, arch, device, resolution, threshold, refine_steps,
+        simplify_faces, normals, seed."""
+        arrays = {"input": source} if faces is None else {"input": source, "faces": faces}
+        reply = self._request({"op": "reconstruct", "modality": modality, **settings}, arrays)
         job = str(reply.get("job"))
         self._jobs.add(job)
         return job

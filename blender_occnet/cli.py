@@ -57,7 +57,8 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     progress = None if args.quiet else _ProgressBar()
 
     started = time.perf_counter()
-    options = {"seed": args.seed, "n_points": weights.config.n_input_points} if modality == "pointcloud" else {}
+    options: dict[str, object] = {"seed": args.seed, "n_points": weights.config.n_input_points} \
+        if modality == "pointcloud" else {"size": weights.config.image_size} if modality == "image" else {}
     prepared = prepare(modality, source, **options)
     seconds_prepare = time.perf_counter() - started
     reconstructor = Reconstructor(weights, args.device, batch_size=args.batch_size)

@@ -88,11 +88,12 @@ class ShapeDataset:
 
     def __init__(self, root: str | Path, split: str, modality: str, categories: list[str] | None = None,
                  points_per_shape: int = 2048, near_surface_fraction: float = 0.5, n_input_points: int = 300,
-                 pointcloud_noise: float = 0.0, cache: bool = True, limit: int = 0):
+                 pointcloud_noise: float = 0.0, cache: bool = True, limit: int = 0, image_size: int = 224):
         self.modality = modality
         self.points_per_shape = points_per_shape
         self.near_surface_fraction = near_surface_fraction
         self.n_input_points = n_input_points
+        self.image_size = image_size
         self.pointcloud_noise = pointcloud_noise
         self._cache: dict[tuple[Path, str], Any] | None = {} if cache else None
         self.skipped = Skipped()
@@ -196,7 +197,7 @@ class ShapeDataset:
         views = sorted(p for p in (model.folder / "img_choy2016").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not views:
             raise InputError("no rendered views")
-        return prepare_image(views[int(rng.integers(len(views)))])
+        return prepare_image(views[int(rng.integers(len(views)))], size=self.image_size)
 
 
 def collate(items: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

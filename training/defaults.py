@@ -1,6 +1,6 @@
 """`python -m training.defaults [--minutes M]`: reproduce (or keep training) the bundled default weights.
 
-Builds the procedural dataset if it is missing, trains each modality's configuration for up to M
+Builds the procedural dataset if it is missing (with renders when the image weights are asked for), trains each modality's configuration for up to M
 minutes of this session (resuming an earlier run where one exists, so repeated calls continue the
 same curve; on a machine without the run, starting from the bundled weights), and exports the best
 weights of each into blender_occnet/weights/.
@@ -22,7 +22,7 @@ from .shapes import Settings, build_dataset
 from .train import CHECKPOINT, train
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "blender_occnet" / "weights"
-MODALITIES = ("pointcloud", "voxels")
+MODALITIES = ("pointcloud", "voxels", "image")
 DATASET = {"per_category": 150, "seed": 0}
 DATASET_SETTINGS = Settings(n_uniform=32768, n_surface=30000)
 
@@ -34,10 +34,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="data/shapes")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    modalities = [m.strip() for m in args.modalities.split(",") if m.strip()]
+    unknown = sorted(set(modalities) - set(MODALITIES))
+    if unknown:
+        parser.error(f"unknown modalities {unknown}; choose from {', '.join(MODALITIES)}")
     try:
         build_dataset(args.data, per_category=DATASET["per_category"], seed=DATASET["seed"],
                       settings=DATASET_SETTINGS, workers=2, progress=True)
-        for modality in args.modalities.split(","):
+        if "image" in modalities:  # renders of models that have none yet (needs the bpy module)
+            from .render import render_models, report
+            from .shapes import CATEGORIES, model_id
+
+            folders = [Path(args.data) / c / model_id(c, i) for c in CATEGORIES for i in range(DATASET["per_category"])]
+            print(report(render_models(folders)))
+        for modality in modalities:
             config = load_config(CONFIG_DIR / f"{modality}.yaml")
             run = Path(config.training.out_dir)
             # Each call adds `minutes` to what the run has already spent.

@@ -36,7 +36,7 @@ def evaluate(weights_path: str | Path, data: str | Path, split: str = "test", re
     weights = load_weights(weights_path)
     reconstructor = Reconstructor(weights, device)
     dataset = ShapeDataset(data, split, weights.modality, categories, n_input_points=weights.config.n_input_points,
-                           cache=False)
+                           cache=False, image_size=weights.config.image_size)
     settings = ExtractionSettings(threshold=weights.threshold, resolution=resolution)
     per_category: dict[str, list[dict[str, float]]] = defaultdict(list)
     seen: dict[str, int] = defaultdict(int)

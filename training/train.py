@@ -183,9 +183,11 @@ def train(config: Config, resume: bool = False, overwrite: bool = False, progres
     model_config = config.model_config
     d = config.data
     train_set = ShapeDataset(d.path, d.train_split, model_config.modality, d.categories, d.points_per_shape,
-                             d.near_surface_fraction, model_config.n_input_points, d.pointcloud_noise, d.cache)
+                             d.near_surface_fraction, model_config.n_input_points, d.pointcloud_noise, d.cache,
+                             image_size=model_config.image_size)
     val_set = ShapeDataset(d.path, d.val_split, model_config.modality, d.categories, d.points_per_shape,
-                           d.near_surface_fraction, model_config.n_input_points, 0.0, d.cache) if dist.main else None
+                           d.near_surface_fraction, model_config.n_input_points, 0.0, d.cache,
+                           image_size=model_config.image_size) if dist.main else None
 
     torch.manual_seed(t.seed)
     model: torch.nn.Module = build_model(model_config).to(device)

@@ -4,6 +4,7 @@ when it died or the preferences changed, closed on unregister. Plain data in, no
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 
@@ -18,7 +19,7 @@ _key: "BackendSettings | None" = None
 class BackendSettings:
     """What the preferences say about the backend, read on the main thread."""
 
-    mode: str = "LOCAL"  # LOCAL (an interpreter on this machine) or REMOTE
+    mode: str = "LOCAL"  # MANAGED (the add-on's own environment), LOCAL (the user's interpreter) or REMOTE
     python: str = ""
     host: str = "127.0.0.1"
     port: int = 8765
@@ -57,6 +58,10 @@ def shutdown() -> None:
 def _start(settings: BackendSettings) -> BackendClient:
     if settings.mode == "REMOTE":
         return BackendClient.connect(settings.host, settings.port, settings.token)
+    if settings.mode == "MANAGED" and not os.path.isfile(settings.python):
+        raise InterpreterNotFound("the backend is not installed yet: click Install backend in Edit > Preferences > "
+                                  "Add-ons > OccNet Reconstruction (it downloads PyTorch, about 1 GB), or choose "
+                                  "a Python interpreter of yours there")
     if not settings.python.strip():
         raise InterpreterNotFound("no backend interpreter is set: in Edit > Preferences > Add-ons > OccNet "
                                   "Reconstruction, set 'Python interpreter' to a Python with PyTorch (or use a "

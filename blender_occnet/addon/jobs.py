@@ -131,7 +131,8 @@ class ReconstructJob:
             return self._end("cancelled", "cancelled")
         assert self.client is not None
         try:
-            self.job = self.client.reconstruct(self.source.modality, self.source.array, **self.settings)
+            self.job = self.client.reconstruct(self.source.modality, self.source.array, self.source.faces,
+                                               **self.settings)
         except RequestRejected as exc:
             hint = "; choose other weights in the OccNet panel or a weights folder in the preferences" \
                 if exc.field == "weights" else ""

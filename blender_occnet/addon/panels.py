@@ -24,7 +24,7 @@ class OCCNET_PT_main(bpy.types.Panel):
         if settings.source_kind == "IMAGE":
             layout.template_ID(settings, "image", open="image.open")
         else:
-            _draw_source(layout, obj)
+            _draw_source(layout, obj, settings.source_kind)
         column = layout.column(align=True)
         column.use_property_split = True
         for name in ("weights", "resolution", "threshold", "refine_steps", "simplify_faces", "device"):
@@ -47,11 +47,13 @@ class OCCNET_PT_main(bpy.types.Panel):
             _draw_result(layout, obj)
 
 
-def _draw_source(layout: bpy.types.UILayout, obj: bpy.types.Object | None) -> None:
+def _draw_source(layout: bpy.types.UILayout, obj: bpy.types.Object | None, kind: str) -> None:
     if obj is None or obj.type not in scene_io.SOURCE_TYPES:
         layout.label(text="Select a mesh or point cloud object", icon="INFO")
     elif obj.occnet.kind == "VOXELS":  # type: ignore[attr-defined]
         layout.label(text=f"Source: {obj.name} (voxels)", icon="MESH_GRID")
+    elif kind == "VOXELIZE":
+        layout.label(text=f"Source: {obj.name} (voxelised 32³)", icon="MESH_GRID")
     else:
         layout.label(text=f"Source: {obj.name} (points)", icon="OUTLINER_OB_POINTCLOUD")
 

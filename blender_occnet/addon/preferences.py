@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import bpy
 from bpy.props import EnumProperty, IntProperty, StringProperty
 
-from . import events
+from . import events, installer
 from .backend_session import BackendSettings
 
 # The extension's own module name (bl_ext.<repo>.occnet, or blender_occnet from a checkout): never hard-coded.
@@ -16,8 +18,9 @@ class OCCNET_AP_preferences(bpy.types.AddonPreferences):
     bl_idname = PACKAGE
 
     backend_mode: EnumProperty(  # type: ignore[valid-type]
-        name="Backend", default="LOCAL",
-        items=[("LOCAL", "Custom interpreter", "Run the backend with a Python interpreter on this machine"),
+        name="Backend", default="MANAGED",
+        items=[("MANAGED", "Managed", "The add-on's own Python environment, made by Install backend"),
+               ("LOCAL", "Custom interpreter", "Run the backend with a Python interpreter of yours on this machine"),
                ("REMOTE", "Remote", "Connect to a backend started with `serve --port` (e.g. a GPU machine)")])
     python_path: StringProperty(  # type: ignore[valid-type]
         name="Python interpreter", subtype="FILE_PATH", default="",
@@ -33,11 +36,10 @@ class OCCNET_AP_preferences(bpy.types.AddonPreferences):
         layout = self.layout
         assert layout is not None
         layout.prop(self, "backend_mode", expand=True)
-        if self.backend_mode == "LOCAL":
+        if self.backend_mode == "MANAGED":
+            _draw_managed(layout)
+        elif self.backend_mode == "LOCAL":
             layout.prop(self, "python_path")
-            # The installer is still to come; until then the user brings an interpreter with the requirements.
-            layout.label(text="Install backend: not available yet. Install requirements/backend.txt into a "
-                              "Python 3 of yours and choose it above", icon="INFO")
         else:
             layout.prop(self, "remote_host")
             layout.prop(self, "remote_port")
@@ -49,6 +51,36 @@ class OCCNET_AP_preferences(bpy.types.AddonPreferences):
             layout.label(text=state.backend_info, icon="INFO")
 
 
+def _draw_managed(layout: bpy.types.UILayout) -> None:
+    from .operators import install_backend  # the operator module keeps the running install
+
+    env = managed_env_dir()
+    job = install_backend.current
+    if job is not None and job.state not in installer.DONE:
+        row = layout.row(align=True)
+        row.progress(factor=job.fraction, type="BAR", text=job.stage or "installing")
+        row.operator("occnet.cancel_install", text="", icon="CANCEL")
+        lines = [line for line in job.lines if line.strip()][-4:]
+    else:
+        installed = installer.is_installed(env)
+        layout.label(text=f"Installed in {env}" if installed else "Not installed yet: Install backend downloads "
+                     "PyTorch and the other requirements (about 1 GB)", icon="CHECKMARK" if installed else "INFO")
+        layout.operator("occnet.install_backend", text="Reinstall backend" if installed else "Install backend",
+                        icon="IMPORT")
+        lines = events.state().install_log.splitlines()[-4:]
+    for line in lines:
+        layout.label(text=line[:120])
+
+
+def managed_env_dir() -> Path:
+    """Where Install backend puts the managed environment: the extension's own user folder."""
+    try:
+        base = bpy.utils.extension_path_user(PACKAGE, create=True)
+    except ValueError:  # loaded from a checkout on sys.path rather than as an extension
+        base = bpy.utils.user_resource("CONFIG", path="occnet", create=True)
+    return Path(base) / "backend-env"
+
+
 def get(context: bpy.types.Context) -> OCCNET_AP_preferences:
     assert context.preferences is not None
     return context.preferences.addons[PACKAGE].preferences  # type: ignore[return-value]
@@ -58,7 +90,11 @@ def backend_settings(context: bpy.types.Context) -> BackendSettings:
     """The preferences as plain data for backend_session (read on the main thread)."""
     prefs = get(context)
     folder = bpy.path.abspath(prefs.weights_dir) if prefs.weights_dir else ""
-    return BackendSettings(prefs.backend_mode, bpy.path.abspath(prefs.python_path) if prefs.python_path else "",
+    if prefs.backend_mode == "MANAGED":
+        python = str(installer.env_python(managed_env_dir()))
+    else:
+        python = bpy.path.abspath(prefs.python_path) if prefs.python_path else ""
+    return BackendSettings(prefs.backend_mode, python,
                            prefs.remote_host, prefs.remote_port, prefs.remote_token,
                            (folder,) if folder else ())
 

@@ -33,6 +33,8 @@ class OCCNET_PG_settings(bpy.types.PropertyGroup):
         name="Source", default="SURFACE",
         items=[("SURFACE", "Surface samples", "Points sampled on a mesh's faces (its vertices when it has none)"),
                ("VERTICES", "Vertices", "The vertices (or points) as they are"),
+               ("VOXELIZE", "Voxelised mesh", "The mesh voxelised at 32³ (inside tests that tolerate holes), for "
+                                              "voxel weights"),
                ("IMAGE", "Image", "An image of one object (white or transparent background); the result "
                                   "appears at the 3D cursor")])
     image: PointerProperty(  # type: ignore[valid-type]
@@ -64,6 +66,7 @@ class OCCNET_PG_job(bpy.types.PropertyGroup):
     last_result: StringProperty(default="")  # type: ignore[valid-type]
     last_error: StringProperty(default="")  # type: ignore[valid-type]
     backend_info: StringProperty(default="")  # type: ignore[valid-type]
+    install_log: StringProperty(default="")  # type: ignore[valid-type]  # the last install's last lines
 
 
 CLASSES = (OCCNET_PG_settings, OCCNET_PG_object, OCCNET_PG_job)

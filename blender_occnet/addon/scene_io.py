@@ -28,10 +28,14 @@ class Source:
     array: np.ndarray  # network frame: (N, 3) float32 points, a (32, 32, 32) uint8 grid, or (H, W, 4) RGBA
     matrix_world: Matrix
     collections: tuple[str, ...]
+    faces: np.ndarray | None = None  # a mesh to voxelise (modality voxels): `array` holds its vertices
 
 
 def read_source(obj: bpy.types.Object | None, depsgraph: bpy.types.Depsgraph, kind: str = "SURFACE") -> Source:
-    """The object's evaluated geometry (modifiers applied) in the network's frame; raises SourceError."""
+    """The object's evaluated geometry (modifiers applied) in the network's frame; raises SourceError.
+
+    kind: SURFACE (points sampled on the faces), VERTICES (the points as they are) or VOXELIZE (the mesh
+    itself, which the backend voxelises at 32^3 for voxel weights)."""
     if obj is None or obj.type not in SOURCE_TYPES:
         raise SourceError("select a mesh or point cloud object to reconstruct")
     matrix = obj.matrix_world.copy()
@@ -49,13 +53,19 @@ def read_source(obj: bpy.types.Object | None, depsgraph: bpy.types.Depsgraph, ki
         mesh = evaluated.to_mesh()
         try:
             points = _positions(mesh)
-            if kind == "SURFACE" and len(mesh.polygons) and np.isfinite(points).all():
-                mesh.calc_loop_triangles()
-                tris = np.empty(len(mesh.loop_triangles) * 3, np.int32)
-                mesh.loop_triangles.foreach_get("vertices", tris)
-                points = geometry.sample_surface(points, tris.reshape(-1, 3), SURFACE_SAMPLES)
+            tris = _triangles(mesh) if kind in ("SURFACE", "VOXELIZE") else np.zeros((0, 3), np.int32)
         finally:
             evaluated.to_mesh_clear()
+        if kind == "VOXELIZE":
+            if len(tris) == 0:
+                raise SourceError(f"'{obj.name}' has no faces to voxelise; use Source: Surface samples or "
+                                  "Vertices for bare points")
+            points = geometry.check_points(points, obj.name)
+            return Source(obj.name, "voxels", geometry.blender_to_network(points), matrix, collections, tris)
+        if kind == "SURFACE" and len(tris) and np.isfinite(points).all():
+            points = geometry.sample_surface(points, tris, SURFACE_SAMPLES)
+    if kind == "VOXELIZE":
+        raise SourceError(f"'{obj.name}' is a point cloud: only meshes can be voxelised; use Source: Vertices")
     points = geometry.check_points(points, obj.name)
     if len(points) > MAX_POINTS:  # the network sees a few hundred; keep the request small
         points = points[np.random.default_rng(0).choice(len(points), MAX_POINTS, replace=False)]
@@ -86,6 +96,13 @@ def _positions(mesh: bpy.types.Mesh) -> np.ndarray:
     out: np.ndarray = np.empty(len(mesh.vertices) * 3, np.float32)
     mesh.vertices.foreach_get("co", out)
     return out.reshape(-1, 3)
+
+
+def _triangles(mesh: bpy.types.Mesh) -> np.ndarray:
+    mesh.calc_loop_triangles()
+    tris = np.empty(len(mesh.loop_triangles) * 3, np.int32)
+    mesh.loop_triangles.foreach_get("vertices", tris)
+    return tris.reshape(-1, 3)
 
 
 def _attribute(data: Any, name: str, dtype: type, width: int = 1) -> np.ndarray:

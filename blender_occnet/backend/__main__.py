@@ -9,6 +9,7 @@ import sys
 
 # Exit status the client reads as "a required package is missing in this interpreter".
 EXIT_MISSING_PACKAGE = 3
+REQUIREMENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "requirements.txt")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     missing = _missing_packages()
     if missing:
         print(f"blender-occnet backend: {sys.executable} lacks {', '.join(missing)}. Install the backend's "
-              f"requirements into it: {sys.executable} -m pip install -r requirements/backend.txt "
+              f"requirements into it: {sys.executable} -m pip install -r {REQUIREMENTS} "
               "(or use the extension's Install backend button).", file=sys.stderr, flush=True)
         return EXIT_MISSING_PACKAGE
 

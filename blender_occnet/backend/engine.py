@@ -149,7 +149,7 @@ class Engine:
             if cancelled():
                 raise Cancelled("cancelled")
             progress("encoding", 0.0)
-            prepared = prepare_source(request, reconstructor.weights.config.n_input_points)
+            prepared = prepare_source(request, reconstructor.weights.config)
             shape = reconstructor.encode(prepared)
         else:
             finished = self.finished_job(job.source_job or "")

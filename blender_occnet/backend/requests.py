@@ -8,13 +8,14 @@ from typing import Any
 
 import numpy as np
 
-from ..occnet.config import MODALITIES
+from ..occnet.config import MODALITIES, ModelConfig
 from ..occnet.errors import InputError, OccNetError
 from ..occnet.generation import ExtractionSettings
-from ..occnet.preprocess import PreparedInput, prepare_image, prepare_pointcloud, prepare_voxels
+from ..occnet.preprocess import PreparedInput, prepare_image, prepare_pointcloud, prepare_voxels, prepare_voxels_from_mesh
 
 MAX_IMAGE_SIDE = 2048  # the network sees 224 x 224; Blender sends images scaled down to this
 MAX_POINTS = 5_000_000
+MAX_FACES = 5_000_000  # a mesh sent to be voxelised
 
 
 class RequestError(OccNetError):
@@ -35,6 +36,7 @@ class ReconstructRequest:
     threshold_given: bool  # when False the weights' own threshold applies
     source: np.ndarray
     seed: int
+    faces: np.ndarray | None = None  # voxels only: `source` is then a mesh's vertices, voxelised here
 
 
 def parse_settings(header: dict[str, Any], default_threshold: float | None = None) -> ExtractionSettings:
@@ -76,12 +78,35 @@ def parse_reconstruct(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> 
         raise RequestError("device", f"device must be auto, cpu or cuda, got {device!r}")
     if "input" not in arrays:
         raise RequestError("input", "the request carries no 'input' array")
-    source = arrays["input"]
-    _check_source(modality, source)
+    source, faces = arrays["input"], arrays.get("faces")
+    if faces is not None:
+        _check_mesh(modality, source, faces)
+    else:
+        _check_source(modality, source)
     settings = parse_settings(header)  # threshold filled from the weights later when absent
     seed = header.get("seed", 0)
     return ReconstructRequest(modality, header.get("weights"), header.get("arch"), device, settings,
-                              header.get("threshold") is not None, source, seed if isinstance(seed, int) else 0)
+                              header.get("threshold") is not None, source, seed if isinstance(seed, int) else 0,
+                              faces)
+
+
+def _check_mesh(modality: str, vertices: np.ndarray, faces: np.ndarray) -> None:
+    """A mesh to voxelise: 'input' its vertices, 'faces' its triangles."""
+    if modality != "voxels":
+        raise RequestError("faces", f"a mesh ('faces') is voxelised for voxel weights only, not for {modality}")
+    if vertices.ndim != 2 or vertices.shape[1] != 3 or vertices.dtype.kind != "f":
+        raise RequestError("input", f"a mesh's 'input' must be N x 3 float vertices, got {vertices.shape} "
+                                    f"{vertices.dtype}")
+    if faces.ndim != 2 or faces.shape[1] != 3 or faces.dtype.kind not in "iu":
+        raise RequestError("faces", f"'faces' must be M x 3 integer vertex indices, got {faces.shape} {faces.dtype}")
+    if len(vertices) == 0 or len(faces) == 0:
+        raise RequestError("faces" if len(vertices) else "input", "the mesh to voxelise is empty")
+    if len(vertices) > MAX_POINTS or len(faces) > MAX_FACES:
+        raise RequestError("faces", f"the mesh is over the {MAX_FACES:,} faces accepted; decimate it first")
+    if not np.isfinite(vertices).all():
+        raise RequestError("input", "the mesh's vertices hold NaN or infinite values; fix them first")
+    if faces.min() < 0 or faces.max() >= len(vertices):
+        raise RequestError("faces", f"face indices run outside the {len(vertices)} vertices")
 
 
 def _check_source(modality: str, source: np.ndarray) -> None:
@@ -107,13 +132,16 @@ def _check_source(modality: str, source: np.ndarray) -> None:
         raise RequestError("input", f"a voxel 'input' must be 32 x 32 x 32, got {source.shape}")
 
 
-def prepare_source(request: ReconstructRequest, n_points: int) -> PreparedInput:
-    """The shared preprocessing for the request's modality (what the CLI and the trainer use too)."""
+def prepare_source(request: ReconstructRequest, config: ModelConfig) -> PreparedInput:
+    """The shared preprocessing for the request's modality (what the CLI and the trainer use too), sized for
+    the network that will see it."""
     try:
         if request.modality == "pointcloud":
-            return prepare_pointcloud(request.source, n_points=n_points, seed=request.seed)
+            return prepare_pointcloud(request.source, n_points=config.n_input_points, seed=request.seed)
         if request.modality == "image":
-            return prepare_image(request.source)
+            return prepare_image(request.source, size=config.image_size)
+        if request.faces is not None:
+            return prepare_voxels_from_mesh(request.source, request.faces, "the mesh")
         return prepare_voxels(request.source)
     except InputError as exc:
         raise RequestError("input", str(exc)) from None

@@ -33,20 +33,22 @@ class ModelConfig:
     hidden_size: int = 256    # decoder width
     encoder_hidden: int = 512  # ResNet-PointNet width (pointcloud only)
     n_input_points: int = 300  # points the point-cloud encoder is given (pointcloud only)
+    image_size: int = 224  # side of the square image the encoder is given (image only; the released: 224)
 
     def __post_init__(self) -> None:
         if self.arch not in ARCH_MODALITY:
             raise InputError(f"unknown architecture {self.arch!r}{_did_you_mean(self.arch, ARCH_MODALITY)}; "
                              f"choose one of {', '.join(ARCH_MODALITY)}")
-        for name in ("c_dim", "hidden_size", "encoder_hidden", "n_input_points"):
+        for name in ("c_dim", "hidden_size", "encoder_hidden", "n_input_points", "image_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InputError(f"model config: {name} must be a positive integer, got {value!r}")
-        if self.modality != "pointcloud":
-            # Point-cloud settings mean nothing to the other encoders: keep them at their defaults so
-            # that two configs building the same network compare equal.
-            for name in ("encoder_hidden", "n_input_points"):
-                object.__setattr__(self, name, type(self).__dataclass_fields__[name].default)
+        # Settings of one encoder mean nothing to the others: keep them at their defaults so that two
+        # configs building the same network compare equal.
+        unused = {"pointcloud": ("image_size",), "image": ("encoder_hidden", "n_input_points"),
+                  "voxels": ("encoder_hidden", "n_input_points", "image_size")}[self.modality]
+        for name in unused:
+            object.__setattr__(self, name, type(self).__dataclass_fields__[name].default)
 
     @property
     def modality(self) -> str:

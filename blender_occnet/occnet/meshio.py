@@ -40,14 +40,21 @@ def read_mesh(path: str | os.PathLike[str]) -> MeshData:
 
 def read_normalised_mesh(path: str | os.PathLike[str]) -> tuple[MeshData, np.ndarray, float]:
     """A mesh file moved into the unit cube (bbox centre at 0, longest edge 1), with that loc and scale."""
-    mesh = read_mesh(path)
+    return normalise_mesh(read_mesh(path), str(path))
+
+
+def normalise_mesh(mesh: MeshData, name: str = "mesh") -> tuple[MeshData, np.ndarray, float]:
+    """The mesh moved into the unit cube (bbox centre at 0, longest edge 1), with that loc and scale;
+    `name` (a file or an object) goes into the error messages."""
+    if len(mesh.vertices) == 0:
+        raise InputError(f"{name}: the mesh has no vertices")
     finite = np.isfinite(mesh.vertices).all(axis=1)
     if not finite.all():
-        raise InputError(f"{path}: {int((~finite).sum())} vertices have non-finite coordinates")
+        raise InputError(f"{name}: {int((~finite).sum())} vertices have non-finite coordinates")
     lo, hi = mesh.vertices.min(axis=0), mesh.vertices.max(axis=0)
     loc, scale = (lo + hi) / 2, float((hi - lo).max())
     if not scale > 0:
-        raise InputError(f"{path}: the mesh has no extent")
+        raise InputError(f"{name}: the mesh has no extent")
     return MeshData((mesh.vertices - loc) / scale, mesh.faces), loc, scale
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from .binvox import read_binvox
 from .errors import InputError
-from .meshio import MESH_SUFFIXES, read_normalised_mesh, read_points
+from .meshio import MESH_SUFFIXES, MeshData, normalise_mesh, read_normalised_mesh, read_points
 from .voxelize import voxelize_mesh
 
 IMAGE_SIZE = 224
@@ -222,6 +222,24 @@ def prepare_voxels(voxels: PathOrArray) -> PreparedInput:
 def _voxelize_mesh_file(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
     mesh, loc, scale = read_normalised_mesh(path)
     return voxelize_mesh(mesh, VOXEL_RESOLUTION), loc, scale
+
+
+def prepare_voxels_from_mesh(vertices: np.ndarray, faces: np.ndarray, name: str = "mesh") -> PreparedInput:
+    """A triangle mesh given as arrays (a Blender object's, say), moved into the unit cube and voxelised at
+    32^3 by inside tests that tolerate holes and flipped faces; loc/scale map the result back."""
+    vertices = np.asarray(vertices, dtype=np.float64)
+    faces = np.asarray(faces)
+    if vertices.ndim != 2 or vertices.shape[1] != 3:
+        raise InputError(f"{name}: vertices must be N x 3, got {vertices.shape}")
+    if faces.ndim != 2 or faces.shape[1] != 3 or faces.dtype.kind not in "iu":
+        raise InputError(f"{name}: faces must be M x 3 integer vertex indices, got {faces.shape} {faces.dtype}")
+    if len(faces) == 0:
+        raise InputError(f"{name}: the mesh has no faces; voxelising needs a surface (use its points instead)")
+    if faces.min() < 0 or faces.max() >= len(vertices):
+        raise InputError(f"{name}: face indices run outside the {len(vertices)} vertices")
+    mesh, loc, scale = normalise_mesh(MeshData(vertices, faces.astype(np.int64)), name)
+    grid = voxelize_mesh(mesh, VOXEL_RESOLUTION)
+    return PreparedInput("voxels", grid.astype(np.float32), np.asarray(loc, dtype=np.float64), scale)
 
 
 def prepare(modality: str, source: PathOrArray, **options: object) -> PreparedInput:

@@ -25,7 +25,7 @@ from blender_occnet.backend_client import (AuthenticationFailed, BackendClient, 
                                            Event, InterpreterNotFound, RequestRejected, Unreachable)
 from blender_occnet.occnet.checkpoints import Weights, save_weights
 from blender_occnet.occnet.generation import ExtractionSettings, Reconstructor
-from blender_occnet.occnet.preprocess import prepare_voxels
+from blender_occnet.occnet.preprocess import prepare_voxels, prepare_voxels_from_mesh
 from tests.helpers import centre_logits, randomized_model, small_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,6 +87,33 @@ def test_round_trip_matches_in_process_generation(client: BackendClient, weights
     local = Reconstructor(load_weights(weights_dir / "vox.safetensors"), "cpu").encode(
         prepare_voxels(voxel_source())).extract(ExtractionSettings(threshold=0.5, resolution=64, normals=True))
     assert np.array_equal(local.vertices, vertices) and np.array_equal(local.faces, faces)
+
+
+def box_mesh(lo: tuple[float, float, float], hi: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """A closed box as vertices (8, 3) float32 and triangles (12, 3) int32."""
+    corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])],
+                       np.float32)
+    quads = [[0, 1, 3, 2], [4, 6, 7, 5], [0, 4, 5, 1], [2, 3, 7, 6], [0, 2, 6, 4], [1, 5, 7, 3]]
+    return corners, np.array([t for a, b, c, d in quads for t in ([a, b, c], [a, c, d])], np.int32)
+
+
+def test_a_mesh_is_voxelised_by_the_backend(client: BackendClient, weights_dir: Path) -> None:
+    """A mesh sent with its faces (what the add-on's 'Voxelised mesh' source sends) gives what the core
+    library gives for the same mesh, mapped back into the mesh's own frame."""
+    vertices, faces = box_mesh((2.0, -1.0, 0.5), (4.0, 0.2, 1.5))
+    result = events_until_done(client, client.reconstruct("voxels", vertices, faces, weights="vox",
+                                                          resolution=32))[-1]
+    assert result.type == "result", result.header
+    from blender_occnet.occnet.checkpoints import load_weights
+
+    prepared = prepare_voxels_from_mesh(vertices, faces)
+    assert prepared.array.sum() > 0 and prepared.scale == pytest.approx(2.0)
+    local = Reconstructor(load_weights(weights_dir / "vox.safetensors"), "cpu").encode(prepared).extract(
+        ExtractionSettings(threshold=0.5, resolution=32))
+    assert np.array_equal(local.vertices, result.arrays["vertices"])
+    assert np.array_equal(local.faces, result.arrays["faces"])
+    # In the mesh's frame: within the network's 1.1 box around the box's centre (3, -0.4, 1), scale 2.
+    assert (np.abs(result.arrays["vertices"] - [3.0, -0.4, 1.0]) <= 1.1 + 1e-5).all()
 
 
 def test_progress_events_arrive_in_order(client: BackendClient) -> None:
@@ -153,6 +180,12 @@ def test_cancel_running_and_queued(client: BackendClient) -> None:
     ("voxels", voxel_source(), {"threshold": 1.5}, "threshold"),
     ("voxels", voxel_source(), {"resolution": 100}, "resolution"),
     ("meshes", voxel_source(), {}, "modality"),
+    ("voxels", box_mesh((0, 0, 0), (1, 1, 1))[0], {"faces": np.array([[0, 1, 8]], np.int32)}, "faces"),
+    ("voxels", box_mesh((0, 0, 0), (1, 1, 1))[0], {"faces": np.zeros((0, 3), np.int32)}, "faces"),
+    ("voxels", box_mesh((0, 0, 0), (1, 1, 1))[0], {"faces": box_mesh((0, 0, 0), (1, 1, 1))[1].astype(np.float32)},
+     "faces"),
+    ("voxels", np.full((8, 3), np.nan, np.float32), {"faces": box_mesh((0, 0, 0), (1, 1, 1))[1]}, "input"),
+    ("pointcloud", box_mesh((0, 0, 0), (1, 1, 1))[0], {"faces": box_mesh((0, 0, 0), (1, 1, 1))[1]}, "faces"),
 ])
 def test_bad_requests_name_the_field(client: BackendClient, modality: str, source: np.ndarray, settings: dict,
                                      field: str) -> None:

@@ -55,6 +55,12 @@ def test_unusable_sources(points: list[tuple[float, float, float]], match: str) 
     assert bpy.context.window_manager.occnet_job.last_error
 
 
+def test_voxelising_a_mesh_without_faces() -> None:
+    mesh_object("Dots", [(float(i), float(i % 3), float(i % 5)) for i in range(20)])
+    bpy.context.scene.occnet.source_kind = "VOXELIZE"
+    fails("'Dots' has no faces to voxelise; use Source: Surface samples or Vertices")
+
+
 @pytest.mark.parametrize("python, match", [
     ("", "no backend interpreter is set.*Preferences"),
     ("/nonexistent/python3", "was not found; set it in the add-on's preferences"),

@@ -47,6 +47,21 @@ def test_mesh_source_gives_a_closed_mesh_where_the_source_is() -> None:
     assert len(bpy.data.objects) == 2 and not bpy.context.window_manager.occnet_job.running
 
 
+def test_voxelised_mesh_source_fits_the_mesh_and_stays_where_it_is() -> None:
+    """Source: Voxelised mesh sends the mesh itself; the backend voxelises it at 32^3 and maps the result
+    back through the mesh's own box, so the result lies within the network's 1.1 box around the mesh."""
+    ball = add_sphere()
+    bpy.context.scene.occnet.source_kind = "VOXELIZE"
+    assert bpy.ops.occnet.reconstruct() == {"FINISHED"}
+    result = assert_result(ball)
+    source = np.array([v.co for v in ball.data.vertices])
+    lo, hi = source.min(axis=0), source.max(axis=0)
+    centre, half = (lo + hi) / 2, 0.55 * float((hi - lo).max())
+    made = np.array([v.co for v in result.data.vertices])
+    assert (np.abs(made - centre) <= half + 1e-4).all()
+    assert np.ptp(made, axis=0).max() > 0.1 * (hi - lo).max()
+
+
 def test_point_cloud_object_and_the_non_blocking_path(addon: ModuleType) -> None:
     """A POINTCLOUD source, run the way the modal operator runs it (connect on a thread, then step)."""
     rng = np.random.default_rng(4)

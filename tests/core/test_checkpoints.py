@@ -148,3 +148,26 @@ def test_cli_convert(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "not onet-pointcloud" in err and "Traceback" not in err
     assert not out2.exists()
+
+
+def test_image_size_is_kept_for_image_networks_only(tmp_path: Path) -> None:
+    """A smaller image input (the bundled image weights use 112 px) travels in the weights file and sizes
+    the command line's preprocessing; other encoders ignore it."""
+    from PIL import Image
+
+    from blender_occnet.occnet.preprocess import prepare_image
+    from tests.helpers import centre_logits
+
+    assert ModelConfig("onet-voxels", image_size=112) == ModelConfig("onet-voxels")
+    picture = torch.ones(96, 128, 3)
+    picture[20:80, 30:90] = 0.1
+    Image.fromarray((picture.numpy() * 255).astype("uint8")).save(tmp_path / "thing.png")
+    config = ModelConfig("onet-img", c_dim=16, hidden_size=16, image_size=112)
+    prepared = prepare_image(tmp_path / "thing.png", size=config.image_size)
+    assert prepared.array.shape == (3, 112, 112)
+    model = centre_logits(randomized_model(config), torch.from_numpy(prepared.array)[None])
+    save_weights(tmp_path / "img.safetensors", Weights(config, model.state_dict(), 0.5, {"summary": "test"}))
+    assert load_weights(tmp_path / "img.safetensors").config.image_size == 112
+    assert cli_main(["reconstruct", str(tmp_path / "thing.png"), "-o", str(tmp_path / "thing.obj"), "--weights",
+                     str(tmp_path / "img.safetensors"), "--resolution", "32", "--threshold", "0.5", "--quiet"]) == 0
+    assert (tmp_path / "thing.obj").stat().st_size > 0

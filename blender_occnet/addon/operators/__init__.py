@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import bpy
 
-from . import cancel, import_binvox, reconstruct, test_backend
+from . import cancel, import_binvox, install_backend, reconstruct, test_backend
 
-CLASSES = (*reconstruct.CLASSES, *cancel.CLASSES, *import_binvox.CLASSES, *test_backend.CLASSES)
+CLASSES = (*reconstruct.CLASSES, *cancel.CLASSES, *import_binvox.CLASSES, *test_backend.CLASSES,
+           *install_backend.CLASSES)
 
 
 def register() -> None:
@@ -16,6 +17,7 @@ def register() -> None:
 
 
 def unregister() -> None:
+    install_backend.unregister()
     bpy.types.TOPBAR_MT_file_import.remove(import_binvox.menu_import)
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

@@ -1,0 +1,134 @@
+"""occnet.install_backend: make the managed backend environment (a venv in the extension's user folder
+with PyTorch and the backend's pinned requirements). Modal from the preferences (a progress bar, the
+log's last lines, Esc cancels), synchronous from scripts. Only with Blender's online access allowed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import bpy
+from bpy.props import StringProperty
+
+from .. import backend_session, events, installer, preferences
+
+current: installer.Installer | None = None  # the install the preferences show (running or last)
+
+
+class OCCNET_OT_install_backend(bpy.types.Operator):
+    """Create the add-on's own Python environment and install PyTorch and the backend's other requirements
+    into it (downloads about 1 GB; needs online access)"""
+
+    bl_idname = "occnet.install_backend"
+    bl_label = "Install backend"
+
+    requirements: StringProperty(  # type: ignore[valid-type]
+        name="Requirements", default="", subtype="FILE_PATH", options={"HIDDEN", "SKIP_SAVE"},
+        description="A pip requirements file to install instead of the bundled one (for example a CUDA build)")
+
+    _timer: Any = None
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        if current is not None and current.state not in installer.DONE:
+            cls.poll_message_set("An install is already running")
+            return False
+        return True
+
+    def execute(self, context: bpy.types.Context) -> set[Any]:
+        job = self._begin()
+        if job is None:
+            return {"CANCELLED"}
+        job.wait()
+        return self._end(job)
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[Any]:
+        if self._begin() is None:
+            return {"CANCELLED"}
+        wm = context.window_manager
+        assert wm is not None
+        self._timer = wm.event_timer_add(0.2, window=context.window)
+        wm.modal_handler_add(self)
+        return {"RUNNING_MODAL"}
+
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[Any]:
+        job = current
+        if job is None:
+            return self._stop(context, {"CANCELLED"})
+        if event.type == "ESC" and event.value == "PRESS":
+            job.cancel()
+        if event.type == "TIMER":
+            for window in context.window_manager.windows if context.window_manager else ():
+                for area in window.screen.areas if window.screen else ():
+                    if area.type == "PREFERENCES":
+                        area.tag_redraw()
+            if job.state in installer.DONE:
+                return self._stop(context, self._end(job))
+        return {"PASS_THROUGH"}
+
+    def _begin(self) -> installer.Installer | None:
+        global current
+        state = events.state()
+        if not bpy.app.online_access:
+            self._fail("Blender's online access is off, and installing the backend downloads PyTorch: "
+                              "allow it in Edit > Preferences > System > Network (Allow Online Access), or set "
+                              "a Python interpreter of your own that has the backend's requirements")
+            return None
+        requirements = Path(bpy.path.abspath(self.requirements)) if self.requirements else installer.REQUIREMENTS
+        if not requirements.is_file():
+            self._fail(f"the requirements file {requirements} does not exist")
+            return None
+        state.install_log = ""
+        current = installer.Installer(preferences.managed_env_dir(), requirements).start()
+        return current
+
+    def _end(self, job: installer.Installer) -> set[Any]:
+        state = events.state()
+        state.install_log = "\n".join(list(job.lines)[-8:])
+        if job.state == "finished":
+            backend_session.shutdown()  # the next reconstruction starts the new environment's backend
+            state.last_error = ""
+            state.backend_info = job.message
+            self.report({"INFO"}, job.message[:1].upper() + job.message[1:])
+            return {"FINISHED"}
+        if job.state == "cancelled":
+            self.report({"WARNING"}, job.message[:1].upper() + job.message[1:])
+            return {"CANCELLED"}
+        self._fail(job.message)
+        return {"CANCELLED"}
+
+    def _fail(self, message: str) -> None:
+        events.state().last_error = message
+        self.report({"ERROR"}, message[:1].upper() + message[1:])
+
+    def _stop(self, context: bpy.types.Context, result: set[Any]) -> set[Any]:
+        if self._timer is not None and context.window_manager is not None:
+            context.window_manager.event_timer_remove(self._timer)
+            self._timer = None
+        return result
+
+
+class OCCNET_OT_cancel_install(bpy.types.Operator):
+    """Stop the running backend install; a backend installed before stays as it was"""
+
+    bl_idname = "occnet.cancel_install"
+    bl_label = "Cancel install"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return current is not None and current.state not in installer.DONE
+
+    def execute(self, context: bpy.types.Context) -> set[Any]:
+        assert current is not None
+        current.cancel()
+        return {"FINISHED"}
+
+
+def unregister() -> None:
+    global current
+    if current is not None and current.state not in installer.DONE:
+        current.cancel()
+    current = None
+
+
+CLASSES = (OCCNET_OT_install_backend, OCCNET_OT_cancel_install)
