@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +40,36 @@ def write_samples(out: Path = SAMPLES_DIR) -> list[Path]:
     voxels_path = out / "car_voxels.binvox"
     write_binvox(voxels_path, car.voxels(32, rng), translate=(-2.0, -2.0, -2.0), scale=4.0)
     written.append(voxels_path)
+
+    # An image of a sofa, rendered as the dataset's views are (white background, grey object), 224 px.
+    written.append(_render_sample(generate("sofa", rng), out / "sofa_image.png"))
     return written
+
+
+def _render_sample(shape: object, target: Path) -> Path:
+    from PIL import Image
+
+    from .render import IMAGE_FOLDER, render_models
+
+    with tempfile.TemporaryDirectory(prefix="occnet-sample-") as tmp:
+        folder = Path(tmp) / "samples" / target.stem  # names the view: render.view_rng
+        folder.mkdir(parents=True)
+        mesh = shape.trimesh()  # type: ignore[attr-defined]
+        write_mesh(folder / "mesh.obj", np.asarray(mesh.vertices), np.asarray(mesh.faces))
+        result = render_models([folder], views=24, size=224, seed=SAMPLE_SEED, progress=False)
+        if result["rendered"] != 1:
+            raise RuntimeError(f"rendering {target.name} failed: {result['failed'] or 'no bpy module'}")
+        # Of the 24 random views, the one nearest a three-quarter front view from above, as a photo would be.
+        cameras = np.load(folder / IMAGE_FOLDER / "cameras.npz")
+        wanted = np.array([0.5, 0.45, -0.75]) / np.linalg.norm([0.5, 0.45, -0.75])
+        eyes = []
+        for i in range(24):
+            world_mat = cameras[f"world_mat_{i}"]
+            eye = -world_mat[:, :3].T @ world_mat[:, 3]
+            eyes.append(eye / np.linalg.norm(eye))
+        best = int(np.argmax(np.array(eyes) @ wanted))
+        Image.open(folder / IMAGE_FOLDER / f"{best:03d}.jpg").convert("RGB").save(target)
+    return target
 
 
 def main(argv: list[str] | None = None) -> int:

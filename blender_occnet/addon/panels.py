@@ -21,6 +21,7 @@ class OCCNET_PT_main(bpy.types.Panel):
             return
         settings, state = scene.occnet, wm.occnet_job  # type: ignore[attr-defined]
         obj = context.active_object
+        layout.menu("OCCNET_MT_samples", icon="FILE_3D")
         if settings.source_kind == "IMAGE":
             layout.template_ID(settings, "image", open="image.open")
         else:

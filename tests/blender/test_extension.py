@@ -15,10 +15,11 @@ from tests.blender.blender_helpers import REPO
 CLASSES = {"OCCNET_OT_reconstruct": bpy.types.Operator, "OCCNET_OT_cancel": bpy.types.Operator,
            "OCCNET_OT_import_binvox": bpy.types.Operator, "OCCNET_OT_test_backend": bpy.types.Operator,
            "OCCNET_OT_install_backend": bpy.types.Operator, "OCCNET_OT_cancel_install": bpy.types.Operator,
+           "OCCNET_OT_load_sample": bpy.types.Operator, "OCCNET_MT_samples": bpy.types.Menu,
            "OCCNET_PT_main": bpy.types.Panel, "OCCNET_PG_settings": bpy.types.PropertyGroup,
            "OCCNET_PG_object": bpy.types.PropertyGroup, "OCCNET_PG_job": bpy.types.PropertyGroup,
            "OCCNET_AP_preferences": bpy.types.AddonPreferences}
-EVERYTHING = len(CLASSES) + 3 + 6 + 1 + 1  # classes, pointer properties, operators, menu entry, timer
+EVERYTHING = len(CLASSES) + 3 + 7 + 1 + 1  # classes, pointer properties, operators, menu entry, timer
 
 
 def test_zip_holds_manifest_and_package_at_its_root(extension_zip: Path) -> None:

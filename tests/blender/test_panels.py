@@ -28,6 +28,10 @@ class Layout:
         assert hasattr(getattr(bpy.ops, module), name), idname
         self.calls.append(("operator", idname))
 
+    def menu(self, menu: str, **_: Any) -> None:
+        assert hasattr(bpy.types, menu), menu
+        self.calls.append(("menu", menu))
+
     def label(self, text: str = "", **_: Any) -> None:
         self.calls.append(("label", text))
 
@@ -51,6 +55,7 @@ def test_panel_in_each_state(addon: ModuleType) -> None:
     panel = sys.modules[f"{MODULE}.addon.panels"].OCCNET_PT_main
     calls = draw(panel, bpy.context)
     assert ("label", "Select a mesh or point cloud object") in calls and ("operator", "occnet.reconstruct") in calls
+    assert ("menu", "OCCNET_MT_samples") in calls
     add_sphere()
     state = bpy.context.window_manager.occnet_job
     state.running, state.stage, state.progress = True, "evaluating", 0.4
@@ -66,11 +71,29 @@ def test_panel_in_each_state(addon: ModuleType) -> None:
 
 
 @pytest.mark.usefixtures("installed")
-def test_preferences_in_both_modes() -> None:
+def test_preferences_in_every_mode() -> None:
     prefs = bpy.context.preferences.addons[MODULE].preferences
-    for mode in ("LOCAL", "REMOTE"):
+    for mode in ("MANAGED", "LOCAL", "REMOTE"):
         prefs.backend_mode = mode
         calls = draw(type(prefs), bpy.context, prefs)
         assert ("operator", "occnet.test_backend") in calls
+        assert (("operator", "occnet.install_backend") in calls) == (mode == "MANAGED")
         assert (("prop", "python_path") in calls) == (mode == "LOCAL")
         assert (("prop", "remote_token") in calls) == (mode == "REMOTE")
+
+
+@pytest.mark.usefixtures("installed")
+def test_preferences_show_a_running_install(addon: ModuleType, tmp_path: Any) -> None:
+    prefs = bpy.context.preferences.addons[MODULE].preferences
+    prefs.backend_mode = "MANAGED"
+    job = addon.installer.Installer(tmp_path / "env")  # never started: its state is 'running'
+    job.stage, job.fraction = "downloading torch", 0.3
+    job.lines.append("Collecting torch==2.13.0")
+    install = addon.operators.install_backend
+    install.current = job
+    try:
+        calls = draw(type(prefs), bpy.context, prefs)
+    finally:
+        install.current = None
+    assert ("progress", {"factor": pytest.approx(0.3), "type": "BAR", "text": "downloading torch"}) in calls
+    assert ("operator", "occnet.cancel_install") in calls and ("label", "Collecting torch==2.13.0") in calls

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import bpy
 
-from . import cancel, import_binvox, install_backend, reconstruct, test_backend
+from . import cancel, import_binvox, install_backend, load_sample, reconstruct, test_backend
 
 CLASSES = (*reconstruct.CLASSES, *cancel.CLASSES, *import_binvox.CLASSES, *test_backend.CLASSES,
-           *install_backend.CLASSES)
+           *install_backend.CLASSES, *load_sample.CLASSES)
 
 
 def register() -> None:
