@@ -58,7 +58,9 @@ def begin(context: bpy.types.Context, block: bool) -> "ReconstructJob":
 def request_settings(settings: Any) -> dict[str, Any]:
     """scene.occnet -> the backend's request fields (one to one)."""
     weights = settings.weights.strip()
+    original = weights.lower().endswith((".pt", ".pth"))  # only original checkpoints may need the arch told
     return {"weights": bpy.path.abspath(weights) if weights.startswith("//") else (weights or None),
+            "arch": settings.arch if original and settings.arch != "AUTO" else None,
             "device": settings.device, "resolution": int(settings.resolution),
             "threshold": float(settings.threshold), "refine_steps": int(settings.refine_steps),
             "simplify_faces": int(settings.simplify_faces)}

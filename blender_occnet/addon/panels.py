@@ -28,7 +28,10 @@ class OCCNET_PT_main(bpy.types.Panel):
             _draw_source(layout, obj, settings.source_kind)
         column = layout.column(align=True)
         column.use_property_split = True
-        for name in ("weights", "resolution", "threshold", "refine_steps", "simplify_faces", "device"):
+        column.prop(settings, "weights")
+        if settings.weights.strip().lower().endswith((".pt", ".pth")):
+            column.prop(settings, "arch")
+        for name in ("resolution", "threshold", "refine_steps", "simplify_faces", "device"):
             column.prop(settings, name)
         if obj is None or obj.occnet.kind != "VOXELS":  # type: ignore[attr-defined]
             column.prop(settings, "source_kind")

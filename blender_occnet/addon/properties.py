@@ -3,6 +3,9 @@ transient job state on WindowManager (`window_manager.occnet_job`)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
@@ -11,13 +14,42 @@ from . import live
 RESOLUTIONS = [(str(n), f"{n}³", f"Extract the surface on a {n}³ grid (MISE from 32³)") for n in (32, 64, 128, 256)]
 
 
+BUNDLED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+WEIGHTS_SUFFIXES = (".safetensors", ".pt", ".pth")
+ARCHS = [("AUTO", "From the file", "Told from the checkpoint's keys (always right for our own .safetensors)"),
+         ("onet-img", "onet-img", "The original's image model"),
+         ("onet-img-legacy", "onet-img (paper)", "The paper's image model (Linear conditional batch norm)"),
+         ("onet-pointcloud", "onet-pointcloud", "The original's point-cloud model"),
+         ("onet-voxels", "onet-voxels", "The original's voxel model")]
+
+
+def weights_suggestions(settings: Any, context: bpy.types.Context, typed: str) -> list[str]:
+    """What the Weights field offers: the bundled weights and those in the preferences' weights folder by
+    name (searched by the backend in that order: the folder first), and original checkpoints there by path."""
+    from . import preferences  # preferences imports this module
+
+    folder = preferences.get(context).weights_dir
+    names: list[str] = []
+    for directory in ([Path(bpy.path.abspath(folder))] if folder else []) + [BUNDLED_WEIGHTS]:
+        if directory.is_dir():
+            for path in sorted(directory.iterdir()):
+                if path.suffix == ".safetensors":
+                    names.append(path.stem)
+                elif path.suffix in WEIGHTS_SUFFIXES:
+                    names.append(str(path))
+    return [name for name in dict.fromkeys(names) if typed.lower() in name.lower()]
+
+
 class OCCNET_PG_settings(bpy.types.PropertyGroup):
     """One scene's reconstruction settings; names match the generation API's."""
 
     weights: StringProperty(  # type: ignore[valid-type]
-        name="Weights", default="",
-        description="Weights name (bundled or in the preferences' folder) or a file path; empty: the first "
-                    "weights for the source's kind")
+        name="Weights", default="", search=weights_suggestions, search_options={"SUGGESTION"},
+        description="Weights name (bundled or in the preferences' folder) or a file path (.safetensors, or an "
+                    "original .pt); empty: the first weights for the source's kind")
+    arch: EnumProperty(  # type: ignore[valid-type]
+        name="Architecture", items=ARCHS, default="AUTO",
+        description="For original .pt checkpoints: the network the file holds")
     resolution: EnumProperty(name="Resolution", items=RESOLUTIONS, default="128")  # type: ignore[valid-type]
     threshold: FloatProperty(  # type: ignore[valid-type]
         name="Threshold", default=0.2, min=0.01, max=0.99, precision=3,

@@ -172,3 +172,35 @@ def test_test_backend_reports_torch_devices_and_weights() -> None:
     assert bpy.ops.occnet.test_backend() == {"FINISHED"}
     info = bpy.context.window_manager.occnet_job.backend_info
     assert info.startswith("torch 2.") and "devices: cpu" in info and "pc" in info and "vox" in info
+
+
+def test_original_checkpoint_with_its_architecture(tmp_path: Path, addon: ModuleType, weights_dir: Path) -> None:
+    """An original .pt file picked by path: the architecture is told from its keys, or named; a wrong name
+    is refused. The Weights field suggests the folder's and the bundled weights."""
+    import torch
+
+    from tests.helpers import centre_logits, randomized_model, save_original_checkpoint, small_config
+
+    cloud = torch.from_numpy(np.random.default_rng(0).random((1, 300, 3)).astype(np.float32) - 0.5)
+    model = centre_logits(randomized_model(small_config("onet-pointcloud")), cloud)
+    checkpoint = tmp_path / "onet_pcl2mesh.pt"
+    save_original_checkpoint(checkpoint, model)
+    settings = bpy.context.scene.occnet
+    suggestions = addon.properties.weights_suggestions(settings, bpy.context, "")
+    assert {"pc", "vox", "img", "pointcloud"} <= set(suggestions)
+    assert addon.properties.weights_suggestions(settings, bpy.context, "VO") == ["vox", "voxels"]
+    ball = add_sphere()
+    settings.weights = str(checkpoint)
+    for arch in ("AUTO", "onet-pointcloud"):
+        settings.arch = arch
+        ball.select_set(True)
+        bpy.context.view_layer.objects.active = ball
+        assert bpy.ops.occnet.reconstruct() == {"FINISHED"}
+        result = assert_result(ball)
+        assert result.occnet.weights == str(checkpoint)
+        bpy.data.objects.remove(result)
+    settings.arch = "onet-voxels"
+    bpy.context.view_layer.objects.active = ball
+    with pytest.raises(RuntimeError, match="holds an onet-pointcloud model, not onet-voxels"):
+        bpy.ops.occnet.reconstruct()
+    assert "Ball.occnet" not in bpy.data.objects
