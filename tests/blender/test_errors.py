@@ -107,3 +107,22 @@ def test_backend_dying_mid_job_then_restarting(addon: ModuleType) -> None:
     bpy.context.scene.occnet.resolution = "32"
     assert bpy.ops.occnet.reconstruct() == {"FINISHED"}
     assert addon.backend_session.current() is not job.client
+
+
+def test_broken_weights_are_named_and_the_rest_still_work(tmp_path: Path, weights_dir: Path) -> None:
+    """A corrupt and an empty weights file beside good ones: the add-on loads, Test backend names them with
+    the reason, and reconstruction with the good weights goes on."""
+    import shutil
+
+    for name in ("pc", "vox"):
+        shutil.copy(weights_dir / f"{name}.safetensors", tmp_path)
+    (tmp_path / "broken.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{garbage")
+    (tmp_path / "empty.safetensors").write_bytes(b"")
+    bpy.context.preferences.addons[MODULE].preferences.weights_dir = str(tmp_path)
+    assert bpy.ops.occnet.test_backend() == {"FINISHED"}
+    info = bpy.context.window_manager.occnet_job.backend_info
+    assert "weights: pc, vox" in info and "unusable: broken (unusable:" in info and "empty (unusable:" in info
+    add_sphere()
+    assert bpy.ops.occnet.reconstruct() == {"FINISHED"}
+    bpy.context.scene.occnet.weights = "broken"
+    fails("weights 'broken'.*unusable")
