@@ -43,6 +43,13 @@ def test_nothing_selected() -> None:
     fails("Select a mesh or point cloud object")
 
 
+def test_a_camera_is_no_source() -> None:
+    camera = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
+    bpy.context.scene.collection.objects.link(camera)
+    bpy.context.view_layer.objects.active = camera
+    fails("Select a mesh or point cloud object")
+
+
 @pytest.mark.parametrize("points, match", [
     ([], "has no vertices or points; select an object with geometry"),
     ([(0.0, 0.0, 0.0)], "needs at least 8"),

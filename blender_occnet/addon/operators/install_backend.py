@@ -11,11 +11,12 @@ import bpy
 from bpy.props import StringProperty
 
 from .. import backend_session, events, installer, preferences
+from .modal import TimerModal
 
 current: installer.Installer | None = None  # the install the preferences show (running or last)
 
 
-class OCCNET_OT_install_backend(bpy.types.Operator):
+class OCCNET_OT_install_backend(TimerModal, bpy.types.Operator):
     """Create the add-on's own Python environment and install PyTorch and the backend's other requirements
     into it (downloads about 1 GB; needs online access)"""
 
@@ -25,8 +26,6 @@ class OCCNET_OT_install_backend(bpy.types.Operator):
     requirements: StringProperty(  # type: ignore[valid-type]
         name="Requirements", default="", subtype="FILE_PATH", options={"HIDDEN", "SKIP_SAVE"},
         description="A pip requirements file to install instead of the bundled one (for example a CUDA build)")
-
-    _timer: Any = None
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
@@ -45,11 +44,7 @@ class OCCNET_OT_install_backend(bpy.types.Operator):
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[Any]:
         if self._begin() is None:
             return {"CANCELLED"}
-        wm = context.window_manager
-        assert wm is not None
-        self._timer = wm.event_timer_add(0.2, window=context.window)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
+        return self._run_modal(context, 0.2)
 
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[Any]:
         job = current
@@ -100,12 +95,6 @@ class OCCNET_OT_install_backend(bpy.types.Operator):
     def _fail(self, message: str) -> None:
         events.state().last_error = message
         self.report({"ERROR"}, message[:1].upper() + message[1:])
-
-    def _stop(self, context: bpy.types.Context, result: set[Any]) -> set[Any]:
-        if self._timer is not None and context.window_manager is not None:
-            context.window_manager.event_timer_remove(self._timer)
-            self._timer = None
-        return result
 
 
 class OCCNET_OT_cancel_install(bpy.types.Operator):

@@ -8,19 +8,18 @@ from typing import Any
 import bpy
 
 from .. import events, jobs, scene_io
+from .modal import TimerModal
 
 SYNC_TIMEOUT = 3600.0
 
 
-class OCCNET_OT_reconstruct(bpy.types.Operator):
+class OCCNET_OT_reconstruct(TimerModal, bpy.types.Operator):
     """Reconstruct a mesh from the active point cloud, mesh or voxel object, or from the chosen image, with an
     Occupancy Network"""
 
     bl_idname = "occnet.reconstruct"
     bl_label = "Reconstruct"
     bl_options = {"UNDO"}  # the undo step is pushed when the operator finishes, modal or not
-
-    _timer: Any = None
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
@@ -44,14 +43,9 @@ class OCCNET_OT_reconstruct(bpy.types.Operator):
         return self._end(job)
 
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[Any]:
-        job = self._begin(context, block=False)
-        if job is None:
+        if self._begin(context, block=False) is None:
             return {"CANCELLED"}
-        wm = context.window_manager
-        assert wm is not None
-        self._timer = wm.event_timer_add(0.1, window=context.window)
-        wm.modal_handler_add(self)
-        return {"RUNNING_MODAL"}
+        return self._run_modal(context, 0.1)
 
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[Any]:
         job = jobs.active
@@ -88,12 +82,6 @@ class OCCNET_OT_reconstruct(bpy.types.Operator):
         else:
             self._fail(job.message)
         return {"CANCELLED"}
-
-    def _stop(self, context: bpy.types.Context, result: set[Any]) -> set[Any]:
-        if self._timer is not None and context.window_manager is not None:
-            context.window_manager.event_timer_remove(self._timer)
-            self._timer = None
-        return result
 
 
 CLASSES = (OCCNET_OT_reconstruct,)
