@@ -14,9 +14,11 @@ import logging
 import sys
 from pathlib import Path
 
+from blender_occnet.occnet.checkpoints import Weights, load_weights
 from blender_occnet.occnet.errors import OccNetError
 
 from .config import CONFIG_DIR, load_config
+from .evaluate import evaluate, format_table
 from .export import export_run
 from .shapes import Settings, build_dataset
 from .train import CHECKPOINT, train
@@ -25,6 +27,15 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "blender_occnet" / "weigh
 MODALITIES = ("pointcloud", "voxels", "image")
 DATASET = {"per_category": 150, "seed": 0}
 DATASET_SETTINGS = Settings(n_uniform=32768, n_surface=30000)
+NOTES = {
+    "pointcloud": "smaller than the original (hidden 128, code 128, ResNet-PointNet width 128); trained on the CPU "
+                  "on 1,200 procedural shapes of 10 categories; python -m training.defaults continues it",
+    "voxels": "the original's voxel encoder with a smaller decoder (hidden 128, code 128); trained on the CPU on "
+              "1,200 procedural shapes of 10 categories; python -m training.defaults continues it",
+    "image": "the original's ResNet-18 encoder trained from scratch (no ImageNet weights here) on 112 px inputs, "
+             "with a smaller decoder (hidden 128, code 128); trained on the CPU on 24 renders each of 1,200 "
+             "procedural shapes of 10 categories; python -m training.defaults continues it",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -32,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=60.0, help="training time per modality in this call")
     parser.add_argument("--modalities", default=",".join(MODALITIES))
     parser.add_argument("--data", default="data/shapes")
+    parser.add_argument("--eval-per-category", type=int, default=10,
+                        help="test shapes per category evaluated into the model card (0: none)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     modalities = [m.strip() for m in args.modalities.split(",") if m.strip()]
@@ -58,18 +71,52 @@ def main(argv: list[str] | None = None) -> int:
                 spent = float(load_checkpoint(run / CHECKPOINT)["state"]["seconds"]) / 60
             config.data = dataclasses.replace(config.data, path=args.data)
             config.training = dataclasses.replace(config.training, max_minutes=spent + args.minutes)
-            # A fresh machine has no run folder: continue from the bundled weights rather than from scratch.
+            # A fresh machine has no run folder: continue from the bundled weights rather than from scratch,
+            # and keep what they had been through in the card.
             bundled = WEIGHTS_DIR / f"{modality}.safetensors"
-            summary = train(config, resume=(run / CHECKPOINT).exists(),
-                            init_weights=bundled if bundled.exists() else None)
-            weights = export_run(run, WEIGHTS_DIR / f"{modality}.safetensors",
-                                 {"reproduce": "python -m training.defaults"})
+            resume = (run / CHECKPOINT).exists()
+            earlier = _earlier_training(bundled) if bundled.exists() and not resume else _kept_earlier(bundled)
+            summary = train(config, resume=resume, init_weights=bundled if bundled.exists() else None)
+            weights = export_default(modality, run, bundled, earlier, args.data, args.eval_per_category)
             print(f"{modality}: step {summary['step']}, best validation IoU {summary['best_iou']:.3f}; "
-                  f"wrote {WEIGHTS_DIR / f'{modality}.safetensors'} ({weights.config.arch})")
+                  f"wrote {bundled} ({weights.config.arch})")
     except OccNetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def export_default(modality: str, run: Path, target: Path, earlier: dict, data: str,
+                   eval_per_category: int) -> Weights:
+    """The run's best weights -> `target` with the model card: the note, what came before this run, and
+    (eval_per_category > 0) the evaluation command's metrics on that many test shapes per category."""
+    card: dict = {"reproduce": "python -m training.defaults", "note": NOTES[modality]}
+    if earlier:
+        card["continued_from"] = earlier
+    weights = export_run(run, target, card)
+    if eval_per_category:
+        report = evaluate(target, data, "test", limit=eval_per_category, progress=False)
+        print(format_table(report))
+        card["test_metrics"] = {"split": "test", "resolution": report["resolution"],
+                                "shapes": sum(c["shapes"] for c in report["categories"].values()),
+                                **{k: round(v, 4) for k, v in report["mean"].items()}}
+        weights = export_run(run, target, card)
+    return weights
+
+
+def _earlier_training(bundled: Path) -> dict:
+    """What the bundled weights had been through, for a run that starts from them."""
+    card = load_weights(bundled).card
+    earlier = dict(card.get("continued_from") or {})
+    steps = int(earlier.get("steps", 0)) + int(card.get("steps", 0))
+    minutes = float(earlier.get("training_minutes", 0.0)) + float(card.get("training_minutes", 0.0))
+    curve = list(earlier.get("learning_curve", [])) + [list(row) for row in card.get("learning_curve", [])]
+    return {"steps": steps, "training_minutes": round(minutes, 1), "learning_curve": curve} if steps else {}
+
+
+def _kept_earlier(bundled: Path) -> dict:
+    """A resumed run's earlier history, as the bundled card already records it."""
+    return dict(load_weights(bundled).card.get("continued_from") or {}) if bundled.exists() else {}
 
 
 if __name__ == "__main__":

@@ -134,3 +134,24 @@ def test_a_new_run_can_start_from_exported_weights(tmp_path: Path, tiny_dataset:
     other.model["hidden_size"] = 8
     with pytest.raises(InputError, match="the config asks for"):
         train(other, progress=False, init_weights=tmp_path / "w.safetensors")
+
+
+def test_default_weights_card_keeps_the_history_and_test_metrics(tmp_path: Path, tiny_dataset: Path) -> None:
+    """training.defaults' export: a run that started from earlier weights carries their steps, minutes and
+    learning curve forward, plus the evaluation command's test metrics; a second round adds up."""
+    from training.defaults import _earlier_training, export_default
+
+    config = small_config(tmp_path, tiny_dataset, max_steps=8)
+    train(config, progress=False)
+    target = tmp_path / "pointcloud.safetensors"
+    earlier = {"steps": 100, "training_minutes": 5.0, "learning_curve": [[100, 0.3, 5.0]]}
+    export_default("pointcloud", Path(config.training.out_dir), target, earlier, str(tiny_dataset), 1)
+    card = load_weights(target).card
+    assert card["continued_from"] == earlier and card["steps"] in (4, 8)  # the best validation's step
+    assert "smaller than the original" in card["note"]
+    metrics = card["test_metrics"]
+    assert metrics["shapes"] == 2 and {"iou", "chamfer_l1", "normal_consistency", "f_score"} <= set(metrics)
+    assert 0.0 <= metrics["iou"] <= 1.0
+    history = _earlier_training(target)
+    assert history["steps"] == 100 + card["steps"] and history["learning_curve"][0] == [100, 0.3, 5.0]
+    assert len(history["learning_curve"]) == 1 + len(card["learning_curve"])
