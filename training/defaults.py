@@ -93,14 +93,15 @@ def export_default(modality: str, run: Path, target: Path, earlier: dict, data: 
     card: dict = {"reproduce": "python -m training.defaults", "note": NOTES[modality]}
     if earlier:
         card["continued_from"] = earlier
-    weights = export_run(run, target, card)
+    # float16 in the file: the three bundled weights must stay within 40 MB together.
+    weights = export_run(run, target, card, half=True)
     if eval_per_category:
         report = evaluate(target, data, "test", limit=eval_per_category, progress=False)
         print(format_table(report))
         card["test_metrics"] = {"split": "test", "resolution": report["resolution"],
                                 "shapes": sum(c["shapes"] for c in report["categories"].values()),
                                 **{k: round(v, 4) for k, v in report["mean"].items()}}
-        weights = export_run(run, target, card)
+        weights = export_run(run, target, card, half=True)
     return weights
 
 

@@ -15,7 +15,9 @@ from .config import Config
 from .train import BEST, CHECKPOINT, load_checkpoint
 
 
-def export_run(run_dir: str | Path, out: str | Path, extra_card: dict | None = None) -> Weights:
+def export_run(run_dir: str | Path, out: str | Path, extra_card: dict | None = None, half: bool = False) -> Weights:
+    """The run's best checkpoint (its last without one) with its configuration and model card; `half`
+    stores the tensors as float16 (half the size, as the bundled weights are)."""
     run_dir = Path(run_dir)
     source = run_dir / BEST if (run_dir / BEST).exists() else run_dir / CHECKPOINT
     if not source.exists():
@@ -35,7 +37,7 @@ def export_run(run_dir: str | Path, out: str | Path, extra_card: dict | None = N
         **(extra_card or {}),
     }
     weights = Weights(config.model_config, saved["model"], config.training.threshold, card)
-    save_weights(out, weights)
+    save_weights(out, weights, half=half)
     return weights
 
 
@@ -52,9 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run", help="training run folder (training.out_dir)")
     parser.add_argument("output", help="weights file to write (.safetensors)")
     parser.add_argument("--card", default="{}", help="extra model-card fields as JSON")
+    parser.add_argument("--half", action="store_true", help="store float16 tensors (half the file size)")
     args = parser.parse_args(argv)
     try:
-        weights = export_run(args.run, args.output, json.loads(args.card))
+        weights = export_run(args.run, args.output, json.loads(args.card), half=args.half)
     except (OccNetError, json.JSONDecodeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

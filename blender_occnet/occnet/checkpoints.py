@@ -100,6 +100,8 @@ def load_safetensors_weights(path: Path) -> Weights:
     except (KeyError, json.JSONDecodeError, InputError, TypeError) as exc:
         raise CheckpointError(f"{path}: its metadata is damaged ({exc}); re-export the weights") from None
     _check_threshold(threshold, path)
+    # Weights stored in half precision (see save_weights) compute in float32 like every other.
+    tensors = {k: v.float() if v.dtype == torch.float16 else v for k, v in tensors.items()}
     return Weights(config, tensors, threshold, card, source=str(path))
 
 
@@ -231,8 +233,11 @@ def load_state_dict_checked(model: OccupancyNetwork, state_dict: Mapping[str, to
 # Saving
 
 
-def save_weights(path: str | os.PathLike[str], weights: Weights) -> None:
-    """Write our `.safetensors` format atomically (a crash never leaves half a file at `path`)."""
+def save_weights(path: str | os.PathLike[str], weights: Weights, half: bool = False) -> None:
+    """Write our `.safetensors` format atomically (a crash never leaves half a file at `path`).
+
+    half: store float32 tensors as float16 (half the size; loading turns them back into float32). For
+    weights that ship in the extension; a tensor float16 cannot hold stays float32."""
     _check_threshold(weights.threshold, path)
     metadata = {
         "format": FORMAT_NAME,
@@ -243,8 +248,14 @@ def save_weights(path: str | os.PathLike[str], weights: Weights) -> None:
         "model_card": json.dumps(weights.card, sort_keys=True),
     }
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in weights.state_dict.items()}
+    if half:
+        tensors = {k: v.half() if v.dtype == torch.float32 and _fits_half(v) else v for k, v in tensors.items()}
     with atomic_output(path) as tmp:
         save_file(tensors, tmp, metadata=metadata)
+
+
+def _fits_half(tensor: torch.Tensor) -> bool:
+    return bool(tensor.numel() == 0 or tensor.abs().max() < torch.finfo(torch.float16).max)
 
 
 def convert_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str],

@@ -171,3 +171,29 @@ def test_image_size_is_kept_for_image_networks_only(tmp_path: Path) -> None:
     assert cli_main(["reconstruct", str(tmp_path / "thing.png"), "-o", str(tmp_path / "thing.obj"), "--weights",
                      str(tmp_path / "img.safetensors"), "--resolution", "32", "--threshold", "0.5", "--quiet"]) == 0
     assert (tmp_path / "thing.obj").stat().st_size > 0
+
+
+def test_half_precision_file_is_half_the_size_and_loads_as_float32(tmp_path: Path) -> None:
+    from safetensors import safe_open
+
+    from blender_occnet.occnet.generation import Reconstructor
+    from tests.helpers import example_input
+
+    config = small_config("onet-pointcloud")
+    model = randomized_model(config)
+    state = model.state_dict()
+    state["decoder.fc_out.bias"] = torch.tensor([1e6])  # beyond float16: must stay float32
+    full, half = tmp_path / "full.safetensors", tmp_path / "half.safetensors"
+    save_weights(full, Weights(config, state, 0.2, {}))
+    save_weights(half, Weights(config, state, 0.2, {}), half=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    with safe_open(str(half), framework="pt") as handle:
+        assert handle.get_tensor("decoder.fc_p.weight").dtype == torch.float16
+        assert handle.get_tensor("decoder.fc_out.bias").dtype == torch.float32
+    loaded = load_weights(half)
+    assert all(t.dtype != torch.float16 for t in loaded.state_dict.values())
+    assert loaded.state_dict["decoder.fc_out.bias"].item() == 1e6
+    inputs = example_input("pointcloud")
+    points = torch.rand(1, 500, 3) - 0.5
+    logits = [Reconstructor(load_weights(path), "cpu").model(points, inputs) for path in (full, half)]
+    assert torch.allclose(logits[0], logits[1], rtol=1e-2, atol=1e-2 * logits[0].abs().max().item())
