@@ -10,7 +10,7 @@ from typing import Any
 import bpy
 from bpy.props import StringProperty
 
-from .. import backend_session, events, installer, preferences
+from .. import backend_session, events, installer, jobs, preferences
 from .modal import TimerModal
 
 current: installer.Installer | None = None  # the install the preferences show (running or last)
@@ -69,11 +69,17 @@ class OCCNET_OT_install_backend(TimerModal, bpy.types.Operator):
                               "allow it in Edit > Preferences > System > Network (Allow Online Access), or set "
                               "a Python interpreter of your own that has the backend's requirements")
             return None
+        if jobs.active is not None and jobs.active.state not in jobs.DONE:
+            self._fail("a reconstruction is running; wait for it or cancel it, then install the backend")
+            return None
         requirements = Path(bpy.path.abspath(self.requirements)) if self.requirements else installer.REQUIREMENTS
         if not requirements.is_file():
             self._fail(f"the requirements file {requirements} does not exist")
             return None
         state.install_log = ""
+        # A backend running from the old environment would keep its files busy (Windows) when the new
+        # one is swapped in; it restarts on the next reconstruction.
+        backend_session.shutdown()
         current = installer.Installer(preferences.managed_env_dir(), requirements).start()
         return current
 
@@ -81,7 +87,6 @@ class OCCNET_OT_install_backend(TimerModal, bpy.types.Operator):
         state = events.state()
         state.install_log = "\n".join(list(job.lines)[-8:])
         if job.state == "finished":
-            backend_session.shutdown()  # the next reconstruction starts the new environment's backend
             state.last_error = ""
             state.backend_info = job.message
             self.report({"INFO"}, job.message[:1].upper() + job.message[1:])
