@@ -76,7 +76,12 @@ def main(argv: list[str] | None = None) -> int:
             bundled = WEIGHTS_DIR / f"{modality}.safetensors"
             resume = (run / CHECKPOINT).exists()
             earlier = _earlier_training(bundled) if bundled.exists() and not resume else _kept_earlier(bundled)
+            shipped = float(load_weights(bundled).card.get("metrics", {}).get("val_iou", 0.0)) if bundled.exists() else 0.0
             summary = train(config, resume=resume, init_weights=bundled if bundled.exists() else None)
+            if summary["best_iou"] <= shipped:  # a restarted optimiser can fall back before it climbs again
+                print(f"{modality}: step {summary['step']}, best validation IoU {summary['best_iou']:.3f}, not above "
+                      f"the bundled weights' {shipped:.3f}: kept them; the next call resumes this run")
+                continue
             weights = export_default(modality, run, bundled, earlier, args.data, args.eval_per_category)
             print(f"{modality}: step {summary['step']}, best validation IoU {summary['best_iou']:.3f}; "
                   f"wrote {bundled} ({weights.config.arch})")
