@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import logging
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ from .train import CHECKPOINT, train
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "blender_occnet" / "weights"
 MODALITIES = ("pointcloud", "voxels", "image")
 DATASET = {"per_category": 150, "seed": 0}
+HISTORY = "continued_from.json"
 DATASET_SETTINGS = Settings(n_uniform=32768, n_surface=30000)
 NOTES = {
     "pointcloud": "smaller than the original (hidden 128, code 128, ResNet-PointNet width 128); trained on the CPU "
@@ -75,7 +77,11 @@ def main(argv: list[str] | None = None) -> int:
             # and keep what they had been through in the card.
             bundled = WEIGHTS_DIR / f"{modality}.safetensors"
             resume = (run / CHECKPOINT).exists()
-            earlier = _earlier_training(bundled) if bundled.exists() and not resume else _kept_earlier(bundled)
+            history = run / HISTORY  # what the weights this run started from had been through
+            if not resume:
+                run.mkdir(parents=True, exist_ok=True)
+                history.write_text(json.dumps(_earlier_training(bundled) if bundled.exists() else {}))
+            earlier = json.loads(history.read_text()) if history.exists() else {}
             shipped = float(load_weights(bundled).card.get("metrics", {}).get("val_iou", 0.0)) if bundled.exists() else 0.0
             summary = train(config, resume=resume, init_weights=bundled if bundled.exists() else None)
             if summary["best_iou"] <= shipped:  # a restarted optimiser can fall back before it climbs again
@@ -118,11 +124,6 @@ def _earlier_training(bundled: Path) -> dict:
     minutes = float(earlier.get("training_minutes", 0.0)) + float(card.get("training_minutes", 0.0))
     curve = list(earlier.get("learning_curve", [])) + [list(row) for row in card.get("learning_curve", [])]
     return {"steps": steps, "training_minutes": round(minutes, 1), "learning_curve": curve} if steps else {}
-
-
-def _kept_earlier(bundled: Path) -> dict:
-    """A resumed run's earlier history, as the bundled card already records it."""
-    return dict(load_weights(bundled).card.get("continued_from") or {}) if bundled.exists() else {}
 
 
 if __name__ == "__main__":
