@@ -100,6 +100,11 @@ def _cmd_models(args: argparse.Namespace) -> int:
         print(f"{info.name:24} {info.modality:10} {info.arch:16} threshold {info.threshold:g}  {summary}")
         if card.get("metrics"):
             print(f"{'':24} metrics: " + ", ".join(f"{k} {v}" for k, v in card["metrics"].items()))
+        test = card.get("test_metrics") or {}
+        if test:
+            shown = ("iou", "chamfer_l1", "normal_consistency", "f_score")
+            print(f"{'':24} test split ({test.get('shapes', '?')} shapes): "
+                  + ", ".join(f"{k} {test[k]}" for k in shown if k in test))
     return 0
 
 
