@@ -82,7 +82,8 @@ def run(zip_path: Path, out: Path, resolution: int, samples: int) -> int:
             failed += 1
             continue
         result = bpy.context.view_layer.objects.active
-        mesh_path = out / f"{modality}_{result.name.removesuffix('.occnet')}.obj"
+        source_name = Path(result.name.removesuffix(".occnet")).stem  # an image's name keeps its suffix
+        mesh_path = out / f"{modality}_{source_name}.obj"
         bpy.ops.wm.obj_export(filepath=str(mesh_path), export_selected_objects=True, export_materials=False)
         print(f"{modality}: {bpy.context.window_manager.occnet_job.last_result} "
               f"({time.perf_counter() - started:.1f} s) -> {mesh_path}")
