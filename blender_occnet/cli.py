@@ -57,8 +57,11 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     progress = None if args.quiet else _ProgressBar()
 
     started = time.perf_counter()
-    options: dict[str, object] = {"seed": args.seed, "n_points": weights.config.n_input_points} \
-        if modality == "pointcloud" else {"size": weights.config.image_size} if modality == "image" else {}
+    options: dict[str, object] = {}  # sized for the network that will see the input
+    if modality == "pointcloud":
+        options = {"seed": args.seed, "n_points": weights.config.n_input_points}
+    elif modality == "image":
+        options = {"size": weights.config.image_size}
     prepared = prepare(modality, source, **options)
     seconds_prepare = time.perf_counter() - started
     reconstructor = Reconstructor(weights, args.device, batch_size=args.batch_size)

@@ -16,7 +16,7 @@ import numpy as np
 from blender_occnet.occnet.binvox import write_binvox
 from blender_occnet.occnet.meshio import write_mesh
 
-from .shapes import generate
+from .shapes import Shape, generate
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "blender_occnet" / "samples"
 SAMPLE_SEED = 987_654  # datasets use small seeds; this one is for samples only
@@ -46,7 +46,7 @@ def write_samples(out: Path = SAMPLES_DIR) -> list[Path]:
     return written
 
 
-def _render_sample(shape: object, target: Path) -> Path:
+def _render_sample(shape: Shape, target: Path) -> Path:
     from PIL import Image
 
     from .render import IMAGE_FOLDER, render_models
@@ -54,7 +54,7 @@ def _render_sample(shape: object, target: Path) -> Path:
     with tempfile.TemporaryDirectory(prefix="occnet-sample-") as tmp:
         folder = Path(tmp) / "samples" / target.stem  # names the view: render.view_rng
         folder.mkdir(parents=True)
-        mesh = shape.trimesh()  # type: ignore[attr-defined]
+        mesh = shape.trimesh()
         write_mesh(folder / "mesh.obj", np.asarray(mesh.vertices), np.asarray(mesh.faces))
         result = render_models([folder], views=24, size=224, seed=SAMPLE_SEED, progress=False)
         if result["rendered"] != 1:

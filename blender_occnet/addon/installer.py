@@ -68,6 +68,7 @@ class Installer:
         self._lock = threading.Lock()
         self._process: subprocess.Popen[str] | None = None
         self._cancelled = False
+        self._log_file: Any = None  # open while the worker runs
         self._thread = threading.Thread(target=self._run, name="occnet-install", daemon=True)
 
     @property
@@ -127,7 +128,7 @@ class Installer:
             found = re.match(r"\s*(?:Collecting|Requirement already satisfied:|Processing)\s+([A-Za-z0-9_.\-]+)",
                              line)
             if found:
-                name = found.group(1).lower().replace("_", "-").split("==")[0]
+                name = found.group(1).lower().replace("_", "-")
                 if name in wanted and name not in collected:
                     collected.add(name)
                     share = len(collected) / max(1, len(wanted))
@@ -158,7 +159,12 @@ class Installer:
         shutil.rmtree(old, ignore_errors=True)
         if self.env_dir.exists():
             self.env_dir.rename(old)
-        self.staging_dir.rename(self.env_dir)
+        try:
+            self.staging_dir.rename(self.env_dir)
+        except OSError:
+            if old.exists():  # put the working environment back rather than leave none
+                old.rename(self.env_dir)
+            raise
         shutil.rmtree(old, ignore_errors=True)
 
     def _call(self, command: Sequence[str], failure: str, on_line: Any = None) -> None:

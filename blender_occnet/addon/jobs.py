@@ -12,7 +12,7 @@ import bpy
 
 from ..backend_client import (BackendClient, BackendCrashed, BackendError, DependencyMissing, Event, RequestRejected,
                               VersionMismatch)
-from . import backend_session, events, geometry, live, preferences, scene_io
+from . import backend_session, events, geometry, live, preferences, properties, scene_io
 from .backend_session import BackendSettings
 from .geometry import SourceError
 from .scene_io import Source
@@ -58,7 +58,7 @@ def begin(context: bpy.types.Context, block: bool) -> "ReconstructJob":
 def request_settings(settings: Any) -> dict[str, Any]:
     """scene.occnet -> the backend's request fields (one to one)."""
     weights = settings.weights.strip()
-    original = weights.lower().endswith((".pt", ".pth"))  # only original checkpoints may need the arch told
+    original = properties.is_original_checkpoint(weights)  # only those may need the architecture told
     return {"weights": bpy.path.abspath(weights) if weights.startswith("//") else (weights or None),
             "arch": settings.arch if original and settings.arch != "AUTO" else None,
             "device": settings.device, "resolution": int(settings.resolution),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import live, scene_io
+from . import live, properties, scene_io
 
 
 class OCCNET_PT_main(bpy.types.Panel):
@@ -29,7 +29,7 @@ class OCCNET_PT_main(bpy.types.Panel):
         column = layout.column(align=True)
         column.use_property_split = True
         column.prop(settings, "weights")
-        if settings.weights.strip().lower().endswith((".pt", ".pth")):
+        if properties.is_original_checkpoint(settings.weights):
             column.prop(settings, "arch")
         for name in ("resolution", "threshold", "refine_steps", "simplify_faces", "device"):
             column.prop(settings, name)

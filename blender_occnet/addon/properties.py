@@ -9,13 +9,13 @@ from typing import Any
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-from . import live
+from . import live, preferences
 
 RESOLUTIONS = [(str(n), f"{n}³", f"Extract the surface on a {n}³ grid (MISE from 32³)") for n in (32, 64, 128, 256)]
 
 
 BUNDLED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
-WEIGHTS_SUFFIXES = (".safetensors", ".pt", ".pth")
+ORIGINAL_SUFFIXES = (".pt", ".pth")  # the original project's checkpoints
 ARCHS = [("AUTO", "From the file", "Told from the checkpoint's keys (always right for our own .safetensors)"),
          ("onet-img", "onet-img", "The original's image model"),
          ("onet-img-legacy", "onet-img (paper)", "The paper's image model (Linear conditional batch norm)"),
@@ -26,8 +26,6 @@ ARCHS = [("AUTO", "From the file", "Told from the checkpoint's keys (always righ
 def weights_suggestions(settings: Any, context: bpy.types.Context, typed: str) -> list[str]:
     """What the Weights field offers: the bundled weights and those in the preferences' weights folder by
     name (searched by the backend in that order: the folder first), and original checkpoints there by path."""
-    from . import preferences  # preferences imports this module
-
     folder = preferences.get(context).weights_dir
     names: list[str] = []
     for directory in ([Path(bpy.path.abspath(folder))] if folder else []) + [BUNDLED_WEIGHTS]:
@@ -35,9 +33,14 @@ def weights_suggestions(settings: Any, context: bpy.types.Context, typed: str) -
             for path in sorted(directory.iterdir()):
                 if path.suffix == ".safetensors":
                     names.append(path.stem)
-                elif path.suffix in WEIGHTS_SUFFIXES:
+                elif path.suffix in ORIGINAL_SUFFIXES:
                     names.append(str(path))
     return [name for name in dict.fromkeys(names) if typed.lower() in name.lower()]
+
+
+def is_original_checkpoint(weights: str) -> bool:
+    """Whether the Weights field names an original .pt file (whose architecture may need telling)."""
+    return weights.strip().lower().endswith(ORIGINAL_SUFFIXES)
 
 
 class OCCNET_PG_settings(bpy.types.PropertyGroup):

@@ -11,7 +11,8 @@ import numpy as np
 from ..occnet.config import MODALITIES, ModelConfig
 from ..occnet.errors import InputError, OccNetError
 from ..occnet.generation import ExtractionSettings
-from ..occnet.preprocess import PreparedInput, prepare_image, prepare_pointcloud, prepare_voxels, prepare_voxels_from_mesh
+from ..occnet.preprocess import (PreparedInput, prepare_image, prepare_pointcloud, prepare_voxels,
+                                 prepare_voxels_from_mesh)
 
 MAX_IMAGE_SIDE = 2048  # the network sees 224 x 224; Blender sends images scaled down to this
 MAX_POINTS = 5_000_000

@@ -66,8 +66,8 @@ class OCCNET_OT_install_backend(TimerModal, bpy.types.Operator):
         state = events.state()
         if not bpy.app.online_access:
             self._fail("Blender's online access is off, and installing the backend downloads PyTorch: "
-                              "allow it in Edit > Preferences > System > Network (Allow Online Access), or set "
-                              "a Python interpreter of your own that has the backend's requirements")
+                       "allow it in Edit > Preferences > System > Network (Allow Online Access), or set "
+                       "a Python interpreter of your own that has the backend's requirements")
             return None
         if jobs.active is not None and jobs.active.state not in jobs.DONE:
             self._fail("a reconstruction is running; wait for it or cancel it, then install the backend")

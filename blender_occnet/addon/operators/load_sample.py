@@ -3,6 +3,7 @@ object, a voxel object, or an image chosen as the source and shown as an image e
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ class OCCNET_OT_load_sample(bpy.types.Operator):
             empty.empty_display_type, empty.empty_display_size = "IMAGE", 2.0
             empty.data = image
             empty.location = scene.cursor.location
-            empty.rotation_euler = (1.5708, 0.0, 0.0)  # upright, facing -y (the front view)
+            empty.rotation_euler = (math.pi / 2, 0.0, 0.0)  # upright, facing -y (the front view)
             (context.collection or scene.collection).objects.link(empty)
             self.report({"INFO"}, f"'{image.name}' is the source; click Reconstruct")
             return {"FINISHED"}
