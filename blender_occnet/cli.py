@@ -33,7 +33,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     from .occnet.errors import GenerationError
     from .occnet.generation import ExtractionSettings, Reconstructor
     from .occnet.meshio import MESH_OUTPUT_SUFFIXES, write_mesh
-    from .occnet.preprocess import guess_modality, prepare
+    from .occnet.preprocess import guess_modality, prepare_for_network
     from .occnet.registry import resolve_weights
 
     source, output = Path(args.input), Path(args.output)
@@ -57,12 +57,8 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     progress = None if args.quiet else _ProgressBar()
 
     started = time.perf_counter()
-    options: dict[str, object] = {}  # sized for the network that will see the input
-    if modality == "pointcloud":
-        options = {"seed": args.seed, "n_points": weights.config.n_input_points}
-    elif modality == "image":
-        options = {"size": weights.config.image_size}
-    prepared = prepare(modality, source, **options)
+    prepared = prepare_for_network(weights.config, modality, source, seed=args.seed,
+                                   input_points=args.input_points)
     seconds_prepare = time.perf_counter() - started
     reconstructor = Reconstructor(weights, args.device, batch_size=args.batch_size)
     mesh = reconstructor.encode(prepared).extract(settings, progress=progress)
@@ -206,6 +202,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="simplify to about this many faces (default: keep all)")
     rec.add_argument("--normals", action="store_true", help="write vertex normals from the network's gradient")
     rec.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    rec.add_argument("--input-points", type=int, default=0, metavar="N",
+                     help="point clouds: points the encoder is given (default: a ConvONet model takes every point "
+                          "up to 20,000, an ONet model its trained count)")
     rec.add_argument("--seed", type=int, default=0, help="seed for point subsampling and refinement")
     rec.add_argument("--batch-size", type=int, default=100_000, help="points per network call")
     rec.add_argument("--json", action="store_true", help="print statistics as JSON")

@@ -8,14 +8,17 @@ import numpy as np
 import torch
 
 from blender_occnet.occnet.config import ModelConfig
-from blender_occnet.occnet.model import OccupancyNetwork, build_model
+from blender_occnet.occnet.model import Network, build_model
 
 
 def small_config(arch: str) -> ModelConfig:
+    if arch.startswith("convonet-"):  # small planes (grid) and U-Net: fast, every layer still there
+        return ModelConfig(arch, c_dim=16, hidden_size=16, encoder_hidden=16, n_input_points=300,
+                           feature_resolution=16, unet_depth=2, unet_filters=8)
     return ModelConfig(arch, c_dim=32, hidden_size=32, encoder_hidden=32)
 
 
-def randomized_model(config: ModelConfig, seed: int = 0) -> OccupancyNetwork:
+def randomized_model(config: ModelConfig, seed: int = 0) -> Network:
     """A network whose weights and batch-norm statistics are all random (the default init hides bugs:
     zero gammas, zero last layers)."""
     generator = torch.Generator().manual_seed(seed)
@@ -33,7 +36,7 @@ def randomized_model(config: ModelConfig, seed: int = 0) -> OccupancyNetwork:
     return model.eval()
 
 
-def save_original_checkpoint(path: Path, model: OccupancyNetwork, zip_format: bool = True) -> None:
+def save_original_checkpoint(path: Path, model: Network, zip_format: bool = True) -> None:
     """Write a file the way the original project's CheckpointIO does: model, Adam state, counters and a
     numpy float64 `loss_val_best`."""
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
@@ -54,7 +57,7 @@ def example_input(modality: str, batch: int = 2, seed: int = 0) -> torch.Tensor:
     return (torch.rand(batch, 32, 32, 32, generator=generator) > 0.7).float()
 
 
-def centre_logits(model: OccupancyNetwork, inputs: torch.Tensor) -> OccupancyNetwork:
+def centre_logits(model: Network, inputs: torch.Tensor) -> Network:
     """Shift fc_out's bias so that half of the box is inside for `inputs`: a random network then has a
     surface at threshold 0.5 to extract."""
     points = torch.rand(1, 4096, 3, generator=torch.Generator().manual_seed(3)) * 1.1 - 0.55

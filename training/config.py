@@ -31,6 +31,10 @@ class DataConfig:
     points_per_shape: int = 2048  # query points per shape and step
     near_surface_fraction: float = 0.5  # share drawn from points_near.npz where it exists
     pointcloud_noise: float = 0.005  # Gaussian noise on input point clouds, as the reference
+    # Point clouds: [low, high] draws each step's input size log-uniformly between them (all shapes of a
+    # step alike), so a local model learns sparse and dense clouds; None: always the model's n_input_points.
+    input_points_range: list[int] | None = None
+    voxel_shift: float = 0.0  # voxels: share of training grids moved by whole cells within their free room
     val_points: int = 20000  # points of points.npz used for validation IoU per shape
     val_shapes: int = 200  # at most this many validation shapes (0: all)
     cache: bool = True  # keep loaded files in memory
@@ -41,7 +45,8 @@ class TrainingConfig:
     out_dir: str = "runs/default"
     batch_size: int = 64
     lr: float = 1e-4
-    lr_schedule: str = "constant"  # or "cosine" (to lr_min at max_steps)
+    # "cosine": from lr to lr_min over the run's budget, max_steps or max_minutes, whichever runs out first
+    lr_schedule: str = "constant"
     lr_min: float = 1e-5
     max_steps: int = 100_000
     max_minutes: float = 0.0  # stop (and checkpoint) after this much wall time; 0: no limit
@@ -50,6 +55,8 @@ class TrainingConfig:
     log_every: int = 50
     patience: int = 0  # stop after this many validations without a better IoU; 0: never
     threshold: float = 0.2  # probability at which validation IoU is measured and weights are exported
+    # Also measure validation IoU at these probabilities; the best becomes the exported threshold.
+    threshold_candidates: list[float] | None = None
     seed: int = 0
     device: str = "auto"
 
@@ -93,6 +100,14 @@ class Config:
             (0 < t.threshold < 1, "training.threshold must be in (0, 1)"),
             (d.points_per_shape >= 1, "data.points_per_shape must be at least 1"),
             (0 <= d.near_surface_fraction <= 1, "data.near_surface_fraction must be in [0, 1]"),
+            (d.input_points_range is None or (len(d.input_points_range) == 2 and all(
+                isinstance(n, int) and n >= 8 for n in d.input_points_range)
+                and d.input_points_range[0] <= d.input_points_range[1]),
+             "data.input_points_range must be [low, high] with 8 <= low <= high"),
+            (0 <= d.voxel_shift <= 1, "data.voxel_shift must be in [0, 1]"),
+            (t.threshold_candidates is None or all(
+                isinstance(x, (int, float)) and 0 < x < 1 for x in t.threshold_candidates),
+             "training.threshold_candidates must be probabilities in (0, 1)"),
         ]
         for ok, message in checks:
             if not ok:

@@ -88,8 +88,10 @@ class ShapeDataset:
 
     def __init__(self, root: str | Path, split: str, modality: str, categories: list[str] | None = None,
                  points_per_shape: int = 2048, near_surface_fraction: float = 0.5, n_input_points: int = 300,
-                 pointcloud_noise: float = 0.0, cache: bool = True, limit: int = 0, image_size: int = 224):
+                 pointcloud_noise: float = 0.0, cache: bool = True, limit: int = 0, image_size: int = 224,
+                 voxel_shift: float = 0.0):
         self.modality = modality
+        self.voxel_shift = voxel_shift
         self.points_per_shape = points_per_shape
         self.near_surface_fraction = near_surface_fraction
         self.n_input_points = n_input_points
@@ -145,10 +147,19 @@ class ShapeDataset:
         points, occupancy = self._load(model.folder / name, "labelled")
         return points, occupancy
 
-    def item(self, index: int, rng: np.random.Generator, n_points: int | None = None) -> dict[str, np.ndarray]:
-        """One training shape: 'inputs', 'points' (T, 3) and 'occ' (T,) in the network's input frame."""
+    def item(self, index: int, rng: np.random.Generator, n_points: int | None = None,
+             n_input_points: int | None = None) -> dict[str, np.ndarray]:
+        """One training shape: 'inputs', 'points' (T, 3) and 'occ' (T,) in the network's input frame.
+
+        n_input_points: the input cloud's size for this item (default: the dataset's). Voxel grids are
+        moved by whole cells within their free room with probability `voxel_shift` (query points alike,
+        so the labels stay exact): the network learns that shapes need not sit in the grid's centre."""
         model = self.models[index]
-        item = self._with_input(model, rng, lambda: self._query_points(model, rng, n_points or self.points_per_shape))
+        item = self._with_input(model, rng, lambda: self._query_points(model, rng, n_points or self.points_per_shape),
+                                n_input_points)
+        if self.modality == "voxels" and self.voxel_shift and rng.random() < self.voxel_shift:
+            item["inputs"], offset = shift_within_grid(item["inputs"], rng)
+            item["points"] = item["points"] + (offset / item["inputs"].shape[0]).astype(np.float32)
         return {key: item[key] for key in ("inputs", "points", "occ")}
 
     def validation_item(self, index: int, rng: np.random.Generator, n_points: int) -> dict[str, np.ndarray]:
@@ -163,9 +174,10 @@ class ShapeDataset:
         return self._with_input(model, rng, uniform)
 
     def _with_input(self, model: Model, rng: np.random.Generator,
-                    labelled: Callable[[], tuple[np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
+                    labelled: Callable[[], tuple[np.ndarray, np.ndarray]],
+                    n_input_points: int | None = None) -> dict[str, np.ndarray]:
         try:
-            prepared = self._input(model, rng)
+            prepared = self._input(model, rng, n_input_points or self.n_input_points)
             points, occupancy = labelled()
         except (OSError, KeyError, ValueError, zipfile.BadZipFile, InputError) as exc:
             raise InputError(f"{model.folder}: broken model files ({exc})") from None
@@ -187,10 +199,10 @@ class ShapeDataset:
             occupancy.append(near_occ[pick])
         return np.concatenate(points), np.concatenate(occupancy)
 
-    def _input(self, model: Model, rng: np.random.Generator) -> Any:
+    def _input(self, model: Model, rng: np.random.Generator, n_input_points: int) -> Any:
         if self.modality == "pointcloud":
             surface = self._load(model.folder / "pointcloud.npz", "surface")
-            return prepare_pointcloud(surface, n_points=self.n_input_points, seed=int(rng.integers(2**31)),
+            return prepare_pointcloud(surface, n_points=n_input_points, seed=int(rng.integers(2**31)),
                                       noise_std=self.pointcloud_noise)
         if self.modality == "voxels":
             return self._load(model.folder / "model.binvox", "voxels")
@@ -198,6 +210,16 @@ class ShapeDataset:
         if not views:
             raise InputError("no rendered views")
         return prepare_image(views[int(rng.integers(len(views)))], size=self.image_size)
+
+
+def shift_within_grid(grid: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The grid's content moved by a random whole number of cells per axis, never cut off; (grid, offset)."""
+    occupied = np.argwhere(grid > 0.5)
+    if not len(occupied):
+        return grid, np.zeros(3)
+    lo, hi = occupied.min(axis=0), occupied.max(axis=0)
+    offset = np.array([rng.integers(-lo[a], grid.shape[a] - hi[a]) for a in range(3)])
+    return np.roll(grid, tuple(int(o) for o in offset), axis=(0, 1, 2)), offset.astype(np.float64)
 
 
 def collate(items: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:

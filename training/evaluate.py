@@ -32,10 +32,12 @@ METRICS = ("iou", "chamfer_l1", "chamfer_l1_x10", "normal_consistency", "f_score
 
 def evaluate(weights_path: str | Path, data: str | Path, split: str = "test", resolution: int = 128,
              limit: int = 0, categories: list[str] | None = None, device: str = "auto",
-             surface_samples: int = 100_000, progress: bool = True) -> dict[str, Any]:
+             surface_samples: int = 100_000, progress: bool = True, input_points: int = 0) -> dict[str, Any]:
+    """input_points: the size of each input cloud (default: the weights' n_input_points)."""
     weights = load_weights(weights_path)
     reconstructor = Reconstructor(weights, device)
-    dataset = ShapeDataset(data, split, weights.modality, categories, n_input_points=weights.config.n_input_points,
+    dataset = ShapeDataset(data, split, weights.modality, categories,
+                           n_input_points=input_points or weights.config.n_input_points,
                            cache=False, image_size=weights.config.image_size)
     settings = ExtractionSettings(threshold=weights.threshold, resolution=resolution)
     per_category: dict[str, list[dict[str, float]]] = defaultdict(list)
@@ -64,7 +66,10 @@ def evaluate(weights_path: str | Path, data: str | Path, split: str = "test", re
             bar.update(1)
     if bar is not None:
         bar.close()
-    return _summarise(per_category, weights, split, resolution, time.perf_counter() - started)
+    report = _summarise(per_category, weights, split, resolution, time.perf_counter() - started)
+    if weights.modality == "pointcloud":
+        report["input_points"] = dataset.n_input_points
+    return report
 
 
 def _truth_surface(folder: Path, item: dict[str, np.ndarray]) -> SurfaceSample:
@@ -129,13 +134,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, default=0, help="at most this many shapes per category")
     parser.add_argument("--categories", help="comma-separated categories (default: all)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--input-points", type=int, default=0,
+                        help="point clouds: points per input cloud (default: the weights' n_input_points)")
     parser.add_argument("--json", help="also write the report as JSON to this file")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     try:
         report = evaluate(args.weights, args.data, args.split, args.resolution, args.limit,
                           args.categories.split(",") if args.categories else None, args.device,
-                          progress=not args.quiet)
+                          progress=not args.quiet, input_points=args.input_points)
     except OccNetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

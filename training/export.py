@@ -36,7 +36,9 @@ def export_run(run_dir: str | Path, out: str | Path, extra_card: dict | None = N
         "learning_curve": _curve(run_dir / "validation.csv"),
         **(extra_card or {}),
     }
-    weights = Weights(config.model_config, saved["model"], config.training.threshold, card)
+    # The threshold that scored best on the validation split (runs before candidates existed: the configured one).
+    threshold = float(state.get("best_threshold", config.training.threshold))
+    weights = Weights(config.model_config, saved["model"], threshold, card)
     save_weights(out, weights, half=half)
     return weights
 

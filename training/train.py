@@ -28,7 +28,7 @@ from torch.nn import functional as F
 from blender_occnet.occnet.errors import InputError, OccNetError
 from blender_occnet.occnet.files import atomic_output
 from blender_occnet.occnet.generation import resolve_device
-from blender_occnet.occnet.model import OccupancyNetwork, build_model
+from blender_occnet.occnet.model import Network, build_model
 
 from .config import Config, load_config
 from .data import ShapeDataset, collate
@@ -72,11 +72,16 @@ class Distributed:
         return bool(value.item())
 
 
-def learning_rate(config: Config, step: int) -> float:
+def learning_rate(config: Config, step: int, seconds: float = 0.0) -> float:
+    """The schedule's rate at `step` after `seconds` of training: cosine decay over whichever budget
+    (max_steps, or max_minutes when set) the run will exhaust first, so a time-budgeted run decays too."""
     t = config.training
     if t.lr_schedule == "constant":
         return t.lr
-    progress = min(1.0, step / t.max_steps)
+    progress = step / t.max_steps
+    if t.max_minutes:
+        progress = max(progress, seconds / (60 * t.max_minutes))
+    progress = min(1.0, progress)
     return t.lr_min + 0.5 * (t.lr - t.lr_min) * (1 + math.cos(math.pi * progress))
 
 
@@ -90,9 +95,19 @@ def batch_indices(n_models: int, batch_size: int, step: int, seed: int) -> np.nd
     return order[position * batch_size:(position + 1) * batch_size]
 
 
+def input_points_of_step(config: Config, step: int) -> int | None:
+    """The input cloud size of a step (log-uniform in data.input_points_range), or None for the default."""
+    bounds = config.data.input_points_range
+    if bounds is None:
+        return None
+    u = np.random.default_rng([config.training.seed, step, 7]).random()
+    return int(round(math.exp(math.log(bounds[0]) + u * (math.log(bounds[1]) - math.log(bounds[0])))))
+
+
 def load_batch(dataset: ShapeDataset, indices: np.ndarray, seed: int, step: int,
-               device: torch.device) -> dict[str, torch.Tensor]:
-    items = [dataset.item(int(i), np.random.default_rng([seed, step, k])) for k, i in enumerate(indices)]
+               device: torch.device, n_input_points: int | None = None) -> dict[str, torch.Tensor]:
+    items = [dataset.item(int(i), np.random.default_rng([seed, step, k]), n_input_points=n_input_points)
+             for k, i in enumerate(indices)]
     return {k: torch.from_numpy(v).to(device) for k, v in collate(items).items()}
 
 
@@ -101,24 +116,35 @@ def loss_of(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Ten
     return F.binary_cross_entropy_with_logits(logits, batch["occ"], reduction="none").sum(-1).mean()
 
 
+def validation_thresholds(config: Config) -> list[float]:
+    """training.threshold first, then the other candidates."""
+    t = config.training
+    return [t.threshold] + [x for x in (t.threshold_candidates or []) if x != t.threshold]
+
+
 @torch.no_grad()
-def validate(model: OccupancyNetwork, dataset: ShapeDataset, config: Config, device: torch.device) -> dict[str, float]:
-    """Mean IoU over validation shapes on their uniform points (prediction >= threshold, truth >= 0.5)."""
+def validate(model: Network, dataset: ShapeDataset, config: Config, device: torch.device) -> dict[str, float]:
+    """Mean IoU over validation shapes on their uniform points (prediction >= threshold, truth >= 0.5), at
+    each candidate threshold: 'iou' and 'threshold' are the best of them, 'iou_at_default' the configured one."""
     model.eval()
-    threshold_logit = math.log(config.training.threshold) - math.log1p(-config.training.threshold)
+    thresholds = validation_thresholds(config)
+    logit_cuts = torch.tensor([math.log(p) - math.log1p(-p) for p in thresholds], device=device)
     ious, losses = [], []
     for index in range(min(config.data.val_shapes or len(dataset), len(dataset))):
         item = dataset.validation_item(index, np.random.default_rng([config.training.seed, index]),
                                        config.data.val_points)
         batch = {k: torch.from_numpy(item[k][None]).to(device) for k in ("inputs", "points", "occ")}
         logits = model(batch["points"], batch["inputs"])[0]
-        predicted = (logits >= threshold_logit).cpu().numpy()
+        predicted = (logits[None, :] >= logit_cuts[:, None]).cpu().numpy()  # (thresholds, points)
         actual = item["occ"] >= 0.5
-        union = (predicted | actual).sum()
-        ious.append(float((predicted & actual).sum() / union) if union else 1.0)
+        union = (predicted | actual).sum(axis=1)
+        ious.append(np.where(union > 0, (predicted & actual).sum(axis=1) / np.maximum(union, 1), 1.0))
         losses.append(float(F.binary_cross_entropy_with_logits(logits, batch["occ"][0])))
     model.train()
-    return {"iou": float(np.mean(ious)), "loss": float(np.mean(losses))}  # loss: mean BCE per point
+    per_threshold = np.mean(ious, axis=0)
+    best = int(np.argmax(per_threshold))
+    return {"iou": float(per_threshold[best]), "threshold": thresholds[best], "iou_at_default": float(per_threshold[0]),
+            "loss": float(np.mean(losses))}  # loss: mean BCE per point
 
 
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
@@ -184,7 +210,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False, progres
     d = config.data
     train_set = ShapeDataset(d.path, d.train_split, model_config.modality, d.categories, d.points_per_shape,
                              d.near_surface_fraction, model_config.n_input_points, d.pointcloud_noise, d.cache,
-                             image_size=model_config.image_size)
+                             image_size=model_config.image_size, voxel_shift=d.voxel_shift)
     val_set = ShapeDataset(d.path, d.val_split, model_config.modality, d.categories, d.points_per_shape,
                            d.near_surface_fraction, model_config.n_input_points, 0.0, d.cache,
                            image_size=model_config.image_size) if dist.main else None
@@ -192,7 +218,8 @@ def train(config: Config, resume: bool = False, overwrite: bool = False, progres
     torch.manual_seed(t.seed)
     model: torch.nn.Module = build_model(model_config).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=t.lr)
-    step, state = 0, {"best_iou": -1.0, "best_step": 0, "validations_without_gain": 0, "seconds": 0.0}
+    step, state = 0, {"best_iou": -1.0, "best_step": 0, "best_threshold": t.threshold, "validations_without_gain": 0,
+                      "seconds": 0.0}
     if init_weights is not None and not (resume and (run_dir / CHECKPOINT).exists()):
         from blender_occnet.occnet.checkpoints import load_state_dict_checked, load_weights
 
@@ -210,11 +237,12 @@ def train(config: Config, resume: bool = False, overwrite: bool = False, progres
     if dist.enabled:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                                           else None)
-    bare: OccupancyNetwork = model.module if dist.enabled else model  # type: ignore[assignment]
+    bare: Network = model.module if dist.enabled else model  # type: ignore[assignment]
     model.train()
 
     train_log = CsvLog(run_dir / "log.csv", ["step", "loss", "lr", "seconds", "data_seconds"]) if dist.main else None
-    val_log = CsvLog(run_dir / "validation.csv", ["step", "iou", "loss", "seconds"]) if dist.main else None
+    val_log = CsvLog(run_dir / "validation.csv", ["step", "iou", "threshold", "iou_at_default", "loss", "seconds"]) \
+        if dist.main else None
     writer = _tensorboard(run_dir) if dist.main else None
     bar = _progress_bar(progress and dist.main, step, t.max_steps)
     started = time.monotonic() - state["seconds"]
@@ -223,10 +251,10 @@ def train(config: Config, resume: bool = False, overwrite: bool = False, progres
     while step < t.max_steps:
         tick = time.monotonic()
         indices = batch_indices(len(train_set), t.batch_size, step, t.seed)[dist.rank::dist.world]
-        batch = load_batch(train_set, indices, t.seed, step, device)
+        batch = load_batch(train_set, indices, t.seed, step, device, input_points_of_step(config, step))
         loaded = time.monotonic()
         for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, step)
+            group["lr"] = learning_rate(config, step, state["seconds"])
         optimizer.zero_grad(set_to_none=True)
         loss = loss_of(model, batch)
         loss.backward()
@@ -240,7 +268,7 @@ def train(config: Config, resume: bool = False, overwrite: bool = False, progres
             bar.set_postfix(loss=f"{loss.item():.1f}", best_iou=f"{max(state['best_iou'], 0):.3f}")
 
         if dist.main and step % t.log_every == 0 and train_log is not None:
-            train_log.write({"step": step, "loss": round(loss.item(), 4), "lr": learning_rate(config, step),
+            train_log.write({"step": step, "loss": round(loss.item(), 4), "lr": optimizer.param_groups[0]["lr"],
                              "seconds": round(state["seconds"], 1), "data_seconds": round(data_seconds, 2)})
             if writer is not None:
                 writer.add_scalar("train/loss", loss.item(), step)
@@ -253,12 +281,13 @@ def train(config: Config, resume: bool = False, overwrite: bool = False, progres
             if writer is not None:
                 writer.add_scalar("val/iou", metrics["iou"], step)
             if metrics["iou"] > state["best_iou"]:
-                state.update(best_iou=metrics["iou"], best_step=step, validations_without_gain=0)
+                state.update(best_iou=metrics["iou"], best_step=step, best_threshold=metrics["threshold"],
+                             validations_without_gain=0)
                 save_checkpoint(run_dir / BEST, model, optimizer, step, state, config)
             else:
                 state["validations_without_gain"] += 1
-            log.info("step %d: validation IoU %.4f (best %.4f at %d)", step, metrics["iou"], state["best_iou"],
-                     state["best_step"])
+            log.info("step %d: validation IoU %.4f at threshold %.2f (best %.4f at %d)", step, metrics["iou"],
+                     metrics["threshold"], state["best_iou"], state["best_step"])
             if t.patience and state["validations_without_gain"] >= t.patience:
                 stop, stop_reason = True, "patience"
         if t.max_minutes and state["seconds"] >= 60 * t.max_minutes:

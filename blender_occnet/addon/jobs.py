@@ -63,7 +63,7 @@ def request_settings(settings: Any) -> dict[str, Any]:
             "arch": settings.arch if original and settings.arch != "AUTO" else None,
             "device": settings.device, "resolution": int(settings.resolution),
             "threshold": float(settings.threshold), "refine_steps": int(settings.refine_steps),
-            "simplify_faces": int(settings.simplify_faces)}
+            "simplify_faces": int(settings.simplify_faces), "input_points": int(settings.input_points)}
 
 
 class ReconstructJob:

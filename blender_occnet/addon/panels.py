@@ -33,6 +33,8 @@ class OCCNET_PT_main(bpy.types.Panel):
             column.prop(settings, "arch")
         for name in ("resolution", "threshold", "refine_steps", "simplify_faces", "device"):
             column.prop(settings, name)
+        if settings.source_kind in ("SURFACE", "VERTICES") and (obj is None or obj.occnet.kind != "VOXELS"):  # type: ignore[attr-defined]
+            column.prop(settings, "input_points")
         if obj is None or obj.occnet.kind != "VOXELS":  # type: ignore[attr-defined]
             column.prop(settings, "source_kind")
         if state.running:

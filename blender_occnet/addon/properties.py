@@ -58,6 +58,11 @@ class OCCNET_PG_settings(bpy.types.PropertyGroup):
         name="Threshold", default=0.2, min=0.01, max=0.99, precision=3,
         description="Occupancy probability at the surface: lower grows the shape, higher shrinks it")
     refine_steps: IntProperty(name="Refine steps", default=0, min=0, max=200)  # type: ignore[valid-type]
+    input_points: IntProperty(  # type: ignore[valid-type]
+        name="Input points", default=0, min=0, max=5_000_000,
+        description="Point clouds: how many points the network is given. 0: automatic (a local-feature "
+                    "network takes every point up to 20,000; a global one the 300 it was trained on). More "
+                    "points keep more detail and cost a little more time")
     simplify_faces: IntProperty(  # type: ignore[valid-type]
         name="Simplify to", default=0, min=0, description="Target face count (0: no simplification)")
     device: EnumProperty(  # type: ignore[valid-type]

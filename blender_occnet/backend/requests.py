@@ -11,8 +11,7 @@ import numpy as np
 from ..occnet.config import MODALITIES, ModelConfig
 from ..occnet.errors import InputError, OccNetError
 from ..occnet.generation import ExtractionSettings
-from ..occnet.preprocess import (PreparedInput, prepare_image, prepare_pointcloud, prepare_voxels,
-                                 prepare_voxels_from_mesh)
+from ..occnet.preprocess import PreparedInput, prepare_for_network, prepare_voxels_from_mesh
 
 MAX_IMAGE_SIDE = 2048  # the network sees 224 x 224; Blender sends images scaled down to this
 MAX_POINTS = 5_000_000
@@ -38,6 +37,7 @@ class ReconstructRequest:
     source: np.ndarray
     seed: int
     faces: np.ndarray | None = None  # voxels only: `source` is then a mesh's vertices, voxelised here
+    input_points: int = 0  # point clouds: points the encoder gets (0: the network's own rule)
 
 
 def parse_settings(header: dict[str, Any], default_threshold: float | None = None) -> ExtractionSettings:
@@ -86,9 +86,13 @@ def parse_reconstruct(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> 
         _check_source(modality, source)
     settings = parse_settings(header)  # threshold filled from the weights later when absent
     seed = header.get("seed", 0)
+    input_points = header.get("input_points", 0)
+    if not isinstance(input_points, int) or isinstance(input_points, bool) or not 0 <= input_points <= MAX_POINTS:
+        raise RequestError("input_points", f"input_points must be an integer from 0 (automatic) to {MAX_POINTS:,}, "
+                                           f"got {input_points!r}")
     return ReconstructRequest(modality, header.get("weights"), header.get("arch"), device, settings,
                               header.get("threshold") is not None, source, seed if isinstance(seed, int) else 0,
-                              faces)
+                              faces, input_points)
 
 
 def _check_mesh(modality: str, vertices: np.ndarray, faces: np.ndarray) -> None:
@@ -137,12 +141,9 @@ def prepare_source(request: ReconstructRequest, config: ModelConfig) -> Prepared
     """The shared preprocessing for the request's modality (what the CLI and the trainer use too), sized for
     the network that will see it."""
     try:
-        if request.modality == "pointcloud":
-            return prepare_pointcloud(request.source, n_points=config.n_input_points, seed=request.seed)
-        if request.modality == "image":
-            return prepare_image(request.source, size=config.image_size)
         if request.faces is not None:
             return prepare_voxels_from_mesh(request.source, request.faces, "the mesh")
-        return prepare_voxels(request.source)
+        return prepare_for_network(config, request.modality, request.source, seed=request.seed,
+                                   input_points=request.input_points)
     except InputError as exc:
         raise RequestError("input", str(exc)) from None

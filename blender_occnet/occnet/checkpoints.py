@@ -26,7 +26,7 @@ from safetensors.torch import save_file
 from .config import ARCH_MODALITY, ModelConfig, default_config
 from .errors import CheckpointError, InputError
 from .files import atomic_output
-from .model import OccupancyNetwork, build_model
+from .model import Network, build_model
 
 FORMAT_NAME = "blender-occnet-weights"
 FORMAT_VERSION = 1
@@ -47,7 +47,7 @@ class Weights:
     def modality(self) -> str:
         return self.config.modality
 
-    def build(self, device: str | torch.device = "cpu") -> OccupancyNetwork:
+    def build(self, device: str | torch.device = "cpu") -> Network:
         """The network with these weights, in eval mode, on `device`."""
         model = build_model(self.config)
         load_state_dict_checked(model, self.state_dict, self.source or "weights")
@@ -114,10 +114,13 @@ def load_original_checkpoint(path: Path, arch: str | None = None) -> Weights:
         raise CheckpointError(f"{path}: no state_dict found (expected a dict with a 'model' entry of "
                               "tensors, as the original project saves)")
     state_dict = _strip_prefix(state_dict)
-    inferred = infer_arch(state_dict)
+    try:
+        inferred = infer_arch(state_dict)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
     if arch is not None and arch not in ARCH_MODALITY:
         default_config(arch)  # raises with the valid names
-    if arch is not None and inferred is not None and inferred != arch:
+    if arch is not None and inferred is not None and not _same_keys(inferred, arch):
         raise CheckpointError(f"{path}: holds an {inferred} model, not {arch}; pass --arch {inferred}")
     arch = arch or inferred
     if arch is None:
@@ -183,9 +186,25 @@ def _strip_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
 
 
 def infer_arch(state_dict: Mapping[str, torch.Tensor]) -> str | None:
-    """Tell the architecture from the encoder's and decoder's key names, or None."""
+    """Tell the architecture from the encoder's and decoder's key names, or None.
+
+    ConvONet files are told by their local decoder (decoder.fc_c.0) and their U-Net: a 2D U-Net means
+    planes (three, as every released plane model but shapenet_1plane: pass --arch for a one-plane file),
+    a 3D U-Net the grid. Raises for ConvONet's scene models, which need a sliding window over the scan."""
     if "encoder.features.conv1.weight" in state_dict:
         return "onet-img-legacy" if "decoder.bn.fc_gamma.weight" in state_dict else "onet-img"
+    if "decoder.fc_c.0.weight" in state_dict:
+        kind = "pointcloud" if "encoder.fc_pos.weight" in state_dict else "voxels"
+        if "encoder.unet3d.final_conv.weight" in state_dict:
+            if _unet3d_levels(state_dict) > 3:
+                raise CheckpointError(
+                    "a ConvONet scene model (a 3D U-Net of 4 levels, as room_grid64 and the sliding-window "
+                    "pointcloud_crop model): whole-room reconstruction is not supported yet; use an object model "
+                    "(shapenet_3plane, shapenet_grid32, voxel_shapenet_*)")
+            return f"convonet-{kind}-grid"
+        if "encoder.unet.conv_final.weight" in state_dict:
+            return f"convonet-{kind}-3plane"
+        return None
     if "encoder.fc_pos.weight" in state_dict:
         return "onet-pointcloud"
     if "encoder.conv_in.weight" in state_dict:
@@ -193,8 +212,21 @@ def infer_arch(state_dict: Mapping[str, torch.Tensor]) -> str | None:
     return None
 
 
+def _same_keys(inferred: str, arch: str) -> bool:
+    """Whether `arch` may be what a file of the `inferred` kind holds (one and three planes share keys)."""
+    return inferred == arch or {inferred.rsplit("-", 1)[0], arch.rsplit("-", 1)[0]} == {inferred.rsplit("-", 1)[0]} \
+        and {inferred.rsplit("-", 1)[1], arch.rsplit("-", 1)[1]} <= {"3plane", "1plane"}
+
+
+def _unet3d_levels(state_dict: Mapping[str, torch.Tensor]) -> int:
+    return len({k.split(".")[3] for k in state_dict if k.startswith("encoder.unet3d.encoders.")})
+
+
 def infer_config(arch: str, state_dict: Mapping[str, torch.Tensor]) -> ModelConfig:
-    """The architecture's config with widths read off the tensors (smaller custom models load too)."""
+    """The architecture's config with widths read off the tensors (smaller custom models load too).
+
+    A ConvONet file does not record its plane or grid resolution: the released models' (64 for planes,
+    32 for the grid) is assumed."""
     values = default_config(arch).to_dict()
     fc_p = state_dict.get("decoder.fc_p.weight")
     gamma = state_dict.get("decoder.bn.fc_gamma.weight", state_dict.get("decoder.bn.conv_gamma.weight"))
@@ -205,10 +237,23 @@ def infer_config(arch: str, state_dict: Mapping[str, torch.Tensor]) -> ModelConf
         values["c_dim"] = int(gamma.shape[1])
     if fc_pos is not None and fc_pos.ndim == 2:
         values["encoder_hidden"] = int(fc_pos.shape[0]) // 2
+    if values["arch"].startswith("convonet-"):
+        fc_c = state_dict.get("decoder.fc_c.0.weight")
+        if fc_p is not None and fc_p.ndim == 2:
+            values["hidden_size"] = int(fc_p.shape[0])
+        if fc_c is not None and fc_c.ndim == 2:
+            values["c_dim"] = int(fc_c.shape[1])
+        down = {k.split(".")[3] for k in state_dict if k.startswith("encoder.unet.down_convs.")}
+        first = state_dict.get("encoder.unet.down_convs.0.conv1.weight")
+        if down and first is not None:
+            values["unet_depth"], values["unet_filters"] = len(down), int(first.shape[0])
+        first3d = state_dict.get("encoder.unet3d.encoders.0.basic_module.SingleConv2.conv.weight")
+        if first3d is not None:
+            values["unet_depth"], values["unet_filters"] = _unet3d_levels(state_dict), int(first3d.shape[0])
     return ModelConfig.from_dict(values)
 
 
-def load_state_dict_checked(model: OccupancyNetwork, state_dict: Mapping[str, torch.Tensor],
+def load_state_dict_checked(model: Network, state_dict: Mapping[str, torch.Tensor],
                             source: str) -> None:
     """Load strictly; on mismatch name the missing and unexpected keys or the first wrong shape."""
     expected = model.state_dict()

@@ -17,6 +17,27 @@ ARCH_MODALITY = {
     "onet-img-legacy": "image",
     "onet-pointcloud": "pointcloud",
     "onet-voxels": "voxels",
+    # Convolutional Occupancy Networks (local features on planes or a grid; see local.py).
+    "convonet-pointcloud-3plane": "pointcloud",
+    "convonet-pointcloud-1plane": "pointcloud",
+    "convonet-pointcloud-grid": "pointcloud",
+    "convonet-voxels-3plane": "voxels",
+    "convonet-voxels-1plane": "voxels",
+    "convonet-voxels-grid": "voxels",
+}
+
+# Where a ConvONet architecture keeps its features: plane names (axes they span) or the 3D grid.
+FEATURE_PLANES = {"3plane": ("xz", "xy", "yz"), "1plane": ("xz",), "grid": ("grid",)}
+
+# Which fields mean something to which architectures; the others are kept at their defaults.
+_GLOBAL_FIELDS = ("c_dim", "hidden_size")
+_FIELDS_USED = {
+    "onet-image": ("image_size",),
+    "onet-pointcloud": ("encoder_hidden", "n_input_points"),
+    "onet-voxels": (),
+    "convonet-pointcloud": ("encoder_hidden", "n_input_points", "feature_resolution", "unet_depth",
+                            "unet_filters"),
+    "convonet-voxels": ("feature_resolution", "unet_depth", "unet_filters"),
 }
 
 
@@ -32,27 +53,58 @@ class ModelConfig:
     c_dim: int = 256          # size of the code c the encoder produces
     hidden_size: int = 256    # decoder width
     encoder_hidden: int = 512  # ResNet-PointNet width (pointcloud only)
-    n_input_points: int = 300  # points the point-cloud encoder is given (pointcloud only)
+    # Point clouds: ONet's global encoder sees exactly this many points; a local (ConvONet) encoder is
+    # trained around this count and at inference takes every point up to MAX_LOCAL_INPUT_POINTS.
+    n_input_points: int = 300
     image_size: int = 224  # side of the square image the encoder is given (image only; the released: 224)
+    # ConvONet only: side of each feature plane or of the feature grid, and its U-Net (2D: depth, that
+    # is levels including the finest; 3D: levels), with `unet_filters` channels at the finest level.
+    feature_resolution: int = 64
+    unet_depth: int = 4
+    unet_filters: int = 32
 
     def __post_init__(self) -> None:
         if self.arch not in ARCH_MODALITY:
             raise InputError(f"unknown architecture {self.arch!r}{_did_you_mean(self.arch, ARCH_MODALITY)}; "
                              f"choose one of {', '.join(ARCH_MODALITY)}")
-        for name in ("c_dim", "hidden_size", "encoder_hidden", "n_input_points", "image_size"):
+        for name in _GLOBAL_FIELDS + ("encoder_hidden", "n_input_points", "image_size", "feature_resolution",
+                                      "unet_depth", "unet_filters"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InputError(f"model config: {name} must be a positive integer, got {value!r}")
+        if self.local:
+            if self.feature_resolution % (2 ** (self.unet_depth - 1)):
+                raise InputError(f"model config: feature_resolution {self.feature_resolution} must be divisible by "
+                                 f"2**(unet_depth - 1) = {2 ** (self.unet_depth - 1)} (the U-Net halves it "
+                                 f"{self.unet_depth - 1} times)")
+            if self.unet_filters % 8 and self.planes == ("grid",):
+                raise InputError(f"model config: unet_filters must be a multiple of 8 (group norm), got "
+                                 f"{self.unet_filters}")
         # Settings of one encoder mean nothing to the others: keep them at their defaults so that two
         # configs building the same network compare equal.
-        unused = {"pointcloud": ("image_size",), "image": ("encoder_hidden", "n_input_points"),
-                  "voxels": ("encoder_hidden", "n_input_points", "image_size")}[self.modality]
-        for name in unused:
-            object.__setattr__(self, name, type(self).__dataclass_fields__[name].default)
+        used = _FIELDS_USED[f"{self.family}-{self.modality}"]
+        for name in ("encoder_hidden", "n_input_points", "image_size", "feature_resolution", "unet_depth",
+                     "unet_filters"):
+            if name not in used:
+                object.__setattr__(self, name, type(self).__dataclass_fields__[name].default)
 
     @property
     def modality(self) -> str:
         return ARCH_MODALITY[self.arch]
+
+    @property
+    def family(self) -> str:
+        """'onet' (one global code per shape) or 'convonet' (features on planes or a grid)."""
+        return self.arch.split("-", 1)[0]
+
+    @property
+    def local(self) -> bool:
+        return self.family == "convonet"
+
+    @property
+    def planes(self) -> tuple[str, ...]:
+        """ConvONet: the feature planes ('xz', 'xy', 'yz') or ('grid',); () for ONet."""
+        return FEATURE_PLANES[self.arch.rsplit("-", 1)[1]] if self.local else ()
 
     @property
     def legacy(self) -> bool:
@@ -81,6 +133,24 @@ ARCHITECTURES: dict[str, ModelConfig] = {
     "onet-pointcloud": ModelConfig("onet-pointcloud", c_dim=512, hidden_size=256, encoder_hidden=512),
     "onet-voxels": ModelConfig("onet-voxels", c_dim=256, hidden_size=256),
 }
+# ConvONet's released ShapeNet models (configs/pointcloud/shapenet_*.yaml, configs/voxel/shapenet_*.yaml):
+# hidden 32 and code 32 everywhere; planes 64x64 with a 2D U-Net of depth 4, or a 32^3 grid with 3 levels.
+_LOCAL = {"c_dim": 32, "hidden_size": 32, "encoder_hidden": 32, "unet_filters": 32}
+ARCHITECTURES.update({
+    "convonet-pointcloud-3plane": ModelConfig("convonet-pointcloud-3plane", n_input_points=3000,
+                                              feature_resolution=64, unet_depth=4, **_LOCAL),
+    "convonet-pointcloud-1plane": ModelConfig("convonet-pointcloud-1plane", n_input_points=3000,
+                                              feature_resolution=64, unet_depth=4, **_LOCAL),
+    "convonet-pointcloud-grid": ModelConfig("convonet-pointcloud-grid", n_input_points=3000,
+                                            feature_resolution=32, unet_depth=3, **_LOCAL),
+    "convonet-voxels-3plane": ModelConfig("convonet-voxels-3plane", feature_resolution=64, unet_depth=4, **_LOCAL),
+    "convonet-voxels-1plane": ModelConfig("convonet-voxels-1plane", feature_resolution=64, unet_depth=4, **_LOCAL),
+    "convonet-voxels-grid": ModelConfig("convonet-voxels-grid", feature_resolution=32, unet_depth=3, **_LOCAL),
+})
+
+# A local point-cloud encoder's cost grows with the points it is given (about 1 KB of activations per
+# point and layer): at inference it takes every point up to this many, a random subset beyond.
+MAX_LOCAL_INPUT_POINTS = 20_000
 
 
 def default_config(arch: str) -> ModelConfig:

@@ -22,9 +22,9 @@ import torch
 
 from .checkpoints import Weights
 from .errors import Cancelled, GenerationError, InputError
-from .inference import FoldedDecoder
 from .meshing import extract_mesh
 from .mise import MISE, ValueStore
+from .model import encoding_is_finite
 from .preprocess import PreparedInput
 
 BOX_SIZE = 1.1  # the unit cube plus the reference's 0.1 padding
@@ -120,10 +120,10 @@ class Reconstructor:
         started = time.perf_counter()
         with torch.inference_mode():
             inputs = torch.from_numpy(prepared.array).unsqueeze(0).to(self.device)
-            c = self.model.encode(inputs)
-        if not torch.isfinite(c).all():
+            encoding = self.model.encode(inputs)
+        if not encoding_is_finite(encoding):
             raise GenerationError("the encoder produced NaN or infinite values; the weights are broken")
-        decode = FoldedDecoder(self.model.decoder, c.clone())  # clone: out of inference mode for autograd
+        decode = self.model.fixed_decoder(encoding)
         shape = EncodedShape(decode, prepared, self.device, self.batch_size)
         shape.encode_seconds = time.perf_counter() - started
         return shape
@@ -164,6 +164,8 @@ class EncodedShape:
         """A mesh of this shape; reuses every value evaluated by earlier extractions."""
         report = progress or (lambda stage, fraction: None)
         stats: dict[str, float | int] = {"seconds_encode": round(self.encode_seconds, 4)}
+        if self.prepared is not None:
+            stats.update(self.prepared.info)
         started = time.perf_counter()
 
         grid, mise = self._evaluate_grid(settings, report, should_cancel)

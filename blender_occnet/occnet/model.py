@@ -1,6 +1,13 @@
-"""The Occupancy Network: an encoder for the observation and the conditional decoder, built from a config."""
+"""The networks: an encoder for the observation and a decoder of occupancy at points, built from a config.
+
+Two families share one interface (encode, decode, forward, and `fixed_decoder` for generation):
+- OccupancyNetwork (Mescheder et al. 2019): one global code per shape, a conditional-batch-norm decoder;
+- ConvolutionalOccupancyNetwork (Peng et al. 2020): features on planes or a grid, a local decoder.
+"""
 
 from __future__ import annotations
+
+from typing import Any, Callable, Union
 
 import torch
 from torch import nn
@@ -8,6 +15,9 @@ from torch import nn
 from .config import ModelConfig
 from .decoder import DecoderCBatchNorm
 from .encoders import ImageEncoder, PointNetEncoder, VoxelEncoder
+from .local import Features, FixedLocalDecoder, LocalDecoder, LocalPoolPointNet, LocalVoxelEncoder
+
+DecodeFn = Callable[[torch.Tensor], torch.Tensor]  # box points (N, 3) -> logits (N,)
 
 
 def build_encoder(config: ModelConfig) -> nn.Module:
@@ -38,7 +48,51 @@ class OccupancyNetwork(nn.Module):
     def forward(self, points: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         return self.decode(points, self.encode(inputs))
 
+    def fixed_decoder(self, c: torch.Tensor) -> DecodeFn:
+        """The decoder for one shape's code (1, c_dim) as a fast function of points (eval mode)."""
+        from .inference import FoldedDecoder
 
-def build_model(config: ModelConfig) -> OccupancyNetwork:
+        return FoldedDecoder(self.decoder, c.clone())  # clone: out of inference mode, for autograd
+
+
+class ConvolutionalOccupancyNetwork(nn.Module):
+    """f(p, x) with x encoded into feature planes or a grid that the decoder samples at p."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        args = (config.planes, config.c_dim, config.feature_resolution, config.unet_depth, config.unet_filters)
+        self.encoder: LocalPoolPointNet | LocalVoxelEncoder
+        if config.modality == "pointcloud":
+            self.encoder = LocalPoolPointNet(args[0], config.c_dim, config.encoder_hidden, *args[2:])
+        else:
+            self.encoder = LocalVoxelEncoder(*args)
+        self.decoder = LocalDecoder(config.c_dim, config.hidden_size)
+
+    def encode(self, inputs: torch.Tensor) -> Features:
+        return self.encoder(inputs)
+
+    def decode(self, points: torch.Tensor, features: Features) -> torch.Tensor:
+        return self.decoder(points, features)
+
+    def forward(self, points: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        return self.decode(points, self.encode(inputs))
+
+    def fixed_decoder(self, features: Features) -> DecodeFn:
+        return FixedLocalDecoder(self.decoder, features)
+
+
+Network = Union[OccupancyNetwork, ConvolutionalOccupancyNetwork]
+
+
+def build_model(config: ModelConfig) -> Network:
     """A freshly initialised network for a configuration."""
+    if config.local:
+        return ConvolutionalOccupancyNetwork(config)
     return OccupancyNetwork(config)
+
+
+def encoding_is_finite(encoding: Any) -> bool:
+    """Whether a code or every feature map holds finite values only."""
+    values = encoding.values() if isinstance(encoding, dict) else [encoding]
+    return all(bool(torch.isfinite(v).all()) for v in values)

@@ -7,9 +7,9 @@ frame back to the source's frame: source = unit * scale + loc.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
@@ -25,6 +25,10 @@ MAX_IMAGE_PIXELS = 8192 * 8192
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 PathOrArray = Union[str, os.PathLike, np.ndarray]
+CHUNK_ROWS = 1 << 20  # rows of a large cloud looked at at once: memory stays bounded by this, not the cloud
+
+if TYPE_CHECKING:
+    from .config import ModelConfig
 
 
 @dataclass
@@ -35,6 +39,7 @@ class PreparedInput:
     array: np.ndarray  # image (3, 224, 224) | pointcloud (N, 3) | voxels (32, 32, 32); float32
     loc: np.ndarray  # (3,) float64
     scale: float
+    info: dict[str, int] = field(default_factory=dict)  # what preprocessing did (points given, points used)
 
     def to_source(self, vertices: np.ndarray) -> np.ndarray:
         """Unit-cube coordinates -> the source's coordinates."""
@@ -148,33 +153,71 @@ def _border_colour(rgb: np.ndarray) -> np.ndarray:
 
 
 def prepare_pointcloud(points: PathOrArray, n_points: int = 300, seed: int = 0,
-                       noise_std: float = 0.0) -> PreparedInput:
+                       noise_std: float = 0.0, at_most: bool = False) -> PreparedInput:
     """N x 3 points -> `n_points` points in the unit cube (bbox centre at 0, longest edge 1).
 
-    Non-finite points are dropped. Subsampling is without replacement when there are enough points,
-    with replacement otherwise; `noise_std` adds Gaussian noise as the reference does in training.
+    Non-finite points are dropped. By default exactly `n_points` are drawn (without replacement when
+    there are enough, with replacement otherwise), as a global encoder needs; `at_most` takes every point
+    up to `n_points` instead (a local encoder uses all it has). The bounding box is that of every point,
+    computed in chunks, so a cloud of millions of points costs little beyond itself. `noise_std` adds
+    Gaussian noise as the reference does in training.
     """
     name = str(points) if not isinstance(points, np.ndarray) else "point cloud"
     array = read_points(points, seed=seed) if not isinstance(points, np.ndarray) else np.asarray(points)
     if array.ndim != 2 or array.shape[1] < 3:
         raise InputError(f"{name}: expected an N x 3 array of points, got shape {array.shape}")
-    array = array[:, :3].astype(np.float64)
-    finite = np.isfinite(array).all(axis=1)
-    array = array[finite]
-    if len(array) < MIN_POINTS:
-        dropped = f" ({int((~finite).sum())} non-finite dropped)" if (~finite).any() else ""
-        raise InputError(f"{name}: {len(array)} usable point(s){dropped}; a point cloud needs at least "
+    finite = np.empty(len(array), dtype=bool)
+    lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
+    for start in range(0, len(array), CHUNK_ROWS):
+        chunk = np.asarray(array[start:start + CHUNK_ROWS, :3], dtype=np.float64)
+        ok = np.isfinite(chunk).all(axis=1)
+        finite[start:start + len(chunk)] = ok
+        if ok.any():
+            lo, hi = np.minimum(lo, chunk[ok].min(axis=0)), np.maximum(hi, chunk[ok].max(axis=0))
+    usable = int(finite.sum())
+    if usable < MIN_POINTS:
+        dropped = f" ({len(array) - usable} non-finite dropped)" if usable < len(array) else ""
+        raise InputError(f"{name}: {usable} usable point(s){dropped}; a point cloud needs at least "
                          f"{MIN_POINTS}. Select an object with geometry.")
-    lo, hi = array.min(axis=0), array.max(axis=0)
     loc, scale = (lo + hi) / 2, float((hi - lo).max())
     if not scale > 0:
         raise InputError(f"{name}: all points are at the same place; nothing to reconstruct")
     rng = np.random.default_rng(seed)
-    choice = rng.choice(len(array), size=n_points, replace=len(array) < n_points)
-    sampled = (array[choice] - loc) / scale  # normalise only what is kept (training calls this per item)
+    rows = np.flatnonzero(finite) if usable < len(array) else None
+    count = min(n_points, usable) if at_most else n_points
+    choice = rng.choice(usable, size=count, replace=usable < count)
+    if count == usable and at_most:
+        choice.sort()  # every point: keep the source's order
+    picked = np.asarray(array[rows[choice] if rows is not None else choice, :3], dtype=np.float64)
+    sampled = (picked - loc) / scale  # normalise only what is kept (training calls this per item)
     if noise_std > 0:
         sampled = sampled + noise_std * rng.standard_normal(sampled.shape)
-    return PreparedInput("pointcloud", sampled.astype(np.float32), loc, scale)
+    return PreparedInput("pointcloud", sampled.astype(np.float32), loc, scale,
+                         {"input_points_given": len(array), "input_points_used": int(count)})
+
+
+def prepare_for_network(config: "ModelConfig", modality: str, source: PathOrArray, seed: int = 0,
+                        input_points: int = 0) -> PreparedInput:
+    """The one rule for sizing an input for a network: what the command line and the backend both use.
+
+    Point clouds: a global (ONet) encoder gets exactly its n_input_points (or `input_points`); a local
+    (ConvONet) one every point up to `input_points`, by default up to MAX_LOCAL_INPUT_POINTS. Images:
+    the network's image_size. Voxels: the 32^3 grid as it is."""
+    from .config import MAX_LOCAL_INPUT_POINTS
+
+    if modality == "pointcloud":
+        if input_points < 0:
+            raise InputError(f"input_points must be 0 (automatic) or positive, got {input_points}")
+        if config.local:
+            cap = min(input_points or MAX_LOCAL_INPUT_POINTS, MAX_LOCAL_INPUT_POINTS)
+            return prepare_pointcloud(source, n_points=cap, seed=seed, at_most=True)
+        return prepare_pointcloud(source, n_points=min(input_points or config.n_input_points,
+                                                       MAX_LOCAL_INPUT_POINTS), seed=seed)
+    if modality == "image":
+        return prepare_image(source, size=config.image_size)
+    if modality == "voxels":
+        return prepare_voxels(source)
+    raise InputError(f"unknown modality {modality!r}; choose one of image, pointcloud, voxels")
 
 
 # ---------------------------------------------------------------------------------------------

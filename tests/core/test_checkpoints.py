@@ -25,9 +25,12 @@ def logits_of(weights: Weights, seed: int = 1) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy-pickle"])
-@pytest.mark.parametrize("arch", ["onet-pointcloud", "onet-voxels", "onet-img-legacy"])
+@pytest.mark.parametrize("arch", ["onet-pointcloud", "onet-voxels", "onet-img-legacy", "convonet-pointcloud-3plane",
+                                  "convonet-pointcloud-grid", "convonet-voxels-3plane", "convonet-voxels-grid"])
 def test_original_round_trip_is_bit_identical(tmp_path: Path, arch: str, zip_format: bool) -> None:
-    model = randomized_model(small_config(arch) if arch != "onet-img-legacy" else default_config(arch))
+    # ConvONet files do not record their plane/grid resolution: the released configuration is what loads.
+    released = arch == "onet-img-legacy" or arch.startswith("convonet-")
+    model = randomized_model(default_config(arch) if released else small_config(arch))
     original = tmp_path / "model.pt"
     save_original_checkpoint(original, model, zip_format=zip_format)
 
@@ -111,6 +114,30 @@ def test_wrong_architecture_names_the_problem(tmp_path: Path) -> None:
     torch.save({"model": state}, path)
     with pytest.raises(CheckpointError, match=r"encoder\.conv_2\.weight has shape \(256, 128, 3, 3, 1\)"):
         load_weights(path)
+
+
+def test_convonet_files_told_apart_and_wrong_ones_named(tmp_path: Path) -> None:
+    path = tmp_path / "shapenet_3plane.pt"
+    state = randomized_model(default_config("convonet-pointcloud-3plane")).state_dict()
+    save_original_checkpoint(path, randomized_model(default_config("convonet-pointcloud-3plane")))
+    with pytest.raises(CheckpointError, match="holds an convonet-pointcloud-3plane model, not convonet-voxels-grid"):
+        load_weights(path, arch="convonet-voxels-grid")
+    # The one-plane variant shares the keys: asking for it is allowed.
+    assert load_weights(path, arch="convonet-pointcloud-1plane").config.planes == ("xz",)
+
+    # A file whose U-Net is missing cannot be told apart: --arch it is, and the missing keys are named.
+    torch.save({"model": {k: v for k, v in state.items() if ".unet." not in k}}, path)
+    with pytest.raises(CheckpointError, match="cannot tell the architecture"):
+        load_weights(path)
+    with pytest.raises(CheckpointError, match=r"36 missing key\(s\): encoder\.unet\.down_convs\.0\.conv1\.weight"):
+        load_weights(path, arch="convonet-pointcloud-3plane")
+
+    # The scene model (a four-level 3D U-Net on a 64^3 grid) is recognised and refused with the reason.
+    scene = ModelConfig("convonet-pointcloud-grid", c_dim=32, hidden_size=32, encoder_hidden=32,
+                        feature_resolution=64, unet_depth=4, unet_filters=32)
+    save_original_checkpoint(tmp_path / "room_grid64.pt", randomized_model(scene))
+    with pytest.raises(CheckpointError, match=r"room_grid64\.pt: a ConvONet scene model .* not supported yet"):
+        load_weights(tmp_path / "room_grid64.pt")
 
 
 @pytest.mark.parametrize("content,message", [

@@ -1,4 +1,5 @@
-"""Every state_dict key, shape and dtype of the four released models matches our modules."""
+"""Every state_dict key, shape and dtype of the released models (ONet's four, ConvONet's four object
+models) matches our modules."""
 
 from __future__ import annotations
 
@@ -13,6 +14,11 @@ from blender_occnet.occnet.errors import InputError
 from blender_occnet.occnet.model import build_model
 
 KEYS_FILE = Path(__file__).parent.parent / "data" / "onet_checkpoint_keys.txt"
+CONVONET_KEYS_FILE = Path(__file__).parent.parent / "data" / "convonet_checkpoint_keys.txt"
+CONVONET_SECTION_ARCH = {"configs/pointcloud/shapenet_3plane.yaml": "convonet-pointcloud-3plane",
+                         "configs/pointcloud/shapenet_grid32.yaml": "convonet-pointcloud-grid",
+                         "configs/voxel/shapenet_grid32.yaml": "convonet-voxels-grid",
+                         "configs/voxel/shapenet_3plane.yaml": "convonet-voxels-3plane"}
 SECTION_ARCH = {"img": "onet-img", "img legacy": "onet-img-legacy", "pointcloud": "onet-pointcloud",
                 "voxels": "onet-voxels"}
 
@@ -35,15 +41,46 @@ def reference_keys() -> dict[str, dict[str, tuple[tuple[int, ...], str]]]:
     return sections
 
 
+def convonet_reference_keys() -> tuple[dict[str, dict[str, tuple[tuple[int, ...], str]]], dict[str, int]]:
+    """The ConvONet listing: arch -> key -> (shape, dtype), and arch -> the value count in its header.
+    Sections of configurations we do not build (the scene model) are kept under their config name."""
+    sections: dict[str, dict[str, tuple[tuple[int, ...], str]]] = {}
+    counts: dict[str, int] = {}
+    current: dict[str, tuple[tuple[int, ...], str]] = {}
+    for line in CONVONET_KEYS_FILE.read_text().splitlines():
+        if line.startswith("## "):
+            config, count = re.fullmatch(r"## (\S+)\s+\((\d+) values\)", line).groups()  # type: ignore[union-attr]
+            name = CONVONET_SECTION_ARCH.get(config, config)
+            current, counts[name] = sections.setdefault(name, {}), int(count)
+            continue
+        if not line.strip() or line.startswith("#"):
+            continue
+        match = re.fullmatch(r"(\S+) \(([\d, ]*)\) (\w+)", line.strip())
+        assert match, line
+        key, shape, dtype = match.groups()
+        current[key] = (tuple(int(x) for x in shape.replace(",", " ").split()), dtype)
+    return sections, counts
+
+
 REFERENCE = reference_keys()
+CONVONET_REFERENCE, CONVONET_COUNTS = convonet_reference_keys()
+REFERENCE.update({k: v for k, v in CONVONET_REFERENCE.items() if k in ARCHITECTURES})
+# One-plane files have the three-plane keys (the planes share one U-Net); checked against that listing.
+REFERENCE["convonet-pointcloud-1plane"] = REFERENCE["convonet-pointcloud-3plane"]
+REFERENCE["convonet-voxels-1plane"] = REFERENCE["convonet-voxels-3plane"]
 PARAMETER_COUNTS = {"onet-img": 13_414_465, "onet-img-legacy": 13_414_465, "onet-pointcloud": 10_373_889,
-                    "onet-voxels": 7_857_473}
+                    "onet-voxels": 7_857_473,
+                    **{a: CONVONET_COUNTS[a] for a in CONVONET_SECTION_ARCH.values()},
+                    "convonet-pointcloud-1plane": CONVONET_COUNTS["convonet-pointcloud-3plane"],
+                    "convonet-voxels-1plane": CONVONET_COUNTS["convonet-voxels-3plane"]}
 
 
-def test_listing_covers_all_four_architectures() -> None:
+def test_listing_covers_every_architecture() -> None:
     assert set(REFERENCE) == set(ARCHITECTURES)
     assert [len(REFERENCE[a]) for a in ("onet-img", "onet-img-legacy", "onet-pointcloud", "onet-voxels")] \
         == [223, 223, 130, 113]
+    assert [len(CONVONET_REFERENCE[a]) for a in CONVONET_SECTION_ARCH.values()] == [99, 95, 68, 72]
+    assert CONVONET_COUNTS["convonet-pointcloud-3plane"] == 1_978_209
 
 
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
