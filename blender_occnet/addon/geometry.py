@@ -1,6 +1,9 @@
 """Pure numpy geometry for the add-on (no bpy): frame changes, surface sampling, voxel cubes, checks.
 
-The network was trained y-up (ShapeNet), Blender is z-up: Blender (x, y, z) is network (x, z, -y).
+Frames: the networks work y-up with the front facing -z (the procedural training shapes; ShapeNetCore v2's
+convention); Blender is z-up, and an object modelled to face the Front view faces -y. The rotation that
+takes one to the other (180 degrees about the axis between +y and +z) maps Blender (x, y, z) to network
+(-x, z, y) and is its own inverse.
 """
 
 from __future__ import annotations
@@ -16,17 +19,16 @@ class SourceError(ValueError):
 
 
 def blender_to_network(points: np.ndarray) -> np.ndarray:
-    """(N, 3) Blender coordinates -> network coordinates: (x, y, z) -> (x, z, -y)."""
+    """(N, 3) Blender coordinates -> network coordinates: (x, y, z) -> (-x, z, y). Up +z becomes +y and the
+    front -y becomes -z; a rotation (determinant 1), so nothing is mirrored."""
     out = np.empty_like(points)
-    out[:, 0], out[:, 1], out[:, 2] = points[:, 0], points[:, 2], -points[:, 1]
+    out[:, 0], out[:, 1], out[:, 2] = -points[:, 0], points[:, 2], points[:, 1]
     return out
 
 
 def network_to_blender(points: np.ndarray) -> np.ndarray:
-    """The inverse of blender_to_network: (x, y, z) -> (x, -z, y)."""
-    out = np.empty_like(points)
-    out[:, 0], out[:, 1], out[:, 2] = points[:, 0], -points[:, 2], points[:, 1]
-    return out
+    """The inverse of blender_to_network, which is the same rotation: (x, y, z) -> (-x, z, y)."""
+    return blender_to_network(points)
 
 
 def sample_surface(vertices: np.ndarray, triangles: np.ndarray, count: int, seed: int = 0) -> np.ndarray:

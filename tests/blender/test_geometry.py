@@ -24,6 +24,8 @@ def test_frames_are_a_proper_rotation_and_inverse() -> None:
     assert np.array_equal(geometry.blender_to_network(np.eye(3, dtype=np.float32))[2], [0, 1, 0])  # z-up -> y-up
     matrix = geometry.blender_to_network(np.eye(3))
     assert np.linalg.det(matrix) == pytest.approx(1.0)  # no mirror: face winding survives
+    # Blender's front (-y, what the Front view looks at) is the networks' front (-z, the training shapes').
+    assert np.array_equal(geometry.blender_to_network(np.array([[0.0, -1.0, 0.0]]))[0], [0, 0, -1])
 
 
 def test_surface_samples_lie_on_the_triangles_and_follow_area() -> None:

@@ -57,8 +57,9 @@ class OCCNET_OT_load_sample(bpy.types.Operator):
 
     def _point_cloud(self, context: bpy.types.Context, path: Path) -> set[Any]:
         before = set(bpy.data.objects)
-        # The samples are y-up, as the network's frame: file (x, y, z) -> Blender (x, -z, y), the add-on's mapping.
-        bpy.ops.wm.ply_import(filepath=str(path), forward_axis="NEGATIVE_Z", up_axis="Y")
+        # The samples are in the network's frame (y-up, front -z): file (x, y, z) -> Blender (-x, z, y), the
+        # add-on's mapping, so the sample stands upright facing the Front view.
+        bpy.ops.wm.ply_import(filepath=str(path), forward_axis="Z", up_axis="Y")
         new = [obj for obj in bpy.data.objects if obj not in before]
         if len(new) != 1 or new[0].type != "MESH":
             self.report({"ERROR"}, f"Blender could not import {path.name}")
