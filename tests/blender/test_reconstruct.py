@@ -110,9 +110,9 @@ def test_binvox_import_makes_a_voxel_source(tmp_path: Path) -> None:
     assert bpy.ops.occnet.import_binvox(filepath=str(path)) == {"FINISHED"}
     crate = bpy.data.objects["crate"]
     assert crate.occnet.kind == "VOXELS" and len(crate.data.polygons) == 6 * grid.sum()
-    # The binvox box is y-up; in Blender (z-up) network (x, y, z) is (x, -z, y).
+    # The binvox box is y-up, front -z; in Blender (z-up, front -y) network (x, y, z) is (-x, z, y).
     corners = np.array([1.0, 2.0, 3.0]) + 2 * np.array([[6, 10, 4], [26, 22, 28]]) / 32
-    expected = np.sort(np.stack([corners[:, 0], -corners[:, 2], corners[:, 1]], axis=1), axis=0)
+    expected = np.sort(np.stack([-corners[:, 0], corners[:, 2], corners[:, 1]], axis=1), axis=0)
     world = np.array([crate.matrix_world @ v.co for v in crate.data.vertices])
     assert np.allclose([world.min(axis=0), world.max(axis=0)], expected, atol=1e-5)
     assert bpy.ops.occnet.reconstruct() == {"FINISHED"}
