@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import itertools
+import secrets
 import sys
 import threading
 import time
@@ -62,6 +63,9 @@ class Engine:
         self._models: collections.OrderedDict[tuple[str, int, str | None, str], Reconstructor] = collections.OrderedDict()
         self._finished: collections.OrderedDict[str, FinishedJob] = collections.OrderedDict()
         self._ids = itertools.count(1)
+        # Job ids carry this backend's own random tag: a restarted backend never gives out an id that an
+        # earlier one did, so a result never re-extracts another job's shape.
+        self._instance = secrets.token_hex(4)
         self._stopping = False
         self._worker = threading.Thread(target=self._work, name="occnet-worker", daemon=True)
         self._worker.start()
@@ -69,7 +73,7 @@ class Engine:
     # -- called by connections ------------------------------------------------------------------
 
     def new_job_id(self) -> str:
-        return f"job-{next(self._ids)}"
+        return f"job-{self._instance}-{next(self._ids)}"
 
     def submit(self, job: Job) -> None:
         with self._lock:

@@ -204,3 +204,25 @@ def test_original_checkpoint_with_its_architecture(tmp_path: Path, addon: Module
     with pytest.raises(RuntimeError, match="holds an onet-pointcloud model, not onet-voxels"):
         bpy.ops.occnet.reconstruct()
     assert "Ball.occnet" not in bpy.data.objects
+
+
+def test_a_tweak_after_a_backend_restart_never_takes_another_shape(addon: ModuleType) -> None:
+    """A result remembers its job; a restarted backend numbers its jobs anew. Nudging the first result after
+    another reconstruction on the new backend must not give it the other object's shape."""
+    ball = add_sphere()
+    bpy.ops.occnet.reconstruct()
+    result = bpy.data.objects["Ball.occnet"]
+    before = np.array([v.co[:] for v in result.data.vertices])
+    addon.backend_session.shutdown()  # what a preference change does before the next use
+    bpy.ops.mesh.primitive_cube_add(size=0.6, location=(3.0, 0.0, 0.0))
+    bpy.context.active_object.name = "Crate"
+    assert bpy.ops.occnet.reconstruct() == {"FINISHED"}
+    assert bpy.data.objects["Crate.occnet"].occnet.job != result.occnet.job
+    result.occnet.threshold = 0.45
+    deadline = time.monotonic() + 30
+    while addon.live.pending(result.name) and time.monotonic() < deadline:
+        addon.events.pump(timeout=0.2)
+    after = np.array([v.co[:] for v in result.data.vertices])
+    assert after.shape == before.shape and np.array_equal(after, before)  # untouched, not the crate
+    assert "can no longer be tweaked" in bpy.context.window_manager.occnet_job.last_error
+    assert ball.name in bpy.data.objects
