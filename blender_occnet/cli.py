@@ -76,6 +76,10 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(stats, indent=2))
     elif not args.quiet:
+        given, used = mesh.stats.get("input_points_given", 0), mesh.stats.get("input_points_used", 0)
+        if used and used < given:
+            print(f"the network was given {used:,} of the {given:,} input points (a random subset; "
+                  "--input-points sets how many)")
         print(f"wrote {output}: {mesh.stats['vertices']:,} vertices, {mesh.stats['faces']:,} faces, "
               f"{mesh.stats['points_evaluated']:,} points evaluated, {time.perf_counter() - started:.1f} s")
     return 0

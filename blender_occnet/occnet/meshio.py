@@ -59,7 +59,10 @@ def normalise_mesh(mesh: MeshData, name: str = "mesh") -> tuple[MeshData, np.nda
 
 
 def read_points(path: str | os.PathLike[str], n_surface_samples: int = 100_000, seed: int = 0) -> np.ndarray:
-    """An (N, 3) point array from a point file, or surface samples of a mesh file."""
+    """An (N, 3) point array from a point file, or surface samples of a mesh file.
+
+    A `.npy` file is memory-mapped and floating-point data is returned as it is stored (a view, not a
+    float64 copy): a cloud of tens of millions of points costs its subsample, not its size."""
     path = _existing(path)
     suffix = path.suffix.lower()
     if suffix == ".npy":
@@ -79,10 +82,13 @@ def read_points(path: str | os.PathLike[str], n_surface_samples: int = 100_000, 
             points = sample_surface(mesh, n_surface_samples, seed)
     else:
         raise InputError(f"{path}: unknown point cloud format {suffix!r}; use one of {', '.join(POINT_SUFFIXES)}")
-    points = np.asarray(points)
+    if not isinstance(points, np.ndarray):
+        points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] < 3:
         raise InputError(f"{path}: expected an N x 3 array of points, got shape {points.shape}")
-    return points[:, :3].astype(np.float64)
+    if points.dtype.kind != "f":
+        return points[:, :3].astype(np.float64)
+    return points[:, :3]
 
 
 def sample_surface(mesh: MeshData, n: int, seed: int = 0) -> np.ndarray:
@@ -122,7 +128,7 @@ def _existing(path: str | os.PathLike[str]) -> Path:
 
 def _load_npy(path: Path) -> np.ndarray:
     try:
-        return np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False, mmap_mode="r")
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"{path}: not a readable .npy array ({exc})") from None
 

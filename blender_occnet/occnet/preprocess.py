@@ -185,9 +185,16 @@ def prepare_pointcloud(points: PathOrArray, n_points: int = 300, seed: int = 0,
     rng = np.random.default_rng(seed)
     rows = np.flatnonzero(finite) if usable < len(array) else None
     count = min(n_points, usable) if at_most else n_points
-    choice = rng.choice(usable, size=count, replace=usable < count)
     if count == usable and at_most:
-        choice.sort()  # every point: keep the source's order
+        choice = np.arange(usable)  # every point, in the source's order
+    elif usable > 4 * count:
+        # Floyd-style draws without a permutation of the whole cloud (which would cost 8 bytes a point).
+        choice = np.unique(rng.integers(0, usable, size=2 * count))
+        while len(choice) < count:
+            choice = np.unique(np.concatenate([choice, rng.integers(0, usable, size=count)]))
+        choice = rng.permutation(choice)[:count]
+    else:
+        choice = rng.choice(usable, size=count, replace=usable < count)
     picked = np.asarray(array[rows[choice] if rows is not None else choice, :3], dtype=np.float64)
     sampled = (picked - loc) / scale  # normalise only what is kept (training calls this per item)
     if noise_std > 0:

@@ -167,3 +167,26 @@ def test_cli_input_points_and_statistics(tmp_path: Path, capsys: pytest.CaptureF
                          "--json", "--quiet"]) == 0
         stats = json.loads(capsys.readouterr().out)
         assert stats["input_points_given"] == 2500 and stats["input_points_used"] == used
+
+
+def test_a_huge_cloud_file_is_subsampled_without_loading_it_whole(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """A .npy cloud is memory-mapped and only the kept points are copied; the user is told how many."""
+    from blender_occnet.occnet.meshio import read_points
+
+    cloud = np.random.default_rng(4).normal(size=(3_000_000, 3)).astype(np.float32)
+    np.save(tmp_path / "scan.npy", cloud)
+    mapped = read_points(tmp_path / "scan.npy")
+    assert isinstance(mapped, np.memmap) or isinstance(getattr(mapped, "base", None), np.memmap)
+    config = small_config("convonet-pointcloud-3plane")
+    prepared = prepare_for_network(config, "pointcloud", tmp_path / "scan.npy", seed=1)
+    assert prepared.info == {"input_points_given": 3_000_000, "input_points_used": MAX_LOCAL_INPUT_POINTS}
+    # The box is that of all points, found in chunks.
+    assert np.allclose(prepared.loc, (cloud.min(0) + cloud.max(0)) / 2, atol=1e-5)
+    assert len(np.unique(prepared.array, axis=0)) == MAX_LOCAL_INPUT_POINTS  # drawn without repeats
+    model = randomized_model(config)
+    centre_logits(model, torch.from_numpy(prepared.array)[None])
+    save_weights(tmp_path / "local.safetensors", Weights(config, model.state_dict(), 0.5, {}))
+    assert cli_main(["reconstruct", str(tmp_path / "scan.npy"), "-o", str(tmp_path / "scan.obj"), "--weights",
+                     str(tmp_path / "local.safetensors"), "--resolution", "32"]) == 0
+    assert "given 20,000 of the 3,000,000 input points" in capsys.readouterr().out
