@@ -103,6 +103,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
         print(f"{info.name:24} {info.modality:10} {info.arch:16} threshold {info.threshold:g}  {summary}")
         if card.get("metrics"):
             print(f"{'':24} metrics: " + ", ".join(f"{k} {v}" for k, v in card["metrics"].items()))
+        if isinstance(card.get("frame"), dict):
+            print(f"{'':24} frame: up {card['frame'].get('up', '?')}, front {card['frame'].get('front', '?')}")
         test = card.get("test_metrics") or {}
         if test:
             shown = ("iou", "chamfer_l1", "normal_consistency", "f_score")

@@ -112,7 +112,9 @@ def export_default(modality: str, run: Path, target: Path, earlier: dict, data: 
                    eval_per_category: int) -> Weights:
     """The run's best weights -> `target` with the model card: the note, what came before this run, and
     (eval_per_category > 0) the evaluation command's metrics on that many test shapes per category."""
-    card: dict = {"reproduce": "python -m training.defaults", "note": NOTES[modality]}
+    # The procedural shapes stand y-up facing -z; the add-on turns Blender's z-up, -y front into this frame.
+    card: dict = {"reproduce": "python -m training.defaults", "note": NOTES[modality],
+                  "frame": {"up": "+y", "front": "-z"}}
     if earlier:
         card["continued_from"] = earlier
     # float16 in the file: the three bundled weights must stay within 40 MB together.

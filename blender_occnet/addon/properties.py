@@ -20,7 +20,19 @@ ARCHS = [("AUTO", "From the file", "Told from the checkpoint's keys (always righ
          ("onet-img", "onet-img", "The original's image model"),
          ("onet-img-legacy", "onet-img (paper)", "The paper's image model (Linear conditional batch norm)"),
          ("onet-pointcloud", "onet-pointcloud", "The original's point-cloud model"),
-         ("onet-voxels", "onet-voxels", "The original's voxel model")]
+         ("onet-voxels", "onet-voxels", "The original's voxel model"),
+         ("convonet-pointcloud-3plane", "convonet-pointcloud-3plane", "ConvONet's point-cloud model on three planes "
+                                                                       "(pointcloud/shapenet_3plane.pt)"),
+         ("convonet-pointcloud-1plane", "convonet-pointcloud-1plane", "ConvONet's one-plane point-cloud model "
+                                                                       "(shapenet_1plane.pt: not told from its keys)"),
+         ("convonet-pointcloud-grid", "convonet-pointcloud-grid", "ConvONet's point-cloud model on a 32³ grid "
+                                                                   "(pointcloud/shapenet_grid32.pt)"),
+         ("convonet-voxels-3plane", "convonet-voxels-3plane", "ConvONet's voxel model on three planes "
+                                                               "(voxel/voxel_shapenet_3plane.pt)"),
+         ("convonet-voxels-1plane", "convonet-voxels-1plane", "ConvONet's one-plane voxel model "
+                                                               "(voxel_shapenet_1plane.pt: not told from its keys)"),
+         ("convonet-voxels-grid", "convonet-voxels-grid", "ConvONet's voxel model on a 32³ grid "
+                                                           "(voxel/voxel_shapenet_grid32.pt)")]
 
 
 def weights_suggestions(settings: Any, context: bpy.types.Context, typed: str) -> list[str]:

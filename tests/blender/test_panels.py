@@ -97,3 +97,10 @@ def test_preferences_show_a_running_install(addon: ModuleType, tmp_path: Any) ->
         install.current = None
     assert ("progress", {"factor": pytest.approx(0.3), "type": "BAR", "text": "downloading torch"}) in calls
     assert ("operator", "occnet.cancel_install") in calls and ("label", "Collecting torch==2.13.0") in calls
+
+
+def test_architecture_choices_cover_every_architecture(addon: ModuleType) -> None:
+    """The add-on cannot import the core; its Architecture list must still name every network the core builds."""
+    from blender_occnet.occnet.config import ARCH_MODALITY
+
+    assert [a for a, *_ in addon.properties.ARCHS if a != "AUTO"] == list(ARCH_MODALITY)
