@@ -69,7 +69,9 @@ def load_weights(path: str | os.PathLike[str], arch: str | None = None) -> Weigh
         raise CheckpointError(f"{path}: no such weights file")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: the file is empty (an interrupted download or copy?)")
-    if _looks_like_safetensors(path):
+    # A file named .safetensors is read as one whatever its bytes say (a damaged header then gets a clear
+    # message rather than torch.load's own attempt at it).
+    if path.suffix.lower() == ".safetensors" or _looks_like_safetensors(path):
         weights = load_safetensors_weights(path)
         if arch is not None and arch != weights.config.arch:
             raise CheckpointError(f"{path}: holds a {weights.config.arch} model, not {arch}")
@@ -150,9 +152,11 @@ def _safe_torch_load(path: Path) -> Any:
             f"{path}: not loaded: the safe reader stopped at {reason.group(1).strip() if reason else 'its content'}"
             ". The file is damaged, not a PyTorch checkpoint, or holds Python objects beyond tensors and "
             "numbers.") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)}); "
-                              "check the file is complete") from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError,
+            UnicodeDecodeError, SafetensorError) as exc:
+        # The safe unpickler meets arbitrary bytes with any of these (a text file gives KeyError: 101).
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
+                              f"{_first_line(exc)}); is it a weights file, and complete?") from None
 
 
 def _numpy_scalar_globals() -> list[Any]:

@@ -133,3 +133,16 @@ def test_broken_weights_are_named_and_the_rest_still_work(tmp_path: Path, weight
     assert bpy.ops.occnet.reconstruct() == {"FINISHED"}
     bpy.context.scene.occnet.weights = "broken"
     fails("weights 'broken'.*unusable")
+
+
+@pytest.mark.parametrize("name, content, match", [
+    ("corrupt.safetensors", bytes(range(256)) * 4, r"corrupt\.safetensors: not a readable \.safetensors file"),
+    ("notweights.pt", b"hello world, not weights", r"notweights\.pt: not a readable PyTorch checkpoint"),
+])
+def test_malformed_weights_file_is_named_not_an_internal_error(tmp_path: Path, name: str, content: bytes,
+                                                               match: str) -> None:
+    (tmp_path / name).write_bytes(content)
+    add_sphere()
+    bpy.context.scene.occnet.weights = str(tmp_path / name)
+    fails(match)
+    assert "internal error" not in bpy.context.window_manager.occnet_job.last_error

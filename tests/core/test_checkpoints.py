@@ -153,6 +153,27 @@ def test_damaged_files(tmp_path: Path, content: bytes, message: str) -> None:
         load_weights(path)
 
 
+@pytest.mark.parametrize("name,content,message", [
+    ("random.safetensors", bytes(range(256)) * 4, "not a readable .safetensors file"),
+    ("huge.safetensors", (2 ** 63).to_bytes(8, "little") + b"{}", "not a readable .safetensors file"),
+    ("big.safetensors", (2 ** 32).to_bytes(8, "little") + b"{}", "not a readable .safetensors file"),
+    ("over.safetensors", (10 ** 8 + 1).to_bytes(8, "little") + b"{" + b" " * 64, "not a readable .safetensors file"),
+    ("cut.safetensors", (100).to_bytes(8, "little"), "not a readable .safetensors file"),
+    ("notweights.pt", b"hello world, not weights", r"not a readable PyTorch checkpoint \(KeyError"),
+])
+def test_malformed_weights_get_a_message_naming_the_file(tmp_path: Path, name: str, content: bytes,
+                                                         message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(CheckpointError, match=message) as caught:
+        load_weights(path)
+    assert str(caught.value).startswith(str(path))
+    # The command line says the same in one line, for reconstruct and convert alike.
+    assert cli_main(["convert", str(path), str(tmp_path / "out.safetensors")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}") and "Traceback" not in err and err.count("\n") == 1
+
+
 def test_foreign_safetensors_without_our_metadata(tmp_path: Path) -> None:
     from safetensors.torch import save_file
 
