@@ -4,11 +4,13 @@ server for a remote GPU machine (loopback unless told otherwise, token required 
 
 from __future__ import annotations
 
+import errno
 import hmac
 import os
 import socket
 import sys
 import threading
+import time
 from typing import Any, BinaryIO, Callable
 
 import numpy as np
@@ -128,21 +130,43 @@ def serve_stdio(engine: Engine) -> None:
     engine.stop()
 
 
+AUTH_SECONDS = 10.0  # a connection has this long in all to send its token line
+MAX_UNAUTHENTICATED = 64  # connections still to authenticate at once; more are refused at once
+
+
 def serve_tcp(engine: Engine, host: str, port: int, token: str,
               ready: Callable[[int], None] | None = None) -> None:
-    """Accept connections; each must open with AUTH_PREFIX + token + newline before anything is read."""
+    """Accept connections; each must open with AUTH_PREFIX + token + newline before anything is read.
+
+    The token line must arrive whole within AUTH_SECONDS (a client trickling bytes gets no longer), at
+    most MAX_UNAUTHENTICATED connections wait for theirs at once, and every refusal is logged with the
+    peer's address and the reason (never what was sent). Running out of file descriptors pauses accepting
+    instead of ending the server."""
     server = socket.create_server((host, port), reuse_port=False)
     if ready is not None:
         ready(server.getsockname()[1])
     stopping = threading.Event()
+    waiting = threading.BoundedSemaphore(MAX_UNAUTHENTICATED)
 
-    def handle(conn: socket.socket) -> None:
+    def handle(conn: socket.socket, peer: Any) -> None:
         with conn:
-            conn.settimeout(None)
-            if not _authenticated(conn, token):
-                conn.sendall(encode({"type": "error", "id": None, "field": "token",
-                                     "message": "authentication failed: wrong or missing token"}))
+            if not waiting.acquire(blocking=False):
+                _log_refusal(peer, f"more than {MAX_UNAUTHENTICATED} connections waiting to authenticate")
                 return
+            try:
+                reason = _authenticate(conn, token, time.monotonic() + AUTH_SECONDS)
+            finally:
+                waiting.release()
+            if reason:
+                _log_refusal(peer, reason)
+                try:
+                    conn.settimeout(1.0)
+                    conn.sendall(encode({"type": "error", "id": None, "field": "token",
+                                         "message": "authentication failed: wrong or missing token"}))
+                except OSError:
+                    pass
+                return
+            conn.settimeout(None)  # authenticated: jobs may take as long as they take
             reader = conn.makefile("rb")
             if Session(engine, reader, conn.sendall).serve():
                 stopping.set()
@@ -151,27 +175,49 @@ def serve_tcp(engine: Engine, host: str, port: int, token: str,
     with server:
         while not stopping.is_set():
             try:
-                conn, _ = server.accept()
-            except OSError:
+                conn, peer = server.accept()
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    print(f"blender-occnet backend: cannot accept a connection ({exc.strerror}); pausing",
+                          file=sys.stderr, flush=True)
+                    time.sleep(0.1)
+                    continue
                 break
-            threading.Thread(target=handle, args=(conn,), daemon=True).start()
+            try:
+                threading.Thread(target=handle, args=(conn, peer), daemon=True).start()
+            except RuntimeError:  # no thread to be had: refuse this one, keep serving
+                _log_refusal(peer, "no thread available")
+                conn.close()
     engine.stop()
 
 
-def _authenticated(conn: socket.socket, token: str) -> bool:
-    """Read the bounded auth line only; compare in constant time."""
-    conn.settimeout(10.0)
+def _log_refusal(peer: Any, reason: str) -> None:
+    address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer)
+    print(f"blender-occnet backend: refused {address}: {reason}", file=sys.stderr, flush=True)
+
+
+def _authenticate(conn: socket.socket, token: str, deadline: float) -> str:
+    """Read the bounded auth line only, before `deadline` in all; compare in constant time. '' when the
+    token is right, else the reason for refusing."""
     line = b""
     try:
         while not line.endswith(b"\n") and len(line) < MAX_AUTH_BYTES:
-            chunk = conn.recv(1)
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return f"no token line within {AUTH_SECONDS:g} s"
+            conn.settimeout(remaining)
+            chunk = conn.recv(1)  # byte by byte: the first frame may follow the newline at once
             if not chunk:
-                return False
+                return "closed before sending a token"
             line += chunk
             if not (line.startswith(AUTH_PREFIX) or AUTH_PREFIX.startswith(line)):
-                return False  # not an auth line: refuse at once, read nothing more
-    except OSError:
-        return False
+                return "did not open with a token line"  # refuse at once, read nothing more
+    except socket.timeout:
+        return f"no token line within {AUTH_SECONDS:g} s"
+    except OSError as exc:
+        return f"connection error ({exc.strerror or exc})"
     if not line.startswith(AUTH_PREFIX) or not line.endswith(b"\n"):
-        return False
-    return hmac.compare_digest(line[len(AUTH_PREFIX):-1], token.encode("utf-8"))
+        return "token line too long"
+    if not hmac.compare_digest(line[len(AUTH_PREFIX):-1], token.encode("utf-8")):
+        return "wrong token"
+    return ""

@@ -14,7 +14,7 @@ import sys
 import time
 import venv
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import pytest
@@ -374,3 +374,93 @@ def test_protocol_and_client_import_without_torch_or_bpy() -> None:
             "print('ok')")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def _tcp_server(weights_dir: Path, token: str, preexec: Any = None) -> tuple[subprocess.Popen, int]:
+    process = subprocess.Popen([sys.executable, "-m", "blender_occnet.backend", "serve", "--port", "0", "--token",
+                                token, "--weights-dir", str(weights_dir)], cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, preexec_fn=preexec)
+    assert process.stderr is not None
+    match = re.search(r"listening on 127\.0\.0\.1:(\d+)", process.stderr.readline())
+    assert match
+    return process, int(match.group(1))
+
+
+def _still_serves(port: int, token: str) -> None:
+    good = BackendClient.connect("127.0.0.1", port, token, timeout=20)
+    try:
+        assert events_until_done(good, good.reconstruct("voxels", voxel_source(), weights="vox",
+                                                        resolution=32))[-1].type == "result"
+    finally:
+        good.close()
+
+
+def test_slow_token_senders_and_idle_floods_cannot_stop_a_remote(weights_dir: Path) -> None:
+    """Slowloris (a byte a second) gets the total deadline, not a fresh one per byte; a flood of idle
+    connections beyond the descriptor limit is refused and logged while the server keeps serving; every
+    refusal names the peer and the reason, never the token."""
+    import resource
+    import time
+
+    token = "flood-token-" + os.urandom(6).hex()
+
+    def low_fd_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (128, 128))
+
+    process, port = _tcp_server(weights_dir, token, low_fd_limit)
+    try:
+        trickle = socket.create_connection(("127.0.0.1", port), timeout=30)
+        started = time.monotonic()
+        closed_after = None
+        for byte in b"OCCNET-AUTH " + b"x" * 40:
+            try:
+                trickle.sendall(bytes([byte]))
+                trickle.recv(1, socket.MSG_DONTWAIT)  # the refusal frame, or b"" once closed
+                closed_after = time.monotonic() - started
+                break
+            except BlockingIOError:
+                pass
+            except OSError:
+                closed_after = time.monotonic() - started
+                break
+            time.sleep(0.5)
+        trickle.close()
+        assert closed_after is not None and closed_after < 14, closed_after  # 10 s in all, not per byte
+        idle = []
+        for _ in range(300):  # far beyond the server's 128 descriptors
+            try:
+                idle.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+            except OSError:
+                break
+        for sock in idle:
+            sock.close()
+        time.sleep(0.5)
+        _still_serves(port, token)
+        assert process.poll() is None
+    finally:
+        process.terminate()
+        _, log = process.communicate(timeout=30)
+    assert "refused 127.0.0.1:" in log and "no token line within 10 s" in log
+    assert "waiting to authenticate" in log or "pausing" in log
+    assert token not in log
+
+
+def test_a_remote_job_longer_than_the_token_deadline_still_returns(weights_dir: Path) -> None:
+    """After login the connection has no deadline: a job that takes longer than it still delivers."""
+    token = "slow-token-" + os.urandom(6).hex()
+    env_process, port = _tcp_server(weights_dir, token)
+    try:
+        import blender_occnet.backend.server as server_module
+
+        client = BackendClient.connect("127.0.0.1", port, token, timeout=20)
+        try:
+            import time
+
+            time.sleep(server_module.AUTH_SECONDS + 1)  # idle past the token deadline
+            assert events_until_done(client, client.reconstruct("voxels", voxel_source(), weights="vox",
+                                                                resolution=32))[-1].type == "result"
+        finally:
+            client.close()
+    finally:
+        env_process.terminate()
+        env_process.wait(timeout=30)

@@ -89,17 +89,17 @@ class OCCNET_OT_install_backend(TimerModal, bpy.types.Operator):
         if job.state == "finished":
             state.last_error = ""
             state.backend_info = job.message
-            self.report({"INFO"}, job.message[:1].upper() + job.message[1:])
+            self.report({"INFO"}, job.message)
             return {"FINISHED"}
         if job.state == "cancelled":
-            self.report({"WARNING"}, job.message[:1].upper() + job.message[1:])
+            self.report({"WARNING"}, job.message)
             return {"CANCELLED"}
         self._fail(job.message)
         return {"CANCELLED"}
 
     def _fail(self, message: str) -> None:
         events.state().last_error = message
-        self.report({"ERROR"}, message[:1].upper() + message[1:])
+        self.report({"ERROR"}, message)
 
 
 class OCCNET_OT_cancel_install(bpy.types.Operator):

@@ -71,7 +71,7 @@ class OCCNET_OT_reconstruct(TimerModal, bpy.types.Operator):
 
     def _fail(self, message: str) -> None:
         events.state().last_error = message
-        self.report({"ERROR"}, message[:1].upper() + message[1:])
+        self.report({"ERROR"}, message)
 
     def _end(self, job: jobs.ReconstructJob) -> set[Any]:
         if job.state == "finished":
