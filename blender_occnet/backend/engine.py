@@ -104,13 +104,19 @@ class Engine:
         with self._lock:
             return self._finished.get(job_id)
 
-    def stop(self) -> None:
+    def stop(self, wait: float = 10.0) -> bool:
+        """Drop queued jobs, cancel the running one and wait up to `wait` seconds for the worker to leave
+        torch. Returns whether it did: exiting while it still computes aborts the process (libtorch
+        terminates from a thread pool torn down under it)."""
         with self._lock:
             self._stopping = True
             self._queue.clear()
             if self._running is not None:
                 self._running.cancel.set()
             self._lock.notify()
+        if threading.current_thread() is not self._worker:
+            self._worker.join(wait)
+        return not self._worker.is_alive()
 
     # -- the worker -------------------------------------------------------------------------------
 

@@ -127,7 +127,7 @@ def serve_stdio(engine: Engine) -> None:
     sys.stdout = sys.stderr
     reader = os.fdopen(os.dup(0), "rb")
     Session(engine, reader, protocol_out.write).serve()
-    engine.stop()
+    _leave(engine)
 
 
 AUTH_SECONDS = 10.0  # a connection has this long in all to send its token line
@@ -188,7 +188,15 @@ def serve_tcp(engine: Engine, host: str, port: int, token: str,
             except RuntimeError:  # no thread to be had: refuse this one, keep serving
                 _log_refusal(peer, "no thread available")
                 conn.close()
-    engine.stop()
+    _leave(engine)
+
+
+def _leave(engine: Engine) -> None:
+    """Stop the engine; if its worker is still inside torch, leave without the interpreter's teardown (which
+    would abort the process under it) once the streams are flushed."""
+    if not engine.stop():
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _log_refusal(peer: Any, reason: str) -> None:

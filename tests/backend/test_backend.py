@@ -464,3 +464,17 @@ def test_a_remote_job_longer_than_the_token_deadline_still_returns(weights_dir: 
     finally:
         env_process.terminate()
         env_process.wait(timeout=30)
+
+
+def test_shutdown_is_clean_whatever_the_backend_was_doing(weights_dir: Path) -> None:
+    """Closing (what disabling the add-on does) right after a cancel, or in the middle of a job, ends the
+    backend with status 0: no SIGABRT from libtorch's thread pool torn down under a running worker."""
+    for delay, cancel in ((1.0, True), (1.5, True), (1.0, False)):
+        backend = BackendClient.start_local(sys.executable, [str(weights_dir)])
+        job = backend.reconstruct("voxels", voxel_source(), weights="vox", resolution=256)
+        time.sleep(delay)
+        if cancel:
+            backend.cancel(job)
+        backend.close(timeout=20.0)
+        assert backend._process is not None and backend._process.returncode == 0, backend.stderr_tail()
+        assert "terminate called" not in backend.stderr_tail()
