@@ -77,6 +77,9 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         print(json.dumps(stats, indent=2))
     elif not args.quiet:
         given, used = mesh.stats.get("input_points_given", 0), mesh.stats.get("input_points_used", 0)
+        dropped = mesh.stats.get("input_points_dropped", 0)
+        if dropped:
+            print(f"{dropped:,} input point(s) with NaN or infinite coordinates left out")
         if used and used < given:
             print(f"the network was given {used:,} of the {given:,} input points (a random subset; "
                   "--input-points sets how many)")

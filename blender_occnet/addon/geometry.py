@@ -47,18 +47,25 @@ def sample_surface(vertices: np.ndarray, triangles: np.ndarray, count: int, seed
     return (a + u[:, None] * (b - a) + v[:, None] * (c - a)).astype(np.float32)
 
 
-def check_points(points: np.ndarray, name: str) -> np.ndarray:
-    """Points the backend will accept, or a SourceError naming the object and the fix."""
+def check_points(points: np.ndarray, name: str, drop_non_finite: bool = True) -> np.ndarray:
+    """Points the backend will accept, or a SourceError naming the object and the fix.
+
+    Points with NaN or infinite coordinates are left to the backend, which drops and counts them (the rule
+    the command line applies too), as long as enough usable ones remain; a mesh to voxelise
+    (drop_non_finite=False) must have none."""
     if len(points) == 0:
         raise SourceError(f"'{name}' has no vertices or points; select an object with geometry")
     bad = ~np.isfinite(points).all(axis=1)
-    if bad.any():
-        raise SourceError(f"'{name}' has {int(bad.sum())} of {len(points)} points with NaN or infinite coordinates; "
-                          "fix or delete them (Edit Mode > Mesh > Clean Up) and try again")
-    if len(points) < MIN_POINTS:
+    usable = len(points) - int(bad.sum())
+    if bad.any() and (not drop_non_finite or usable < MIN_POINTS):
+        raise SourceError(f"'{name}' has {int(bad.sum())} of {len(points)} points with NaN or infinite coordinates"
+                          f"{'' if drop_non_finite else ', which cannot be voxelised'}; fix or delete them (Edit "
+                          "Mode > Mesh > Clean Up) and try again")
+    finite = points[~bad] if bad.any() else points
+    if len(finite) < MIN_POINTS:
         raise SourceError(f"'{name}' has {len(points)} point(s); a point cloud needs at least {MIN_POINTS}. "
                           "Select an object with more geometry")
-    if not float(np.ptp(points, axis=0).max()) > 0:
+    if not float(np.ptp(finite, axis=0).max()) > 0:
         raise SourceError(f"all points of '{name}' are at the same place; nothing to reconstruct")
     return np.ascontiguousarray(points, dtype=np.float32)
 

@@ -184,9 +184,12 @@ class ReconstructJob:
             record.resolution = str(used.get("resolution", self.settings["resolution"]))
         self.result = obj.name
         stats = event.header.get("stats", {})
+        dropped = int(stats.get("input_points_dropped", 0) or 0)
         self._end("finished", f"{obj.name}: {stats.get('faces', len(faces)):,} faces in "
                               f"{stats.get('seconds_backend', 0):.2f} s, {stats.get('points_evaluated', 0):,} "
-                              "points evaluated")
+                              "points evaluated"
+                              + (f"; {dropped:,} source point(s) with NaN or infinite coordinates left out"
+                                 if dropped else ""))
 
     def _end(self, state: str, message: str) -> None:
         self.state, self.message, self.stage = state, message, ""

@@ -60,14 +60,14 @@ def read_source(obj: bpy.types.Object | None, depsgraph: bpy.types.Depsgraph, ki
             if len(tris) == 0:
                 raise SourceError(f"'{obj.name}' has no faces to voxelise; use Source: Surface samples or "
                                   "Vertices for bare points")
-            points = geometry.check_points(points, obj.name)
+            points = geometry.check_points(points, obj.name, drop_non_finite=False)
             return Source(obj.name, "voxels", geometry.blender_to_network(points), matrix, collections, tris)
         if kind == "SURFACE" and len(tris) and np.isfinite(points).all():
             points = geometry.sample_surface(points, tris, SURFACE_SAMPLES)
     if kind == "VOXELIZE":
         raise SourceError(f"'{obj.name}' is a point cloud: only meshes can be voxelised; use Source: Vertices")
     points = geometry.check_points(points, obj.name)
-    if len(points) > MAX_POINTS:  # the network sees a few hundred; keep the request small
+    if len(points) > MAX_POINTS:  # the backend gives a network 20,000 at most; keep the request small
         points = points[np.random.default_rng(0).choice(len(points), MAX_POINTS, replace=False)]
     return Source(obj.name, "pointcloud", geometry.blender_to_network(points), matrix, collections)
 

@@ -11,7 +11,7 @@ import numpy as np
 from ..occnet.config import MODALITIES, ModelConfig
 from ..occnet.errors import InputError, OccNetError
 from ..occnet.generation import ExtractionSettings
-from ..occnet.preprocess import PreparedInput, prepare_for_network, prepare_voxels_from_mesh
+from ..occnet.preprocess import MIN_POINTS, PreparedInput, prepare_for_network, prepare_voxels_from_mesh
 
 MAX_IMAGE_SIDE = 2048  # the network sees 224 x 224; Blender sends images scaled down to this
 MAX_POINTS = 5_000_000
@@ -117,7 +117,15 @@ def _check_mesh(modality: str, vertices: np.ndarray, faces: np.ndarray) -> None:
 def _check_source(modality: str, source: np.ndarray) -> None:
     if source.size == 0:
         raise RequestError("input", f"the {modality} array 'input' is empty")
-    if source.dtype.kind == "f" and not np.isfinite(source).all():
+    if modality == "pointcloud" and source.dtype.kind == "f" and source.ndim == 2:
+        # Non-finite points are dropped and counted by the core's preprocessing (the one rule for them);
+        # refused here only when too few usable ones would remain.
+        usable = int(np.isfinite(source).all(axis=1).sum())
+        if usable < MIN_POINTS:
+            raise RequestError("input", f"'input' has {len(source) - usable} of {len(source)} points with NaN or "
+                                        f"infinite coordinates and fewer than {MIN_POINTS} usable ones; fix the "
+                                        "source first")
+    elif source.dtype.kind == "f" and not np.isfinite(source).all():
         bad = int((~np.isfinite(source)).any(axis=-1).sum()) if source.ndim > 1 else int((~np.isfinite(source)).sum())
         raise RequestError("input", f"'input' holds NaN or infinite values ({bad} of {len(source)} rows); "
                                     "remove them from the source first")

@@ -102,3 +102,17 @@ def write_binvox(path: str | os.PathLike[str], data: np.ndarray,
         with open(tmp, "wb") as handle:
             handle.write(header.encode("ascii"))
             handle.write(body.tobytes())
+
+
+def pool_grid(grid: np.ndarray, resolution: int, name: str) -> np.ndarray:
+    """A cube grid whose side is a multiple of `resolution` -> `resolution`^3, a cell filled when any of its
+    fine cells is (what a coarser voxeliser would give); the one rule for every voxel input."""
+    if grid.ndim != 3 or len(set(grid.shape)) != 1 or grid.shape[0] % resolution or grid.shape[0] == 0:
+        raise InputError(f"{name}: the voxel grid is {'x'.join(map(str, grid.shape))}; the network takes "
+                         f"{resolution}x{resolution}x{resolution} (or a cube whose side is a multiple of {resolution}, "
+                         "which is pooled): resample it, or voxelise the mesh instead")
+    f = grid.shape[0] // resolution
+    if f == 1:
+        return grid
+    filled = grid if grid.dtype == bool else grid >= 0.5
+    return filled.reshape(resolution, f, resolution, f, resolution, f).any(axis=(1, 3, 5))

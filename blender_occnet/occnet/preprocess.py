@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
-from .binvox import read_binvox
+from .binvox import pool_grid, read_binvox
 from .errors import InputError
 from .meshio import MESH_SUFFIXES, MeshData, normalise_mesh, read_normalised_mesh, read_points
 from .voxelize import voxelize_mesh
@@ -156,7 +156,8 @@ def prepare_pointcloud(points: PathOrArray, n_points: int = 300, seed: int = 0,
                        noise_std: float = 0.0, at_most: bool = False) -> PreparedInput:
     """N x 3 points -> `n_points` points in the unit cube (bbox centre at 0, longest edge 1).
 
-    Non-finite points are dropped. By default exactly `n_points` are drawn (without replacement when
+    Points with a NaN or infinite coordinate are dropped and counted (info["input_points_dropped"]): the
+    one rule for them, which the command line and the add-on share. By default exactly `n_points` are drawn (without replacement when
     there are enough, with replacement otherwise), as a global encoder needs; `at_most` takes every point
     up to `n_points` instead (a local encoder uses all it has). The bounding box is that of every point,
     computed in chunks, so a cloud of millions of points costs little beyond itself. `noise_std` adds
@@ -200,7 +201,8 @@ def prepare_pointcloud(points: PathOrArray, n_points: int = 300, seed: int = 0,
     if noise_std > 0:
         sampled = sampled + noise_std * rng.standard_normal(sampled.shape)
     return PreparedInput("pointcloud", sampled.astype(np.float32), loc, scale,
-                         {"input_points_given": len(array), "input_points_used": int(count)})
+                         {"input_points_given": len(array), "input_points_used": int(count),
+                          "input_points_dropped": len(array) - usable})
 
 
 def prepare_for_network(config: "ModelConfig", modality: str, source: PathOrArray, seed: int = 0,
@@ -232,7 +234,8 @@ def prepare_for_network(config: "ModelConfig", modality: str, source: PathOrArra
 
 
 def prepare_voxels(voxels: PathOrArray) -> PreparedInput:
-    """A 32^3 occupancy grid from `.binvox`, `.npy`, a mesh file (voxelised) or an array [x, y, z].
+    """A 32^3 occupancy grid from `.binvox`, `.npy`, a mesh file (voxelised) or an array [x, y, z]; a finer
+    cube whose side is a multiple of 32 is pooled to 32^3 (binvox.pool_grid).
 
     Voxel (i, j, k) covers [-0.5 + i/32, -0.5 + (i+1)/32] (and likewise for j, k) in the unit cube.
     """
@@ -260,11 +263,9 @@ def prepare_voxels(voxels: PathOrArray) -> PreparedInput:
         else:
             raise InputError(f"{path}: unknown voxel format {suffix!r}; use .binvox, .npy or a mesh file")
     grid = np.asarray(grid)
-    if grid.shape != (VOXEL_RESOLUTION,) * 3:
-        raise InputError(f"{name}: the voxel grid is {'x'.join(map(str, grid.shape))}; the network takes "
-                         f"32x32x32 (resample it, or voxelise the mesh at 32^3)")
-    if grid.dtype != bool and not np.isfinite(grid).all():
+    if grid.dtype != bool and grid.size and not np.isfinite(grid).all():
         raise InputError(f"{name}: the voxel grid holds non-finite values")
+    grid = pool_grid(grid, VOXEL_RESOLUTION, name)
     occupancy = grid.astype(bool) if grid.dtype == bool else grid >= 0.5
     return PreparedInput("voxels", occupancy.astype(np.float32), np.asarray(loc, dtype=np.float64), float(scale))
 

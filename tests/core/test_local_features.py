@@ -136,7 +136,7 @@ def test_local_point_clouds_take_what_the_user_has() -> None:
     dense = prepare_for_network(local, "pointcloud", cloud)
     assert dense.array.shape == (MAX_LOCAL_INPUT_POINTS, 3)
     assert dense.info == {"input_points_given": MAX_LOCAL_INPUT_POINTS + 5000,
-                          "input_points_used": MAX_LOCAL_INPUT_POINTS}
+                          "input_points_used": MAX_LOCAL_INPUT_POINTS, "input_points_dropped": 0}
     sparse = prepare_for_network(local, "pointcloud", cloud[:300])
     assert sparse.array.shape == (300, 3)  # every point, none repeated
     assert len(np.unique(sparse.array, axis=0)) == 300
@@ -180,7 +180,8 @@ def test_a_huge_cloud_file_is_subsampled_without_loading_it_whole(tmp_path: Path
     assert isinstance(mapped, np.memmap) or isinstance(getattr(mapped, "base", None), np.memmap)
     config = small_config("convonet-pointcloud-3plane")
     prepared = prepare_for_network(config, "pointcloud", tmp_path / "scan.npy", seed=1)
-    assert prepared.info == {"input_points_given": 3_000_000, "input_points_used": MAX_LOCAL_INPUT_POINTS}
+    assert prepared.info == {"input_points_given": 3_000_000, "input_points_used": MAX_LOCAL_INPUT_POINTS,
+                             "input_points_dropped": 0}
     # The box is that of all points, found in chunks.
     assert np.allclose(prepared.loc, (cloud.min(0) + cloud.max(0)) / 2, atol=1e-5)
     assert len(np.unique(prepared.array, axis=0)) == MAX_LOCAL_INPUT_POINTS  # drawn without repeats
@@ -190,3 +191,38 @@ def test_a_huge_cloud_file_is_subsampled_without_loading_it_whole(tmp_path: Path
     assert cli_main(["reconstruct", str(tmp_path / "scan.npy"), "-o", str(tmp_path / "scan.obj"), "--weights",
                      str(tmp_path / "local.safetensors"), "--resolution", "32"]) == 0
     assert "given 20,000 of the 3,000,000 input points" in capsys.readouterr().out
+
+
+def test_cli_drops_and_counts_non_finite_points_and_pools_fine_voxel_grids(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The rules the add-on applies too: non-finite points left out and counted; a voxel cube whose side
+    is a multiple of 32 pooled to 32^3 (any other size refused with the same message as in Blender)."""
+    from blender_occnet.occnet.binvox import write_binvox
+
+    config = small_config("convonet-pointcloud-3plane")
+    model = randomized_model(config)
+    cloud = np.random.default_rng(3).random((500, 3)).astype(np.float32)
+    centre_logits(model, torch.from_numpy(prepare_for_network(config, "pointcloud", cloud).array)[None])
+    save_weights(tmp_path / "pc.safetensors", Weights(config, model.state_dict(), 0.5, {}))
+    cloud[:4] = np.nan
+    np.save(tmp_path / "scan.npy", cloud)
+    assert cli_main(["reconstruct", str(tmp_path / "scan.npy"), "-o", str(tmp_path / "scan.obj"), "--weights",
+                     str(tmp_path / "pc.safetensors"), "--resolution", "32"]) == 0
+    assert "4 input point(s) with NaN or infinite coordinates left out" in capsys.readouterr().out
+
+    voxel_config = small_config("convonet-voxels-3plane")
+    voxel_model = randomized_model(voxel_config)
+    fine = np.zeros((64,) * 3, bool)
+    fine[10:50, 20:44, 8:56] = True
+    centre_logits(voxel_model, torch.from_numpy(prepare_voxels(fine).array)[None])
+    save_weights(tmp_path / "vox.safetensors", Weights(voxel_config, voxel_model.state_dict(), 0.5, {}))
+    assert prepare_voxels(fine).array.shape == (32, 32, 32)
+    assert prepare_voxels(fine).array.sum() == 20 * 12 * 24
+    write_binvox(tmp_path / "fine.binvox", fine)
+    assert cli_main(["reconstruct", str(tmp_path / "fine.binvox"), "-o", str(tmp_path / "fine.obj"), "--weights",
+                     str(tmp_path / "vox.safetensors"), "--resolution", "32", "--quiet"]) == 0
+    write_binvox(tmp_path / "odd.binvox", np.ones((48,) * 3, bool))
+    assert cli_main(["reconstruct", str(tmp_path / "odd.binvox"), "-o", str(tmp_path / "odd.obj"), "--weights",
+                     str(tmp_path / "vox.safetensors"), "--quiet"]) == 1
+    assert "48x48x48; the network takes 32x32x32 (or a cube whose side is a multiple of 32" in \
+        capsys.readouterr().err

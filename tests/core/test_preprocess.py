@@ -80,9 +80,11 @@ def test_voxels_from_npy_and_wrong_size(tmp_path: Path) -> None:
     np.save(tmp_path / "ok.npy", np.ones((32,) * 3, dtype=np.uint8))
     assert prepare_voxels(tmp_path / "ok.npy").array.sum() == 32 ** 3
     assert guess_modality(tmp_path / "ok.npy") == "voxels"
-    np.save(tmp_path / "big.npy", np.ones((64,) * 3, dtype=bool))
-    with pytest.raises(InputError, match=r"big\.npy: the voxel grid is 64x64x64; the network takes 32x32x32"):
-        prepare_voxels(tmp_path / "big.npy")
+    np.save(tmp_path / "big.npy", np.ones((64,) * 3, dtype=bool))  # a multiple of 32: pooled
+    assert prepare_voxels(tmp_path / "big.npy").array.sum() == 32 ** 3
+    np.save(tmp_path / "odd.npy", np.ones((40,) * 3, dtype=bool))
+    with pytest.raises(InputError, match=r"odd\.npy: the voxel grid is 40x40x40; the network takes 32x32x32"):
+        prepare_voxels(tmp_path / "odd.npy")
 
 
 def _box_mesh() -> trimesh.Trimesh:

@@ -12,7 +12,7 @@ from bpy.props import StringProperty
 from bpy_extras.io_utils import ImportHelper
 from mathutils import Matrix
 
-from ...occnet.binvox import read_binvox
+from ...occnet.binvox import pool_grid, read_binvox
 from ...occnet.errors import InputError
 from .. import geometry, scene_io
 
@@ -21,12 +21,7 @@ def load_grid(path: str) -> tuple[np.ndarray, np.ndarray, float]:
     """The file's 32^3 grid [x, y, z] (finer grids whose size is a multiple of 32 are pooled), its centre
     and size in the network frame."""
     vox = read_binvox(path)
-    grid = vox.data
-    if grid.shape[0] != grid.shape[1] or grid.shape[1] != grid.shape[2] or grid.shape[0] % geometry.VOXELS:
-        raise InputError(f"{Path(path).name}: a {'x'.join(map(str, grid.shape))} grid; the network takes 32³ "
-                         "(or a cube whose side is a multiple of 32)")
-    f = grid.shape[0] // geometry.VOXELS
-    grid = grid.reshape(32, f, 32, f, 32, f).any(axis=(1, 3, 5))
+    grid = pool_grid(vox.data, geometry.VOXELS, Path(path).name)  # the rule the command line applies too
     return grid, vox.translate + vox.scale / 2, vox.scale
 
 
