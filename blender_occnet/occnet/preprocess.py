@@ -179,7 +179,7 @@ def prepare_pointcloud(points: PathOrArray, n_points: int = 300, seed: int = 0,
     if usable < MIN_POINTS:
         dropped = f" ({len(array) - usable} non-finite dropped)" if usable < len(array) else ""
         raise InputError(f"{name}: {usable} usable point(s){dropped}; a point cloud needs at least "
-                         f"{MIN_POINTS}. Select an object with geometry.")
+                         f"{MIN_POINTS}: give it a denser cloud or a mesh file")
     loc, scale = (lo + hi) / 2, float((hi - lo).max())
     if not scale > 0:
         raise InputError(f"{name}: all points are at the same place; nothing to reconstruct")

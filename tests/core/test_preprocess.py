@@ -178,7 +178,7 @@ def test_pointcloud_noise() -> None:
 @pytest.mark.parametrize("points,message", [
     (np.zeros((0, 3)), "0 usable point"),
     (np.full((100, 3), np.nan), r"0 usable point\(s\) \(100 non-finite dropped\)"),
-    (np.ones((1, 3)), "1 usable point"),
+    (np.ones((1, 3)), r"1 usable point\(s\); a point cloud needs at least 8: give it a denser cloud"),
     (np.ones((50, 3)), "all points are at the same place"),
     (np.ones((50, 2)), "expected an N x 3 array"),
 ])
