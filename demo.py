@@ -64,6 +64,7 @@ def run(zip_path: Path, out: Path, resolution: int, samples: int) -> int:
     available = _bundled_modalities()
     settings = bpy.context.scene.occnet
     settings.resolution = str(resolution)
+    settings.hide_source = False  # the picture shows each input beside its result
 
     pairs: list[tuple[str, Any, Any]] = []
     written: list[Path] = []

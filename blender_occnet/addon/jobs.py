@@ -25,8 +25,9 @@ class StartError(Exception):
     """A reconstruction that could not start; the message is for the user."""
 
 
-def begin(context: bpy.types.Context, block: bool) -> "ReconstructJob":
+def begin(context: bpy.types.Context, block: bool, overrides: dict[str, Any] | None = None) -> "ReconstructJob":
     """Read the active object and start its reconstruction (connecting on a thread unless `block`).
+    `overrides` replaces request fields of the scene's settings (the operator's redo values).
     Raises StartError, with the scene untouched and the message kept on window_manager.occnet_job."""
     global active
     try:
@@ -47,8 +48,9 @@ def begin(context: bpy.types.Context, block: bool) -> "ReconstructJob":
     except StartError as exc:
         events.state().last_error = str(exc)
         raise
-    job = active = ReconstructJob(source, request_settings(settings), preferences.backend_settings(context),
-                                  scene.name, view_layer.name)
+    request = {**request_settings(settings), **(overrides or {})}
+    job = active = ReconstructJob(source, request, preferences.backend_settings(context), scene.name, view_layer.name,
+                                  hide_source=bool(settings.hide_source))
     job.start(block)
     if job.state == "failed":
         raise StartError(job.message)
@@ -70,8 +72,9 @@ class ReconstructJob:
     """state: starting -> running -> finished | failed | cancelled. Drive it with `step()`."""
 
     def __init__(self, source: Source, settings: dict[str, Any], backend: BackendSettings, scene: str,
-                 view_layer: str):
+                 view_layer: str, hide_source: bool = False):
         self.source, self.settings, self.backend = source, settings, backend
+        self.hide_source = hide_source
         self.scene, self.view_layer = scene, view_layer
         self.state, self.stage, self.progress, self.message = "starting", "starting the backend", 0.0, ""
         self.job = ""
@@ -171,8 +174,9 @@ class ReconstructJob:
         assert vertices is not None and faces is not None
         view_layer = scene.view_layers.get(self.view_layer)
         try:
-            obj = scene_io.add_object(f"{self.source.name}.occnet", geometry.network_to_blender(vertices), faces,
-                                      self.source.matrix_world, self.source.collections, scene, view_layer)
+            obj = scene_io.add_object(scene_io.result_name(self.source.name, self.source.modality),
+                                      geometry.network_to_blender(vertices), faces, self.source.matrix_world,
+                                      self.source.collections, scene, view_layer, parent=self.source.parent)
         except (RuntimeError, ValueError, TypeError) as exc:
             return self._end("failed", f"could not create the result object: {exc}")
         used = event.header.get("settings", {})
@@ -183,6 +187,10 @@ class ReconstructJob:
             record.threshold = float(used.get("threshold", self.settings["threshold"]))
             record.resolution = str(used.get("resolution", self.settings["resolution"]))
         self.result = obj.name
+        source_object = bpy.data.objects.get(self.source.object_name) if self.source.object_name else None
+        if self.hide_source and source_object is not None and view_layer is not None:
+            # As Blender's own convert operators leave it: the source kept, hidden (part of the undo step).
+            source_object.hide_set(True, view_layer=view_layer)
         stats = event.header.get("stats", {})
         dropped = int(stats.get("input_points_dropped", 0) or 0)
         self._end("finished", f"{obj.name}: {stats.get('faces', len(faces)):,} faces in "

@@ -37,6 +37,7 @@ class OCCNET_PT_main(bpy.types.Panel):
             column.prop(settings, "input_points")
         if obj is None or obj.occnet.kind != "VOXELS":  # type: ignore[attr-defined]
             column.prop(settings, "source_kind")
+        column.prop(settings, "hide_source")
         if state.running:
             row = layout.row(align=True)
             row.progress(factor=state.progress, type="BAR", text=state.stage or "working")

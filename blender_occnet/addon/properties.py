@@ -11,7 +11,8 @@ from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, Po
 
 from . import live, preferences
 
-RESOLUTIONS = [(str(n), f"{n}³", f"Extract the surface on a {n}³ grid (MISE from 32³)") for n in (32, 64, 128, 256)]
+RESOLUTIONS = [(str(n), f"{n}³", f"Extract the surface on a {n}³ grid (MISE from 32³): finer detail, "
+                                  f"about {4 ** i}x the time of 32³") for i, n in enumerate((32, 64, 128, 256))]
 
 
 BUNDLED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
@@ -65,11 +66,18 @@ class OCCNET_PG_settings(bpy.types.PropertyGroup):
     arch: EnumProperty(  # type: ignore[valid-type]
         name="Architecture", items=ARCHS, default="AUTO",
         description="For original .pt checkpoints: the network the file holds")
-    resolution: EnumProperty(name="Resolution", items=RESOLUTIONS, default="128")  # type: ignore[valid-type]
+    resolution: EnumProperty(  # type: ignore[valid-type]
+        name="Resolution", items=RESOLUTIONS, default="128",
+        description="Cells per side of the grid the surface is extracted on: more cells keep thinner parts and "
+                    "cost about four times the time per step (128³: seconds on a CPU; 256³: about four times that)")
     threshold: FloatProperty(  # type: ignore[valid-type]
         name="Threshold", default=0.2, min=0.01, max=0.99, precision=3,
         description="Occupancy probability at the surface: lower grows the shape, higher shrinks it")
-    refine_steps: IntProperty(name="Refine steps", default=0, min=0, max=200)  # type: ignore[valid-type]
+    refine_steps: IntProperty(  # type: ignore[valid-type]
+        name="Refine steps", default=0, min=0, max=200,
+        description="Steps that move the vertices onto the network's surface and align the faces with its "
+                    "normals (the paper used 30): smoother, truer surfaces; each step costs about one network "
+                    "pass over the mesh")
     input_points: IntProperty(  # type: ignore[valid-type]
         name="Input points", default=0, min=0, max=5_000_000,
         description="Point clouds: how many points the network is given. 0: automatic (a local-feature "
@@ -79,16 +87,23 @@ class OCCNET_PG_settings(bpy.types.PropertyGroup):
         name="Simplify to", default=0, min=0, description="Target face count (0: no simplification)")
     device: EnumProperty(  # type: ignore[valid-type]
         name="Device", default="auto",
+        description="Where the network runs: a CUDA GPU is many times faster than the CPU for 256³ and refinement",
         items=[("auto", "Auto", "A CUDA GPU when the backend has one, else the CPU"), ("cpu", "CPU", ""),
                ("cuda", "CUDA", "The backend's first CUDA GPU")])
     source_kind: EnumProperty(  # type: ignore[valid-type]
         name="Source", default="SURFACE",
+        description="What the network is given: points sampled on the mesh's faces, its vertices as they are, the "
+                    "mesh voxelised at 32³ (for voxel weights), or an image",
         items=[("SURFACE", "Surface samples", "Points sampled on a mesh's faces (its vertices when it has none)"),
                ("VERTICES", "Vertices", "The vertices (or points) as they are"),
                ("VOXELIZE", "Voxelised mesh", "The mesh voxelised at 32³ (inside tests that tolerate holes), for "
                                               "voxel weights"),
                ("IMAGE", "Image", "An image of one object (white or transparent background); the result "
                                   "appears at the 3D cursor")])
+    hide_source: BoolProperty(  # type: ignore[valid-type]
+        name="Hide source", default=True,
+        description="Hide the source object once its result exists, so the two can be told apart (undo brings "
+                    "it back; the source is kept)")
     image: PointerProperty(  # type: ignore[valid-type]
         name="Image", type=bpy.types.Image, description="The image to reconstruct from (Source: Image)")
 

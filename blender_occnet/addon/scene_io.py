@@ -29,6 +29,21 @@ class Source:
     matrix_world: Matrix
     collections: tuple[str, ...]
     faces: np.ndarray | None = None  # a mesh to voxelise (modality voxels): `array` holds its vertices
+    parent: str = ""  # the source object's parent, which the result gets too
+    object_name: str = ""  # the source object ('' for an image), hidden after success when asked
+
+
+def result_name(source: str, modality: str) -> str:
+    """'Chair' -> 'Chair.occnet'; never 'Chair.occnet.occnet' (a result reconstructed again) nor
+    'photo.png.occnet' (an image's file suffix)."""
+    base = source
+    while base.endswith(".occnet"):
+        base = base[: -len(".occnet")]
+    if modality == "image":
+        stem, dot, suffix = base.rpartition(".")
+        if dot and stem and suffix.lower() in ("png", "jpg", "jpeg", "bmp", "tif", "tiff", "webp", "exr", "tga"):
+            base = stem
+    return f"{base or 'result'}.occnet"
 
 
 def read_source(obj: bpy.types.Object | None, depsgraph: bpy.types.Depsgraph, kind: str = "SURFACE") -> Source:
@@ -45,7 +60,7 @@ def read_source(obj: bpy.types.Object | None, depsgraph: bpy.types.Depsgraph, ki
         grid = geometry.grid_from_index(_attribute(obj.data, VOXEL_ATTRIBUTE, np.int32))
         if not grid.any():
             raise SourceError(f"the voxel object '{obj.name}' has no filled voxels")
-        return Source(obj.name, "voxels", grid, matrix, collections)
+        return Source(obj.name, "voxels", grid, matrix, collections, parent=_parent(obj), object_name=obj.name)
     evaluated = obj.evaluated_get(depsgraph)
     if obj.type == "POINTCLOUD":
         points = _attribute(evaluated.data, "position", np.float32, 3)
@@ -61,7 +76,8 @@ def read_source(obj: bpy.types.Object | None, depsgraph: bpy.types.Depsgraph, ki
                 raise SourceError(f"'{obj.name}' has no faces to voxelise; use Source: Surface samples or "
                                   "Vertices for bare points")
             points = geometry.check_points(points, obj.name, drop_non_finite=False)
-            return Source(obj.name, "voxels", geometry.blender_to_network(points), matrix, collections, tris)
+            return Source(obj.name, "voxels", geometry.blender_to_network(points), matrix, collections, tris,
+                          parent=_parent(obj), object_name=obj.name)
         if kind == "SURFACE" and len(tris) and np.isfinite(points).all():
             points = geometry.sample_surface(points, tris, SURFACE_SAMPLES)
     if kind == "VOXELIZE":
@@ -69,7 +85,12 @@ def read_source(obj: bpy.types.Object | None, depsgraph: bpy.types.Depsgraph, ki
     points = geometry.check_points(points, obj.name)
     if len(points) > MAX_POINTS:  # the backend gives a network 20,000 at most; keep the request small
         points = points[np.random.default_rng(0).choice(len(points), MAX_POINTS, replace=False)]
-    return Source(obj.name, "pointcloud", geometry.blender_to_network(points), matrix, collections)
+    return Source(obj.name, "pointcloud", geometry.blender_to_network(points), matrix, collections,
+                  parent=_parent(obj), object_name=obj.name)
+
+
+def _parent(obj: bpy.types.Object) -> str:
+    return obj.parent.name if obj.parent is not None and obj.parent_type == "OBJECT" else ""
 
 
 def read_image_source(image: bpy.types.Image | None, cursor: Any) -> Source:
@@ -160,9 +181,9 @@ def replace_geometry(mesh: bpy.types.Mesh, vertices: np.ndarray, faces: np.ndarr
 
 def add_object(name: str, vertices: np.ndarray, faces: np.ndarray, matrix_world: Matrix,
                collections: tuple[str, ...], scene: bpy.types.Scene, view_layer: bpy.types.ViewLayer | None,
-               smooth: bool = True) -> bpy.types.Object:
-    """A new mesh object, linked where the source was (else to the scene), selected and active; nothing
-    is left behind on failure. collections: names, "" for the scene's own."""
+               smooth: bool = True, parent: str = "") -> bpy.types.Object:
+    """A new mesh object, linked where the source was (else to the scene), parented as the source was,
+    selected and active; nothing is left behind on failure. collections: names, "" for the scene's own."""
     mesh = bpy.data.meshes.new(name)
     obj: bpy.types.Object | None = None
     try:
@@ -175,7 +196,9 @@ def add_object(name: str, vertices: np.ndarray, faces: np.ndarray, matrix_world:
             targets = [scene.collection]
         for target in targets:
             target.objects.link(obj)
-        obj.matrix_world = matrix_world.copy()
+        if parent and parent in bpy.data.objects:
+            obj.parent = bpy.data.objects[parent]
+        obj.matrix_world = matrix_world.copy()  # after parenting: the world placement is the source's
         if view_layer is not None:
             for other in view_layer.objects:
                 other.select_set(False)

@@ -140,9 +140,10 @@ def test_one_undo_step_removes_the_result() -> None:
     bpy.ops.ed.undo_push(message="sphere")
     bpy.ops.occnet.reconstruct()
     bpy.ops.ed.undo_push(message="Reconstruct")
-    assert "Ball.occnet" in bpy.data.objects
+    assert "Ball.occnet" in bpy.data.objects and bpy.data.objects["Ball"].hide_get()
     bpy.ops.ed.undo()
     assert "Ball.occnet" not in bpy.data.objects and "Ball" in bpy.data.objects
+    assert not bpy.data.objects["Ball"].hide_get()  # the hidden source comes back with the same step
 
 
 @pytest.mark.parametrize("shape", ["triangles", "quads"])
@@ -226,3 +227,47 @@ def test_a_tweak_after_a_backend_restart_never_takes_another_shape(addon: Module
     assert after.shape == before.shape and np.array_equal(after, before)  # untouched, not the crate
     assert "can no longer be tweaked" in bpy.context.window_manager.occnet_job.last_error
     assert ball.name in bpy.data.objects
+
+
+
+def test_result_follows_the_source_parent_name_and_visibility(addon: ModuleType) -> None:
+    """Parented like its source (world placement unchanged), named without stacked suffixes, and the source
+    hidden (kept) by default; one undo brings the source back and removes the result."""
+    holder = bpy.data.objects.new("Holder", None)
+    bpy.context.scene.collection.objects.link(holder)
+    holder.location = (0.5, 1.0, -0.25)
+    ball = add_sphere()
+    world = ball.matrix_world.copy()
+    ball.parent = holder
+    ball.matrix_world = world
+    bpy.context.view_layer.objects.active = ball
+    assert bpy.ops.occnet.reconstruct() == {"FINISHED"}
+    result = bpy.data.objects["Ball.occnet"]
+    assert result.parent == holder
+    assert np.allclose(np.array(result.matrix_world), np.array(ball.matrix_world), atol=1e-5)
+    assert ball.hide_get() and not result.hide_get()
+    # A result reconstructed again, or an image, never stacks suffixes.
+    assert addon.scene_io.result_name("Ball.occnet", "pointcloud") == "Ball.occnet"
+    assert addon.scene_io.result_name("sofa_image.png", "image") == "sofa_image.occnet"
+    assert addon.scene_io.result_name("v1.2 scan", "pointcloud") == "v1.2 scan.occnet"
+    bpy.context.scene.occnet.hide_source = False
+    bpy.context.view_layer.objects.active = ball
+    ball.hide_set(False)
+    assert bpy.ops.occnet.reconstruct() == {"FINISHED"} and not ball.hide_get()
+
+
+def test_registered_with_a_redo_panel_that_reconstructs_again() -> None:
+    """REGISTER: the operator is in the Info log and offers resolution, threshold, refinement and
+    simplification after the fact; running it with them set is what the redo panel does."""
+    from bl_ext.user_default.occnet.addon.operators.reconstruct import OCCNET_OT_reconstruct
+
+    assert {"REGISTER", "UNDO"} <= set(OCCNET_OT_reconstruct.bl_options)
+    ball = add_sphere()
+    bpy.context.scene.occnet.resolution = "64"
+    assert bpy.ops.occnet.reconstruct() == {"FINISHED"}
+    coarse = len(bpy.data.objects["Ball.occnet"].data.polygons)
+    bpy.context.view_layer.objects.active = ball
+    assert bpy.ops.occnet.reconstruct(resolution="32", simplify_faces=200) == {"FINISHED"}
+    redone = bpy.data.objects["Ball.occnet.001"]
+    assert len(redone.data.polygons) <= 200 < coarse
+    assert bpy.context.scene.occnet.resolution == "64"  # the scene's own setting is left alone

@@ -25,6 +25,7 @@ def test_each_sample_loads_and_reconstructs(modality: str, source_type: str) -> 
         assert bpy.context.view_layer.objects.active == source
         assert (source.occnet.kind == "VOXELS") == (modality == "voxels")
     assert bpy.ops.occnet.reconstruct() == {"FINISHED"}, bpy.context.window_manager.occnet_job.last_error
-    name = f"{settings.image.name if modality == 'image' else source.name}.occnet"
+    # An image's result is named after it without its file suffix: sofa_image.png -> sofa_image.occnet.
+    name = f"{settings.image.name.rsplit('.', 1)[0] if modality == 'image' else source.name}.occnet"
     result = bpy.data.objects[name]
     assert (edge_use_counts(result.data) == 2).all()

@@ -6,9 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 import bpy
+from bpy.props import EnumProperty, FloatProperty, IntProperty
 
-from .. import events, jobs, scene_io
+from .. import events, jobs, properties, scene_io
 from .modal import TimerModal
+
+# What the redo panel (Adjust Last Operation) offers: the settings that make sense after the fact. Each
+# starts from the scene's value (SKIP_SAVE: never from an earlier run's) and is sent as that request field.
+REDO_SETTINGS = ("resolution", "threshold", "refine_steps", "simplify_faces")
 
 SYNC_TIMEOUT = 3600.0
 
@@ -19,7 +24,17 @@ class OCCNET_OT_reconstruct(TimerModal, bpy.types.Operator):
 
     bl_idname = "occnet.reconstruct"
     bl_label = "Reconstruct"
-    bl_options = {"UNDO"}  # the undo step is pushed when the operator finishes, modal or not
+    # The undo step is pushed when the operator finishes, modal or not; REGISTER puts it in the Info log and
+    # gives it the redo panel, whose changes run the reconstruction again (synchronously) from the source.
+    bl_options = {"REGISTER", "UNDO"}
+
+    resolution: EnumProperty(name="Resolution", items=properties.RESOLUTIONS, default="128",  # type: ignore[valid-type]
+                             options={"SKIP_SAVE"})
+    threshold: FloatProperty(name="Threshold", default=0.2, min=0.01, max=0.99, precision=3,  # type: ignore[valid-type]
+                             options={"SKIP_SAVE"})
+    refine_steps: IntProperty(name="Refine steps", default=0, min=0, max=200,  # type: ignore[valid-type]
+                              options={"SKIP_SAVE"})
+    simplify_faces: IntProperty(name="Simplify to", default=0, min=0, options={"SKIP_SAVE"})  # type: ignore[valid-type]
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
@@ -62,9 +77,18 @@ class OCCNET_OT_reconstruct(TimerModal, bpy.types.Operator):
                 return self._stop(context, self._end(job))
         return {"PASS_THROUGH"}
 
+    def _overrides(self, context: bpy.types.Context) -> dict[str, Any]:
+        """The redo values: the scene's settings unless this run (a redo, or a script) set them."""
+        scene_settings = context.scene.occnet  # type: ignore[union-attr]
+        for name in REDO_SETTINGS:
+            if not self.properties.is_property_set(name):
+                setattr(self, name, getattr(scene_settings, name))
+        return {"resolution": int(self.resolution), "threshold": float(self.threshold),
+                "refine_steps": int(self.refine_steps), "simplify_faces": int(self.simplify_faces)}
+
     def _begin(self, context: bpy.types.Context, block: bool) -> jobs.ReconstructJob | None:
         try:
-            return jobs.begin(context, block)
+            return jobs.begin(context, block, self._overrides(context))
         except jobs.StartError as exc:
             self._fail(str(exc))
             return None
