@@ -37,12 +37,13 @@ def begin(context: bpy.types.Context, block: bool, overrides: dict[str, Any] | N
         if scene is None or view_layer is None:
             raise StartError("no scene to reconstruct in")
         settings = scene.occnet  # type: ignore[attr-defined]
+        kind = scene_io.chosen_source(settings, context.active_object)
         try:
-            if settings.source_kind == "IMAGE":
+            if kind == "IMAGE":
                 source = scene_io.read_image_source(settings.image, scene.cursor.location)
             else:
                 source = scene_io.read_source(context.active_object, context.evaluated_depsgraph_get(),
-                                              settings.source_kind)
+                                              kind if kind in ("SURFACE", "VERTICES", "VOXELIZE") else "SURFACE")
         except SourceError as exc:
             raise StartError(str(exc)) from None
     except StartError as exc:

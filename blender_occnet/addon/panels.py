@@ -24,8 +24,10 @@ class OCCNET_PT_main(bpy.types.Panel):
         layout.menu("OCCNET_MT_samples", icon="FILE_3D")
         if settings.source_kind == "IMAGE":
             layout.template_ID(settings, "image", open="image.open")
-        else:
-            _draw_source(layout, obj, settings.source_kind)
+        using = scene_io.describe_source(settings, obj)
+        # Always visible, and what the operator will really use (scene_io.chosen_source).
+        layout.label(text=f"Reconstructs {using}" if using else "Select a mesh or point cloud object",
+                     icon="OBJECT_DATA" if using else "INFO")
         column = layout.column(align=True)
         column.use_property_split = True
         column.prop(settings, "weights")
@@ -52,17 +54,6 @@ class OCCNET_PT_main(bpy.types.Panel):
             layout.label(text=state.last_result, icon="CHECKMARK")
         if obj is not None and obj.occnet.kind == "RESULT":  # type: ignore[attr-defined]
             _draw_result(layout, obj)
-
-
-def _draw_source(layout: bpy.types.UILayout, obj: bpy.types.Object | None, kind: str) -> None:
-    if obj is None or obj.type not in scene_io.SOURCE_TYPES:
-        layout.label(text="Select a mesh or point cloud object", icon="INFO")
-    elif obj.occnet.kind == "VOXELS":  # type: ignore[attr-defined]
-        layout.label(text=f"Source: {obj.name} (voxels)", icon="MESH_GRID")
-    elif kind == "VOXELIZE":
-        layout.label(text=f"Source: {obj.name} (voxelised 32³)", icon="MESH_GRID")
-    else:
-        layout.label(text=f"Source: {obj.name} (points)", icon="OUTLINER_OB_POINTCLOUD")
 
 
 def _draw_result(layout: bpy.types.UILayout, obj: bpy.types.Object) -> None:

@@ -33,6 +33,32 @@ class Source:
     object_name: str = ""  # the source object ('' for an image), hidden after success when asked
 
 
+def chosen_source(settings: Any, obj: bpy.types.Object | None) -> str:
+    """What Reconstruct will use, the one rule the panel shows and the operator follows: the active object
+    when it can be a source (a voxel object always as its voxels; a mesh or point cloud as Source says, or
+    surface samples and vertices while Source is Image), else the chosen image when Source is Image.
+    Returns SURFACE, VERTICES, VOXELIZE, VOXELS, IMAGE, or '' when there is nothing to reconstruct."""
+    if obj is not None and obj.type in SOURCE_TYPES:
+        if obj.occnet.kind == "VOXELS":  # type: ignore[attr-defined]
+            return "VOXELS"
+        if settings.source_kind == "IMAGE":
+            return "VERTICES" if obj.type == "POINTCLOUD" else "SURFACE"
+        return str(settings.source_kind)
+    return "IMAGE" if settings.source_kind == "IMAGE" else ""
+
+
+def describe_source(settings: Any, obj: bpy.types.Object | None) -> str:
+    """The panel's line about what Reconstruct will use."""
+    kind = chosen_source(settings, obj)
+    if kind == "IMAGE":
+        return f"image '{settings.image.name}'" if settings.image is not None else "an image (pick one)"
+    if not kind or obj is None:
+        return ""
+    what = {"VOXELS": "its voxels", "VOXELIZE": "the mesh voxelised at 32³", "VERTICES": "its points",
+            "SURFACE": "points on its surface" if obj.type == "MESH" else "its points"}[kind]
+    return f"'{obj.name}', {what}"
+
+
 def result_name(source: str, modality: str) -> str:
     """'Chair' -> 'Chair.occnet'; never 'Chair.occnet.occnet' (a result reconstructed again) nor
     'photo.png.occnet' (an image's file suffix)."""

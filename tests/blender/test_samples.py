@@ -29,3 +29,21 @@ def test_each_sample_loads_and_reconstructs(modality: str, source_type: str) -> 
     name = f"{settings.image.name.rsplit('.', 1)[0] if modality == 'image' else source.name}.occnet"
     result = bpy.data.objects[name]
     assert (edge_use_counts(result.data) == 2).all()
+
+
+def test_reconstruct_follows_the_selection_after_the_image_sample(addon) -> None:  # type: ignore[no-untyped-def]
+    """Load the image sample, then the voxel sample: Reconstruct uses the selected voxels (not the image
+    chosen before), and the panel's line says so before the click."""
+    settings = bpy.context.scene.occnet
+    assert bpy.ops.occnet.load_sample(modality="image") == {"FINISHED"}
+    assert addon.scene_io.describe_source(settings, bpy.context.active_object).startswith("image 'sofa_image")
+    assert bpy.ops.occnet.load_sample(modality="voxels") == {"FINISHED"}
+    car = bpy.context.active_object
+    assert settings.source_kind == "IMAGE"  # left as the image sample set it
+    assert addon.scene_io.describe_source(settings, car) == f"'{car.name}', its voxels"
+    assert bpy.ops.occnet.reconstruct() == {"FINISHED"}
+    assert f"{car.name}.occnet" in bpy.data.objects and "sofa_image.occnet" not in bpy.data.objects
+    # With nothing selected the chosen image is what Reconstruct uses.
+    bpy.context.view_layer.objects.active = None
+    assert addon.scene_io.chosen_source(settings, None) == "IMAGE"
+    assert bpy.ops.occnet.reconstruct() == {"FINISHED"} and "sofa_image.occnet" in bpy.data.objects

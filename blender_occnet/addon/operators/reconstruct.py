@@ -39,13 +39,11 @@ class OCCNET_OT_reconstruct(TimerModal, bpy.types.Operator):
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
         scene = context.scene
-        if scene is not None and scene.occnet.source_kind == "IMAGE":  # type: ignore[attr-defined]
-            if scene.occnet.image is None:  # type: ignore[attr-defined]
-                cls.poll_message_set("Pick an image in the OccNet panel")
-                return False
-            return True
-        obj = context.active_object
-        if obj is None or obj.type not in scene_io.SOURCE_TYPES:
+        kind = scene_io.chosen_source(scene.occnet, context.active_object) if scene is not None else ""  # type: ignore[attr-defined]
+        if kind == "IMAGE" and scene.occnet.image is None:  # type: ignore[union-attr]
+            cls.poll_message_set("Pick an image in the OccNet panel")
+            return False
+        if not kind:
             cls.poll_message_set("Select a mesh or point cloud object")
             return False
         return True
