@@ -83,7 +83,7 @@ def read_source(obj: bpy.types.Object | None, depsgraph: bpy.types.Depsgraph, ki
     # "" stands for a scene's master collection (embedded data, not in bpy.data.collections).
     collections = tuple("" if c.is_embedded_data else c.name for c in obj.users_collection)
     if obj.occnet.kind == "VOXELS":  # type: ignore[attr-defined]
-        grid = geometry.grid_from_index(_attribute(obj.data, VOXEL_ATTRIBUTE, np.int32))
+        grid = _voxels_as_shown(obj, depsgraph)
         if not grid.any():
             raise SourceError(f"the voxel object '{obj.name}' has no filled voxels")
         return Source(obj.name, "voxels", grid, matrix, collections, parent=_parent(obj), object_name=obj.name)
@@ -137,6 +137,20 @@ def read_image_source(image: bpy.types.Image | None, cursor: Any) -> Source:
     if not np.isfinite(rgba).all():
         raise SourceError(f"the image '{image.name}' holds NaN or infinite values")
     return Source(image.name, "image", rgba, Matrix.Translation(cursor), ("",))
+
+
+def _voxels_as_shown(obj: bpy.types.Object, depsgraph: bpy.types.Depsgraph) -> np.ndarray:
+    """A voxel object's 32^3 grid as the viewport shows it: each cube's cell found from where its faces
+    are now (moved or scaled in Edit Mode, or by modifiers), not only from the index it was imported with."""
+    evaluated = obj.evaluated_get(depsgraph)
+    mesh = evaluated.to_mesh()
+    try:
+        index = _attribute(mesh, VOXEL_ATTRIBUTE, np.int32)
+        centres = np.empty(len(mesh.polygons) * 3, np.float32)
+        mesh.polygons.foreach_get("center", centres)
+    finally:
+        evaluated.to_mesh_clear()
+    return geometry.grid_from_faces(index, centres.reshape(-1, 3))
 
 
 def _positions(mesh: bpy.types.Mesh) -> np.ndarray:

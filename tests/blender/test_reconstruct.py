@@ -271,3 +271,24 @@ def test_registered_with_a_redo_panel_that_reconstructs_again() -> None:
     redone = bpy.data.objects["Ball.occnet.001"]
     assert len(redone.data.polygons) <= 200 < coarse
     assert bpy.context.scene.occnet.resolution == "64"  # the scene's own setting is left alone
+
+
+def test_a_voxel_object_edited_in_edit_mode_is_read_as_shown(tmp_path: Path, addon: ModuleType) -> None:
+    """Scaling a voxel object's mesh (what Edit Mode does) changes the grid that is sent: its extent halves
+    with the cubes, rather than staying at the size the voxels were imported with."""
+    grid = np.zeros((32, 32, 32), bool)
+    grid[4:28, 8:24, 2:30] = True
+    write_binvox(tmp_path / "crate.binvox", grid)
+    assert bpy.ops.occnet.import_binvox(filepath=str(tmp_path / "crate.binvox")) == {"FINISHED"}
+    crate = bpy.data.objects["crate"]
+
+    def sent_extent() -> np.ndarray:
+        source = addon.scene_io.read_source(crate, bpy.context.evaluated_depsgraph_get())
+        cells = np.argwhere(source.array)
+        return cells.max(axis=0) - cells.min(axis=0) + 1
+
+    assert sent_extent().tolist() == [24, 16, 28]
+    crate.data.transform(Matrix.Scale(0.5, 4))
+    crate.data.update()
+    assert sent_extent().tolist() == [12, 8, 14]
+    assert bpy.ops.occnet.reconstruct() == {"FINISHED"}
