@@ -18,6 +18,7 @@ A remote connection starts with AUTH_PREFIX + token + b"\\n" (at most MAX_AUTH_B
 from __future__ import annotations
 
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -117,9 +118,11 @@ def read_message(stream: BinaryIO, max_payload: int = MAX_PAYLOAD_BYTES) -> Mess
     payload = _read_exactly(stream, payload_len) if payload_len else b""
     # The whole frame is consumed: from here on a problem is a BadFrame and the stream stays in step.
     try:
-        header = json.loads(head.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadFrame(f"header is not UTF-8 JSON ({exc})") from None
+        header = json.loads(head.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite_float)
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, NaN/Infinity, 1e999, 5,000 digits
+        raise BadFrame(f"header is not UTF-8 JSON of finite numbers ({_short(exc)})") from None
+    except RecursionError:
+        raise BadFrame("header nests too deeply") from None
     if not isinstance(header, dict):
         raise BadFrame("header must be a JSON object")
     listing = _check_listing(header.pop("arrays", []), payload_len)
@@ -162,6 +165,30 @@ def _check_listing(listing: Any, payload_len: int) -> list[tuple[str, np.dtype, 
     if total != payload_len:
         raise BadFrame(f"arrays account for {total} bytes but the payload is {payload_len}")
     return checked
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text[:20]} is out of range")
+    return value
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc)[:200]
+
+
+def plain_id(value: Any) -> Any:
+    """A request id safe to echo back: a short string or an integer JSON can carry exactly, else None."""
+    if isinstance(value, str) and len(value) <= 200:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) < 2 ** 53:
+        return value
+    return None
 
 
 def _read_exactly(stream: BinaryIO, n: int, allow_eof: bool = False) -> bytes:

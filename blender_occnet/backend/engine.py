@@ -96,8 +96,9 @@ class Engine:
     def cancel_all_from(self, send: Send) -> None:
         """A connection went away: drop its queued jobs and stop its running one."""
         with self._lock:
-            self._queue = collections.deque(j for j in self._queue if j.send is not send)
-            if self._running is not None and self._running.send is send:
+            # == not `is`: each `session.send` is a new bound-method object, equal to the others of its session.
+            self._queue = collections.deque(j for j in self._queue if j.send != send)
+            if self._running is not None and self._running.send == send:
                 self._running.cancel.set()
 
     def finished_job(self, job_id: str) -> FinishedJob | None:

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import __version__
 from ..protocol import (AUTH_PREFIX, MAX_AUTH_BYTES, OPERATIONS, PROTOCOL_VERSION, BadFrame, ConnectionClosed,
-                        ProtocolError, encode, read_message)
+                        ProtocolError, encode, plain_id, read_message)
 from .engine import Engine, Job
 from .requests import RequestError, parse_reconstruct
 
@@ -33,7 +33,11 @@ class Session:
         self.open = True
 
     def send(self, header: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> None:
-        frame = encode(header, arrays)
+        try:
+            frame = encode(header, arrays)
+        except (ProtocolError, ValueError, TypeError, RecursionError) as exc:  # never let a reply kill the server
+            frame = encode({"type": "error", "id": plain_id(header.get("id")), "field": "",
+                            "message": f"the reply could not be encoded ({type(exc).__name__}: {str(exc)[:200]})"})
         with self._lock:
             if not self.open:
                 return
@@ -63,7 +67,7 @@ class Session:
             self.engine.cancel_all_from(self.send)
 
     def _handle(self, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> bool:
-        request_id = header.get("id")
+        request_id = plain_id(header.get("id"))  # echoed back: only what JSON carries exactly
         op = header.get("op")
         try:
             if op not in OPERATIONS:

@@ -31,6 +31,11 @@ BOX_SIZE = 1.1  # the unit cube plus the reference's 0.1 padding
 RESOLUTIONS = (16, 32, 64, 128, 256, 512)  # cells; all share the value store's 512-cell lattice
 STORE_RESOLUTION = 512
 DEFAULT_BATCH = 100_000
+# Bounds on what one extraction may ask for (a request of 10**9 refinement steps would hold the backend for
+# days): well beyond any use, small enough that no request can monopolise the machine.
+MAX_REFINE_STEPS = 1_000
+MAX_SIMPLIFY_FACES = 50_000_000
+MAX_SEED = 2 ** 63 - 1
 
 ProgressFn = Callable[[str, float], None]
 CancelFn = Callable[[], bool]
@@ -59,10 +64,13 @@ class ExtractionSettings:
         if not (isinstance(r0, int) and r0 >= 1 and r0 <= self.resolution and r0 & (r0 - 1) == 0):
             raise InputError(f"resolution_0 must be a power of two no larger than resolution "
                              f"({self.resolution}), got {r0!r}; resolution must be resolution_0 times 2**k")
-        for name in ("refine_steps", "simplify_faces", "seed"):
+        for name, bound in (("refine_steps", MAX_REFINE_STEPS), ("simplify_faces", MAX_SIMPLIFY_FACES),
+                            ("seed", MAX_SEED)):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 0:
                 raise InputError(f"{name} must be a non-negative integer, got {value!r}")
+            if value > bound:
+                raise InputError(f"{name} must be at most {bound:,}, got {value:,}")
         if 0 < self.simplify_faces < 4:
             raise InputError(f"simplify_faces must be 0 (off) or at least 4, got {self.simplify_faces}")
 

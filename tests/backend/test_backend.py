@@ -478,3 +478,51 @@ def test_shutdown_is_clean_whatever_the_backend_was_doing(weights_dir: Path) -> 
         backend.close(timeout=20.0)
         assert backend._process is not None and backend._process.returncode == 0, backend.stderr_tail()
         assert "terminate called" not in backend.stderr_tail()
+
+
+def test_one_bad_frame_never_stops_the_local_backend(weights_dir: Path) -> None:
+    """Frames whose reply could not be encoded, or whose header cannot be parsed safely, each get one error
+    reply on the stdio transport, and the backend goes on serving (before: it exited on each)."""
+    process = subprocess.Popen([sys.executable, "-m", "blender_occnet.backend", "serve", "--stdio", "--weights-dir",
+                                str(weights_dir)], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL)
+    assert process.stdin is not None and process.stdout is not None
+    heads = [b'{"op": "cancel", "job": "x", "id": NaN}', b'{"op": "cancel", "job": "x", "id": Infinity}',
+             b'{"op": "cancel", "job": "x", "id": 1e999}', b'{"op": "cancel", "job": "x", "id": ' + b"9" * 5000 + b"}",
+             b'{"op": "cancel", "job": "x", "id": ' + b"[" * 1100 + b"]" * 1100 + b"}",
+             b'{"op": "cancel", "job": "x", "id": ' + b"[" * 500 + b"]" * 500 + b"}"]
+    try:
+        for head in heads:
+            process.stdin.write(struct.pack("<4sIQ", b"OCN1", len(head), 0) + head)
+            process.stdin.flush()
+            reply = protocol.read_message(process.stdout)
+            assert reply.type in ("error", "reply"), reply.header
+            assert reply.get("id") is None  # nothing unsafe echoed back
+            assert process.poll() is None
+        protocol.write_message(process.stdin, {"op": "reconstruct", "id": 7, "modality": "voxels", "weights": "vox",
+                                               "resolution": 32}, {"input": voxel_source()})
+        kinds = []
+        while not kinds or kinds[-1] not in ("result", "error"):
+            kinds.append(protocol.read_message(process.stdout).type)
+        assert kinds[0] == "accepted" and kinds[-1] == "result"
+        protocol.write_message(process.stdin, {"op": "shutdown", "id": 8})
+        assert protocol.read_message(process.stdout).type == "reply"
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
+def test_a_client_that_leaves_takes_its_jobs_with_it(remote: tuple[int, str]) -> None:
+    """Queued and running jobs belong to their connection: closing it cancels them, so the next client is
+    served at once rather than behind them; absurd settings are refused before queueing."""
+    port, token = remote
+    leaving = BackendClient.connect("127.0.0.1", port, token)
+    for _ in range(4):
+        leaving.reconstruct("voxels", voxel_source(), weights="vox", resolution=256, refine_steps=100)
+    with pytest.raises(RequestRejected, match="refine_steps must be at most 1,000"):
+        leaving.reconstruct("voxels", voxel_source(), weights="vox", resolution=32, refine_steps=10 ** 9)
+    leaving.close()
+    started = time.monotonic()
+    _still_serves(port, token)
+    assert time.monotonic() - started < 20  # four jobs of 256 cells and 100 refinement steps take minutes
