@@ -25,8 +25,9 @@ from .requests import RequestError, parse_reconstruct
 class Session:
     """One client connection: reads requests, answers them, and carries its jobs' events back."""
 
-    def __init__(self, engine: Engine, reader: BinaryIO, write: Callable[[bytes], None]):
+    def __init__(self, engine: Engine, reader: BinaryIO, write: Callable[[bytes], None], remote: bool = False):
         self.engine = engine
+        self.remote = remote  # a TCP client: it may name weights in the server's folders only, never a path
         self.reader = reader
         self._write = write
         self._lock = threading.Lock()
@@ -76,6 +77,8 @@ class Session:
                 self._handshake(request_id, header)
             elif op == "reconstruct":
                 request = parse_reconstruct(header, arrays)
+                if self.remote:
+                    _registry_name_only(request.weights, self.engine.weights_dirs)
                 self.engine.check(request)  # unknown weights or a missing device: refused before queueing
                 job = Job(self.engine.new_job_id(), self.send, request=request)
                 self.send({"type": "accepted", "id": request_id, "job": job.id})
@@ -121,6 +124,19 @@ class Session:
                    "python": sys.version.split()[0], "executable": sys.executable, "devices": devices,
                    "cuda": torch.cuda.is_available(),
                    "weights": [w.to_dict() for w in list_weights(self.engine.weights_dirs)]})
+
+
+def _registry_name_only(weights: str | None, weights_dirs: list[str]) -> None:
+    """A remote request may name weights the server offers (its folders and the bundled ones), never a path
+    on the server: the answer would tell whether a file exists, and what its first bytes are."""
+    if weights is None:
+        return
+    from ..occnet.registry import list_weights
+
+    names = [w.name for w in list_weights(weights_dirs) if w.usable]
+    if weights not in names:
+        raise RequestError("weights", f"this remote backend serves the weights named {', '.join(names) or '(none)'}; "
+                                      f"{weights!r} is not one of them (paths on the server are never accepted)")
 
 
 def serve_stdio(engine: Engine) -> None:
@@ -172,7 +188,7 @@ def serve_tcp(engine: Engine, host: str, port: int, token: str,
                 return
             conn.settimeout(None)  # authenticated: jobs may take as long as they take
             reader = conn.makefile("rb")
-            if Session(engine, reader, conn.sendall).serve():
+            if Session(engine, reader, conn.sendall, remote=True).serve():
                 stopping.set()
                 server.close()
 

@@ -102,9 +102,28 @@ def load_safetensors_weights(path: Path) -> Weights:
     except (KeyError, json.JSONDecodeError, InputError, TypeError) as exc:
         raise CheckpointError(f"{path}: its metadata is damaged ({exc}); re-export the weights") from None
     _check_threshold(threshold, path)
+    _check_widths(config, tensors, path)
     # Weights stored in half precision (see save_weights) compute in float32 like every other.
     tensors = {k: v.float() if v.dtype == torch.float16 else v for k, v in tensors.items()}
     return Weights(config, tensors, threshold, card, source=str(path))
+
+
+def _check_widths(config: ModelConfig, tensors: Mapping[str, torch.Tensor], path: Path) -> None:
+    """The config's widths against the tensors that carry them, before anything is built from the config."""
+    checks = [("decoder.fc_p.weight", 0, "hidden_size"), ("encoder.fc_pos.weight", 0, None),
+              ("decoder.fc_c.0.weight", 1, "c_dim"), ("decoder.bn.conv_gamma.weight", 1, "c_dim"),
+              ("decoder.bn.fc_gamma.weight", 1, "c_dim")]
+    for key, axis, name in checks:
+        tensor = tensors.get(key)
+        if tensor is None or tensor.ndim <= axis:
+            continue
+        if name is None:  # the point encoder's first layer is 2 * encoder_hidden wide
+            expected, name = 2 * config.encoder_hidden, "encoder_hidden"
+        else:
+            expected = getattr(config, name)
+        if int(tensor.shape[axis]) != expected:
+            raise CheckpointError(f"{path}: its configuration says {name} {getattr(config, name)} but {key} has "
+                                  f"shape {tuple(tensor.shape)}; the file is damaged or was edited")
 
 
 def load_original_checkpoint(path: Path, arch: str | None = None) -> Weights:

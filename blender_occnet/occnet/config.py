@@ -29,6 +29,13 @@ ARCH_MODALITY = {
 # Where a ConvONet architecture keeps its features: plane names (axes they span) or the 3D grid.
 FEATURE_PLANES = {"3plane": ("xz", "xy", "yz"), "1plane": ("xz",), "grid": ("grid",)}
 
+# Upper bounds on every size a weights file's config may ask for (a file claiming hidden_size=60000 or
+# image_size=40000 would otherwise make the backend build gigabytes before any shape check). Each is far
+# beyond the released models'; loading also checks the widths against the tensors (checkpoints.py).
+FIELD_BOUNDS = {"c_dim": 4096, "hidden_size": 4096, "encoder_hidden": 4096, "n_input_points": 100_000,
+                "image_size": 1024, "feature_resolution": 256, "unet_depth": 6, "unet_filters": 256}
+GRID_RESOLUTION_BOUND = 128  # a 3D feature grid of 128^3 is already 8M cells per channel
+
 # Which fields mean something to which architectures; the others are kept at their defaults.
 _GLOBAL_FIELDS = ("c_dim", "hidden_size")
 _FIELDS_USED = {
@@ -72,7 +79,13 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InputError(f"model config: {name} must be a positive integer, got {value!r}")
+            if value > FIELD_BOUNDS[name]:
+                raise InputError(f"model config: {name} {value:,} is over the {FIELD_BOUNDS[name]:,} this project "
+                                 "accepts")
         if self.local:
+            if self.planes == ("grid",) and self.feature_resolution > GRID_RESOLUTION_BOUND:
+                raise InputError(f"model config: a feature grid of {self.feature_resolution}^3 is over the "
+                                 f"{GRID_RESOLUTION_BOUND}^3 this project accepts")
             if self.feature_resolution % (2 ** (self.unet_depth - 1)):
                 raise InputError(f"model config: feature_resolution {self.feature_resolution} must be divisible by "
                                  f"2**(unet_depth - 1) = {2 ** (self.unet_depth - 1)} (the U-Net halves it "

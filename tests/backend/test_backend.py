@@ -526,3 +526,21 @@ def test_a_client_that_leaves_takes_its_jobs_with_it(remote: tuple[int, str]) ->
     started = time.monotonic()
     _still_serves(port, token)
     assert time.monotonic() - started < 20  # four jobs of 256 cells and 100 refinement steps take minutes
+
+
+def test_a_remote_request_may_name_only_the_servers_own_weights(remote: tuple[int, str], weights_dir: Path) -> None:
+    """A path on the server is never opened for a remote client, existing or not: the same refusal either way,
+    so nothing about the server's files leaks."""
+    port, token = remote
+    client = BackendClient.connect("127.0.0.1", port, token)
+    try:
+        messages = []
+        for path in ("/etc/passwd", "/no/such/file.pt", str(weights_dir / "vox.safetensors")):
+            with pytest.raises(RequestRejected, match="paths on the server are never accepted") as caught:
+                client.reconstruct("voxels", voxel_source(), weights=path, resolution=32)
+            messages.append(str(caught.value).replace(repr(path), "PATH"))
+        assert len(set(messages)) == 1
+        assert events_until_done(client, client.reconstruct("voxels", voxel_source(), weights="vox",
+                                                            resolution=32))[-1].type == "result"
+    finally:
+        client.close()

@@ -245,3 +245,29 @@ def test_half_precision_file_is_half_the_size_and_loads_as_float32(tmp_path: Pat
     points = torch.rand(1, 500, 3) - 0.5
     logits = [Reconstructor(load_weights(path), "cpu").model(points, inputs) for path in (full, half)]
     assert torch.allclose(logits[0], logits[1], rtol=1e-2, atol=1e-2 * logits[0].abs().max().item())
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"hidden_size": 60000}, "hidden_size 60,000 is over the 4,096"),
+    ({"n_input_points": 400_000_000}, "n_input_points 400,000,000 is over"),
+    ({"image_size": 40000}, "image_size 40,000 is over"),
+    ({"hidden_size": 64}, r"says hidden_size 64 but decoder\.fc_p\.weight has shape \(32, 3, 1\)"),
+])
+def test_a_config_that_would_build_gigabytes_is_refused_before_building(tmp_path: Path, change: dict,
+                                                                        message: str) -> None:
+    """A weights file is a resource bomb when its config asks for a huge network over small tensors: every
+    field is bounded and the widths are checked against the tensors before anything is built."""
+    from safetensors.torch import save_file
+
+    config = small_config("onet-pointcloud")
+    path = tmp_path / "w.safetensors"
+    save_weights(path, Weights(config, randomized_model(config).state_dict(), 0.2, {}))
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as handle:
+        meta = dict(handle.metadata())
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    meta["config"] = json.dumps({**json.loads(meta["config"]), **change})
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(CheckpointError, match=message):
+        load_weights(path)
