@@ -185,6 +185,9 @@ def prepare_run_dir(config: Config, resume: bool, overwrite: bool, main: bool) -
                          "again (its checkpoints are replaced)")
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
+        # A run killed while writing a checkpoint leaves its temporary file (atomic_output's .part) behind.
+        for stale in run_dir.glob(".*.part"):
+            stale.unlink(missing_ok=True)
         if overwrite and not resume:
             for name in (CHECKPOINT, BEST, "log.csv", "validation.csv"):
                 (run_dir / name).unlink(missing_ok=True)
@@ -234,6 +237,8 @@ def train(config: Config, resume: bool = False, overwrite: bool = False, progres
         step, state = int(saved["step"]), dict(saved["state"])
         if dist.main:
             log.info("resumed %s at step %d (best IoU %.4f)", run_dir, step, state["best_iou"])
+            for name in ("log.csv", "validation.csv"):  # the steps after the checkpoint are done again
+                _truncate_log(run_dir / name, step)
     if dist.enabled:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
                                                           else None)
@@ -311,6 +316,21 @@ def train(config: Config, resume: bool = False, overwrite: bool = False, progres
         dist.barrier()  # leave together: a peer tearing down first can abort the other inside gloo
         torch.distributed.destroy_process_group()
     return summary
+
+
+def _truncate_log(path: Path, step: int) -> None:
+    """Drop the rows of a CSV log after `step` (written by a run killed before its next checkpoint)."""
+    if not path.exists():
+        return
+    with open(path, newline="") as handle:
+        rows = list(csv.reader(handle))
+    if not rows:
+        return
+    kept = [rows[0]] + [row for row in rows[1:] if row and row[0].isdigit() and int(row[0]) <= step]
+    if len(kept) != len(rows):
+        with atomic_output(path) as tmp:
+            with open(tmp, "w", newline="") as handle:
+                csv.writer(handle).writerows(kept)
 
 
 def _ranks_in_sync(model: torch.nn.Module, device: torch.device) -> bool:

@@ -98,3 +98,21 @@ def test_local_voxel_run(tmp_path: Path, tiny_dataset: Path) -> None:
     config = local_config(tmp_path, tiny_dataset, model=model, data={"voxel_shift": 0.5}, max_steps=40,
                           validate_every=20, lr=3e-3)
     assert train(config, progress=False)["best_iou"] > 0.4
+
+
+def test_resume_clears_debris_and_repeats_no_log_rows(tmp_path: Path, tiny_dataset: Path) -> None:
+    """After a kill mid-checkpoint: the stale .part file is removed and the rows logged after the last
+    checkpoint (whose steps are done again) are dropped, so every step appears once."""
+    config = local_config(tmp_path, tiny_dataset, max_steps=6, checkpoint_every=4, log_every=1, validate_every=100)
+    train(config, progress=False)
+    run = Path(config.training.out_dir)
+    checkpoint = load_checkpoint(run / CHECKPOINT)
+    # What a kill at step 6 before its checkpoint leaves: the checkpoint of step 4, rows up to 6, a .part file.
+    checkpoint["step"] = 4
+    torch.save(checkpoint, run / CHECKPOINT)
+    (run / ".checkpoint.pt.abc123.part").write_bytes(b"half a checkpoint")
+    train(local_config(tmp_path, tiny_dataset, max_steps=8, checkpoint_every=4, log_every=1, validate_every=100),
+          resume=True, progress=False)
+    assert not list(run.glob(".*.part"))
+    steps = [int(line.split(",")[0]) for line in (run / "log.csv").read_text().splitlines()[1:]]
+    assert steps == list(range(1, 9))
