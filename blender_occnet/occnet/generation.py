@@ -188,7 +188,7 @@ class EncodedShape:
         if settings.simplify_faces and len(faces) > settings.simplify_faces:
             t = time.perf_counter()
             report("simplifying", 0.0)
-            vertices, faces = simplify(vertices, faces, settings.simplify_faces)
+            vertices, faces = simplify(vertices, faces, settings.simplify_faces, should_cancel)
             stats["seconds_simplify"] = _since(t)
 
         if settings.refine_steps and len(faces):
@@ -228,54 +228,108 @@ class EncodedShape:
             points = mise.query()
         return mise.to_dense(), mise
 
+    # Rows per autograd pass in refinement and normals: between two passes the cancel check runs, so a
+    # cancel is honoured within one pass (a fraction of a second) even on meshes of millions of faces.
+    GRAD_ROWS = 50_000
+
     def _refine(self, vertices: np.ndarray, faces: np.ndarray, settings: ExtractionSettings,
                 report: ProgressFn, should_cancel: CancelFn | None) -> np.ndarray:
         """Move vertices so that random points on each face sit on the iso-surface and face normals
-        follow the occupancy gradient (the reference's refinement: RMSprop, lr 1e-4)."""
+        follow the occupancy gradient (the reference's refinement: RMSprop, lr 1e-4). Each step's loss is
+        a mean over the faces, accumulated chunk by chunk (the same gradient as one pass)."""
         v = torch.nn.Parameter(torch.from_numpy(vertices).to(self.device))
         f = torch.from_numpy(faces.astype(np.int64)).to(self.device)
         optimizer = torch.optim.RMSprop([v], lr=1e-4)
         rng = np.random.default_rng(settings.seed)
+        n_faces = len(faces)
         for step in range(settings.refine_steps):
-            if should_cancel is not None and should_cancel():
-                raise Cancelled("cancelled")
             report("refining", step / settings.refine_steps)
             optimizer.zero_grad()
-            corners = v[f]  # (F, 3, 3)
-            weights = torch.from_numpy(rng.dirichlet((0.5, 0.5, 0.5), size=len(faces)).astype(np.float32))
-            weights = weights.to(self.device)
-            face_points = (corners * weights[:, :, None]).sum(dim=1)
-            normal = torch.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 1], dim=1)
-            normal = normal / (normal.norm(dim=1, keepdim=True) + 1e-10)
-            occupancy = torch.sigmoid(self.decode(face_points))
-            target = -torch.autograd.grad(occupancy.sum(), face_points, create_graph=True)[0]
-            target = target / (target.norm(dim=1, keepdim=True) + 1e-10)
-            loss = (occupancy - settings.threshold).pow(2).mean() + 0.01 * (normal - target).pow(2).sum(1).mean()
-            loss.backward()
+            weights_all = torch.from_numpy(rng.dirichlet((0.5, 0.5, 0.5), size=n_faces).astype(np.float32))
+            for start in range(0, n_faces, self.GRAD_ROWS):
+                if should_cancel is not None and should_cancel():
+                    raise Cancelled("cancelled")
+                corners = v[f[start:start + self.GRAD_ROWS]]  # (F, 3, 3)
+                weights = weights_all[start:start + self.GRAD_ROWS].to(self.device)
+                face_points = (corners * weights[:, :, None]).sum(dim=1)
+                normal = torch.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 1], dim=1)
+                normal = normal / (normal.norm(dim=1, keepdim=True) + 1e-10)
+                occupancy = torch.sigmoid(self.decode(face_points))
+                target = -torch.autograd.grad(occupancy.sum(), face_points, create_graph=True)[0]
+                target = target / (target.norm(dim=1, keepdim=True) + 1e-10)
+                loss = ((occupancy - settings.threshold).pow(2).sum()
+                        + 0.01 * (normal - target).pow(2).sum(1).sum()) / n_faces
+                loss.backward()
             optimizer.step()
         return v.detach().cpu().numpy()
 
     def _normals(self, vertices: np.ndarray, should_cancel: CancelFn | None) -> np.ndarray:
         """Normalised negative gradient of the logit at each vertex (pointing out of the shape)."""
         out = np.empty_like(vertices, dtype=np.float32)
-        for start in range(0, len(vertices), self.batch_size):
+        rows = min(self.batch_size, self.GRAD_ROWS)
+        for start in range(0, len(vertices), rows):
             if should_cancel is not None and should_cancel():
                 raise Cancelled("cancelled")
-            points = torch.from_numpy(vertices[start:start + self.batch_size]).to(self.device).requires_grad_()
+            points = torch.from_numpy(vertices[start:start + rows]).to(self.device).requires_grad_()
             gradient = torch.autograd.grad(self.decode(points).sum(), points)[0]
             normal = -gradient / (gradient.norm(dim=1, keepdim=True) + 1e-10)
             out[start:start + len(points)] = normal.cpu().numpy()
         return out
 
 
-def simplify(vertices: np.ndarray, faces: np.ndarray, target_faces: int) -> tuple[np.ndarray, np.ndarray]:
+# Meshes above this many faces are simplified in a child process that a cancel can stop (the library holds
+# the interpreter for the whole call); smaller ones take well under a second in place.
+SIMPLIFY_IN_CHILD_FACES = 200_000
+
+
+def simplify(vertices: np.ndarray, faces: np.ndarray, target_faces: int,
+             should_cancel: CancelFn | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Quadric edge-collapse simplification (Fast-Quadric-Mesh-Simplification, aggressiveness 5 as the
-    reference's demo) down to about `target_faces` faces."""
+    reference's demo) down to about `target_faces` faces; cancellable on large meshes."""
+    if should_cancel is not None and len(faces) > SIMPLIFY_IN_CHILD_FACES:
+        return _simplify_in_child(vertices, faces, target_faces, should_cancel)
     import fast_simplification
 
     points, triangles = fast_simplification.simplify(
         vertices.astype(np.float64), faces.astype(np.int32), target_count=int(target_faces), agg=5.0)
     return points.astype(np.float32), triangles.astype(np.int32)
+
+
+_SIMPLIFY_CHILD = """
+import sys, numpy as np, fast_simplification
+folder = sys.argv[1]
+v = np.load(folder + "/v.npy", allow_pickle=False); f = np.load(folder + "/f.npy", allow_pickle=False)
+p, t = fast_simplification.simplify(v, f, target_count=int(sys.argv[2]), agg=5.0)
+np.save(folder + "/p.npy", p.astype(np.float32)); np.save(folder + "/t.npy", t.astype(np.int32))
+"""
+
+
+def _simplify_in_child(vertices: np.ndarray, faces: np.ndarray, target_faces: int,
+                       should_cancel: CancelFn) -> tuple[np.ndarray, np.ndarray]:
+    """The same simplification in a child Python (arrays through .npy files: no pickle), killed on cancel."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="occnet-simplify-") as folder:
+        np.save(f"{folder}/v.npy", vertices.astype(np.float64))
+        np.save(f"{folder}/f.npy", faces.astype(np.int32))
+        child = subprocess.Popen([sys.executable, "-c", _SIMPLIFY_CHILD, folder, str(int(target_faces))],
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            while child.poll() is None:
+                if should_cancel():
+                    raise Cancelled("cancelled")
+                time.sleep(0.02)
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
+        if child.returncode != 0:
+            detail = (child.stderr.read().decode(errors="replace").strip().splitlines() or ["no output"])[-1] \
+                if child.stderr else ""
+            raise GenerationError(f"simplification failed ({detail})")
+        return np.load(f"{folder}/p.npy"), np.load(f"{folder}/t.npy")
 
 
 def _since(start: float) -> float:

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
+
 from blender_occnet.occnet.checkpoints import load_weights
+from blender_occnet.occnet.generation import ExtractionSettings, Reconstructor
+from blender_occnet.occnet.preprocess import prepare_voxels
 from blender_occnet.occnet.registry import BUNDLED_DIR, list_weights
 
 BUDGET_BYTES = 40 * 1024 * 1024  # issue 7: all three together
@@ -22,10 +27,41 @@ def test_model_cards_say_what_the_weights_are_and_how_good() -> None:
         weights = load_weights(info.path)
         card = weights.card
         assert card["steps"] > 0 and card["training_minutes"] > 0 and card["learning_curve"], info.name
-        assert "smaller" in card["note"] or "from scratch" in card["note"]
+        assert "smaller" in card["note"] or "from scratch" in card["note"] or "Convolutional" in card["note"]
         assert card["reproduce"] == "python -m training.defaults"
         test = card["test_metrics"]
         assert test["split"] == "test" and test["shapes"] >= 50
         assert 0.0 < test["iou"] < 1.0 and test["chamfer_l1"] > 0 and 0.0 < test["f_score"] <= 1.0
         assert all(t.dtype.is_floating_point is False or str(t.dtype) == "torch.float32"
                    for t in weights.state_dict.values())
+        assert card.get("frame") == {"up": "+y", "front": "-z"}, info.name
+        if info.modality == "pointcloud":  # scored from sparse clouds too
+            assert card["test_metrics_sparse"]["input_points"] == 300
+
+
+def test_point_cloud_and_voxel_weights_are_local_feature_networks() -> None:
+    archs = {info.modality: info.arch for info in list_weights() if info.path.parent == BUNDLED_DIR}
+    assert archs["pointcloud"].startswith("convonet-") and archs["voxels"].startswith("convonet-")
+
+
+def _grid(*slices: slice) -> np.ndarray:
+    grid = np.zeros((32,) * 3, bool)
+    grid[slices] = True
+    return grid
+
+
+@pytest.mark.parametrize("name, grid", [
+    ("slab on the floor", _grid(slice(None), slice(0, 8), slice(None))),
+    ("box in a corner", _grid(slice(20, 30), slice(2, 12), slice(4, 14))),
+    ("centred cube", _grid(slice(8, 24), slice(8, 24), slice(8, 24))),
+])
+def test_bundled_voxel_weights_put_the_shape_where_its_voxels_are(name: str, grid: np.ndarray) -> None:
+    """The global-code voxel weights made a slab on the grid's floor fill its whole height and moved a
+    cube 0.11 up; the result must lie within a cell of the input's box on every side."""
+    weights = load_weights(BUNDLED_DIR / "voxels.safetensors")
+    mesh = Reconstructor(weights, "cpu").encode(prepare_voxels(grid)).extract(
+        ExtractionSettings(threshold=weights.threshold, resolution=64))
+    cells = np.argwhere(grid)
+    lo, hi = cells.min(axis=0) / 32 - 0.5, (cells.max(axis=0) + 1) / 32 - 0.5
+    assert np.abs(mesh.vertices.min(axis=0) - lo).max() < 1 / 32, name
+    assert np.abs(mesh.vertices.max(axis=0) - hi).max() < 1 / 32, name

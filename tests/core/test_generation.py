@@ -229,3 +229,30 @@ def test_cli_bad_inputs_leave_nothing(tmp_path: Path, voxel_weights: Path,
         cli_main(base[:3] + [str(tmp_path / "no_folder" / "out.obj")] + base[4:])
     assert "does not exist" in capsys.readouterr().err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("stage, settings", [
+    ("simplifying", ExtractionSettings(threshold=0.5, resolution=256, simplify_faces=2000)),
+    ("refining", ExtractionSettings(threshold=0.5, resolution=128, refine_steps=5)),
+    ("normals", ExtractionSettings(threshold=0.5, resolution=128, normals=True)),
+])
+def test_every_stage_can_be_cancelled(stage: str, settings: ExtractionSettings) -> None:
+    """A cancel asked for once a stage has begun stops it (simplification of a large mesh runs in a child
+    process that is killed; refinement and normals check between passes of bounded size)."""
+    def big_sphere(p: torch.Tensor) -> torch.Tensor:
+        return (0.52 - p.norm(dim=1)) * 100
+
+    seen: list[str] = []
+    with pytest.raises(Cancelled):
+        EncodedShape(big_sphere).extract(settings, progress=lambda s, f: seen.append(s),
+                                         should_cancel=lambda: stage in seen)
+    assert seen[-1] == stage
+
+
+def test_simplification_in_a_child_process_gives_the_same_mesh() -> None:
+    from blender_occnet.occnet import generation
+
+    mesh = EncodedShape(torch_sphere).extract(ExtractionSettings(threshold=0.5, resolution=128))
+    inline = generation.simplify(mesh.vertices, mesh.faces, 1500)
+    child = generation._simplify_in_child(mesh.vertices, mesh.faces, 1500, lambda: False)
+    assert np.array_equal(inline[1], child[1]) and np.allclose(inline[0], child[0])
