@@ -39,24 +39,18 @@ def voxelize_mesh(mesh: MeshData, resolution: int = 32, lo: float = -0.5, hi: fl
     return occupied
 
 
-def _inside_votes_along_axis(v: np.ndarray, faces: np.ndarray, n: int, axis: int) -> np.ndarray:
-    """Votes (0, 1 or 2) of the two half-rays along `axis` from each cell centre, as an int8 grid."""
-    u_axis, w_axis = [a for a in range(3) if a != axis]
-    tri = v[faces]  # (F, 3, 3)
-    pu, pw, pa = tri[:, :, u_axis], tri[:, :, w_axis], tri[:, :, axis]
-    # Candidate ray columns (iu, iw) per triangle: the integer points in its projected bounding box.
-    lo_u = np.clip(np.ceil(pu.min(1) - _RAY_JITTER[0]), 0, n).astype(np.int64)
-    hi_u = np.clip(np.floor(pu.max(1) - _RAY_JITTER[0]), -1, n - 1).astype(np.int64)
-    lo_w = np.clip(np.ceil(pw.min(1) - _RAY_JITTER[1]), 0, n).astype(np.int64)
-    hi_w = np.clip(np.floor(pw.max(1) - _RAY_JITTER[1]), -1, n - 1).astype(np.int64)
-    count_u = np.maximum(hi_u - lo_u + 1, 0)
-    count_w = np.maximum(hi_w - lo_w + 1, 0)
-    per_face = count_u * count_w
-    crossings = np.zeros((n, n, n + 1), dtype=np.int32)  # [iu, iw, index of first centre behind]
-    if per_face.sum() == 0:
-        return np.zeros((n, n, n), dtype=np.int8)
-    face = np.repeat(np.arange(len(faces)), per_face)
-    local = np.arange(per_face.sum()) - np.repeat(np.cumsum(per_face) - per_face, per_face)
+CANDIDATES_PER_CHUNK = 1 << 20  # (triangle, ray) pairs held at once: about 100 MB of temporaries
+
+
+def _add_crossings(crossings: np.ndarray, faces_: np.ndarray, per_face: np.ndarray, count_u: np.ndarray,
+                   lo_u: np.ndarray, lo_w: np.ndarray, pu: np.ndarray, pw: np.ndarray, pa: np.ndarray,
+                   n: int) -> None:
+    """Count where the rays of these faces' candidate columns cross them (into `crossings`)."""
+    face = np.repeat(faces_, per_face[faces_])
+    if not len(face):
+        return
+    starts = np.cumsum(per_face[faces_]) - per_face[faces_]
+    local = np.arange(len(face)) - np.repeat(starts, per_face[faces_])
     iu = lo_u[face] + local % count_u[face]
     iw = lo_w[face] + local // count_u[face]
     ru, rw = iu + _RAY_JITTER[0], iw + _RAY_JITTER[1]
@@ -75,6 +69,33 @@ def _inside_votes_along_axis(v: np.ndarray, faces: np.ndarray, n: int, axis: int
     # A crossing at t lies ahead of centres 0 .. ceil(t)-1.
     first_behind = np.clip(np.ceil(t), 0, n).astype(np.int64)
     np.add.at(crossings, (iu, iw, first_behind), 1)
+
+
+def _inside_votes_along_axis(v: np.ndarray, faces: np.ndarray, n: int, axis: int) -> np.ndarray:
+    """Votes (0, 1 or 2) of the two half-rays along `axis` from each cell centre, as an int8 grid."""
+    u_axis, w_axis = [a for a in range(3) if a != axis]
+    tri = v[faces]  # (F, 3, 3)
+    pu, pw, pa = tri[:, :, u_axis], tri[:, :, w_axis], tri[:, :, axis]
+    # Candidate ray columns (iu, iw) per triangle: the integer points in its projected bounding box.
+    lo_u = np.clip(np.ceil(pu.min(1) - _RAY_JITTER[0]), 0, n).astype(np.int64)
+    hi_u = np.clip(np.floor(pu.max(1) - _RAY_JITTER[0]), -1, n - 1).astype(np.int64)
+    lo_w = np.clip(np.ceil(pw.min(1) - _RAY_JITTER[1]), 0, n).astype(np.int64)
+    hi_w = np.clip(np.floor(pw.max(1) - _RAY_JITTER[1]), -1, n - 1).astype(np.int64)
+    count_u = np.maximum(hi_u - lo_u + 1, 0)
+    count_w = np.maximum(hi_w - lo_w + 1, 0)
+    per_face = count_u * count_w
+    crossings = np.zeros((n, n, n + 1), dtype=np.int32)  # [iu, iw, index of first centre behind]
+    if per_face.sum() == 0:
+        return np.zeros((n, n, n), dtype=np.int8)
+    # (triangle, ray) candidates a bounded number at a time: memory follows the grid, not the triangles'
+    # projected area times their count (50,000 triangles spanning the grid are 51 million candidates).
+    ends = np.cumsum(per_face)
+    begin = 0
+    while begin < len(faces):
+        stop = int(np.searchsorted(ends, (ends[begin - 1] if begin else 0) + CANDIDATES_PER_CHUNK, side="right"))
+        stop = max(stop, begin + 1)
+        _add_crossings(crossings, np.arange(begin, stop), per_face, count_u, lo_u, lo_w, pu, pw, pa, n)
+        begin = stop
     ahead = np.cumsum(crossings[:, :, ::-1], axis=2)[:, :, ::-1][:, :, 1:]  # crossings with index > i
     behind = crossings.sum(axis=2, keepdims=True) - ahead
     votes = (ahead % 2 + behind % 2).astype(np.int8)  # [iu, iw, a]
