@@ -19,6 +19,9 @@ from .meshio import MESH_SUFFIXES, MeshData, normalise_mesh, read_normalised_mes
 from .voxelize import voxelize_mesh
 
 IMAGE_SIZE = 224
+# Image files are decoded at most this large (the encoder sees 224 px; object cropping needs no more): an
+# 8,190 px PNG of 195 KB would otherwise take gigabytes as float32 RGBA.
+MAX_DECODE_SIDE = 1024
 VOXEL_RESOLUTION = 32
 MIN_POINTS = 8
 MAX_IMAGE_PIXELS = 8192 * 8192
@@ -127,8 +130,14 @@ def _read_image_file(path: Path) -> np.ndarray:
         with Image.open(path) as img:
             if img.width * img.height > MAX_IMAGE_PIXELS:
                 raise InputError(f"{path}: {img.width}x{img.height} pixels is too large; scale it below 8192x8192")
-            img = img.convert("RGBA")
-            return np.asarray(img)
+            if max(img.size) > MAX_DECODE_SIDE:
+                img.draft("RGB", (MAX_DECODE_SIDE, MAX_DECODE_SIDE))  # JPEG: decode at a reduced scale
+                if img.mode not in ("RGB", "RGBA", "L", "LA"):
+                    img = img.convert("RGBA")
+                factor = -(-max(img.size) // MAX_DECODE_SIDE)
+                if factor > 1:
+                    img = img.reduce(factor)  # box-averaged in the file's own mode, before widening to RGBA
+            return np.asarray(img.convert("RGBA"))
     except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise InputError(f"{path}: not a readable image ({exc})") from None
 

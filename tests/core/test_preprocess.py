@@ -273,3 +273,28 @@ print(int(voxelize_mesh(MeshData(v, f)).sum()), int(voxelize_mesh(MeshData(v, f[
     assert result.returncode == 0, result.stderr[-2000:]
     many, once = map(int, result.stdout.split())
     assert many == once > 1000  # each face 2,501 times: an odd count crosses as one face does
+
+
+def test_a_huge_image_file_is_decoded_at_the_size_the_network_needs(tmp_path: Path) -> None:
+    """A 6,000 px PNG of a few hundred KB once cost gigabytes as float32 RGBA; it is reduced while decoding,
+    so it prepares under a 1 GB address-space limit, to the same picture as a small copy of it gives."""
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    picture = np.full((6000, 6000, 3), 255, np.uint8)
+    picture[1500:4500, 2000:4000] = (30, 60, 90)
+    Image.fromarray(picture).save(tmp_path / "huge.png")
+    Image.fromarray(picture).resize((600, 600), Image.Resampling.BOX).save(tmp_path / "small.png")
+    code = f"""
+import resource, numpy as np
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+from blender_occnet.occnet.preprocess import prepare_image
+np.save({str(tmp_path / "out.npy")!r}, prepare_image({str(tmp_path / "huge.png")!r}).array)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr[-2000:]
+    huge, small = np.load(tmp_path / "out.npy"), prepare_image(tmp_path / "small.png").array
+    assert huge.shape == small.shape == (3, 224, 224) and np.abs(huge - small).mean() < 0.01  # edges differ by a pixel
