@@ -23,6 +23,16 @@ SECTION_ARCH = {"img": "onet-img", "img legacy": "onet-img-legacy", "pointcloud"
                 "voxels": "onet-voxels"}
 
 
+def _add_tensor_line(section: dict[str, tuple[tuple[int, ...], str]], line: str) -> None:
+    """'name (d0, d1) dtype' -> section[name] = ((d0, d1), dtype); blank lines and comments are skipped."""
+    if not line.strip() or line.startswith("#"):
+        return
+    match = re.fullmatch(r"(\S+) \(([\d, ]*)\) (\w+)", line.strip())
+    assert match, line
+    key, shape, dtype = match.groups()
+    section[key] = (tuple(int(x) for x in shape.replace(",", " ").split()), dtype)
+
+
 def reference_keys() -> dict[str, dict[str, tuple[tuple[int, ...], str]]]:
     """Parse the listing read off the original im2mesh modules: arch -> key -> (shape, dtype)."""
     sections: dict[str, dict[str, tuple[tuple[int, ...], str]]] = {}
@@ -32,12 +42,7 @@ def reference_keys() -> dict[str, dict[str, tuple[tuple[int, ...], str]]]:
             title = line[5:].split("(")[0].split(" n_keys")[0].strip()
             current = sections.setdefault(SECTION_ARCH[title], {})
             continue
-        if not line.strip() or line.startswith("#"):
-            continue
-        match = re.fullmatch(r"(\S+) \(([\d, ]*)\) (\w+)", line.strip())
-        assert match, line
-        key, shape, dtype = match.groups()
-        current[key] = (tuple(int(x) for x in shape.replace(",", " ").split()), dtype)
+        _add_tensor_line(current, line)
     return sections
 
 
@@ -53,12 +58,7 @@ def convonet_reference_keys() -> tuple[dict[str, dict[str, tuple[tuple[int, ...]
             name = CONVONET_SECTION_ARCH.get(config, config)
             current, counts[name] = sections.setdefault(name, {}), int(count)
             continue
-        if not line.strip() or line.startswith("#"):
-            continue
-        match = re.fullmatch(r"(\S+) \(([\d, ]*)\) (\w+)", line.strip())
-        assert match, line
-        key, shape, dtype = match.groups()
-        current[key] = (tuple(int(x) for x in shape.replace(",", " ").split()), dtype)
+        _add_tensor_line(current, line)
     return sections, counts
 
 

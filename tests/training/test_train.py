@@ -148,8 +148,9 @@ def test_default_weights_card_keeps_the_history_and_test_metrics(tmp_path: Path,
     export_default("pointcloud", Path(config.training.out_dir), target, earlier, str(tiny_dataset), 1)
     card = load_weights(target).card
     assert card["continued_from"] == earlier and card["steps"] in (4, 8)  # the best validation's step
-    assert "smaller than the original" in card["note"]
+    assert "Convolutional Occupancy Network" in card["note"] and card["frame"] == {"up": "+y", "front": "-z"}
     metrics = card["test_metrics"]
+    assert card["test_metrics_sparse"]["input_points"] == 300  # point clouds are scored from sparse inputs too
     assert metrics["shapes"] == 2 and {"iou", "chamfer_l1", "normal_consistency", "f_score"} <= set(metrics)
     assert 0.0 <= metrics["iou"] <= 1.0
     history = _earlier_training(target)
