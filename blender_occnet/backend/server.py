@@ -4,6 +4,7 @@ server for a remote GPU machine (loopback unless told otherwise, token required 
 
 from __future__ import annotations
 
+import collections
 import errno
 import hmac
 import os
@@ -25,15 +26,27 @@ from .requests import RequestError, parse_reconstruct
 class Session:
     """One client connection: reads requests, answers them, and carries its jobs' events back."""
 
-    def __init__(self, engine: Engine, reader: BinaryIO, write: Callable[[bytes], None], remote: bool = False):
+    # Frames waiting for a slow client: beyond this the client is taken to have stopped reading, and its
+    # connection is closed (its jobs cancelled) rather than letting it hold the worker.
+    MAX_PENDING_BYTES = 256 << 20
+
+    def __init__(self, engine: Engine, reader: BinaryIO, write: Callable[[bytes], None], remote: bool = False,
+                 on_drop: Callable[[], None] | None = None):
         self.engine = engine
+        self._on_drop = on_drop  # ends the reading side when a client that stopped reading is dropped
         self.remote = remote  # a TCP client: it may name weights in the server's folders only, never a path
         self.reader = reader
         self._write = write
-        self._lock = threading.Lock()
+        self._lock = threading.Condition()
+        self._pending: collections.deque[bytes] = collections.deque()
+        self._pending_bytes = 0
         self.open = True
+        # The worker thread never writes to the socket itself: a client that stops reading would block it.
+        self._writer = threading.Thread(target=self._write_frames, name="occnet-writer", daemon=True)
+        self._writer.start()
 
     def send(self, header: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> None:
+        """Queue one frame for the client (never blocks on the client)."""
         try:
             frame = encode(header, arrays)
         except (ProtocolError, ValueError, TypeError, RecursionError) as exc:  # never let a reply kill the server
@@ -42,10 +55,41 @@ class Session:
         with self._lock:
             if not self.open:
                 return
+            if self._pending_bytes + len(frame) > self.MAX_PENDING_BYTES:
+                self.open = False  # the client is not reading: drop it, its jobs go with it (serve() ends)
+                self._pending.clear()
+                self._pending_bytes = 0
+                self._lock.notify_all()
+                if self._on_drop is not None:
+                    self._on_drop()
+                return
+            self._pending.append(frame)
+            self._pending_bytes += len(frame)
+            self._lock.notify_all()
+
+    def _write_frames(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending and self.open:
+                    self._lock.wait()
+                if not self._pending:
+                    return
+                frame = self._pending.popleft()
+                self._pending_bytes -= len(frame)
             try:
                 self._write(frame)
             except OSError:  # the client went away; its jobs are cancelled by serve()
-                self.open = False
+                with self._lock:
+                    self.open = False
+                    self._pending.clear()
+                return
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until the queued frames are written (or the client is gone), then stop the writer."""
+        with self._lock:
+            self.open = False
+            self._lock.notify_all()
+        self._writer.join(timeout)
 
     def serve(self) -> bool:
         """Handle requests until the stream ends; True when a shutdown was asked for."""
@@ -64,7 +108,7 @@ class Session:
             self.send({"type": "error", "id": None, "field": "frame", "message": f"{exc}; closing the connection"})
             return False
         finally:
-            self.open = False
+            self.flush()  # what was queued (a shutdown's reply) still goes out
             self.engine.cancel_all_from(self.send)
 
     def _handle(self, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> bool:
@@ -188,7 +232,13 @@ def serve_tcp(engine: Engine, host: str, port: int, token: str,
                 return
             conn.settimeout(None)  # authenticated: jobs may take as long as they take
             reader = conn.makefile("rb")
-            if Session(engine, reader, conn.sendall, remote=True).serve():
+            def drop() -> None:
+                try:
+                    conn.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+            if Session(engine, reader, conn.sendall, remote=True, on_drop=drop).serve():
                 stopping.set()
                 server.close()
 

@@ -544,3 +544,22 @@ def test_a_remote_request_may_name_only_the_servers_own_weights(remote: tuple[in
                                                             resolution=32))[-1].type == "result"
     finally:
         client.close()
+
+
+def test_a_client_that_stops_reading_never_delays_another(remote: tuple[int, str]) -> None:
+    """Results are written by each connection's own writer: one client that never reads its large results
+    leaves the worker free, and the next client's job is served (before: it waited until the first closed)."""
+    port, token = remote
+    stalled = socket.create_connection(("127.0.0.1", port), timeout=30)
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    try:
+        stalled.sendall(protocol.AUTH_PREFIX + token.encode() + b"\n")
+        for request_id in (1, 2):  # results of several MB each, never read
+            stalled.sendall(protocol.encode({"op": "reconstruct", "id": request_id, "modality": "voxels",
+                                             "weights": "vox", "resolution": 256}, {"input": voxel_source()}))
+        time.sleep(1.0)
+        started = time.monotonic()
+        _still_serves(port, token)
+        assert time.monotonic() - started < 120
+    finally:
+        stalled.close()
