@@ -53,7 +53,7 @@ def request(obj: bpy.types.Object) -> str:
     try:
         job = client.re_extract(record.job, threshold=float(record.threshold), resolution=int(record.resolution))
     except BackendError as exc:
-        if "not available for re-extraction" in str(exc):  # made by an earlier backend, or forgotten since
+        if getattr(exc, "field", "") == "job":  # made by an earlier backend, or forgotten since
             state.last_error = (f"'{obj.name}' can no longer be tweaked: the backend that made it has restarted or "
                                 "let its values go. Select its source and click Reconstruct again")
         else:

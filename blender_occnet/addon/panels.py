@@ -35,7 +35,7 @@ class OCCNET_PT_main(bpy.types.Panel):
             column.prop(settings, "arch")
         for name in ("resolution", "threshold", "refine_steps", "simplify_faces", "device"):
             column.prop(settings, name)
-        if settings.source_kind in ("SURFACE", "VERTICES") and (obj is None or obj.occnet.kind != "VOXELS"):  # type: ignore[attr-defined]
+        if scene_io.chosen_source(settings, obj) in ("SURFACE", "VERTICES"):
             column.prop(settings, "input_points")
         if obj is None or obj.occnet.kind != "VOXELS":  # type: ignore[attr-defined]
             column.prop(settings, "source_kind")

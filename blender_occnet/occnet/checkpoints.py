@@ -110,18 +110,13 @@ def load_safetensors_weights(path: Path) -> Weights:
 
 def _check_widths(config: ModelConfig, tensors: Mapping[str, torch.Tensor], path: Path) -> None:
     """The config's widths against the tensors that carry them, before anything is built from the config."""
-    checks = [("decoder.fc_p.weight", 0, "hidden_size"), ("encoder.fc_pos.weight", 0, None),
-              ("decoder.fc_c.0.weight", 1, "c_dim"), ("decoder.bn.conv_gamma.weight", 1, "c_dim"),
-              ("decoder.bn.fc_gamma.weight", 1, "c_dim")]
-    for key, axis, name in checks:
+    # (tensor, axis, config field, tensor size per unit of the field)
+    checks = [("decoder.fc_p.weight", 0, "hidden_size", 1), ("encoder.fc_pos.weight", 0, "encoder_hidden", 2),
+              ("decoder.fc_c.0.weight", 1, "c_dim", 1), ("decoder.bn.conv_gamma.weight", 1, "c_dim", 1),
+              ("decoder.bn.fc_gamma.weight", 1, "c_dim", 1)]
+    for key, axis, name, factor in checks:
         tensor = tensors.get(key)
-        if tensor is None or tensor.ndim <= axis:
-            continue
-        if name is None:  # the point encoder's first layer is 2 * encoder_hidden wide
-            expected, name = 2 * config.encoder_hidden, "encoder_hidden"
-        else:
-            expected = getattr(config, name)
-        if int(tensor.shape[axis]) != expected:
+        if tensor is not None and tensor.ndim > axis and int(tensor.shape[axis]) != factor * getattr(config, name):
             raise CheckpointError(f"{path}: its configuration says {name} {getattr(config, name)} but {key} has "
                                   f"shape {tuple(tensor.shape)}; the file is damaged or was edited")
 
@@ -237,8 +232,8 @@ def infer_arch(state_dict: Mapping[str, torch.Tensor]) -> str | None:
 
 def _same_keys(inferred: str, arch: str) -> bool:
     """Whether `arch` may be what a file of the `inferred` kind holds (one and three planes share keys)."""
-    return inferred == arch or {inferred.rsplit("-", 1)[0], arch.rsplit("-", 1)[0]} == {inferred.rsplit("-", 1)[0]} \
-        and {inferred.rsplit("-", 1)[1], arch.rsplit("-", 1)[1]} <= {"3plane", "1plane"}
+    family = inferred.rsplit("-", 1)[0]
+    return inferred == arch or {inferred, arch} == {f"{family}-3plane", f"{family}-1plane"}
 
 
 def _unet3d_levels(state_dict: Mapping[str, torch.Tensor]) -> int:

@@ -74,8 +74,7 @@ class ModelConfig:
         if self.arch not in ARCH_MODALITY:
             raise InputError(f"unknown architecture {self.arch!r}{_did_you_mean(self.arch, ARCH_MODALITY)}; "
                              f"choose one of {', '.join(ARCH_MODALITY)}")
-        for name in _GLOBAL_FIELDS + ("encoder_hidden", "n_input_points", "image_size", "feature_resolution",
-                                      "unet_depth", "unet_filters"):
+        for name in FIELD_BOUNDS:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InputError(f"model config: {name} must be a positive integer, got {value!r}")
@@ -96,9 +95,8 @@ class ModelConfig:
         # Settings of one encoder mean nothing to the others: keep them at their defaults so that two
         # configs building the same network compare equal.
         used = _FIELDS_USED[f"{self.family}-{self.modality}"]
-        for name in ("encoder_hidden", "n_input_points", "image_size", "feature_resolution", "unet_depth",
-                     "unet_filters"):
-            if name not in used:
+        for name in FIELD_BOUNDS:
+            if name not in _GLOBAL_FIELDS and name not in used:
                 object.__setattr__(self, name, type(self).__dataclass_fields__[name].default)
 
     @property

@@ -166,8 +166,8 @@ def prepare_pointcloud(points: PathOrArray, n_points: int = 300, seed: int = 0,
     """N x 3 points -> `n_points` points in the unit cube (bbox centre at 0, longest edge 1).
 
     Points with a NaN or infinite coordinate are dropped and counted (info["input_points_dropped"]): the
-    one rule for them, which the command line and the add-on share. By default exactly `n_points` are drawn (without replacement when
-    there are enough, with replacement otherwise), as a global encoder needs; `at_most` takes every point
+    one rule for them, which the command line and the add-on share. By default exactly `n_points` are
+    drawn (without replacement when there are enough, with replacement otherwise), as a global encoder needs; `at_most` takes every point
     up to `n_points` instead (a local encoder uses all it has). The bounding box is that of every point,
     computed in chunks, so a cloud of millions of points costs little beyond itself. `noise_std` adds
     Gaussian noise as the reference does in training.
@@ -198,7 +198,8 @@ def prepare_pointcloud(points: PathOrArray, n_points: int = 300, seed: int = 0,
     if count == usable and at_most:
         choice = np.arange(usable)  # every point, in the source's order
     elif usable > 4 * count:
-        # Floyd-style draws without a permutation of the whole cloud (which would cost 8 bytes a point).
+        # A subset without replacement drawn from random indices, not from a permutation of the whole
+        # cloud (which would cost 8 bytes a point): redraw until enough distinct ones, then shuffle.
         choice = np.unique(rng.integers(0, usable, size=2 * count))
         while len(choice) < count:
             choice = np.unique(np.concatenate([choice, rng.integers(0, usable, size=count)]))

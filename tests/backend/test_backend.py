@@ -56,6 +56,11 @@ def client(weights_dir: Path) -> Iterator[BackendClient]:
     backend.close()
 
 
+def assert_serves_a_small_job(client: BackendClient) -> None:
+    assert events_until_done(client, client.reconstruct("voxels", voxel_source(), weights="vox",
+                                                        resolution=32))[-1].type == "result"
+
+
 def events_until_done(client: BackendClient, job: str, timeout: float = 120.0) -> list[Event]:
     """Events of `job` up to and including its last one (result, error, cancelled or lost)."""
     collected, deadline = [], time.monotonic() + timeout
@@ -218,8 +223,7 @@ def test_killed_backend_is_reported_and_a_new_one_starts(weights_dir: Path) -> N
     backend.close()
     fresh = BackendClient.start_local(sys.executable, [str(weights_dir)])
     try:
-        assert events_until_done(fresh, fresh.reconstruct("voxels", voxel_source(), weights="vox",
-                                                          resolution=32))[-1].type == "result"
+        assert_serves_a_small_job(fresh)
     finally:
         fresh.close()
 
@@ -362,8 +366,7 @@ def test_malformed_frames_get_an_error_or_a_closed_connection(remote: tuple[int,
 def _valid_request(port: int, token: str) -> None:
     client = BackendClient.connect("127.0.0.1", port, token)
     try:
-        assert events_until_done(client, client.reconstruct("voxels", voxel_source(), weights="vox",
-                                                            resolution=32))[-1].type == "result"
+        assert_serves_a_small_job(client)
     finally:
         client.close()
 
@@ -389,8 +392,7 @@ def _tcp_server(weights_dir: Path, token: str, preexec: Any = None) -> tuple[sub
 def _still_serves(port: int, token: str) -> None:
     good = BackendClient.connect("127.0.0.1", port, token, timeout=20)
     try:
-        assert events_until_done(good, good.reconstruct("voxels", voxel_source(), weights="vox",
-                                                        resolution=32))[-1].type == "result"
+        assert_serves_a_small_job(good)
     finally:
         good.close()
 
@@ -540,8 +542,7 @@ def test_a_remote_request_may_name_only_the_servers_own_weights(remote: tuple[in
                 client.reconstruct("voxels", voxel_source(), weights=path, resolution=32)
             messages.append(str(caught.value).replace(repr(path), "PATH"))
         assert len(set(messages)) == 1
-        assert events_until_done(client, client.reconstruct("voxels", voxel_source(), weights="vox",
-                                                            resolution=32))[-1].type == "result"
+        assert_serves_a_small_job(client)
     finally:
         client.close()
 
