@@ -1,4 +1,5 @@
-"""Helpers for tests: networks with every parameter and statistic randomised, original-format files."""
+"""Helpers for tests: networks with every parameter and statistic randomised, hand-set networks whose
+output is known exactly, original-format files."""
 
 from __future__ import annotations
 
@@ -65,3 +66,73 @@ def centre_logits(model: Network, inputs: torch.Tensor) -> Network:
         logits = model(points, inputs)
         model.decoder.fc_out.bias -= logits.median()
     return model
+
+
+# A 34^3 feature grid is the one size where the reference's voxel positions (linspace -0.5..0.5) fall one
+# to a cell (voxel i -> cell i + 1), so no two voxels are averaged and no cell inside is left empty.
+ANALYTIC_GRID = 34
+
+
+def voxel_reading_network() -> Network:
+    """A hand-set ConvONet voxel network (one 34^3 grid, one-level U-Net) whose logit at p is
+    20 * (trilinear sample of 2 * occupancy - 1) - 1: it reconstructs exactly the grid it is given, so a
+    result away from its voxels is the frame's fault, never the weights'.
+
+    Channels carry (x, 1 - x). GroupNorm (one group) would rescale them by statistics of the grid; the
+    convs shrink the features to 1e-6 so that GroupNorm's epsilon, not the grid, sets its scale (a fixed
+    factor its gamma undoes), and the shift it subtracts is the same for both channels, which only their
+    difference is read through. Grid cell k is read at the box point (k / 33 - 0.5) * 1.101: voxel i
+    appears at ((i + 1) / 33 - 0.5) * 1.101, within 0.034 of its centre (the reference's own spacing)."""
+    config = ModelConfig("convonet-voxels-grid", c_dim=2, hidden_size=2, feature_resolution=ANALYTIC_GRID,
+                         unet_depth=1, unet_filters=8)  # channels beyond the first two stay zero
+    model = build_model(config)
+    tiny, eps = 1e-6, 1e-5
+    with torch.no_grad():
+        for tensor in model.state_dict().values():
+            if tensor.is_floating_point():
+                tensor.zero_()
+        centre = (slice(None), slice(None), 1, 1, 1)
+        encoder = model.encoder
+        encoder.conv_in.weight[centre] = torch.tensor([[tiny], [-tiny]])  # (x, 1 - x), shrunk
+        encoder.conv_in.bias.copy_(torch.tensor([0.0, tiny]))
+        double = encoder.unet3d.encoders[0].basic_module
+        for single, scale in ((double.SingleConv1, tiny), (double.SingleConv2, 1.0)):
+            single.groupnorm.weight.fill_(eps ** 0.5 / tiny)  # undoes the 1/sqrt(eps) of a near-constant input
+            single.groupnorm.bias.fill_(2.0)  # keeps both channels above zero through the ReLU
+            single.conv.weight[:2, :2, 1, 1, 1] = scale * torch.eye(2)
+        encoder.unet3d.final_conv.weight[:, :2, 0, 0, 0] = torch.eye(2)
+        model.decoder.fc_c[0].weight.copy_(torch.tensor([[1.0, -1.0], [-1.0, 1.0]]))
+        model.decoder.fc_out.weight.copy_(torch.tensor([[20.0, -20.0]]))
+        model.decoder.fc_out.bias.fill_(-1.0)
+    return model.eval()
+
+
+def voxel_reading_extent(lo: int, hi: int) -> tuple[float, float]:
+    """Where voxel_reading_network puts the faces of the filled voxels lo..hi-1 along one axis (box
+    coordinates): 0.025 of a read spacing inside the midpoint between neighbouring read positions (the
+    logit's -1 bias), and next to the empty edge cell for a run that touches the grid's side."""
+    def read(position: float) -> float:
+        return (position / (ANALYTIC_GRID - 1) - 0.5) * 1.101
+    low = read(0.05) if lo == 0 else read(lo + 0.525)
+    high = read(33 - 0.05) if hi == 32 else read(hi + 0.475)
+    return low, high
+
+
+def corner_network() -> Network:
+    """A ConvONet point-cloud network that ignores its input and fills the corner of the box where
+    y - z - x > 0.3 (network frame: up +y, front -z): above, in front and at the network's -x side."""
+    model = randomized_model(small_config("convonet-pointcloud-3plane"))
+    with torch.no_grad():
+        decoder = model.decoder
+        for layer in [*decoder.fc_c, *(b.fc_0 for b in decoder.blocks), *(b.fc_1 for b in decoder.blocks)]:
+            layer.weight.zero_()
+            layer.bias.zero_()
+        decoder.fc_p.weight.zero_()
+        decoder.fc_p.bias.zero_()
+        decoder.fc_p.weight[0] = torch.tensor([-1.0, 1.0, -1.0])
+        decoder.fc_p.weight[1] = torch.tensor([1.0, -1.0, 1.0])
+        decoder.fc_p.bias[:2] = torch.tensor([-0.3, 0.3])
+        decoder.fc_out.weight.zero_()
+        decoder.fc_out.weight[0, :2] = torch.tensor([10.0, -10.0])
+        decoder.fc_out.bias.zero_()
+    return model.eval()
