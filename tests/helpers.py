@@ -136,3 +136,33 @@ def corner_network() -> Network:
         decoder.fc_out.weight[0, :2] = torch.tensor([10.0, -10.0])
         decoder.fc_out.bias.zero_()
     return model.eval()
+
+
+# An L of voxels, binvox order [x, y, z] in the project's frame (up +y, front -z): a slab on the grid's
+# floor and a tower at its -x, front corner. Front/back, left/right and up/down all differ.
+ELL_SLAB = ((2, 30), (0, 6), (4, 28))
+ELL_TOWER = ((2, 10), (6, 26), (4, 12))
+
+
+def ell_grid() -> np.ndarray:
+    grid = np.zeros((32, 32, 32), bool)
+    for (x0, x1), (y0, y1), (z0, z1) in (ELL_SLAB, ELL_TOWER):
+        grid[x0:x1, y0:y1, z0:z1] = True
+    return grid
+
+
+def read_box(box: tuple[tuple[int, int], ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The box (lo, hi) where voxel_reading_network puts the faces of a voxel box, in box coordinates."""
+    extents = np.array([voxel_reading_extent(*axis) for axis in box])
+    return extents[:, 0], extents[:, 1]
+
+
+def box_distance(points: np.ndarray, boxes: list[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Signed distance of points (N, 3) to a union of axis-aligned boxes (negative inside; the min of
+    the boxes' distances, exact near the surface)."""
+    distances = []
+    for lo, hi in boxes:
+        outside = np.maximum(np.maximum(lo - points, points - hi), 0.0)
+        depth = np.minimum(points - lo, hi - points).min(axis=1)  # > 0 inside
+        distances.append(np.linalg.norm(outside, axis=1) - np.maximum(depth, 0.0))
+    return np.min(distances, axis=0)

@@ -26,6 +26,7 @@ from safetensors.torch import save_file
 from .config import ARCH_MODALITY, ModelConfig, default_config
 from .errors import CheckpointError, InputError
 from .files import atomic_output
+from .frames import SHAPENET_V1_FRAME
 from .model import Network, build_model
 
 FORMAT_NAME = "blender-occnet-weights"
@@ -143,8 +144,10 @@ def load_original_checkpoint(path: Path, arch: str | None = None) -> Weights:
         raise CheckpointError(f"{path}: cannot tell the architecture from its keys; pass --arch "
                               f"({', '.join(ARCH_MODALITY)})")
     config = infer_config(arch, state_dict)
+    # The authors trained on ShapeNetCore v1 (up +y, front +x); frames.py turns inputs to match.
     weights = Weights(config, state_dict, DEFAULT_THRESHOLD,
-                      {"source": f"original checkpoint {path.name}"}, source=str(path))
+                      {"source": f"original checkpoint {path.name}", "frame": dict(SHAPENET_V1_FRAME)},
+                      source=str(path))
     # Fail here, at load time, with the key names rather than later inside the backend.
     load_state_dict_checked(build_model(config), state_dict, str(path))
     return weights

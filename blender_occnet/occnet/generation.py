@@ -22,6 +22,7 @@ import torch
 
 from .checkpoints import Weights
 from .errors import Cancelled, GenerationError, InputError
+from .frames import orient
 from .meshing import extract_mesh
 from .mise import MISE, ValueStore
 from .model import encoding_is_finite
@@ -126,6 +127,7 @@ class Reconstructor:
             raise InputError(f"these weights take {self.modality} input, not {prepared.modality}; choose "
                              f"{prepared.modality} weights (see `python -m blender_occnet models`)")
         started = time.perf_counter()
+        prepared = orient(prepared, self.weights.card.get("frame"))
         with torch.inference_mode():
             inputs = torch.from_numpy(prepared.array).unsqueeze(0).to(self.device)
             encoding = self.model.encode(inputs)
@@ -205,6 +207,7 @@ class EncodedShape:
 
         if self.prepared is not None:
             vertices = self.prepared.to_source(vertices)
+            normals = None if normals is None else self.prepared.directions_to_source(normals)
         stats.update(vertices=len(vertices), faces=len(faces), seconds_total=_since(started))
         report("done", 1.0)
         return MeshResult(vertices.astype(np.float32), faces.astype(np.int32), normals, stats)

@@ -43,10 +43,16 @@ class PreparedInput:
     loc: np.ndarray  # (3,) float64
     scale: float
     info: dict[str, int] = field(default_factory=dict)  # what preprocessing did (points given, points used)
+    # The turn into the network's frame (frames.orient), None while the input is in the project's frame.
+    rotation: np.ndarray | None = None
 
     def to_source(self, vertices: np.ndarray) -> np.ndarray:
-        """Unit-cube coordinates -> the source's coordinates."""
-        return (vertices * self.scale + self.loc).astype(vertices.dtype, copy=False)
+        """Unit-cube coordinates of the network's frame -> the source's coordinates."""
+        return (self.directions_to_source(vertices) * self.scale + self.loc).astype(vertices.dtype, copy=False)
+
+    def directions_to_source(self, vectors: np.ndarray) -> np.ndarray:
+        """Directions (normals) of the network's frame -> the source's (the scale is uniform)."""
+        return vectors if self.rotation is None else (vectors @ self.rotation).astype(vectors.dtype, copy=False)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,24 +25,13 @@ def _weights(tmp_path: Path, name: str, model: Network) -> str:
     return str(path)
 
 
-def _box_distance(points: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
-    """Signed distance of points (N, 3) to an axis-aligned box (negative inside)."""
-    outside = np.maximum(np.maximum(lo - points, points - hi), 0.0)
-    inside = np.minimum(np.minimum(points - lo, hi - points).min(axis=1), 0.0)
-    return np.linalg.norm(outside, axis=1) - inside
-
-
 def test_a_voxel_object_comes_out_exactly_where_its_voxels_are(tmp_path: Path) -> None:
     """An L of voxels (a slab on the grid's floor and a tower at its front right), imported from .binvox
     with an offset and scale, rotated in the scene, through a network that rebuilds its input grid: every
     vertex of the result lies on the surface that grid predicts, in the object's own frame."""
-    from tests.helpers import voxel_reading_extent, voxel_reading_network
+    from tests.helpers import ELL_SLAB, ELL_TOWER, box_distance, ell_grid, read_box, voxel_reading_network
 
-    grid = np.zeros((32, 32, 32), bool)  # binvox order [x, y, z] in the network frame (y up, front -z)
-    slab = ((2, 30), (0, 6), (4, 28))
-    tower = ((2, 10), (6, 26), (4, 12))  # at -x (Blender +x: the right) and -z (Blender -y: the front)
-    for (x0, x1), (y0, y1), (z0, z1) in (slab, tower):
-        grid[x0:x1, y0:y1, z0:z1] = True
+    grid = ell_grid()
     path = tmp_path / "ell.binvox"
     write_binvox(path, grid, translate=(0.5, -1.0, 2.0), scale=3.0)
     assert bpy.ops.occnet.import_binvox(filepath=str(path)) == {"FINISHED"}
@@ -55,12 +44,11 @@ def test_a_voxel_object_comes_out_exactly_where_its_voxels_are(tmp_path: Path) -
     made = np.array([v.co[:] for v in result.data.vertices])  # the object's frame: the voxels' unit cube
 
     def blender_box(box: tuple[tuple[int, int], ...]) -> tuple[np.ndarray, np.ndarray]:
-        (x0, x1), (y0, y1), (z0, z1) = (voxel_reading_extent(*axis) for axis in box)
-        # network (x, y, z) is Blender (-x, z, y)
-        return np.array([-x1, z0, y0]), np.array([-x0, z1, y1])
+        lo, hi = read_box(box)  # network (x, y, z) is Blender (-x, z, y)
+        return np.array([-hi[0], lo[2], lo[1]]), np.array([-lo[0], hi[2], hi[1]])
 
-    boxes = [blender_box(slab), blender_box(tower)]
-    distance = np.min([_box_distance(made, lo, hi) for lo, hi in boxes], axis=0)
+    boxes = [blender_box(ELL_SLAB), blender_box(ELL_TOWER)]
+    distance = box_distance(made, boxes)
     cell = 1.1 / 64
     assert np.abs(distance).max() < cell, "a vertex is off the surface the voxels predict"
     union_lo = np.min([lo for lo, _ in boxes], axis=0)
