@@ -113,9 +113,12 @@ class BackendClient:
 
     @classmethod
     def start_local(cls, python: str, weights_dirs: tuple[str, ...] | list[str] = (),
-                    timeout: float = STARTUP_TIMEOUT) -> "BackendClient":
-        """Start `python -m <this package>.backend serve --stdio` and shake hands."""
+                    timeout: float = STARTUP_TIMEOUT, threads: int = 0) -> "BackendClient":
+        """Start `python -m <this package>.backend serve --stdio` and shake hands; `threads` > 0 sets its CPU
+        threads (0: the backend's default, every core but one)."""
         command = [python, "-m", f"{PACKAGE_DIR.name}.backend", "serve", "--stdio"]
+        if threads > 0:
+            command += ["--threads", str(threads)]
         for folder in weights_dirs:
             command += ["--weights-dir", str(folder)]
         env = dict(os.environ)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .occnet.config import ARCH_MODALITY, MODALITIES
+from .threads import MAX_THREADS, apply_to_torch, configure_before_torch
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -29,6 +30,8 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 
 def _cmd_reconstruct(args: argparse.Namespace) -> int:
+    import torch
+
     from .occnet.checkpoints import load_weights
     from .occnet.errors import GenerationError
     from .occnet.generation import ExtractionSettings, Reconstructor
@@ -70,7 +73,8 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     t = time.perf_counter()
     write_mesh(output, mesh.vertices, mesh.faces, mesh.normals)
     stats = {"input": str(source), "output": str(output), "modality": modality,
-             "weights": weights.source, "device": str(reconstructor.device), "threshold": settings.threshold,
+             "weights": weights.source, "device": str(reconstructor.device), "threads": torch.get_num_threads(),
+             "threshold": settings.threshold,
              "resolution": settings.resolution, "seconds_prepare": round(seconds_prepare, 4),
              **mesh.stats, "seconds_write": round(time.perf_counter() - t, 4)}
     if args.json:
@@ -216,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "up to 20,000, an ONet model its trained count)")
     rec.add_argument("--seed", type=int, default=0, help="seed for point subsampling and refinement")
     rec.add_argument("--batch-size", type=int, default=100_000, help="points per network call")
+    rec.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads (default: every core)")
     rec.add_argument("--json", action="store_true", help="print statistics as JSON")
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
     rec.set_defaults(run=_cmd_reconstruct)
@@ -238,6 +243,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = build_parser()
     args = parser.parse_args(argv)
+    threads = getattr(args, "threads", 0)
+    if not 0 <= threads <= MAX_THREADS:
+        parser.error(f"--threads must be between 0 (every core) and {MAX_THREADS}, got {threads}")
+    configure_before_torch(threads)  # before the command imports torch: short spins hold up under load
+    if "torch" in sys.modules:  # called from a process that already has it
+        apply_to_torch(threads)
     run: Callable[[argparse.Namespace], int] = args.run
     try:
         return run(args)

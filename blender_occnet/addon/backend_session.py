@@ -25,6 +25,7 @@ class BackendSettings:
     port: int = 8765
     token: str = ""
     weights_dirs: tuple[str, ...] = ()
+    threads: int = 0  # CPU threads of a local backend; 0: every core but one
 
 
 def acquire(settings: BackendSettings) -> BackendClient:
@@ -66,4 +67,4 @@ def _start(settings: BackendSettings) -> BackendClient:
         raise InterpreterNotFound("no backend interpreter is set: in Edit > Preferences > Add-ons > OccNet "
                                   "Reconstruction, set 'Python interpreter' to a Python with PyTorch (or use a "
                                   "remote backend)")
-    return BackendClient.start_local(settings.python.strip(), list(settings.weights_dirs))
+    return BackendClient.start_local(settings.python.strip(), list(settings.weights_dirs), threads=settings.threads)

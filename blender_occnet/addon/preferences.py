@@ -31,6 +31,10 @@ class OCCNET_AP_preferences(bpy.types.AddonPreferences):
     weights_dir: StringProperty(  # type: ignore[valid-type]
         name="Weights folder", subtype="DIR_PATH", default="",
         description="A folder of .safetensors weights, searched before the bundled ones")
+    cpu_threads: IntProperty(  # type: ignore[valid-type]
+        name="CPU threads", default=0, min=0, max=256,
+        description="Threads the network uses on the CPU. 0: automatic, every core but one (left for Blender). "
+                    "More is faster on an idle machine; fewer keeps Blender responsive while it works")
 
     def draw(self, context: bpy.types.Context) -> None:
         layout = self.layout
@@ -45,6 +49,8 @@ class OCCNET_AP_preferences(bpy.types.AddonPreferences):
             layout.prop(self, "remote_port")
             layout.prop(self, "remote_token")
         layout.prop(self, "weights_dir")
+        if self.backend_mode != "REMOTE":  # a remote backend's threads are set where it runs (serve --threads)
+            layout.prop(self, "cpu_threads")
         layout.operator("occnet.test_backend", icon="CHECKMARK")
         state = events.state()
         if state.backend_info:
@@ -96,7 +102,7 @@ def backend_settings(context: bpy.types.Context) -> BackendSettings:
         python = bpy.path.abspath(prefs.python_path) if prefs.python_path else ""
     return BackendSettings(prefs.backend_mode, python,
                            prefs.remote_host, prefs.remote_port, prefs.remote_token,
-                           (folder,) if folder else ())
+                           (folder,) if folder else (), prefs.cpu_threads)
 
 
 def register() -> None:

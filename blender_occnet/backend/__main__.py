@@ -7,6 +7,8 @@ import os
 import secrets
 import sys
 
+from ..threads import MAX_THREADS, apply_to_torch, backend_threads, configure_before_torch
+
 # Exit status the client reads as "a required package is missing in this interpreter".
 EXIT_MISSING_PACKAGE = 3
 REQUIREMENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "requirements.txt")
@@ -27,7 +29,15 @@ def main(argv: list[str] | None = None) -> int:
                        help="token clients must present (default: $OCCNET_BACKEND_TOKEN, else a random one "
                             "printed at start)")
     serve.add_argument("--weights-dir", action="append", default=[], help="extra folder of weights (repeatable)")
+    serve.add_argument("--threads", type=int, default=0, metavar="N",
+                       help="CPU threads for the network (default: over stdio every core but one, left for "
+                            "Blender; over TCP every core)")
     args = parser.parse_args(argv)
+    if not 0 <= args.threads <= MAX_THREADS:
+        parser.error(f"--threads must be between 0 (automatic) and {MAX_THREADS}, got {args.threads}")
+    # Before anything imports torch: libgomp reads these once, when it loads.
+    threads = backend_threads(args.threads) if args.stdio else args.threads
+    configure_before_torch(threads)
 
     missing = _missing_packages()
     if missing:
@@ -39,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     from .engine import Engine
     from .server import serve_stdio, serve_tcp
 
+    apply_to_torch(threads)
     engine = Engine(args.weights_dir)
     if args.stdio:
         serve_stdio(engine)

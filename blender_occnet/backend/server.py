@@ -166,7 +166,7 @@ class Session:
         self.send({"type": "reply", "id": request_id, "protocol_version": PROTOCOL_VERSION,
                    "backend_version": __version__, "torch_version": torch.__version__,
                    "python": sys.version.split()[0], "executable": sys.executable, "devices": devices,
-                   "cuda": torch.cuda.is_available(),
+                   "cuda": torch.cuda.is_available(), "cpu_threads": torch.get_num_threads(),
                    "weights": [w.to_dict() for w in list_weights(self.engine.weights_dirs)]})
 
 

@@ -564,3 +564,17 @@ def test_a_client_that_stops_reading_never_delays_another(remote: tuple[int, str
         assert time.monotonic() - started < 120
     finally:
         stalled.close()
+
+
+def test_threads_leave_blender_a_core_unless_told(client: BackendClient, weights_dir: Path) -> None:
+    """Over stdio the backend takes every core but one (Blender's); --threads (the add-on's CPU threads
+    preference) sets the count; both are reported in the handshake."""
+    from blender_occnet.threads import available_cores
+
+    assert client.info["cpu_threads"] == max(1, available_cores() - 1)
+    backend = BackendClient.start_local(sys.executable, [str(weights_dir)], threads=3)
+    try:
+        assert backend.info["cpu_threads"] == 3
+        assert_serves_a_small_job(backend)
+    finally:
+        backend.close()

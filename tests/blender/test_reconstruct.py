@@ -175,6 +175,18 @@ def test_test_backend_reports_torch_devices_and_weights() -> None:
     assert info.startswith("torch 2.") and "devices: cpu" in info and "pc" in info and "vox" in info
 
 
+def test_the_cpu_threads_preference_reaches_the_backend() -> None:
+    from tests.blender.blender_helpers import MODULE
+
+    prefs = bpy.context.preferences.addons[MODULE].preferences
+    prefs.cpu_threads = 2
+    try:
+        assert bpy.ops.occnet.test_backend() == {"FINISHED"}  # the changed setting restarts the backend
+        assert "(2 CPU threads)" in bpy.context.window_manager.occnet_job.backend_info
+    finally:
+        prefs.cpu_threads = 0
+
+
 def test_original_checkpoint_with_its_architecture(tmp_path: Path, addon: ModuleType, weights_dir: Path) -> None:
     """An original .pt file picked by path: the architecture is told from its keys, or named; a wrong name
     is refused. The Weights field suggests the folder's and the bundled weights."""
