@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .occnet.config import ARCH_MODALITY, MODALITIES
-from .threads import MAX_THREADS, apply_to_torch, configure_before_torch
+from .torch_env import MAX_THREADS, apply_to_torch, configure_before_torch
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -120,6 +120,47 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_weights_list(args: argparse.Namespace) -> int:
+    from .occnet.registry import list_weights, user_weights_dir
+    from .occnet.released import catalogue
+
+    have = {info.name for info in list_weights() if info.usable}
+    entries = catalogue()
+    if args.json:
+        print(json.dumps([{**e.to_dict(), "installed": e.name in have} for e in entries], indent=2))
+        return 0
+    for e in entries:
+        state = "installed" if e.name in have else ("available" if e.loadable else "cannot be used yet")
+        size = f", {e.values / 1e6:.1f}M values" if e.values else ""
+        print(f"{e.name:44} {e.modality or '-':10} {state:18} {e.note}{size}")
+    print(f"\n`python -m blender_occnet weights get NAME` downloads one into {user_weights_dir()}; all were "
+          "trained on ShapeNet by their authors (MIT licence; see each entry's licence_at in --json)")
+    return 0
+
+
+def _cmd_weights_get(args: argparse.Namespace) -> int:
+    from .occnet.released import find, get
+
+    entry = find(args.name)
+    last = [-1.0]
+
+    def progress(done: int, total: int) -> None:
+        if args.progress_lines:
+            print(f"progress {done} {total}", flush=True)
+        elif sys.stderr.isatty() and total:
+            print(f"\rdownloading {entry.file_name}: {done / total:4.0%} of {total / 1e6:.1f} MB", end="",
+                  file=sys.stderr, flush=True)
+        elif done - last[0] >= 10e6:
+            last[0] = done
+            print(f"downloading {entry.file_name}: {done / 1e6:.0f} MB", file=sys.stderr, flush=True)
+
+    path = get(args.name, progress=progress)
+    if sys.stderr.isatty() and not args.progress_lines:
+        print(file=sys.stderr)
+    print(f"wrote {path}: {entry.arch} weights for {entry.modality} input; use them as --weights {entry.name}")
+    return 0
+
+
 SAMPLES_DIR = Path(__file__).resolve().parent / "samples"
 
 
@@ -214,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--simplify", type=int, default=0, metavar="FACES",
                      help="simplify to about this many faces (default: keep all)")
     rec.add_argument("--normals", action="store_true", help="write vertex normals from the network's gradient")
-    rec.add_argument("--device", default="auto", help="auto, cpu or cuda (default auto)")
+    rec.add_argument("--device", default="auto",
+                     help="auto (a CUDA GPU, else Apple's GPU, else the CPU), cpu, cuda or mps (default auto)")
     rec.add_argument("--input-points", type=int, default=0, metavar="N",
                      help="point clouds: points the encoder is given (default: a ConvONet model takes every point "
                           "up to 20,000, an ONet model its trained count)")
@@ -235,6 +277,18 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list available weights with their modality and model card")
     models.add_argument("--json", action="store_true", help="as JSON")
     models.set_defaults(run=_cmd_models)
+
+    weights = sub.add_parser("weights", help="the weights the original authors released: list, or get one")
+    weights_sub = weights.add_subparsers(dest="weights_command", required=True)
+    listing = weights_sub.add_parser("list", help="every released file, NAME first, and whether it can be used")
+    listing.add_argument("--json", action="store_true", help="as JSON")
+    listing.set_defaults(run=_cmd_weights_list)
+    fetch = weights_sub.add_parser("get", help="download, check and convert one into the user weights folder "
+                                               "($OCCNET_WEIGHTS_DIR overrides it)")
+    fetch.add_argument("name", help="a NAME from `weights list`")
+    fetch.add_argument("--progress-lines", action="store_true",
+                       help="progress as 'progress DONE TOTAL' lines on stdout (what the add-on reads)")
+    fetch.set_defaults(run=_cmd_weights_get)
     return parser
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..backend_client import BackendClient, BackendError
+from .torch_builds import TorchBuild
 
 REQUIREMENTS = Path(__file__).resolve().parent.parent / "backend" / "requirements.txt"
 LOG_LINES = 400
@@ -37,6 +38,15 @@ def env_python(env_dir: str | os.PathLike[str]) -> Path:
 
 def is_installed(env_dir: str | os.PathLike[str]) -> bool:
     return env_python(env_dir).is_file()
+
+
+def torch_requirement(requirements: Path) -> str:
+    """The pinned torch line of the requirements (torch==X.Y.Z)."""
+    for line in requirements.read_text().splitlines():
+        spec = line.split("#", 1)[0].strip()
+        if re.match(r"torch\s*==", spec):
+            return spec.replace(" ", "")
+    raise _Failed(f"{requirements} pins no torch version; reinstall the extension")
 
 
 def requirement_names(requirements: Path) -> list[str]:
@@ -57,9 +67,11 @@ class Installer:
     """
 
     def __init__(self, env_dir: str | os.PathLike[str], requirements: Path = REQUIREMENTS,
-                 base_python: str = sys.executable, log_path: str | os.PathLike[str] | None = None):
+                 base_python: str = sys.executable, log_path: str | os.PathLike[str] | None = None,
+                 build: TorchBuild = TorchBuild("default build")):
         self.env_dir = Path(env_dir)
         self.requirements = Path(requirements)
+        self.build = build
         self.base_python = base_python
         self.log_path = Path(log_path) if log_path else self.env_dir.with_name(self.env_dir.name + "-install.log")
         self.state, self.stage, self.fraction, self.message = "running", "starting", 0.0, ""
@@ -136,9 +148,19 @@ class Installer:
             elif line.startswith("Installing collected packages"):
                 self._set("installing packages", _COLLECTED)
 
-        python = str(env_python(self.staging_dir))
-        self._call([python, "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off",
-                    "-r", str(self.requirements)], "pip could not install the backend's requirements", on_line)
+        for command in self.pip_commands(str(env_python(self.staging_dir))):
+            self._call(command, "pip could not install the backend's requirements", on_line)
+
+    def pip_commands(self, python: str) -> list[list[str]]:
+        """The pip calls of the install: torch first from PyTorch's own index when the build needs one (the
+        pinned version, nothing else from there), then every requirement from the package index."""
+        if not self.build.supported:
+            raise _Failed(self.build.reason)
+        pip = [python, "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off"]
+        commands = []
+        if self.build.index_url:
+            commands.append(pip + ["--index-url", self.build.index_url, torch_requirement(self.requirements)])
+        return commands + [pip + ["-r", str(self.requirements)]]
 
     def _verify(self) -> None:
         """Start the backend in the new environment and shake hands, as every reconstruction will."""

@@ -152,6 +152,8 @@ class ReconstructJob:
     def _on_event(self, event: Event) -> bool:
         if event.type == "progress":
             self.stage, self.progress = str(event.header.get("stage", "")), float(event.header.get("fraction", 0.0))
+            if event.header.get("device"):  # the sidebar shows where the network runs
+                self.stage = f"{self.stage} on {str(event.header['device']).upper()}"
             self._publish()
             return False
         if event.type == "result":

@@ -7,7 +7,7 @@ from pathlib import Path
 import bpy
 from bpy.props import EnumProperty, IntProperty, StringProperty
 
-from . import events, installer
+from . import events, installer, torch_builds
 from .backend_session import BackendSettings
 
 # The extension's own module name (bl_ext.<repo>.occnet, or blender_occnet from a checkout): never hard-coded.
@@ -31,6 +31,14 @@ class OCCNET_AP_preferences(bpy.types.AddonPreferences):
     weights_dir: StringProperty(  # type: ignore[valid-type]
         name="Weights folder", subtype="DIR_PATH", default="",
         description="A folder of .safetensors weights, searched before the bundled ones")
+    torch_build: EnumProperty(  # type: ignore[valid-type]
+        name="PyTorch build", default="AUTO",
+        description="Which PyTorch Install backend takes: Automatic picks it for this platform and GPU",
+        items=[("AUTO", "Automatic", "Linux: the default build; Windows: a CUDA build when an NVIDIA GPU is "
+                                     "found, else the CPU build; macOS (Apple silicon): the standard build, with MPS"),
+               ("CPU", "CPU only", "The CPU build (a smaller download; no GPU)"),
+               ("CU126", "CUDA 12.6", "For NVIDIA drivers that support CUDA 12.6"),
+               ("CU128", "CUDA 12.8", "For NVIDIA drivers that support CUDA 12.8")])
     cpu_threads: IntProperty(  # type: ignore[valid-type]
         name="CPU threads", default=0, min=0, max=256,
         description="Threads the network uses on the CPU. 0: automatic, every core but one (left for Blender). "
@@ -41,7 +49,7 @@ class OCCNET_AP_preferences(bpy.types.AddonPreferences):
         assert layout is not None
         layout.prop(self, "backend_mode", expand=True)
         if self.backend_mode == "MANAGED":
-            _draw_managed(layout)
+            _draw_managed(layout, self)
         elif self.backend_mode == "LOCAL":
             layout.prop(self, "python_path")
         else:
@@ -57,8 +65,16 @@ class OCCNET_AP_preferences(bpy.types.AddonPreferences):
             layout.label(text=state.backend_info, icon="INFO")
 
 
-def _draw_managed(layout: bpy.types.UILayout) -> None:
+def _draw_managed(layout: bpy.types.UILayout, prefs: "OCCNET_AP_preferences") -> None:
     from .operators import install_backend  # the operator module keeps the running install
+
+    facts = torch_builds.detect()
+    build = torch_builds.choose(facts, prefs.torch_build)
+    row = layout.row()
+    row.prop(prefs, "torch_build")
+    gpu = "an NVIDIA GPU" if facts.nvidia_gpu else "no NVIDIA GPU"
+    layout.label(text=f"{facts.system} {facts.machine}, {gpu}: {build.label if build.supported else build.reason}",
+                 icon="INFO" if build.supported else "ERROR")
 
     env = managed_env_dir()
     job = install_backend.current

@@ -87,9 +87,10 @@ class OCCNET_PG_settings(bpy.types.PropertyGroup):
         name="Simplify to", default=0, min=0, description="Target face count (0: no simplification)")
     device: EnumProperty(  # type: ignore[valid-type]
         name="Device", default="auto",
-        description="Where the network runs: a CUDA GPU is many times faster than the CPU for 256³ and refinement",
-        items=[("auto", "Auto", "A CUDA GPU when the backend has one, else the CPU"), ("cpu", "CPU", ""),
-               ("cuda", "CUDA", "The backend's first CUDA GPU")])
+        description="Where the network runs: a GPU is many times faster than the CPU for 256³ and refinement",
+        items=[("auto", "Auto", "A CUDA GPU when the backend has one, else Apple's GPU (MPS), else the CPU"),
+               ("cpu", "CPU", ""), ("cuda", "CUDA", "The backend's first CUDA GPU"),
+               ("mps", "Apple GPU", "Metal (MPS) on Apple silicon; ops it lacks run on the CPU")])
     source_kind: EnumProperty(  # type: ignore[valid-type]
         name="Source", default="SURFACE",
         description="What the network is given: points sampled on the mesh's faces, its vertices as they are, the "

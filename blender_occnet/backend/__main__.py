@@ -7,7 +7,7 @@ import os
 import secrets
 import sys
 
-from ..threads import MAX_THREADS, apply_to_torch, backend_threads, configure_before_torch
+from ..torch_env import MAX_THREADS, apply_to_torch, backend_threads, configure_before_torch
 
 # Exit status the client reads as "a required package is missing in this interpreter".
 EXIT_MISSING_PACKAGE = 3

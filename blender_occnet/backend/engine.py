@@ -154,6 +154,7 @@ class Engine:
             request = job.request
             progress("loading", 0.0)
             reconstructor, stats["model_cached"], stats["seconds_load"] = self._model(request)
+            progress.device = str(reconstructor.device)
             settings = request.settings
             if not request.threshold_given:
                 settings = dataclasses.replace(settings, threshold=reconstructor.weights.threshold)
@@ -169,10 +170,12 @@ class Engine:
                                           "failed, or evicted from the cache); reconstruct again")
             assert job.settings is not None
             shape, reconstructor, settings = finished.shape, finished.reconstructor, job.settings
+            progress.device = str(reconstructor.device)
             shape.encode_seconds = 0.0
         mesh = shape.extract(settings, progress=progress, should_cancel=cancelled)
         self._remember(job.id, FinishedJob(shape, reconstructor, settings))
         stats.update(mesh.stats)
+        stats["device"] = str(reconstructor.device)
         stats["seconds_backend"] = round(time.perf_counter() - started, 4)
         job.send(*_result_message(job.id, mesh, shape, settings, stats))
 
@@ -239,14 +242,15 @@ class _Throttled:
 
     def __init__(self, job: Job):
         self.job, self.stage, self.last = job, "", 0.0
+        self.device = ""  # where the network runs, once the model is loaded
 
     def __call__(self, stage: str, fraction: float) -> None:
         now = time.monotonic()
         if stage == self.stage and now - self.last < PROGRESS_INTERVAL:
             return
         self.stage, self.last = stage, now
-        self.job.send({"type": "progress", "job": self.job.id, "stage": stage, "fraction": round(fraction, 4)},
-                      None)
+        event = {"type": "progress", "job": self.job.id, "stage": stage, "fraction": round(fraction, 4)}
+        self.job.send({**event, "device": self.device} if self.device else event, None)
 
 
 def _result_message(job_id: str, mesh: MeshResult, shape: EncodedShape, settings: ExtractionSettings,

@@ -75,8 +75,8 @@ def parse_reconstruct(header: dict[str, Any], arrays: dict[str, np.ndarray]) -> 
         if header.get(name) is not None and not isinstance(header[name], str):
             raise RequestError(name, f"{name} must be a string")
     device = header.get("device", "auto")
-    if not isinstance(device, str) or not (device in ("auto", "cpu") or device.startswith("cuda")):
-        raise RequestError("device", f"device must be auto, cpu or cuda, got {device!r}")
+    if not isinstance(device, str) or not (device in ("auto", "cpu", "mps") or device.startswith("cuda")):
+        raise RequestError("device", f"device must be auto, cpu, cuda or mps, got {device!r}")
     if "input" not in arrays:
         raise RequestError("input", "the request carries no 'input' array")
     source, faces = arrays["input"], arrays.get("faces")

@@ -162,11 +162,15 @@ class Session:
         if version != PROTOCOL_VERSION:
             raise RequestError("protocol_version", f"this backend speaks protocol {PROTOCOL_VERSION}, the client "
                                                    f"{version}; update the extension and the backend together")
+        from ..occnet.generation import mps_available, resolve_device
+
         devices = ["cpu"] + [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
+        devices += ["mps (Apple GPU)"] if mps_available() else []
         self.send({"type": "reply", "id": request_id, "protocol_version": PROTOCOL_VERSION,
                    "backend_version": __version__, "torch_version": torch.__version__,
                    "python": sys.version.split()[0], "executable": sys.executable, "devices": devices,
                    "cuda": torch.cuda.is_available(), "cpu_threads": torch.get_num_threads(),
+                   "auto_device": str(resolve_device("auto")),
                    "weights": [w.to_dict() for w in list_weights(self.engine.weights_dirs)]})
 
 

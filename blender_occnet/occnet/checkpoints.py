@@ -328,7 +328,7 @@ def convert_checkpoint(src: str | os.PathLike[str], dst: str | os.PathLike[str],
                        arch: str | None = None) -> Weights:
     """Original `.pt` -> our `.safetensors`, every tensor kept under its name with its values."""
     weights = load_weights(src, arch)
-    weights.card = {**weights.card, "converted_from": Path(src).name, "source_sha256": _sha256(Path(src))}
+    weights.card = {**weights.card, "converted_from": Path(src).name, "source_sha256": file_sha256(Path(src))}
     save_weights(dst, weights)
     return weights
 
@@ -338,7 +338,7 @@ def _check_threshold(threshold: float, path: Any) -> None:
         raise CheckpointError(f"{path}: threshold {threshold!r} is not a probability in (0, 1)")
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):

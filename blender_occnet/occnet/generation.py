@@ -94,17 +94,26 @@ class MeshResult:
     stats: dict[str, float | int] = field(default_factory=dict)
 
 
+def mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
 def resolve_device(device: str) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; 'cuda' on a machine without one is an error."""
+    """'auto' -> a CUDA GPU, else Apple's GPU (MPS), else the CPU; a named device that is not there is an
+    error that says what is."""
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if torch.cuda.is_available() else "mps" if mps_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise InputError(f"device {device!r} is not available here (torch {torch.__version__} sees no CUDA "
                          "GPU); use cpu or auto")
+    if device == "mps" and not mps_available():
+        raise InputError(f"device 'mps' is not available here (torch {torch.__version__} sees no Apple GPU); "
+                         "use cpu or auto")
     try:
         return torch.device(device)
     except RuntimeError:
-        raise InputError(f"unknown device {device!r}; use auto, cpu or cuda") from None
+        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or mps") from None
 
 
 class Reconstructor:

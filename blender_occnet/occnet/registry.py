@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
@@ -15,6 +16,22 @@ from .errors import CheckpointError
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"
 ENV_DIRS = "OCCNET_WEIGHTS_PATH"  # extra folders, separated by os.pathsep
+ENV_USER_DIR = "OCCNET_WEIGHTS_DIR"  # where downloaded weights go (and are found), instead of the default
+
+
+def user_weights_dir() -> Path:
+    """The per-user folder for downloaded weights, read by the command line, the backend and so the add-on:
+    $OCCNET_WEIGHTS_DIR, else the platform's user data folder."""
+    if os.environ.get(ENV_USER_DIR):
+        return Path(os.environ[ENV_USER_DIR]).expanduser()
+    home = Path.home()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("APPDATA") or home / "AppData" / "Roaming")
+    elif sys.platform == "darwin":
+        base = home / "Library" / "Application Support"
+    else:
+        base = Path(os.environ.get("XDG_DATA_HOME") or home / ".local" / "share")
+    return base / "blender-occnet" / "weights"
 
 
 @dataclass
@@ -41,7 +58,7 @@ class WeightsInfo:
 def search_dirs(extra: Iterable[str | os.PathLike[str]] = ()) -> list[Path]:
     dirs = [Path(d) for d in extra]
     dirs += [Path(d) for d in os.environ.get(ENV_DIRS, "").split(os.pathsep) if d]
-    dirs.append(BUNDLED_DIR)
+    dirs += [user_weights_dir(), BUNDLED_DIR]
     return dirs
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -74,6 +75,18 @@ def events_until_done(client: BackendClient, job: str, timeout: float = 120.0) -
     raise AssertionError(f"job {job} did not finish within {timeout} s")
 
 
+@contextlib.contextmanager
+def threads_of(client: BackendClient) -> Iterator[None]:
+    """In-process work with the backend's thread count (every core but one): GEMMs split alike round
+    alike, so results compare bit for bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(client.info["cpu_threads"])
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_round_trip_matches_in_process_generation(client: BackendClient, weights_dir: Path) -> None:
     assert client.info["protocol_version"] == protocol.PROTOCOL_VERSION
     assert client.info["torch_version"] == torch.__version__ and client.info["devices"][0] == "cpu"
@@ -89,8 +102,9 @@ def test_round_trip_matches_in_process_generation(client: BackendClient, weights
 
     from blender_occnet.occnet.checkpoints import load_weights
 
-    local = Reconstructor(load_weights(weights_dir / "vox.safetensors"), "cpu").encode(
-        prepare_voxels(voxel_source())).extract(ExtractionSettings(threshold=0.5, resolution=64, normals=True))
+    with threads_of(client):
+        local = Reconstructor(load_weights(weights_dir / "vox.safetensors"), "cpu").encode(
+            prepare_voxels(voxel_source())).extract(ExtractionSettings(threshold=0.5, resolution=64, normals=True))
     assert np.array_equal(local.vertices, vertices) and np.array_equal(local.faces, faces)
 
 
@@ -113,8 +127,9 @@ def test_a_mesh_is_voxelised_by_the_backend(client: BackendClient, weights_dir: 
 
     prepared = prepare_voxels_from_mesh(vertices, faces)
     assert prepared.array.sum() > 0 and prepared.scale == pytest.approx(2.0)
-    local = Reconstructor(load_weights(weights_dir / "vox.safetensors"), "cpu").encode(prepared).extract(
-        ExtractionSettings(threshold=0.5, resolution=32))
+    with threads_of(client):
+        local = Reconstructor(load_weights(weights_dir / "vox.safetensors"), "cpu").encode(prepared).extract(
+            ExtractionSettings(threshold=0.5, resolution=32))
     assert np.array_equal(local.vertices, result.arrays["vertices"])
     assert np.array_equal(local.faces, result.arrays["faces"])
     # In the mesh's frame: within the network's 1.1 box around the box's centre (3, -0.4, 1), scale 2.
@@ -569,7 +584,7 @@ def test_a_client_that_stops_reading_never_delays_another(remote: tuple[int, str
 def test_threads_leave_blender_a_core_unless_told(client: BackendClient, weights_dir: Path) -> None:
     """Over stdio the backend takes every core but one (Blender's); --threads (the add-on's CPU threads
     preference) sets the count; both are reported in the handshake."""
-    from blender_occnet.threads import available_cores
+    from blender_occnet.torch_env import available_cores
 
     assert client.info["cpu_threads"] == max(1, available_cores() - 1)
     backend = BackendClient.start_local(sys.executable, [str(weights_dir)], threads=3)

@@ -10,7 +10,7 @@ from typing import Any
 import bpy
 from bpy.props import StringProperty
 
-from .. import backend_session, events, installer, jobs, preferences
+from .. import backend_session, events, installer, jobs, preferences, torch_builds
 from .modal import TimerModal
 
 current: installer.Installer | None = None  # the install the preferences show (running or last)
@@ -80,7 +80,11 @@ class OCCNET_OT_install_backend(TimerModal, bpy.types.Operator):
         # A backend running from the old environment would keep its files busy (Windows) when the new
         # one is swapped in; it restarts on the next reconstruction.
         backend_session.shutdown()
-        current = installer.Installer(preferences.managed_env_dir(), requirements).start()
+        build = torch_builds.choose(torch_builds.detect(), preferences.get(bpy.context).torch_build)
+        if not build.supported:
+            self._fail(build.reason)
+            return None
+        current = installer.Installer(preferences.managed_env_dir(), requirements, build=build).start()
         return current
 
     def _end(self, job: installer.Installer) -> set[Any]:

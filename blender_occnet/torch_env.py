@@ -1,4 +1,4 @@
-"""How many CPU threads the network gets, and how they wait: set before torch is imported.
+"""The process environment torch reads when it loads: CPU threads, how they wait, Apple GPU fallback.
 
 The decoders open a short OpenMP region for every GEMM and element-wise op of each slice. libgomp's
 idle threads spin 300,000 times between regions by default: fastest on an idle machine, but when other
@@ -38,11 +38,14 @@ def backend_threads(requested: int = 0) -> int:
 
 
 def configure_before_torch(threads: int, environ: MutableMapping[str, str] | None = None) -> None:
-    """Set a short OpenMP spin (unless the environment already sets how to wait) and the thread count,
-    for a process that has not imported torch yet; `threads` <= 0 leaves the count to torch (every core)."""
+    """Set a short OpenMP spin (unless the environment already sets how to wait), the thread count and
+    the MPS fallback, for a process that has not imported torch yet; `threads` <= 0 leaves the count to
+    torch (every core)."""
     env = os.environ if environ is None else environ
     if not any(name in env for name in WAIT_VARIABLES):
         env.update(SHORT_SPIN)
+    # On Apple's GPU an op MPS lacks runs on the CPU (torch warns once) instead of failing the job.
+    env.setdefault("PYTORCH_ENABLE_MPS_FALLBACK", "1")
     if threads > 0:
         for name in THREAD_VARIABLES:
             env[name] = str(threads)

@@ -1,4 +1,4 @@
-"""Thread settings made before torch loads: the wait policy, the count, and the command line's option."""
+"""Settings made before torch loads: the wait policy, the thread count, the MPS fallback, the CLI option."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from blender_occnet.threads import SHORT_SPIN, THREAD_VARIABLES, backend_threads, configure_before_torch
+from blender_occnet.torch_env import SHORT_SPIN, THREAD_VARIABLES, backend_threads, configure_before_torch
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -18,10 +18,11 @@ def test_spins_are_short_unless_the_user_chose_and_counts_are_set_everywhere() -
     env: dict[str, str] = {}
     configure_before_torch(3, env)
     assert SHORT_SPIN.items() <= env.items() and all(env[name] == "3" for name in THREAD_VARIABLES)
+    assert env["PYTORCH_ENABLE_MPS_FALLBACK"] == "1"
     for chosen in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "0"}, {"KMP_BLOCKTIME": "200"}):
         before = dict(chosen)
         configure_before_torch(0, chosen)
-        assert chosen == before  # the user's choice stands; 0 leaves the count to torch
+        assert {k: v for k, v in chosen.items() if k != "PYTORCH_ENABLE_MPS_FALLBACK"} == before
     assert backend_threads(5) == 5 and backend_threads(0) >= 1
 
 

@@ -1,0 +1,203 @@
+"""The weights the original authors released: the catalogue, and getting one into the user weights folder.
+
+`released_weights.json` (beside this file) lists every file with the address the authors' configs name.
+`get(name)` downloads it to `<user weights>/.downloads/<file>.part` (resuming a cut transfer with an HTTP
+Range request), checks it (the SHA-256 prefix torch.hub-style names carry; safe unpickling of tensors and
+numpy scalars only; every key and shape against the architecture), converts it to this project's
+`.safetensors` with a model card recording its address, date, SHA-256, licence and frame, and only then
+renames it into the folder the registry reads. Nothing half-written is ever where the registry looks.
+`OCCNET_WEIGHTS_MIRROR=http://host:port` fetches every address from that host with its path unchanged
+(a local mirror, or the tests' server).
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import re
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import CheckpointError, OccNetError
+
+CATALOGUE = Path(__file__).resolve().parent / "released_weights.json"
+ENV_MIRROR = "OCCNET_WEIGHTS_MIRROR"
+DOWNLOADS = ".downloads"  # inside the user weights folder; the registry reads *.safetensors only
+CHUNK = 1 << 16
+TIMEOUT_S = 30.0
+HASH_PREFIX = re.compile(r"-([a-f0-9]{8,})\.pt$")  # torch.hub: name-<first hex digits of the SHA-256>.pt
+
+ProgressFn = Callable[[int, int], None]  # (bytes so far, total bytes or 0 when unknown)
+CancelFn = Callable[[], bool]
+
+
+class DownloadError(OccNetError):
+    """A download that failed; the message says why and what to do."""
+
+
+class DownloadCancelled(OccNetError):
+    """The user cancelled; the partial file is kept so that the next `get` resumes it."""
+
+
+@dataclass(frozen=True)
+class ReleasedWeights:
+    name: str
+    url: str
+    arch: str
+    modality: str
+    training_data: str
+    licence: str
+    licence_at: str
+    note: str = ""
+    values: int = 0  # parameters, where known (the file also holds the optimiser's state)
+    loadable: bool = True
+
+    @property
+    def file_name(self) -> str:
+        return urllib.parse.urlparse(self.url).path.rsplit("/", 1)[-1]
+
+    @property
+    def hash_prefix(self) -> str:
+        match = HASH_PREFIX.search(self.file_name)
+        return match.group(1) if match else ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "url": self.url, "arch": self.arch, "modality": self.modality,
+                "training_data": self.training_data, "licence": self.licence, "licence_at": self.licence_at,
+                "note": self.note, "values": self.values, "loadable": self.loadable}
+
+
+def catalogue() -> list[ReleasedWeights]:
+    data = json.loads(CATALOGUE.read_text())
+    fields = set(ReleasedWeights.__dataclass_fields__)
+    return [ReleasedWeights(**{k: v for k, v in entry.items() if k in fields}) for entry in data["weights"]]
+
+
+def catalogue_frame() -> dict[str, str]:
+    return dict(json.loads(CATALOGUE.read_text())["frame"])
+
+
+def find(name: str) -> ReleasedWeights:
+    entries = catalogue()
+    for entry in entries:
+        if entry.name == name:
+            return entry
+    close = [e.name for e in entries if name.lower() in e.name]
+    hint = f" (did you mean {', '.join(close[:3])}?)" if close else ""
+    raise DownloadError(f"no released weights named {name!r}{hint}; `python -m blender_occnet weights list` "
+                        "shows them")
+
+
+def download_url(entry: ReleasedWeights) -> str:
+    """The address, or the same path on $OCCNET_WEIGHTS_MIRROR."""
+    mirror = os.environ.get(ENV_MIRROR, "").strip()
+    if not mirror:
+        return entry.url
+    base, path = urllib.parse.urlparse(mirror), urllib.parse.urlparse(entry.url).path
+    return urllib.parse.urlunparse((base.scheme, base.netloc, path, "", "", ""))
+
+
+def remote_size(entry: ReleasedWeights) -> int:
+    """The file's size in bytes from a HEAD request (0 when the server does not say)."""
+    request = urllib.request.Request(download_url(entry), method="HEAD")
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+            return int(response.headers.get("Content-Length") or 0)
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        raise DownloadError(_network_message(download_url(entry), exc)) from None
+
+
+def get(name: str, folder: Path | None = None, progress: ProgressFn | None = None,
+        should_cancel: CancelFn | None = None) -> Path:
+    """Download, check and convert the released weights `name` into `folder` (the user weights folder by
+    default); returns the new .safetensors file. Raises DownloadError, DownloadCancelled or CheckpointError
+    with the folder as it was (a partial download stays in .downloads/ to be resumed)."""
+    from .checkpoints import file_sha256, load_original_checkpoint, save_weights
+    from .registry import user_weights_dir
+
+    entry = find(name)
+    if not entry.loadable:
+        raise DownloadError(f"{entry.name} cannot be used by this version: {entry.note}")
+    folder = Path(folder) if folder is not None else user_weights_dir()
+    partial_dir = folder / DOWNLOADS
+    try:
+        partial_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DownloadError(f"cannot create {partial_dir}: {exc.strerror or exc}; set OCCNET_WEIGHTS_DIR to a "
+                            "writable folder") from None
+    partial = partial_dir / f"{entry.file_name}.part"
+    _fetch(download_url(entry), partial, progress, should_cancel)
+    digest = file_sha256(partial)
+    if entry.hash_prefix and not digest.startswith(entry.hash_prefix):
+        partial.unlink()
+        raise DownloadError(f"{entry.file_name}: the download's SHA-256 starts {digest[:len(entry.hash_prefix)]}, "
+                            f"not {entry.hash_prefix} as its name says: it is damaged or not the authors' file "
+                            "(deleted; try again, or check OCCNET_WEIGHTS_MIRROR)")
+    complete = partial.with_suffix("")  # <file>.pt: the loader tells formats by content, not by name
+    os.replace(partial, complete)
+    try:
+        weights = load_original_checkpoint(complete, entry.arch)
+    except CheckpointError as exc:
+        complete.unlink()
+        raise CheckpointError(f"{entry.name}: the downloaded file is not a usable {entry.arch} checkpoint "
+                              f"(deleted): {exc}") from None
+    weights.card = {**weights.card, "source": f"released by the authors: {entry.name}", "url": entry.url,
+                    "downloaded": datetime.date.today().isoformat(), "source_sha256": digest,
+                    "training_data": entry.training_data, "licence": entry.licence,
+                    "licence_at": entry.licence_at, "frame": catalogue_frame(),
+                    "summary": f"{entry.note} (the authors' release)".strip()}
+    target = folder / f"{entry.name}.safetensors"
+    save_weights(target, weights)  # written beside, renamed into place whole
+    complete.unlink()
+    return target
+
+
+def _fetch(url: str, partial: Path, progress: ProgressFn | None, should_cancel: CancelFn | None) -> None:
+    """Append the rest of `url` to `partial`, resuming from its current size."""
+    have = partial.stat().st_size if partial.exists() else 0
+    request = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        response = urllib.request.urlopen(request, timeout=TIMEOUT_S)
+    except urllib.error.HTTPError as exc:
+        if exc.code == 416 and have:  # nothing left to fetch: the partial file is already whole
+            return
+        raise DownloadError(f"{url}: the server answered {exc.code} {exc.reason}; the address may have moved "
+                            "(see the authors' repository) or the mirror lacks the file") from None
+    except (urllib.error.URLError, OSError) as exc:
+        raise DownloadError(_network_message(url, exc)) from None
+    with response:
+        resumed = response.status == 206
+        if have and not resumed:
+            have = 0  # the server sent the whole file: start over
+        length = int(response.headers.get("Content-Length") or 0)
+        total = have + length if length else 0
+        with open(partial, "ab" if resumed else "wb") as out:
+            done = have
+            while True:
+                if should_cancel is not None and should_cancel():
+                    raise DownloadCancelled(f"download cancelled; {done:,} bytes kept in {partial} for the next "
+                                            "try to resume")
+                try:
+                    chunk = response.read(CHUNK)
+                except (OSError, ValueError) as exc:
+                    raise DownloadError(f"{url}: the transfer broke off after {done:,} bytes ({exc}); run the "
+                                        "same command again to resume") from None
+                if not chunk:
+                    break
+                out.write(chunk)
+                done += len(chunk)
+                if progress is not None:
+                    progress(done, total)
+    if total and done < total:
+        raise DownloadError(f"{url}: the transfer broke off after {done:,} of {total:,} bytes; run the same "
+                            "command again to resume")
+
+
+def _network_message(url: str, exc: BaseException) -> str:
+    reason = getattr(exc, "reason", exc)
+    return f"{url}: cannot connect ({reason}); check the network connection (or OCCNET_WEIGHTS_MIRROR)"
