@@ -15,17 +15,17 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 from ..backend_client import BackendClient, BackendError
 from .torch_builds import TorchBuild
+from .worker import DONE, Cancelled, ProcessJob
+
 
 REQUIREMENTS = Path(__file__).resolve().parent.parent / "backend" / "requirements.txt"
 LOG_LINES = 400
-DONE = ("finished", "failed", "cancelled")
 # Progress shares of the stages; pip's own share grows with each requirement it collects.
 _VENV_DONE, _COLLECTED, _INSTALLED = 0.05, 0.75, 0.9
 
@@ -59,11 +59,11 @@ def requirement_names(requirements: Path) -> list[str]:
     return names
 
 
-class Installer:
+class Installer(ProcessJob):
     """Create `env_dir` with `base_python -m venv`, pip-install `requirements`, verify. Start with `start()`.
 
-    state: running -> finished | failed | cancelled; `stage`, `fraction`, `message` and `lines` (the log's
-    tail) may be read from any thread. The whole log is also written to `log_path`.
+    Besides the job's state, `stage` and `lines` (the log's tail) may be read from any thread. The whole log
+    is also written to `log_path`.
     """
 
     def __init__(self, env_dir: str | os.PathLike[str], requirements: Path = REQUIREMENTS,
@@ -74,32 +74,15 @@ class Installer:
         self.build = build
         self.base_python = base_python
         self.log_path = Path(log_path) if log_path else self.env_dir.with_name(self.env_dir.name + "-install.log")
-        self.state, self.stage, self.fraction, self.message = "running", "starting", 0.0, ""
+        super().__init__("occnet-install")
+        self.stage = "starting"
         self.info: dict[str, Any] = {}  # the new backend's handshake, once verified
         self.lines: collections.deque[str] = collections.deque(maxlen=LOG_LINES)
-        self._lock = threading.Lock()
-        self._process: subprocess.Popen[str] | None = None
-        self._cancelled = False
         self._log_file: Any = None  # open while the worker runs
-        self._thread = threading.Thread(target=self._run, name="occnet-install", daemon=True)
 
     @property
     def staging_dir(self) -> Path:
         return self.env_dir.with_name(self.env_dir.name + ".partial")
-
-    def start(self) -> "Installer":
-        self._thread.start()
-        return self
-
-    def wait(self, timeout: float | None = None) -> str:
-        self._thread.join(timeout)
-        return self.state
-
-    def cancel(self) -> None:
-        with self._lock:
-            self._cancelled = True
-            if self._process is not None and self._process.poll() is None:
-                self._process.terminate()
 
     # -- the worker thread ----------------------------------------------------------------------------
 
@@ -115,7 +98,7 @@ class Installer:
             took = time.monotonic() - started
             self._end("finished", f"backend installed in {took:.0f} s: torch {self.info.get('torch_version')}, "
                                   f"devices {', '.join(self.info.get('devices', [])) or '?'}")
-        except _Cancelled:
+        except Cancelled:
             self._end("cancelled", "install cancelled; the previous backend (if any) is unchanged")
         except _Failed as exc:
             self._end("failed", f"{exc} (full log: {self.log_path})")
@@ -194,24 +177,22 @@ class Installer:
         self._log("$ " + " ".join(command))
         env = dict(os.environ, PYTHONNOUSERSITE="1", PIP_NO_INPUT="1")
         env.pop("PYTHONPATH", None)  # Blender's own paths must not leak into the new environment
-        with self._lock:
-            self._process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                             env=env, stdin=subprocess.DEVNULL, errors="replace")
-        assert self._process.stdout is not None
-        for raw in self._process.stdout:
+        process = self._popen(list(command), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+        assert process.stdout is not None
+        for raw in process.stdout:
             line = raw.rstrip()
             self._log(line)
             if on_line is not None:
                 on_line(line)
-        code = self._process.wait()
+        code = process.wait()
         self._check_cancel()
         if code != 0:
             tail = [line for line in self.lines if line.strip()][-3:]
             raise _Failed(f"{failure} (exit status {code}): " + " | ".join(tail))
 
     def _check_cancel(self) -> None:
-        if self._cancelled:
-            raise _Cancelled()
+        if self.cancelled:
+            raise Cancelled()
 
     def _set(self, stage: str, fraction: float) -> None:
         self.stage, self.fraction = stage, fraction
@@ -228,8 +209,4 @@ class Installer:
 
 
 class _Failed(Exception):
-    pass
-
-
-class _Cancelled(Exception):
     pass

@@ -7,7 +7,7 @@ from pathlib import Path
 import bpy
 from bpy.props import EnumProperty, IntProperty, StringProperty
 
-from . import events, installer, torch_builds
+from . import events, installer, torch_builds, weights_download
 from .backend_session import BackendSettings
 
 # The extension's own module name (bl_ext.<repo>.occnet, or blender_occnet from a checkout): never hard-coded.
@@ -57,6 +57,7 @@ class OCCNET_AP_preferences(bpy.types.AddonPreferences):
             layout.prop(self, "remote_port")
             layout.prop(self, "remote_token")
         layout.prop(self, "weights_dir")
+        _draw_released(layout, self.backend_mode)
         if self.backend_mode != "REMOTE":  # a remote backend's threads are set where it runs (serve --threads)
             layout.prop(self, "cpu_threads")
         layout.operator("occnet.test_backend", icon="CHECKMARK")
@@ -92,6 +93,33 @@ def _draw_managed(layout: bpy.types.UILayout, prefs: "OCCNET_AP_preferences") ->
         lines = events.state().install_log.splitlines()[-4:]
     for line in lines:
         layout.label(text=line[:120])
+
+
+def _draw_released(layout: bpy.types.UILayout, backend_mode: str) -> None:
+    """The authors' released weights, each with Get (or Installed), and the running download."""
+    from .operators import get_weights  # the operator module keeps the running download
+
+    box = layout.box()
+    box.label(text=f"Released weights (the authors', trained on ShapeNet; into {weights_download.user_weights_dir()})")
+    job = get_weights.current
+    if job is not None and job.state not in weights_download.DONE:
+        row = box.row(align=True)
+        row.progress(factor=job.fraction, type="BAR", text=job.message[:90])
+        row.operator("occnet.cancel_weights_download", text="", icon="CANCEL")
+    elif job is not None and job.state != "finished":
+        box.label(text=job.message[:120], icon="ERROR" if job.state == "failed" else "INFO")
+    for entry in weights_download.released_entries():
+        if not entry["loadable"]:
+            continue
+        row = box.row()
+        size = f", {entry['values'] / 1e6:.1f}M values" if entry.get("values") else ""
+        row.label(text=f"{entry['name']}: {entry.get('note', '')}{size}")
+        if weights_download.installed(entry["name"]):
+            row.label(text="Installed", icon="CHECKMARK")
+        else:
+            sub = row.row()
+            sub.enabled = backend_mode != "REMOTE"
+            sub.operator("occnet.get_weights", text="Get", icon="IMPORT").name = entry["name"]
 
 
 def managed_env_dir() -> Path:

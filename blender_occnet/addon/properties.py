@@ -10,6 +10,7 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
 from . import live, preferences
+from ..user_dirs import user_weights_dir
 
 RESOLUTIONS = [(str(n), f"{n}³", f"Extract the surface on a {n}³ grid (MISE from 32³): finer detail, "
                                   f"about {4 ** i}x the time of 32³") for i, n in enumerate((32, 64, 128, 256))]
@@ -37,11 +38,12 @@ ARCHS = [("AUTO", "From the file", "Told from the checkpoint's keys (always righ
 
 
 def weights_suggestions(settings: Any, context: bpy.types.Context, typed: str) -> list[str]:
-    """What the Weights field offers: the bundled weights and those in the preferences' weights folder by
-    name (searched by the backend in that order: the folder first), and original checkpoints there by path."""
+    """What the Weights field offers by name: the preferences' weights folder, the downloaded (user) weights
+    and the bundled ones, in the order the backend searches them; original checkpoints there by path."""
     folder = preferences.get(context).weights_dir
     names: list[str] = []
-    for directory in ([Path(bpy.path.abspath(folder))] if folder else []) + [BUNDLED_WEIGHTS]:
+    search = [Path(bpy.path.abspath(folder))] if folder else []
+    for directory in search + [user_weights_dir(), BUNDLED_WEIGHTS]:
         if directory.is_dir():
             for path in sorted(directory.iterdir()):
                 if path.suffix == ".safetensors":

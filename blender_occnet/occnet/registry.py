@@ -4,34 +4,18 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
 from safetensors import SafetensorError, safe_open
 
+from ..user_dirs import user_weights_dir
 from .checkpoints import FORMAT_NAME
 from .errors import CheckpointError
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"
 ENV_DIRS = "OCCNET_WEIGHTS_PATH"  # extra folders, separated by os.pathsep
-ENV_USER_DIR = "OCCNET_WEIGHTS_DIR"  # where downloaded weights go (and are found), instead of the default
-
-
-def user_weights_dir() -> Path:
-    """The per-user folder for downloaded weights, read by the command line, the backend and so the add-on:
-    $OCCNET_WEIGHTS_DIR, else the platform's user data folder."""
-    if os.environ.get(ENV_USER_DIR):
-        return Path(os.environ[ENV_USER_DIR]).expanduser()
-    home = Path.home()
-    if sys.platform == "win32":
-        base = Path(os.environ.get("APPDATA") or home / "AppData" / "Roaming")
-    elif sys.platform == "darwin":
-        base = home / "Library" / "Application Support"
-    else:
-        base = Path(os.environ.get("XDG_DATA_HOME") or home / ".local" / "share")
-    return base / "blender-occnet" / "weights"
 
 
 @dataclass

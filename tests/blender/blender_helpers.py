@@ -40,3 +40,15 @@ def edge_use_counts(mesh: bpy.types.Mesh) -> np.ndarray:
     edges = np.sort(np.concatenate([tris[:, [0, 1]], tris[:, [1, 2]], tris[:, [2, 0]]]), axis=1)
     _, counts = np.unique(edges, axis=0, return_counts=True)
     return counts
+
+
+def add_vertex_cloud(name: str, points: np.ndarray) -> bpy.types.Object:
+    """A mesh object of loose vertices (what a scan import gives), linked, active and selected."""
+    mesh = bpy.data.meshes.new(name)
+    mesh.vertices.add(len(points))
+    mesh.vertices.foreach_set("co", np.asarray(points, np.float32).ravel())
+    obj = bpy.data.objects.new(name, mesh)
+    bpy.context.scene.collection.objects.link(obj)
+    bpy.context.view_layer.objects.active = obj
+    obj.select_set(True)
+    return obj

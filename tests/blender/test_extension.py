@@ -19,7 +19,7 @@ CLASSES = {"OCCNET_OT_reconstruct": bpy.types.Operator, "OCCNET_OT_cancel": bpy.
            "OCCNET_PT_main": bpy.types.Panel, "OCCNET_PG_settings": bpy.types.PropertyGroup,
            "OCCNET_PG_object": bpy.types.PropertyGroup, "OCCNET_PG_job": bpy.types.PropertyGroup,
            "OCCNET_AP_preferences": bpy.types.AddonPreferences}
-EVERYTHING = len(CLASSES) + 3 + 7 + 1 + 1  # classes, pointer properties, operators, menu entry, timer
+EVERYTHING = len(CLASSES) + 3 + 9 + 1 + 1  # classes, pointer properties, operators, menu entry, timer
 
 
 def test_zip_holds_manifest_and_package_at_its_root(extension_zip: Path) -> None:

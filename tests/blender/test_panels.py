@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+import types
 from types import ModuleType
 from typing import Any
 
@@ -23,10 +24,11 @@ class Layout:
         assert name in data.bl_rna.properties, f"{type(data).__name__} has no property {name!r}"
         self.calls.append(("prop", name))
 
-    def operator(self, idname: str, **_: Any) -> None:
+    def operator(self, idname: str, **_: Any) -> types.SimpleNamespace:
         module, name = idname.split(".")
         assert hasattr(getattr(bpy.ops, module), name), idname
         self.calls.append(("operator", idname))
+        return types.SimpleNamespace()  # what the draw code sets on it, as on OperatorProperties
 
     def menu(self, menu: str, **_: Any) -> None:
         assert hasattr(bpy.types, menu), menu
@@ -97,6 +99,26 @@ def test_preferences_show_a_running_install(addon: ModuleType, tmp_path: Any) ->
         install.current = None
     assert ("progress", {"factor": pytest.approx(0.3), "type": "BAR", "text": "downloading torch"}) in calls
     assert ("operator", "occnet.cancel_install") in calls and ("label", "Collecting torch==2.13.0") in calls
+
+
+@pytest.mark.usefixtures("installed")
+def test_preferences_list_the_released_weights_and_a_running_download(addon: ModuleType) -> None:
+    prefs = bpy.context.preferences.addons[MODULE].preferences
+    prefs.backend_mode = "LOCAL"
+    calls = draw(type(prefs), bpy.context, prefs)
+    usable = [e for e in addon.weights_download.released_entries() if e["loadable"]]
+    assert calls.count(("operator", "occnet.get_weights")) == len(usable) == 11
+    assert any(c[0] == "label" and c[1].startswith("onet-img-shapenet: ") for c in calls)
+    job = addon.weights_download.Download("python", "onet-img-shapenet")  # never started: 'running'
+    job.fraction, job.message = 0.25, "downloading onet-img-shapenet: 10.0 MB of 40.0 MB"
+    get = addon.operators.get_weights
+    get.current = job
+    try:
+        calls = draw(type(prefs), bpy.context, prefs)
+    finally:
+        get.current = None
+    assert ("progress", {"factor": pytest.approx(0.25), "type": "BAR", "text": job.message}) in calls
+    assert ("operator", "occnet.cancel_weights_download") in calls
 
 
 def test_architecture_choices_cover_every_architecture(addon: ModuleType) -> None:

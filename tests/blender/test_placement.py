@@ -12,6 +12,7 @@ import pytest
 from blender_occnet.occnet.binvox import write_binvox
 from blender_occnet.occnet.checkpoints import Weights, save_weights
 from blender_occnet.occnet.model import Network
+from tests.blender.blender_helpers import add_vertex_cloud
 from tests.blender.test_reconstruct import assert_result
 
 pytestmark = pytest.mark.usefixtures("installed")
@@ -67,13 +68,8 @@ def test_results_face_the_way_the_network_faces(tmp_path: Path) -> None:
 
     rng = np.random.default_rng(2)
     points = (rng.random((2000, 3)) - 0.5).astype(np.float32) * np.array([2.0, 1.0, 1.5], np.float32)
-    mesh = bpy.data.meshes.new("Crowd")
-    mesh.vertices.add(len(points))
-    mesh.vertices.foreach_set("co", points.ravel())
-    crowd = bpy.data.objects.new("Crowd", mesh)
-    bpy.context.scene.collection.objects.link(crowd)
+    crowd = add_vertex_cloud("Crowd", points)
     crowd.location, crowd.rotation_euler = (2.0, 1.0, -1.0), (0.0, 0.0, 2.5)
-    bpy.context.view_layer.objects.active = crowd
     settings = bpy.context.scene.occnet
     settings.source_kind, settings.weights = "VERTICES", _weights(tmp_path, "corner", corner_network())
     assert bpy.ops.occnet.reconstruct() == {"FINISHED"}

@@ -12,7 +12,7 @@ import pytest
 from mathutils import Matrix
 
 from blender_occnet.occnet.binvox import write_binvox
-from tests.blender.blender_helpers import add_sphere, edge_use_counts, scene_snapshot
+from tests.blender.blender_helpers import add_sphere, add_vertex_cloud, edge_use_counts, scene_snapshot
 
 pytestmark = pytest.mark.usefixtures("installed")
 
@@ -67,13 +67,7 @@ def test_point_cloud_object_and_the_non_blocking_path(addon: ModuleType) -> None
     rng = np.random.default_rng(4)
     points = rng.normal(size=(3000, 3)).astype(np.float32)
     points /= np.linalg.norm(points, axis=1, keepdims=True) * np.array([1.0, 2.0, 0.5], np.float32)
-    mesh = bpy.data.meshes.new("Cloud")
-    mesh.vertices.add(len(points))
-    mesh.vertices.foreach_set("co", points.ravel())
-    cloud = bpy.data.objects.new("Cloud", mesh)
-    bpy.context.scene.collection.objects.link(cloud)
-    bpy.context.view_layer.objects.active = cloud
-    cloud.select_set(True)
+    add_vertex_cloud("Cloud", points)
     bpy.ops.object.convert(target="POINTCLOUD")
     cloud = bpy.context.active_object
     assert cloud.type == "POINTCLOUD"

@@ -6,14 +6,12 @@ a cancel; the command line end to end."""
 from __future__ import annotations
 
 import hashlib
-import http.server
 import io
 import json
 import os
 import pickle
 import subprocess
 import sys
-import threading
 import urllib.parse
 from pathlib import Path
 from typing import Iterator
@@ -27,69 +25,16 @@ from blender_occnet.occnet.errors import CheckpointError
 from blender_occnet.occnet.registry import list_weights
 from blender_occnet.occnet.released import DownloadCancelled, DownloadError, catalogue, find, get, remote_size
 from tests.helpers import example_input, randomized_model, save_original_checkpoint, small_config
+from tests.weights_server import Server, serving
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-class Server(http.server.ThreadingHTTPServer):
-    files: dict[str, bytes]
-    cut_once: set[str]  # paths whose next GET stops half-way (the connection drops)
-    ranges: list[tuple[str, str]]
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    server: Server
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-    def _body(self) -> bytes | None:
-        body = self.server.files.get(urllib.parse.urlparse(self.path).path)
-        if body is None:
-            self.send_error(404, "Not Found")
-        return body
-
-    def do_HEAD(self) -> None:
-        body = self._body()
-        if body is not None:
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-
-    def do_GET(self) -> None:
-        body = self._body()
-        if body is None:
-            return
-        start = 0
-        if "Range" in self.headers:
-            self.server.ranges.append((self.path, self.headers["Range"]))
-            start = int(self.headers["Range"].split("=")[1].split("-")[0])
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-        else:
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(body) - start))
-        self.end_headers()
-        if self.path in self.server.cut_once:
-            self.server.cut_once.discard(self.path)
-            self.wfile.write(body[start:start + (len(body) - start) // 2])
-            self.wfile.flush()
-            self.close_connection = True
-            return
-        self.wfile.write(body[start:])
-
-
 @pytest.fixture
 def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
-    httpd = Server(("127.0.0.1", 0), Handler)
-    httpd.files, httpd.cut_once, httpd.ranges = {}, set(), []
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv("OCCNET_WEIGHTS_MIRROR", f"http://127.0.0.1:{httpd.server_address[1]}")
     monkeypatch.setenv("OCCNET_WEIGHTS_DIR", str(tmp_path / "user-weights"))
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(monkeypatch) as httpd:
+        yield httpd
 
 
 def checkpoint_bytes(arch: str, tmp_path: Path) -> tuple[bytes, torch.nn.Module]:

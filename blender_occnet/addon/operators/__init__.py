@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import bpy
 
-from . import cancel, import_binvox, install_backend, load_sample, reconstruct, test_backend
+from . import cancel, get_weights, import_binvox, install_backend, load_sample, reconstruct, test_backend
 
 CLASSES = (*reconstruct.CLASSES, *cancel.CLASSES, *import_binvox.CLASSES, *test_backend.CLASSES,
-           *install_backend.CLASSES, *load_sample.CLASSES)
+           *install_backend.CLASSES, *get_weights.CLASSES, *load_sample.CLASSES)
 
 
 def register() -> None:
@@ -18,6 +18,7 @@ def register() -> None:
 
 def unregister() -> None:
     install_backend.unregister()
+    get_weights.unregister()
     bpy.types.TOPBAR_MT_file_import.remove(import_binvox.menu_import)
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

@@ -11,12 +11,12 @@ import bpy
 from bpy.props import StringProperty
 
 from .. import backend_session, events, installer, jobs, preferences, torch_builds
-from .modal import TimerModal
+from .modal import PreferencesJobModal
 
 current: installer.Installer | None = None  # the install the preferences show (running or last)
 
 
-class OCCNET_OT_install_backend(TimerModal, bpy.types.Operator):
+class OCCNET_OT_install_backend(PreferencesJobModal, bpy.types.Operator):
     """Create the add-on's own Python environment and install PyTorch and the backend's other requirements
     into it (downloads about 1 GB; needs online access)"""
 
@@ -34,34 +34,10 @@ class OCCNET_OT_install_backend(TimerModal, bpy.types.Operator):
             return False
         return True
 
-    def execute(self, context: bpy.types.Context) -> set[Any]:
-        job = self._begin()
-        if job is None:
-            return {"CANCELLED"}
-        job.wait()
-        return self._end(job)
+    def _current(self) -> installer.Installer | None:
+        return current
 
-    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[Any]:
-        if self._begin() is None:
-            return {"CANCELLED"}
-        return self._run_modal(context, 0.2)
-
-    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[Any]:
-        job = current
-        if job is None:
-            return self._stop(context, {"CANCELLED"})
-        if event.type == "ESC" and event.value == "PRESS":
-            job.cancel()
-        if event.type == "TIMER":
-            for window in context.window_manager.windows if context.window_manager else ():
-                for area in window.screen.areas if window.screen else ():
-                    if area.type == "PREFERENCES":
-                        area.tag_redraw()
-            if job.state in installer.DONE:
-                return self._stop(context, self._end(job))
-        return {"PASS_THROUGH"}
-
-    def _begin(self) -> installer.Installer | None:
+    def _begin(self, context: bpy.types.Context) -> installer.Installer | None:
         global current
         state = events.state()
         if not bpy.app.online_access:
@@ -80,30 +56,19 @@ class OCCNET_OT_install_backend(TimerModal, bpy.types.Operator):
         # A backend running from the old environment would keep its files busy (Windows) when the new
         # one is swapped in; it restarts on the next reconstruction.
         backend_session.shutdown()
-        build = torch_builds.choose(torch_builds.detect(), preferences.get(bpy.context).torch_build)
+        build = torch_builds.choose(torch_builds.detect(), preferences.get(context).torch_build)
         if not build.supported:
             self._fail(build.reason)
             return None
-        current = installer.Installer(preferences.managed_env_dir(), requirements, build=build).start()
+        current = installer.Installer(preferences.managed_env_dir(), requirements, build=build)
+        current.start()
         return current
 
-    def _end(self, job: installer.Installer) -> set[Any]:
+    def _finished(self, job: installer.Installer) -> None:
         state = events.state()
         state.install_log = "\n".join(list(job.lines)[-8:])
         if job.state == "finished":
-            state.last_error = ""
             state.backend_info = job.message
-            self.report({"INFO"}, job.message)
-            return {"FINISHED"}
-        if job.state == "cancelled":
-            self.report({"WARNING"}, job.message)
-            return {"CANCELLED"}
-        self._fail(job.message)
-        return {"CANCELLED"}
-
-    def _fail(self, message: str) -> None:
-        events.state().last_error = message
-        self.report({"ERROR"}, message)
 
 
 class OCCNET_OT_cancel_install(bpy.types.Operator):

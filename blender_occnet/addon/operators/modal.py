@@ -1,11 +1,15 @@
 """What the add-on's modal operators share: a window-manager timer that wakes `modal` while work runs on
-another thread or process, removed when the operator ends."""
+another thread or process, removed when the operator ends; and the shape of the operators that run a
+background job shown in the preferences."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import bpy
+
+from .. import events
+from ..worker import DONE
 
 
 class TimerModal:
@@ -25,3 +29,62 @@ class TimerModal:
             context.window_manager.event_timer_remove(self._timer)
             self._timer = None
         return result
+
+
+class PreferencesJobModal(TimerModal):
+    """Mix into an operator that runs a worker.ProcessJob shown in the preferences (the backend install, a
+    weights download): execute blocks (scripts, tests), invoke runs modal with Esc to cancel, redrawing
+    the preferences while it works. Subclasses give `_begin` (the started job, or None after `_fail`) and
+    `_current` (the job the preferences show) and may extend `_finished`."""
+
+    def _begin(self, context: bpy.types.Context) -> Any:
+        raise NotImplementedError
+
+    def _current(self) -> Any:
+        raise NotImplementedError
+
+    def _finished(self, job: Any) -> None:
+        """A hook for what a job leaves behind besides its message (called for every outcome)."""
+
+    def execute(self, context: bpy.types.Context) -> set[Any]:
+        job = self._begin(context)
+        if job is None:
+            return {"CANCELLED"}
+        job.wait()
+        return self._end(job)
+
+    def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[Any]:
+        if self._begin(context) is None:
+            return {"CANCELLED"}
+        return self._run_modal(context, 0.2)
+
+    def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[Any]:
+        job = self._current()
+        if job is None:
+            return self._stop(context, {"CANCELLED"})
+        if event.type == "ESC" and event.value == "PRESS":
+            job.cancel()
+        if event.type == "TIMER":
+            for window in context.window_manager.windows if context.window_manager else ():
+                for area in window.screen.areas if window.screen else ():
+                    if area.type == "PREFERENCES":
+                        area.tag_redraw()
+            if job.state in DONE:
+                return self._stop(context, self._end(job))
+        return {"PASS_THROUGH"}
+
+    def _end(self, job: Any) -> set[Any]:
+        self._finished(job)
+        if job.state == "finished":
+            events.state().last_error = ""
+            self.report({"INFO"}, job.message)  # type: ignore[attr-defined]
+            return {"FINISHED"}
+        if job.state == "cancelled":
+            self.report({"WARNING"}, job.message)  # type: ignore[attr-defined]
+            return {"CANCELLED"}
+        self._fail(job.message)
+        return {"CANCELLED"}
+
+    def _fail(self, message: str) -> None:
+        events.state().last_error = message
+        self.report({"ERROR"}, message)  # type: ignore[attr-defined]

@@ -1,0 +1,85 @@
+"""occnet.get_weights: download one of the authors' released weights into the user weights folder (with
+the backend's interpreter, which checks and converts it), from the preferences' list; and its Cancel."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bpy
+from bpy.props import StringProperty
+
+from .. import preferences, weights_download
+from .modal import PreferencesJobModal
+
+current: weights_download.Download | None = None  # the download the preferences show (running or last)
+
+
+class OCCNET_OT_get_weights(PreferencesJobModal, bpy.types.Operator):
+    """Download these weights from the authors' release, check them and convert them for use (needs online
+    access)"""
+
+    bl_idname = "occnet.get_weights"
+    bl_label = "Get"
+
+    name: StringProperty(name="Name", options={"SKIP_SAVE"})  # type: ignore[valid-type]
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        if current is not None and current.state not in weights_download.DONE:
+            cls.poll_message_set("A download is already running")
+            return False
+        return True
+
+    def _current(self) -> weights_download.Download | None:
+        return current
+
+    def _begin(self, context: bpy.types.Context) -> weights_download.Download | None:
+        global current
+        if not bpy.app.online_access:
+            self._fail("Blender's online access is off, and getting weights downloads them: allow it in "
+                       "Edit > Preferences > System > Network (Allow Online Access), or run `python -m "
+                       "blender_occnet weights get NAME` yourself")
+            return None
+        names = {entry["name"]: entry for entry in weights_download.released_entries()}
+        entry = names.get(self.name)
+        if entry is None or not entry["loadable"]:
+            self._fail(f"{self.name!r} is not released weights this version can use")
+            return None
+        settings = preferences.backend_settings(context)
+        if settings.mode == "REMOTE":
+            self._fail("a remote backend reads its own weights folder: run `python -m blender_occnet weights get "
+                       f"{self.name}` on that machine")
+            return None
+        if not settings.python.strip():
+            self._fail("getting weights needs the backend's interpreter (it checks and converts them): install "
+                       "the backend or set a Python interpreter in the preferences")
+            return None
+        current = weights_download.Download(settings.python.strip(), self.name)
+        current.start()
+        return current
+
+
+class OCCNET_OT_cancel_weights_download(bpy.types.Operator):
+    """Stop the running download; what arrived is kept, hidden, and the next Get resumes it"""
+
+    bl_idname = "occnet.cancel_weights_download"
+    bl_label = "Cancel download"
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return current is not None and current.state not in weights_download.DONE
+
+    def execute(self, context: bpy.types.Context) -> set[Any]:
+        assert current is not None
+        current.cancel()
+        return {"FINISHED"}
+
+
+def unregister() -> None:
+    global current
+    if current is not None and current.state not in weights_download.DONE:
+        current.cancel()
+    current = None
+
+
+CLASSES = (OCCNET_OT_get_weights, OCCNET_OT_cancel_weights_download)
