@@ -8,11 +8,12 @@ import os
 import threading
 from dataclasses import dataclass
 
-from ..backend_client import BackendClient, InterpreterNotFound
+from ..backend_client import BackendClient, BackendError, InterpreterNotFound
 
 _lock = threading.Lock()
 _client: BackendClient | None = None
 _key: "BackendSettings | None" = None
+_warmed: "BackendSettings | None" = None  # the settings a warm-up was last started for
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,30 @@ def acquire(settings: BackendSettings) -> BackendClient:
         return client
 
 
+def warm_up(settings: BackendSettings) -> None:
+    """Start the backend in the background (the panel is showing): the first Reconstruct then finds torch
+    imported instead of waiting seconds for it. Once per settings; a failure is left for Reconstruct to
+    report with its message."""
+    global _warmed
+    # Never wait here (the panel's draw calls it): a start holding the lock is already under way.
+    if not _lock.acquire(blocking=False):
+        return
+    try:
+        if _warmed == settings or (_client is not None and _client.alive and _key == settings):
+            return
+        _warmed = settings
+    finally:
+        _lock.release()
+
+    def start() -> None:
+        try:
+            acquire(settings)
+        except BackendError:
+            pass
+
+    threading.Thread(target=start, name="occnet-warm-up", daemon=True).start()
+
+
 def current() -> BackendClient | None:
     """The client if one was started (alive or not); never starts one."""
     return _client
@@ -49,9 +74,9 @@ def current() -> BackendClient | None:
 
 def shutdown() -> None:
     """Close the backend (unregister, or before a restart the user asked for)."""
-    global _client, _key
+    global _client, _key, _warmed
     with _lock:
-        old, _client, _key = _client, None, None
+        old, _client, _key, _warmed = _client, None, None, None
     if old is not None:
         old.close(timeout=2.0)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import live, properties, scene_io
+from . import backend_session, live, preferences, properties, scene_io
 
 
 class OCCNET_PT_main(bpy.types.Panel):
@@ -20,6 +20,7 @@ class OCCNET_PT_main(bpy.types.Panel):
         if layout is None or scene is None or wm is None:
             return
         settings, state = scene.occnet, wm.occnet_job  # type: ignore[attr-defined]
+        backend_session.warm_up(preferences.backend_settings(context))  # returns at once; starts it once
         obj = context.active_object
         layout.menu("OCCNET_MT_samples", icon="FILE_3D")
         if settings.source_kind == "IMAGE":

@@ -126,3 +126,24 @@ def test_architecture_choices_cover_every_architecture(addon: ModuleType) -> Non
     from blender_occnet.occnet.config import ARCH_MODALITY
 
     assert [a for a, *_ in addon.properties.ARCHS if a != "AUTO"] == list(ARCH_MODALITY)
+
+
+@pytest.mark.usefixtures("installed")
+def test_showing_the_panel_starts_the_backend_for_the_first_click(addon: ModuleType) -> None:
+    """The panel's draw starts the backend on a thread (never waiting for it); the first Reconstruct
+    then uses that backend rather than starting one."""
+    import time
+
+    session = addon.backend_session
+    session.shutdown()
+    panel = sys.modules[f"{MODULE}.addon.panels"].OCCNET_PT_main
+    draw(panel, bpy.context)
+    draw(panel, bpy.context)  # a second draw starts nothing more
+    deadline = time.monotonic() + 120
+    while (session.current() is None or not session.current().alive) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    warmed = session.current()
+    assert warmed is not None and warmed.alive
+    add_sphere()
+    assert bpy.ops.occnet.reconstruct() == {"FINISHED"}
+    assert session.current() is warmed
