@@ -72,7 +72,7 @@ def run_mise(fn: Logits, r0: int, steps: int, threshold: float = 0.0, store: Val
 def dense_values(fn: Logits, resolution: int) -> np.ndarray:
     q = np.arange(resolution + 1)
     grid = np.stack(np.meshgrid(q, q, q, indexing="ij"), axis=-1)
-    return fn(to_box(grid, resolution))
+    return fn(to_box(grid, resolution)).astype(np.float32)  # what MISE keeps (the networks give float32)
 
 
 def point_set(pts: np.ndarray) -> set[tuple[int, int, int]]:
@@ -180,7 +180,7 @@ def test_same_points_and_grid_as_reference_octree(fn: Logits, r0: int, steps: in
     pts = ref.query()
     while len(pts):
         ref_points.append(pts)
-        ref.update(pts, fn(to_box(pts, ref.resolution)))
+        ref.update(pts, fn(to_box(pts, ref.resolution)).astype(np.float32))  # as MISE keeps them
         pts = ref.query()
     mise, grid, queried = run_mise(fn, r0, steps, threshold)
     ref_all = np.concatenate(ref_points)
@@ -309,7 +309,7 @@ def test_store_rejects_lattices_it_cannot_hold() -> None:
     found, values = store.lookup(np.array([[2, 4, 6], [1, 2, 3]]), 128)
     assert found.tolist() == [True, False] and values[0] == 0.5
     store.add(np.array([[2, 4, 6]]), np.array([0.7]), 128)  # same point: the later value wins
-    assert len(store) == 1 and store.lookup(np.array([[1, 2, 3]]), 64)[1][0] == 0.7
+    assert len(store) == 1 and store.lookup(np.array([[1, 2, 3]]), 64)[1][0] == np.float32(0.7)
 
 
 # -- bad input ------------------------------------------------------------------------------------
@@ -395,3 +395,19 @@ def test_mesh_helpers() -> None:
         extract_mesh(np.full((4, 4, 4), np.nan), 0.0)
     with pytest.raises(InputError):
         extract_mesh(np.zeros((4, 4)), 0.0)
+
+
+def test_meshing_pads_only_where_the_shape_reaches_the_border() -> None:
+    """Unpadded (the shape stays inside) and padded meshing give the same surface; a shape cut by the
+    box's side is still closed there."""
+    from blender_occnet.occnet.meshing import PAD_VALUE
+
+    grid = dense_values(sphere, 32)
+    inner = extract_mesh(grid, 0.0, BOX)
+    n = grid.shape[0]
+    padded = extract_mesh(np.pad(grid, 1, constant_values=PAD_VALUE), 0.0, BOX * (n + 1) / (n - 1))
+    assert len(inner[1]) == len(padded[1])
+    np.testing.assert_allclose(np.sort(inner[0], axis=0), np.sort(padded[0], axis=0), atol=1e-5)
+    cut = dense_values(lambda p: (0.6 - np.abs(p).max(axis=-1)) * 10, 32)  # a cube beyond the box's sides
+    vertices, faces = extract_mesh(cut, 0.0, BOX)
+    assert is_watertight(faces) and np.abs(vertices).max() == pytest.approx(BOX / 2)
