@@ -223,7 +223,8 @@ class EncodedShape:
 
     def _evaluate_grid(self, settings: ExtractionSettings, report: ProgressFn,
                        should_cancel: CancelFn | None) -> tuple[np.ndarray, MISE]:
-        mise = MISE(settings.resolution_0, settings.upsampling_steps, settings.threshold_logit, self.store)
+        mise = MISE(settings.resolution_0, settings.upsampling_steps, settings.threshold_logit, self.store,
+                    should_cancel)
         rounds = settings.upsampling_steps + 1  # usually; MISE may need a round more
         round_index = 0
         report("evaluating", 0.0)

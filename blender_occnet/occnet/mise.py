@@ -8,10 +8,11 @@
 from __future__ import annotations
 
 import numbers
+from typing import Callable
 
 import numpy as np
 
-from .errors import GenerationError, InputError
+from .errors import Cancelled, GenerationError, InputError
 
 #: Finest lattice a ValueStore can address by default: 512 cells per axis holds every lattice of
 #: 16..512 cells whose size divides it (resolution_0 16/32/64 with 1..3 upsampling steps).
@@ -171,11 +172,16 @@ def _corner_dilate(active: np.ndarray) -> np.ndarray:
     return out
 
 
-def _fill_like_original(grid: np.ndarray) -> None:
-    """In place: each NaN takes its predecessor's (already filled) value along x, then y, then z."""
+def _fill_like_original(grid: np.ndarray, check_cancel: Callable[[], None] = lambda: None) -> None:
+    """In place: each NaN takes its predecessor's (already filled) value along x, then y, then z.
+
+    (Slice by slice: a vectorised forward fill, a running max of indices and a gather, measured 2x
+    slower at 512 cells, most of it in strided gathers.)"""
     for axis in range(3):
         view = np.moveaxis(grid, axis, 0)
         for i in range(1, view.shape[0]):
+            if i % 64 == 1:
+                check_cancel()
             cur = view[i]
             np.copyto(cur, view[i - 1], where=np.isnan(cur))
 
@@ -199,6 +205,7 @@ class MISE:
         upsampling_steps: int,
         threshold: float,
         store: ValueStore | None = None,
+        should_cancel: Callable[[], bool] | None = None,
     ) -> None:
         self.resolution_0 = _check_int("resolution_0", resolution_0, 1)
         self.upsampling_steps = _check_int("upsampling_steps", upsampling_steps, 0)
@@ -221,6 +228,8 @@ class MISE:
                 f"of {self.resolution} cells; use a store whose unit resolution is a multiple of it"
             )
         self.store = store
+        # Checked between the whole-array steps of a round (each a fraction of a second at 512 cells).
+        self._should_cancel = should_cancel
         self.points_evaluated = 0  # values received through update()
         self.points_reused = 0  # values taken from the store
 
@@ -242,7 +251,8 @@ class MISE:
 
         step0 = 1 << self.upsampling_steps
         self._added[::step0, ::step0, ::step0] = True
-        self._pending = np.argwhere(self._added).astype(np.int64)
+        coarse = np.arange(0, n, step0, dtype=np.int64)  # the same order as argwhere, without scanning n**3
+        self._pending = np.stack(np.meshgrid(coarse, coarse, coarse, indexing="ij"), axis=-1).reshape(-1, 3)
         self._take_from_store()
         self._refine_while_known()
 
@@ -300,7 +310,7 @@ class MISE:
                 f"MISE is not finished: {len(self._pending)} points still need values "
                 "(call query() and update() until query() returns no points)"
             )
-        _fill_like_original(self._values)  # points outside the adaptive grid are NaN already
+        _fill_like_original(self._values, self._check_cancel)  # points outside the adaptive grid are NaN already
         return self._values
 
     def get_points(self) -> tuple[np.ndarray, np.ndarray]:
@@ -309,6 +319,10 @@ class MISE:
         return coords, self._values[coords[:, 0], coords[:, 1], coords[:, 2]]
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _check_cancel(self) -> None:
+        if self._should_cancel is not None and self._should_cancel():
+            raise Cancelled("cancelled")
 
     def _take_from_store(self) -> None:
         """Fill pending points from the store; keep only those it does not know."""
@@ -348,6 +362,7 @@ class MISE:
             if not len(new):
                 return
             self._pending = new
+            self._check_cancel()
             self._take_from_store()
 
     def _subdivide(self) -> np.ndarray:
@@ -361,6 +376,7 @@ class MISE:
         # Finest level first, so that children created in this round are not examined again
         # (the original only visits the voxels that existed when the round began).
         for level in range(steps - 1, -1, -1):
+            self._check_cancel()
             if level < steps - 1:
                 pos, neg = _pool2(pos), _pool2(neg)
             leaf = self._leaf[level]
@@ -372,10 +388,12 @@ class MISE:
                 r = active.shape[0]
                 self._leaf[level + 1].reshape(r, 2, r, 2, r, 2)[...] |= active[:, None, :, None, :, None]
             corners = _corner_dilate(active)  # on the lattice of level + 1
+            self._check_cancel()
             h = 1 << (steps - level - 1)
             added = self._added[::h, ::h, ::h]  # a view: writes go to the fine lattice
             fresh = corners & ~added
             added |= fresh
+            self._check_cancel()
             i, j, k = np.nonzero(fresh)
             new_flat.append(((i * h) * n + j * h) * n + k * h)
         if not new_flat:

@@ -411,3 +411,25 @@ def test_meshing_pads_only_where_the_shape_reaches_the_border() -> None:
     cut = dense_values(lambda p: (0.6 - np.abs(p).max(axis=-1)) * 10, 32)  # a cube beyond the box's sides
     vertices, faces = extract_mesh(cut, 0.0, BOX)
     assert is_watertight(faces) and np.abs(vertices).max() == pytest.approx(BOX / 2)
+
+
+def test_a_cancel_stops_mise_between_its_whole_array_steps() -> None:
+    """At 512 cells one round of subdivision or the final fill takes a good part of a second: a cancel
+    is honoured inside them, not only between network batches."""
+    from blender_occnet.occnet.errors import Cancelled
+
+    asked = [False]
+    mise = MISE(32, 4, 0.0, should_cancel=lambda: asked[0])
+    pts = mise.query()
+    asked[0] = True
+    with pytest.raises(Cancelled):
+        mise.update(pts, sphere(to_box(pts, mise.resolution)))  # the subdivision that follows stops
+    done = MISE(16, 1, 0.0, should_cancel=lambda: asked[0] and mise_finished[0])
+    mise_finished = [False]
+    pts = done.query()
+    while len(pts):
+        done.update(pts, sphere(to_box(pts, done.resolution)))
+        pts = done.query()
+    mise_finished[0] = True
+    with pytest.raises(Cancelled):
+        done.to_dense()
