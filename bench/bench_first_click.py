@@ -39,10 +39,12 @@ def install() -> object:
     return importlib.import_module(f"{MODULE}.addon")
 
 
-def click(resolution: str) -> float:
+def click(resolution: str, refine_steps: int = 0) -> float:
+    """Seconds of one Reconstruct of the chair sample in a fresh scene."""
     bpy.ops.wm.read_homefile(use_empty=True)
     bpy.ops.occnet.load_sample(modality="pointcloud")
     bpy.context.scene.occnet.resolution = resolution
+    bpy.context.scene.occnet.refine_steps = refine_steps
     started = time.perf_counter()
     assert bpy.ops.occnet.reconstruct() == {"FINISHED"}
     return time.perf_counter() - started
