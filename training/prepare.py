@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
+import shutil
 import sys
 import zlib
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -26,6 +29,8 @@ from blender_occnet.occnet.meshio import MESH_SUFFIXES, MeshData, read_normalise
 from blender_occnet.occnet.voxelize import voxelize_mesh
 
 from .shapes import Settings, write_model
+
+Task = tuple[str, str, str, int, Settings]  # mesh file, dataset folder, category, seed, settings
 
 SPLIT_FRACTIONS = (0.8, 0.1)  # train, val; the rest is test
 
@@ -78,18 +83,41 @@ def find_meshes(folder: Path) -> dict[str, list[Path]]:
     return found
 
 
-def _prepare_one(task: tuple[str, str, str, int, Settings]) -> tuple[str, str, str]:
-    """Worker: (category, model id, error or '')."""
+def _prepare_one(task: Task) -> tuple[str, str, str]:
+    """Worker: (category, model id, error or ''). The model is written into a hidden folder beside its
+    place and renamed into it whole, so a mesh that fails (or a killed worker) leaves no partial model."""
     source, out, category, seed, settings = task
     path = Path(source)
     model_id = path.stem
+    final = Path(out) / category / model_id
+    partial = final.with_name(f".{model_id}.partial")
     try:
         shape = MeshShape.from_file(path)
         rng = np.random.default_rng([seed, zlib.crc32(f"{category}/{model_id}".encode())])
-        write_model(shape, Path(out) / category / model_id, rng, settings)  # type: ignore[arg-type]
-    except (InputError, ValueError, OSError) as exc:
-        return category, model_id, str(exc)
+        shutil.rmtree(partial, ignore_errors=True)
+        write_model(shape, partial, rng, settings)  # type: ignore[arg-type]
+        shutil.rmtree(final, ignore_errors=True)
+        partial.rename(final)
+    except (InputError, ValueError, OSError, MemoryError) as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        return category, model_id, str(exc) or type(exc).__name__
     return category, model_id, ""
+
+
+def _unique_ids(meshes: dict[str, list[Path]]) -> tuple[dict[str, list[Path]], list[tuple[str, str]]]:
+    """One file per model id (the file name's stem) and category; later namesakes are skipped, named."""
+    kept: dict[str, list[Path]] = {}
+    skipped: list[tuple[str, str]] = []
+    for category, paths in meshes.items():
+        first: dict[str, Path] = {}
+        for path in paths:
+            if path.stem in first:
+                skipped.append((f"{category}/{path.stem}", f"{path.name} has the same name as "
+                                f"{first[path.stem].name} in {category}: rename one to keep both"))
+                continue
+            first[path.stem] = path
+        kept[category] = list(first.values())
+    return kept, skipped
 
 
 def prepare(folder: str | Path, out: str | Path, settings: Settings | None = None, seed: int = 0,
@@ -99,24 +127,20 @@ def prepare(folder: str | Path, out: str | Path, settings: Settings | None = Non
     from .shapes import write_metadata
 
     folder, out = Path(folder), Path(out)
-    meshes = find_meshes(folder)
+    meshes, failed = _unique_ids(find_meshes(folder))
+    for name, why in failed:
+        print(f"skipped {name}: {why}", file=sys.stderr)
     settings = settings or Settings(n_uniform=32768, n_surface=30000)
     tasks = [(str(p), str(out), c, seed, settings) for c, paths in meshes.items() for p in paths]
     done: dict[str, list[str]] = {c: [] for c in meshes}
-    failed: list[tuple[str, str]] = []
     with tqdm(total=len(tasks), desc="meshes", unit="mesh", disable=not progress) as bar:
-        pool = multiprocessing.get_context("spawn").Pool(workers) if workers > 1 else None
-        results = pool.imap_unordered(_prepare_one, tasks) if pool is not None else map(_prepare_one, tasks)
-        for category, model_id, error in results:
+        for category, model_id, error in _run_tasks(tasks, workers):
             if error:
                 failed.append((f"{category}/{model_id}", error))
                 print(f"skipped {category}/{model_id}: {error}", file=sys.stderr)
             else:
                 done[category].append(model_id)
             bar.update()
-        if pool is not None:
-            pool.close()
-            pool.join()
     if not any(done.values()):
         raise InputError(f"{folder}: none of the {len(tasks)} meshes could be prepared (first problem: "
                          f"{failed[0][1] if failed else 'unknown'})")
@@ -125,6 +149,33 @@ def prepare(folder: str | Path, out: str | Path, settings: Settings | None = Non
     write_metadata(out, [c for c, ids in done.items() if ids])
     return {"prepared": sum(len(v) for v in done.values()), "skipped": failed,
             "folders": [out / c / model_id for c, ids in done.items() for model_id in sorted(ids)]}
+
+
+def _run_tasks(tasks: list[Task], workers: int) -> Iterator[tuple[str, str, str]]:
+    """Each task's (category, model id, error), in the order they finish, from worker processes (also for
+    one worker: a mesh that exhausts memory kills a worker, not the run). After a worker dies the pool is
+    broken and which mesh did it is unknown, so the unfinished ones run again one by one, each in a
+    process of its own: only the culprit is skipped, named, and nothing hangs."""
+    unfinished = {id(task): task for task in tasks}
+    try:
+        with ProcessPoolExecutor(max(1, workers), mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = {pool.submit(_prepare_one, task): task for task in tasks}
+            for future in as_completed(futures):
+                result = future.result()  # raises BrokenProcessPool once a worker has died
+                del unfinished[id(futures[future])]
+                yield result
+    except BrokenProcessPool:
+        for task in unfinished.values():
+            yield _in_own_process(task)
+
+
+def _in_own_process(task: Task) -> tuple[str, str, str]:
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        try:
+            return pool.submit(_prepare_one, task).result()
+        except BrokenProcessPool:
+            return task[2], Path(task[0]).stem, ("the process preparing this mesh died (out of memory?); "
+                                                  "skipped")
 
 
 def _write_splits(folder: Path, ids: list[str], seed: int) -> None:

@@ -16,6 +16,7 @@ import json
 import logging
 import math
 import os
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -158,8 +159,21 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
-    # Our own files hold tensors, numbers and strings only: weights_only needs no allow-list.
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """A run's checkpoint. Our own files hold tensors, numbers and strings only: weights_only needs no
+    allow-list, and anything else (a damaged file, one asking to run code) is refused with what to do."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError, KeyError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in reason or "Unsupported global" in reason:
+            reason = "it asks to load Python objects beyond tensors and numbers, which a checkpoint of ours never does"
+        raise InputError(f"{path}: not a usable training checkpoint ({reason[:200]}); copy {BEST} of the same "
+                         "folder over it to resume from the best step so far, or start again with --overwrite"
+                         ) from None
+    if not isinstance(saved, dict) or not {"model", "optimizer", "step", "state"} <= set(saved):
+        raise InputError(f"{path}: not a training checkpoint of this project (missing model, optimizer, step or "
+                         "state); start again with --overwrite")
+    return saved
 
 
 class CsvLog:

@@ -98,3 +98,68 @@ def test_prepare_refuses_empty_and_missing_folders(tmp_path: Path) -> None:
     (tmp_path / "bad" / "x.obj").write_text("v 0 0 0\n")
     with pytest.raises(InputError, match="none of the 1 meshes"):
         prepare(tmp_path / "bad", tmp_path / "out", SMALL, progress=False)
+
+
+def test_namesakes_are_named_and_failures_leave_no_partial_model(tmp_path: Path) -> None:
+    meshes = tmp_path / "meshes" / "things"
+    meshes.mkdir(parents=True)
+    trimesh.creation.box((1, 2, 3)).export(meshes / "a.obj")
+    trimesh.creation.icosphere(2).export(meshes / "a.ply")  # the same model id in the same category
+    trimesh.creation.box((1, 1, 1)).export(meshes / "b.obj")
+    (meshes / "broken.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 3\nv nan 0 0\nf 1 2 4\n")
+    result = prepare(tmp_path / "meshes", tmp_path / "data", SMALL, workers=1, progress=False)
+    skipped = dict(result["skipped"])
+    assert "a.ply has the same name as a.obj in things: rename one" in skipped["things/a"]
+    assert "things/broken" in skipped and result["prepared"] == 2
+    things = tmp_path / "data" / "things"
+    listed = [i for split in ("train", "val", "test") for i in (things / f"{split}.lst").read_text().split("\n") if i]
+    assert sorted(listed) == ["a", "b"]  # each id once
+    assert sorted(p.name for p in things.iterdir() if p.is_dir()) == ["a", "b"]  # no partial folders
+
+
+def test_a_killed_worker_neither_hangs_the_run_nor_loses_the_other_meshes(tmp_path: Path) -> None:
+    """A worker killed mid-run (what the kernel does to one out of memory) breaks the pool: the meshes
+    still unfinished run again, each in a process of its own; the run ends with its split lists."""
+    import os
+    import signal
+    import threading
+    import time
+
+    meshes = tmp_path / "meshes"
+    meshes.mkdir()
+    for i in range(6):
+        trimesh.creation.icosphere(3, radius=0.5 + 0.05 * i).export(meshes / f"ball{i}.obj")
+    slow = Settings(n_uniform=400_000, n_surface=3000, voxel_surface_samples=20000)  # seconds per mesh
+    outcome: dict = {}
+    run = threading.Thread(target=lambda: outcome.update(
+        prepare(meshes, tmp_path / "data", slow, workers=2, progress=False)))
+    run.start()
+
+    def children() -> list[int]:
+        """This process's pool workers (not multiprocessing's resource tracker)."""
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    fields = open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()
+                    command = open(f"/proc/{entry}/cmdline", "rb").read()
+                except OSError:
+                    continue
+                if int(fields[1]) == os.getpid() and b"spawn_main" in command:
+                    found.append(int(entry))
+        return found
+
+    deadline = time.monotonic() + 60
+    while not children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(2.0)  # the workers are busy with a mesh each by now
+    victims = children()
+    assert victims, "no worker process appeared"
+    os.kill(victims[-1], signal.SIGKILL)
+    run.join(300)
+    assert not run.is_alive(), "prepare hung after a worker was killed"
+    skipped = dict(outcome["skipped"])
+    assert outcome["prepared"] + len(skipped) == 6 and outcome["prepared"] >= 5
+    assert all("died" in why for why in skipped.values())
+    data = tmp_path / "data" / "default"
+    assert (data / "train.lst").exists() and not [p for p in data.iterdir() if p.name.startswith(".")]

@@ -156,3 +156,27 @@ def test_default_weights_card_keeps_the_history_and_test_metrics(tmp_path: Path,
     history = _earlier_training(target)
     assert history["steps"] == 100 + card["steps"] and history["learning_curve"][0] == [100, 0.3, 5.0]
     assert len(history["learning_curve"]) == 1 + len(card["learning_curve"])
+
+
+def test_resume_refuses_a_damaged_or_hostile_checkpoint_with_what_to_do(tmp_path: Path, tiny_dataset: Path) -> None:
+    import os
+    import pickle
+
+    config = small_config(tmp_path / "run", tiny_dataset, max_steps=2)
+    train(config, progress=False)
+    checkpoint = Path(config.training.out_dir) / CHECKPOINT
+    whole = checkpoint.read_bytes()
+    marker = tmp_path / "ran"
+
+    class Exploit:
+        def __reduce__(self) -> tuple:
+            return (os.system, (f"touch {marker}",))
+
+    for damage, says in ((whole[: len(whole) // 3], "not a usable training checkpoint"),
+                         (pickle.dumps(Exploit()), "asks to load Python objects"),
+                         (b"", "not a usable training checkpoint")):
+        checkpoint.write_bytes(damage)
+        with pytest.raises(InputError, match=says) as caught:
+            train(small_config(tmp_path / "run", tiny_dataset, max_steps=4), resume=True, progress=False)
+        assert "weights_only=False" not in str(caught.value) and "--overwrite" in str(caught.value)
+        assert not marker.exists()
