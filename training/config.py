@@ -27,7 +27,6 @@ class DataConfig:
     categories: list[str] | None = None  # None: every category in metadata.yaml (or every folder)
     train_split: str = "train"
     val_split: str = "val"
-    test_split: str = "test"
     points_per_shape: int = 2048  # query points per shape and step
     near_surface_fraction: float = 0.5  # share drawn from points_near.npz where it exists
     pointcloud_noise: float = 0.005  # Gaussian noise on input point clouds, as the reference

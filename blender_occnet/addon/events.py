@@ -26,10 +26,6 @@ def forget(job: str) -> None:
     _watched.pop(job, None)
 
 
-def busy() -> bool:
-    return bool(_watched)
-
-
 def state() -> Any:
     """The transient job state on the window manager (`window_manager.occnet_job`, an OCCNET_PG_job)."""
     return bpy.data.window_managers[0].occnet_job  # type: ignore[attr-defined]

@@ -1,4 +1,5 @@
-"""The only module that reads sources from and writes results into bpy.data (main thread only)."""
+"""Reading sources from the scene and writing results into bpy.data (main thread only); the sample loader
+and the .binvox importer add their own source objects."""
 
 from __future__ import annotations
 

@@ -13,7 +13,7 @@ from ..occnet.errors import InputError, OccNetError
 from ..occnet.generation import ExtractionSettings
 from ..occnet.preprocess import MIN_POINTS, PreparedInput, prepare_for_network, prepare_voxels_from_mesh
 
-MAX_IMAGE_SIDE = 2048  # the network sees 224 x 224; Blender sends images scaled down to this
+MAX_IMAGE_SIDE = 2048  # the network sees 224 x 224; the add-on sends at most 1024 px, other clients this much
 MAX_POINTS = 5_000_000
 MAX_FACES = 5_000_000  # a mesh sent to be voxelised
 
