@@ -113,6 +113,10 @@ def test_evaluate_reports_every_metric_per_category(tmp_path: Path, tiny_dataset
     assert 0.0 <= report["mean"]["iou"] <= 1.0
     table = format_table(report)
     assert "sphere" in table and "mean" in table
+    refined = evaluate(tmp_path / "w.safetensors", tiny_dataset, resolution=32, surface_samples=5000, progress=False,
+                       refine_steps=3)
+    assert refined["refine_steps"] == 3 and report["refine_steps"] == 0
+    assert refined["mean"]["chamfer_l1"] != report["mean"]["chamfer_l1"]  # the vertices moved
 
 
 def test_a_new_run_can_start_from_exported_weights(tmp_path: Path, tiny_dataset: Path) -> None:
