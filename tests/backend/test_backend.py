@@ -148,6 +148,9 @@ def test_progress_events_arrive_in_order(client: BackendClient) -> None:
     assert firsts == sorted(firsts) and {"evaluating", "meshing", "done"} <= set(stages)
     evaluating = [f for s, f in progress if s == "evaluating"]
     assert evaluating == sorted(evaluating) and len(evaluating) >= 2
+    # Where the network runs, from the model's load on (the sidebar shows it) and in the stats.
+    assert {e.header.get("device") for e in events if e.type == "progress" and e.header["stage"] != "loading"} == {"cpu"}
+    assert events[-1].header["stats"]["device"] == "cpu"
 
 
 def test_model_is_reused_and_re_extraction_evaluates_less(client: BackendClient) -> None:

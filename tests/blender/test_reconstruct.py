@@ -167,6 +167,7 @@ def test_test_backend_reports_torch_devices_and_weights() -> None:
     assert bpy.ops.occnet.test_backend() == {"FINISHED"}
     info = bpy.context.window_manager.occnet_job.backend_info
     assert info.startswith("torch 2.") and "devices: cpu" in info and "pc" in info and "vox" in info
+    assert "Auto uses cpu" in info  # no GPU on this machine
 
 
 def test_the_cpu_threads_preference_reaches_the_backend() -> None:
@@ -176,7 +177,7 @@ def test_the_cpu_threads_preference_reaches_the_backend() -> None:
     prefs.cpu_threads = 2
     try:
         assert bpy.ops.occnet.test_backend() == {"FINISHED"}  # the changed setting restarts the backend
-        assert "(2 CPU threads)" in bpy.context.window_manager.occnet_job.backend_info
+        assert "; 2 CPU threads)" in bpy.context.window_manager.occnet_job.backend_info
     finally:
         prefs.cpu_threads = 0
 

@@ -30,7 +30,8 @@ class OCCNET_OT_test_backend(bpy.types.Operator):
         # Broken or foreign files in a weights folder do not stop the rest from being offered.
         unusable = [f"{w['name']} ({w['error']})" for w in info.get("weights", []) if w.get("error")]
         state.backend_info = (f"torch {info.get('torch_version')} on Python {info.get('python')}; devices: "
-                              f"{', '.join(info.get('devices', []))} ({info.get('cpu_threads', '?')} CPU threads); "
+                              f"{', '.join(info.get('devices', []))} (Auto uses {info.get('auto_device', '?')}; "
+                              f"{info.get('cpu_threads', '?')} CPU threads); "
                               f"weights: {', '.join(weights) or 'none'}")
         if unusable:
             state.backend_info += f"; unusable: {'; '.join(unusable)}"
