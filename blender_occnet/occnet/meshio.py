@@ -23,9 +23,13 @@ class MeshData:
 
 def read_mesh(path: str | os.PathLike[str]) -> MeshData:
     """Vertices and triangles of a mesh file (a scene's meshes are merged, transforms applied)."""
+    path = _existing(path)
+    if path.suffix.lower() == ".obj":
+        plain = _read_plain_obj(path)
+        if plain is not None:
+            return plain
     import trimesh  # imported here: the add-on side never needs it
 
-    path = _existing(path)
     try:
         loaded = trimesh.load(str(path), process=False)
         if isinstance(loaded, trimesh.Scene):  # glTF and multi-object files: merge, transforms applied
@@ -37,6 +41,67 @@ def read_mesh(path: str | os.PathLike[str]) -> MeshData:
     if len(vertices) == 0:
         raise InputError(f"{path}: the file holds no vertices")
     return MeshData(vertices, faces)
+
+
+OBJ_CHUNK_BYTES = 1 << 24  # text read at once by the OBJ reader: memory is the arrays', not the file's
+
+
+def _read_plain_obj(path: Path) -> MeshData | None:
+    """An OBJ of 'v x y z' and 'f a b c ...' lines (a/b/c and polygon forms too), read with numpy a chunk
+    of lines at a time: a 10-million-face file costs its arrays (a few hundred MB) rather than trimesh's
+    2.8 GB, and no trimesh import. None when the file uses what only trimesh handles (vertex colours,
+    negative or relative indices, line continuations): the caller then uses trimesh."""
+    vertices: list[np.ndarray] = []
+    triangles: list[np.ndarray] = []
+    try:
+        with open(path, "rb") as handle:
+            while True:
+                lines = handle.readlines(OBJ_CHUNK_BYTES)
+                if not lines:
+                    break
+                v = [line[2:] for line in lines if line.startswith(b"v ")]
+                f = [line[2:].split() for line in lines if line.startswith(b"f ")]
+                if v:
+                    values = np.array(b" ".join(v).split(), dtype=np.float64)
+                    if values.size != 3 * len(v):
+                        return None  # colours or a w coordinate on some vertex
+                    vertices.append(values.reshape(-1, 3))
+                if f:
+                    chunk = _obj_faces(f)
+                    if chunk is None:
+                        return None
+                    triangles.append(chunk)
+                if any(line.rstrip().endswith(b"\\") for line in lines):
+                    return None
+    except (OSError, ValueError):
+        return None  # let trimesh say what is wrong
+    if not vertices:
+        return None
+    points = np.concatenate(vertices)
+    faces = np.concatenate(triangles) - 1 if triangles else np.zeros((0, 3), np.int64)
+    if len(faces) and (faces.min() < 0 or faces.max() >= len(points)):
+        raise InputError(f"{path}: a face refers to vertex {int(faces.max()) + 1 if faces.max() >= len(points) else 0},"
+                         f" but the file has {len(points):,} vertices")
+    return MeshData(points, faces)
+
+
+def _obj_faces(rows: list[list[bytes]]) -> np.ndarray | None:
+    """1-based triangles (K, 3) int64 from face rows of vertex tokens ('7', '7/2', '7//3', '7/2/3');
+    polygons are fanned. None for negative (relative) indices."""
+    counts = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    if (counts < 3).any():
+        raise ValueError("a face with fewer than three vertices")
+    tokens = [t.split(b"/", 1)[0] for r in rows for t in r]
+    index = np.array(tokens, dtype=np.int64)
+    if (index <= 0).any():
+        return None
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    # Fan each polygon: (first, k, k + 1) for k in 1..n-2.
+    fans = counts - 2
+    owner = np.repeat(np.arange(len(rows)), fans)
+    k = np.arange(int(fans.sum())) - np.repeat(np.cumsum(fans) - fans, fans) + 1
+    first = starts[owner]
+    return np.stack([index[first], index[first + k], index[first + k + 1]], axis=1)
 
 
 def read_normalised_mesh(path: str | os.PathLike[str]) -> tuple[MeshData, np.ndarray, float]:

@@ -333,3 +333,38 @@ def test_the_command_line_writes_a_mesh_without_importing_trimesh(tmp_path: Path
                             cwd=Path(__file__).resolve().parents[2])
     assert result.stdout.split() == ["0", "False"], result.stdout + result.stderr[-2000:]
     assert len(trimesh.load(tmp_path / "cube.ply").faces) > 100
+
+
+def test_plain_obj_files_read_with_numpy_as_trimesh_reads_them(tmp_path: Path) -> None:
+    """The chunked OBJ reader gives trimesh's vertices and triangles (fans for polygons, a/b/c tokens,
+    comments, vt/vn and groups ignored), across chunk boundaries; what it does not handle goes to
+    trimesh; a face past the last vertex is named."""
+    import blender_occnet.occnet.meshio as meshio
+
+    sphere = trimesh.creation.icosphere(3)
+    path = tmp_path / "ball.obj"
+    sphere.export(path)
+    small_chunks = meshio.OBJ_CHUNK_BYTES
+    try:
+        meshio.OBJ_CHUNK_BYTES = 4096  # many chunks, faces and vertices split between them
+        read = meshio.read_mesh(path)
+    finally:
+        meshio.OBJ_CHUNK_BYTES = small_chunks
+    assert np.allclose(read.vertices, sphere.vertices) and np.array_equal(read.faces, sphere.faces)
+    quads = tmp_path / "quads.obj"
+    quads.write_text("# a quad and a triangle\nv 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nvt 0 0\nvn 0 0 1\ng part\n"
+                     "f 1/1/1 2/1/1 3/1/1 4/1/1\nf 1//1 2//1 3//1\n")
+    expected = trimesh.load(quads, process=False)
+    read = meshio.read_mesh(quads)
+    assert len(read.faces) == len(expected.faces) == 3 and read.faces[2].tolist() == [0, 1, 2]
+    corners = read.vertices[read.faces[:2]]  # the quad as a fan: the same square, facing +z
+    normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
+    assert set(read.faces[:2].ravel()) == {0, 1, 2, 3} and np.allclose(normals, [[0, 0, 1]] * 2)
+    for name, text in (("relative", "v 0 0 0\nv 1 0 0\nv 1 1 0\nf -3 -2 -1\n"),
+                       ("coloured", "v 0 0 0 1 0 0\nv 1 0 0 1 0 0\nv 1 1 0 1 0 0\nf 1 2 3\n")):
+        (tmp_path / f"{name}.obj").write_text(text)
+        assert meshio._read_plain_obj(tmp_path / f"{name}.obj") is None  # trimesh reads these
+        assert meshio.read_mesh(tmp_path / f"{name}.obj").faces.tolist() == [[0, 1, 2]]
+    (tmp_path / "past.obj").write_text("v 0 0 0\nv 1 0 0\nv 1 1 0\nf 1 2 9\n")
+    with pytest.raises(InputError, match="refers to vertex 9, but the file has 3 vertices"):
+        meshio.read_mesh(tmp_path / "past.obj")
