@@ -21,10 +21,10 @@ from typing import Any, BinaryIO, Callable
 
 import numpy as np
 
+from .backend import EXIT_MISSING_PACKAGE
 from .protocol import (AUTH_PREFIX, PROTOCOL_VERSION, ConnectionClosed, Message, ProtocolError, encode,
                        read_message)
 
-EXIT_MISSING_PACKAGE = 3  # the backend's exit status when torch (or another requirement) is missing
 STARTUP_TIMEOUT = 120.0  # importing torch on a cold disk can take a while
 REQUEST_TIMEOUT = 30.0
 STDERR_LINES = 40

@@ -26,6 +26,8 @@ from typing import Any, BinaryIO
 import numpy as np
 
 PROTOCOL_VERSION = 1
+# Fewest usable points a point-cloud request may hold (the add-on checks before sending, the core again).
+MIN_POINTS = 8
 MAGIC = b"OCN1"
 PREFIX = struct.Struct("<4sIQ")
 MAX_HEADER_BYTES = 1 << 20  # 1 MiB of JSON is far more than any message needs

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-MIN_POINTS = 8  # what the backend's point-cloud preprocessing needs
+from ..protocol import MIN_POINTS
+
 VOXELS = 32  # the voxel encoder's grid size
 
 

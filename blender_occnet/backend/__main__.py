@@ -7,10 +7,10 @@ import os
 import secrets
 import sys
 
+from . import EXIT_MISSING_PACKAGE
 from ..torch_env import MAX_THREADS, apply_to_torch, backend_threads, configure_before_torch
 
 # Exit status the client reads as "a required package is missing in this interpreter".
-EXIT_MISSING_PACKAGE = 3
 REQUIREMENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "requirements.txt")
 
 

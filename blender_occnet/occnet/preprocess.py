@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
+from ..protocol import MIN_POINTS
 from .binvox import pool_grid, read_binvox
 from .errors import InputError
 from .meshio import MESH_SUFFIXES, MeshData, normalise_mesh, read_normalised_mesh, read_points
@@ -23,7 +24,6 @@ IMAGE_SIZE = 224
 # 8,190 px PNG of 195 KB would otherwise take gigabytes as float32 RGBA.
 MAX_DECODE_SIDE = 1024
 VOXEL_RESOLUTION = 32
-MIN_POINTS = 8
 MAX_IMAGE_PIXELS = 8192 * 8192
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 

@@ -2,19 +2,30 @@
 
 from __future__ import annotations
 
-import importlib.util
+import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from blender_occnet.addon import geometry
 from tests.blender.blender_helpers import REPO
 
-_spec = importlib.util.spec_from_file_location("occnet_geometry", REPO / "blender_occnet/addon/geometry.py")
-assert _spec is not None and _spec.loader is not None
-geometry = importlib.util.module_from_spec(_spec)
-sys.modules["occnet_geometry"] = geometry
-_spec.loader.exec_module(geometry)
+
+def test_geometry_needs_neither_bpy_nor_torch() -> None:
+    """It runs on worker threads and in tests without Blender: numpy and the protocol's constants only
+    (the add-on package itself, whose __init__ imports bpy, is stood in for by a bare package)."""
+    probe = "\n".join([
+        "import sys, types",
+        "import blender_occnet",
+        "package = types.ModuleType('blender_occnet.addon')",
+        f"package.__path__ = [{str(REPO / 'blender_occnet' / 'addon')!r}]",
+        "sys.modules['blender_occnet.addon'] = package",
+        "import blender_occnet.addon.geometry",
+        "print('bpy' in sys.modules, 'torch' in sys.modules)",
+    ])
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert done.returncode == 0 and done.stdout.split() == ["False", "False"], done.stderr
 
 
 def test_frames_are_a_proper_rotation_and_inverse() -> None:
