@@ -258,3 +258,15 @@ def test_simplification_in_a_child_process_gives_the_same_mesh() -> None:
     inline = generation.simplify(mesh.vertices, mesh.faces, 1500)
     child = generation._simplify_in_child(mesh.vertices, mesh.faces, 1500, lambda: False)
     assert np.array_equal(inline[1], child[1]) and np.allclose(inline[0], child[0])
+
+
+def test_an_extraction_that_would_not_fit_is_refused_with_the_figures() -> None:
+    from blender_occnet.occnet.generation import available_memory, check_memory, extraction_bytes
+
+    assert extraction_bytes(512) == 9 * 513 ** 3  # 1.2 GB, as measured (BENCHMARKS.md)
+    with pytest.raises(InputError, match=r"a 512-cell extraction needs about 1\.1 GB and this machine has 0\.5 GB "
+                                         r"free; choose 256 cells or fewer"):
+        check_memory(512, available=2 ** 29)
+    check_memory(256, available=2 ** 29)  # fits
+    free = available_memory()
+    assert free is None or free > 0  # Linux reports it; elsewhere no check is made
