@@ -47,6 +47,12 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if "Range" in self.headers:
             self.server.ranges.append((self.path, self.headers["Range"]))
             start = int(self.headers["Range"].split("=")[1].split("-")[0])
+            if start >= len(body):
+                self.send_response(416)  # nothing left: what real servers answer
+                self.send_header("Content-Range", f"bytes */{len(body)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             self.send_response(206)
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
         else:

@@ -21,6 +21,7 @@ import numpy as np
 from blender_occnet.occnet.checkpoints import load_weights
 from blender_occnet.occnet.errors import OccNetError
 from blender_occnet.occnet.files import atomic_output
+from blender_occnet.occnet.frames import SHAPENET_V1_FRAME, relative_frame
 from blender_occnet.occnet.generation import ExtractionSettings, Reconstructor
 from blender_occnet.occnet.preprocess import PreparedInput
 
@@ -33,10 +34,13 @@ METRICS = ("iou", "chamfer_l1", "chamfer_l1_x10", "normal_consistency", "f_score
 def evaluate(weights_path: str | Path, data: str | Path, split: str = "test", resolution: int = 128,
              limit: int = 0, categories: list[str] | None = None, device: str = "auto",
              surface_samples: int = 100_000, progress: bool = True, input_points: int = 0,
-             refine_steps: int = 0) -> dict[str, Any]:
+             refine_steps: int = 0, data_frame: dict[str, str] | None = None) -> dict[str, Any]:
     """input_points: the size of each input cloud (default: the weights' n_input_points); refine_steps:
-    vertex refinement after extraction (the paper's setting is 30), to measure what it buys."""
+    vertex refinement after extraction (the paper's setting is 30), to measure what it buys; data_frame:
+    how the dataset's shapes stand when not in the project's frame (the authors' ShapeNet data: v1's)."""
     weights = load_weights(weights_path)
+    if data_frame is not None:  # the inputs are not in the project's frame: turn them from theirs
+        weights.card = {**weights.card, "frame": relative_frame(data_frame, weights.card.get("frame"))}
     reconstructor = Reconstructor(weights, device)
     dataset = ShapeDataset(data, split, weights.modality, categories,
                            n_input_points=input_points or weights.config.n_input_points,
@@ -155,13 +159,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input-points", type=int, default=0,
                         help="point clouds: points per input cloud (default: the weights' n_input_points)")
     parser.add_argument("--refine", type=int, default=0, metavar="N", help="refinement steps (default 0)")
+    parser.add_argument("--data-frame", choices=("project", "shapenet-v1"), default="project",
+                        help="how the dataset's shapes stand: this project's (its own and prepared data) or "
+                             "ShapeNetCore v1's (the authors' preprocessed ShapeNet)")
     parser.add_argument("--json", help="also write the report as JSON to this file")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
     try:
         report = evaluate(args.weights, args.data, args.split, args.resolution, args.limit,
                           args.categories.split(",") if args.categories else None, args.device,
-                          progress=not args.quiet, input_points=args.input_points, refine_steps=args.refine)
+                          progress=not args.quiet, input_points=args.input_points, refine_steps=args.refine,
+                          data_frame=SHAPENET_V1_FRAME if args.data_frame == "shapenet-v1" else None)
     except OccNetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

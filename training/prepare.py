@@ -111,11 +111,12 @@ def _unique_ids(meshes: dict[str, list[Path]]) -> tuple[dict[str, list[Path]], l
     for category, paths in meshes.items():
         first: dict[str, Path] = {}
         for path in paths:
-            if path.stem in first:
+            key = path.stem.casefold()  # Chair.obj and chair.ply share a folder on Windows and macOS
+            if key in first:
                 skipped.append((f"{category}/{path.stem}", f"{path.name} has the same name as "
-                                f"{first[path.stem].name} in {category}: rename one to keep both"))
+                                f"{first[key].name} in {category}: rename one to keep both"))
                 continue
-            first[path.stem] = path
+            first[key] = path
         kept[category] = list(first.values())
     return kept, skipped
 
@@ -157,16 +158,19 @@ def _run_tasks(tasks: list[Task], workers: int) -> Iterator[tuple[str, str, str]
     broken and which mesh did it is unknown, so the unfinished ones run again one by one, each in a
     process of its own: only the culprit is skipped, named, and nothing hangs."""
     unfinished = {id(task): task for task in tasks}
+    pool = ProcessPoolExecutor(max(1, workers), mp_context=multiprocessing.get_context("spawn"))
     try:
-        with ProcessPoolExecutor(max(1, workers), mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(_prepare_one, task): task for task in tasks}
-            for future in as_completed(futures):
-                result = future.result()  # raises BrokenProcessPool once a worker has died
-                del unfinished[id(futures[future])]
-                yield result
+        futures = {pool.submit(_prepare_one, task): task for task in tasks}
+        for future in as_completed(futures):
+            result = future.result()  # raises BrokenProcessPool once a worker has died
+            del unfinished[id(futures[future])]
+            yield result
     except BrokenProcessPool:
-        for task in unfinished.values():
+        pool.shutdown(wait=True)
+        for task in unfinished.values():  # one by one: slower, but only the culprit fails again
             yield _in_own_process(task)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)  # Ctrl-C or an error: queued meshes are not started
 
 
 def _in_own_process(task: Task) -> tuple[str, str, str]:

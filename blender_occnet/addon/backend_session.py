@@ -14,6 +14,8 @@ _lock = threading.Lock()
 _client: BackendClient | None = None
 _key: "BackendSettings | None" = None
 _warmed: "BackendSettings | None" = None  # the settings a warm-up was last started for
+_generation = 0  # counts shutdowns: a warm-up started before one must not start a backend after it
+_held = False  # no warm-ups while the backend's environment is being replaced (Install backend)
 
 
 @dataclass(frozen=True)
@@ -29,12 +31,15 @@ class BackendSettings:
     threads: int = 0  # CPU threads of a local backend; 0: every core but one
 
 
-def acquire(settings: BackendSettings) -> BackendClient:
-    """A live client for these settings: the current one, or a new one (raises BackendError)."""
+def acquire(settings: BackendSettings, generation: int | None = None) -> BackendClient:
+    """A live client for these settings: the current one, or a new one (raises BackendError). With
+    `generation`, nothing is started once a shutdown has happened since that generation was read."""
     global _client, _key
     with _lock:
         if _client is not None and _client.alive and _key == settings:
             return _client
+        if generation is not None and (generation != _generation or _held):
+            raise BackendError("the backend was shut down since this warm-up was asked for")
         old, _client, _key = _client, None, None
         if old is not None:
             old.close(timeout=2.0)
@@ -52,15 +57,15 @@ def warm_up(settings: BackendSettings) -> None:
     if not _lock.acquire(blocking=False):
         return
     try:
-        if _warmed == settings or (_client is not None and _client.alive and _key == settings):
+        if _held or _warmed == settings or (_client is not None and _client.alive and _key == settings):
             return
-        _warmed = settings
+        _warmed, generation = settings, _generation
     finally:
         _lock.release()
 
     def start() -> None:
         try:
-            acquire(settings)
+            acquire(settings, generation)
         except BackendError:
             pass
 
@@ -74,11 +79,19 @@ def current() -> BackendClient | None:
 
 def shutdown() -> None:
     """Close the backend (unregister, or before a restart the user asked for)."""
-    global _client, _key, _warmed
+    global _client, _key, _warmed, _generation
     with _lock:
         old, _client, _key, _warmed = _client, None, None, None
+        _generation += 1
     if old is not None:
         old.close(timeout=2.0)
+
+
+def hold_warm_ups(held: bool) -> None:
+    """While held (the managed environment is being replaced), showing the panel starts no backend."""
+    global _held
+    with _lock:
+        _held = held
 
 
 def _start(settings: BackendSettings) -> BackendClient:

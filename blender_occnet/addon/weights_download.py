@@ -65,7 +65,7 @@ class Download(ProcessJob):
                     self.message = f"downloading {self.name}: {done / 1e6:.1f} MB{size}"
             code = process.wait()
             reader.join(5.0)
-            if self.cancelled:
+            if self.cancelled and code != 0:  # a cancel after the weights were written changes nothing
                 raise Cancelled
             if code == 0:
                 self.fraction, self.message = 1.0, self._lines[-1] if self._lines else f"got {self.name}"
@@ -78,3 +78,5 @@ class Download(ProcessJob):
             self.message, self.state = f"download of {self.name} cancelled; Get resumes it", "cancelled"
         except OSError as exc:
             self.message, self.state = f"could not run {self.python}: {exc}", "failed"
+        except Exception as exc:  # never leave the job 'running' for ever: the preferences would wait on it
+            self.message, self.state = f"the download stopped: {type(exc).__name__}: {exc}", "failed"

@@ -144,10 +144,13 @@ def load_original_checkpoint(path: Path, arch: str | None = None) -> Weights:
         raise CheckpointError(f"{path}: cannot tell the architecture from its keys; pass --arch "
                               f"({', '.join(ARCH_MODALITY)})")
     config = infer_config(arch, state_dict)
-    # The authors trained on ShapeNetCore v1 (up +y, front +x); frames.py turns inputs to match.
-    weights = Weights(config, state_dict, DEFAULT_THRESHOLD,
-                      {"source": f"original checkpoint {path.name}", "frame": dict(SHAPENET_V1_FRAME)},
-                      source=str(path))
+    # The authors trained on ShapeNetCore v1 (up +y, front +x); frames.py turns inputs to match. A training
+    # checkpoint of this project (it records its config) stands in the project's frame.
+    ours = isinstance(data, dict) and "config" in data and "state" in data
+    card: dict[str, Any] = {"source": f"{'training' if ours else 'original'} checkpoint {path.name}"}
+    if not ours:
+        card["frame"] = dict(SHAPENET_V1_FRAME)
+    weights = Weights(config, state_dict, DEFAULT_THRESHOLD, card, source=str(path))
     # Fail here, at load time, with the key names rather than later inside the backend.
     load_state_dict_checked(build_model(config), state_dict, str(path))
     return weights

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import InputError
+from .errors import CheckpointError
 
 if TYPE_CHECKING:
     from .preprocess import PreparedInput
@@ -28,7 +28,7 @@ AXES = {"+x": (0, 1), "-x": (0, -1), "+y": (1, 1), "-y": (1, -1), "+z": (2, 1), 
 
 def _unit(name: Any, role: str) -> np.ndarray:
     if name not in AXES:
-        raise InputError(f"model card frame: {role} must be one of {', '.join(AXES)}, got {name!r}")
+        raise CheckpointError(f"model card frame: {role} must be one of {', '.join(AXES)}, got {name!r}")
     axis, sign = AXES[name]
     vector = np.zeros(3)
     vector[axis] = sign
@@ -41,10 +41,10 @@ def rotation(frame: Any) -> np.ndarray:
     if frame is None:
         return np.eye(3)
     if not isinstance(frame, dict):
-        raise InputError(f"model card frame must be {{'up': ..., 'front': ...}}, got {frame!r}")
+        raise CheckpointError(f"model card frame must be {{'up': ..., 'front': ...}}, got {frame!r}")
     up, front = _unit(frame.get("up"), "up"), _unit(frame.get("front"), "front")
     if abs(float(up @ front)) > 0:
-        raise InputError(f"model card frame: up {frame.get('up')} and front {frame.get('front')} must be "
+        raise CheckpointError(f"model card frame: up {frame.get('up')} and front {frame.get('front')} must be "
                          "different axes")
     # The project's x, y, z are (up x back), up, back with back = -front (right-handed).
     return np.stack([np.cross(up, -front), up, -front], axis=1)
@@ -71,3 +71,20 @@ def _turn_grid(grid: np.ndarray, turn: np.ndarray) -> np.ndarray:
     turned = np.transpose(grid, source_axis)
     flips = tuple(a for a in range(3) if turn[a, source_axis[a]] < 0)
     return np.ascontiguousarray(np.flip(turned, axis=flips) if flips else turned)
+
+
+def frame_of(turn: np.ndarray) -> dict[str, str]:
+    """The frame whose rotation() is `turn` (a signed permutation)."""
+    names = {value: name for name, value in AXES.items()}
+
+    def name(vector: np.ndarray) -> str:
+        axis = int(np.abs(vector).argmax())
+        return names[(axis, int(np.sign(vector[axis])))]
+
+    return {"up": name(turn @ [0.0, 1.0, 0.0]), "front": name(turn @ [0.0, 0.0, -1.0])}
+
+
+def relative_frame(data_frame: Any, weights_frame: Any) -> dict[str, str]:
+    """The frame to give weights standing in `weights_frame` so that inputs standing in `data_frame` (not
+    the project's) reach them right: the rotation from the data's frame to the weights'."""
+    return frame_of(rotation(weights_frame) @ rotation(data_frame).T)

@@ -13,6 +13,7 @@ renames it into the folder the registry reads. Nothing half-written is ever wher
 from __future__ import annotations
 
 import datetime
+import http.client
 import json
 import os
 import re
@@ -130,15 +131,21 @@ def get(name: str, folder: Path | None = None, progress: ProgressFn | None = Non
     except OSError as exc:
         raise DownloadError(f"cannot create {partial_dir}: {exc.strerror or exc}; set OCCNET_WEIGHTS_DIR to a "
                             "writable folder") from None
-    partial = partial_dir / f"{entry.file_name}.part"
-    _fetch(download_url(entry), partial, progress, should_cancel)
+    partial = partial_dir / f"{entry.name}.part"
+    complete = partial_dir / f"{entry.name}.pt"  # the loader tells formats by content, not by name
+    if complete.exists() and not partial.exists():  # an earlier get stopped after the download: reuse it
+        os.replace(complete, partial)
+    try:
+        _fetch(download_url(entry), partial, progress, should_cancel)
+    except OSError as exc:  # writing the partial file: a full disk, a folder gone
+        raise DownloadError(f"cannot write {partial}: {exc.strerror or exc}; free some space (or set "
+                            "OCCNET_WEIGHTS_DIR to another folder) and run the same command again") from None
     digest = file_sha256(partial)
     if entry.hash_prefix and not digest.startswith(entry.hash_prefix):
         partial.unlink()
         raise DownloadError(f"{entry.file_name}: the download's SHA-256 starts {digest[:len(entry.hash_prefix)]}, "
                             f"not {entry.hash_prefix} as its name says: it is damaged or not the authors' file "
                             "(deleted; try again, or check OCCNET_WEIGHTS_MIRROR)")
-    complete = partial.with_suffix("")  # <file>.pt: the loader tells formats by content, not by name
     os.replace(partial, complete)
     try:
         weights = load_original_checkpoint(complete, entry.arch)
@@ -168,7 +175,7 @@ def _fetch(url: str, partial: Path, progress: ProgressFn | None, should_cancel: 
             return
         raise DownloadError(f"{url}: the server answered {exc.code} {exc.reason}; the address may have moved "
                             "(see the authors' repository) or the mirror lacks the file") from None
-    except (urllib.error.URLError, OSError) as exc:
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
         raise DownloadError(_network_message(url, exc)) from None
     with response:
         resumed = response.status == 206
@@ -184,7 +191,7 @@ def _fetch(url: str, partial: Path, progress: ProgressFn | None, should_cancel: 
                                             "try to resume")
                 try:
                     chunk = response.read(CHUNK)
-                except (OSError, ValueError) as exc:
+                except (OSError, ValueError, http.client.HTTPException) as exc:
                     raise DownloadError(f"{url}: the transfer broke off after {done:,} bytes ({exc}); run the "
                                         "same command again to resume") from None
                 if not chunk:

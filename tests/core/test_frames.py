@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from blender_occnet.occnet.checkpoints import Weights, convert_checkpoint, load_weights
-from blender_occnet.occnet.errors import InputError
+from blender_occnet.occnet.errors import CheckpointError
 from blender_occnet.occnet.frames import PROJECT_FRAME, SHAPENET_V1_FRAME, rotation
 from blender_occnet.occnet.generation import ExtractionSettings, Reconstructor
 from blender_occnet.occnet.model import Network
@@ -40,7 +40,7 @@ def test_a_frame_is_a_rotation_that_takes_the_project_front_to_the_network_front
 @pytest.mark.parametrize("frame", [{"up": "+y", "front": "+y"}, {"up": "up", "front": "-z"}, "y-up", {"up": "+y"}])
 def test_a_malformed_frame_is_named(frame: object) -> None:
     prepared = prepare_voxels(ell_grid())
-    with pytest.raises(InputError, match="frame"):
+    with pytest.raises(CheckpointError, match="frame"):
         reconstructor(voxel_reading_network(), frame).encode(prepared)  # type: ignore[arg-type]
 
 
@@ -80,3 +80,21 @@ def test_original_checkpoints_and_their_conversions_carry_the_shapenet_v1_frame(
     assert load_weights(original).card["frame"] == SHAPENET_V1_FRAME
     convert_checkpoint(original, tmp_path / "onet.safetensors")
     assert load_weights(tmp_path / "onet.safetensors").card["frame"] == SHAPENET_V1_FRAME
+    # A training checkpoint of this project (it records its config) is in the project's frame.
+    import torch
+
+    torch.save({"model": model.state_dict(), "optimizer": {}, "step": 3, "state": {}, "config": "{}"},
+               tmp_path / "best.pt")
+    assert "frame" not in load_weights(tmp_path / "best.pt").card
+
+
+@pytest.mark.parametrize("front", FRONTS)
+def test_a_relative_frame_turns_data_of_one_frame_into_weights_of_another(front: str) -> None:
+    from blender_occnet.occnet.frames import frame_of, relative_frame
+
+    frame = {"up": "+y", "front": front}
+    assert frame_of(rotation(frame)) == frame
+    assert relative_frame(frame, frame) == PROJECT_FRAME  # data already stands as the weights do
+    assert relative_frame(None, frame) == frame
+    # v1 data for project-frame weights: the inverse turn of v1's.
+    assert np.allclose(rotation(relative_frame(SHAPENET_V1_FRAME, None)), rotation(SHAPENET_V1_FRAME).T)

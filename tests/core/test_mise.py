@@ -419,7 +419,7 @@ def test_a_cancel_stops_mise_between_its_whole_array_steps() -> None:
     from blender_occnet.occnet.errors import Cancelled
 
     asked = [False]
-    mise = MISE(32, 4, 0.0, should_cancel=lambda: asked[0])
+    mise = MISE(16, 2, 0.0, should_cancel=lambda: asked[0])
     pts = mise.query()
     asked[0] = True
     with pytest.raises(Cancelled):

@@ -87,7 +87,7 @@ def test_a_cut_transfer_resumes_where_it_stopped(server: Server, tmp_path: Path)
     folder = tmp_path / "user-weights"
     with pytest.raises(DownloadError, match="broke off after .* run the same command again to resume"):
         get(POINTS)
-    partial = folder / ".downloads" / "shapenet_3plane.pt.part"
+    partial = folder / ".downloads" / f"{POINTS}.part"
     assert partial.stat().st_size == len(body) // 2 and registry_view(folder) == []
     get(POINTS)
     assert server.ranges == [(path, f"bytes={len(body) // 2}-")]
@@ -101,7 +101,7 @@ def test_a_cancel_keeps_the_partial_file_out_of_sight_and_a_later_get_resumes(se
     with pytest.raises(DownloadCancelled, match="kept .* to resume"):
         get(POINTS, progress=lambda done, total: progress.append(done), should_cancel=lambda: bool(progress))
     folder = tmp_path / "user-weights"
-    assert registry_view(folder) == [] and (folder / ".downloads" / "shapenet_3plane.pt.part").stat().st_size > 0
+    assert registry_view(folder) == [] and (folder / ".downloads" / f"{POINTS}.part").stat().st_size > 0
     get(POINTS)
     assert registry_view(folder) == [f"{POINTS}.safetensors"] and server.ranges
 
@@ -176,3 +176,16 @@ def test_the_command_line_lists_gets_and_then_reconstructs_with_them(server: Ser
     assert "no weights named" not in made.stderr and "Traceback" not in made.stderr
     missing = cli("weights", "get", "convonet-voxels-1plane-shapenet")
     assert missing.returncode == 1 and missing.stderr.startswith("error: ") and "404" in missing.stderr
+
+
+def test_a_download_whose_conversion_was_stopped_is_not_fetched_again(server: Server, tmp_path: Path) -> None:
+    """Cancel can land after the transfer, while the file is checked and converted: the whole file stays
+    in .downloads and the next get asks only for what is missing (nothing: the server answers 416)."""
+    body, _ = checkpoint_bytes("convonet-pointcloud-3plane", tmp_path)
+    path = serve(server, POINTS, body)
+    downloads = tmp_path / "user-weights" / ".downloads"
+    downloads.mkdir(parents=True)
+    (downloads / f"{POINTS}.pt").write_bytes(body)
+    get(POINTS)
+    assert server.ranges == [(path, f"bytes={len(body)}-")]
+    assert registry_view(tmp_path / "user-weights") == [f"{POINTS}.safetensors"] and not list(downloads.iterdir())

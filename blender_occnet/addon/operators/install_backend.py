@@ -56,8 +56,10 @@ class OCCNET_OT_install_backend(PreferencesJobModal, bpy.types.Operator):
         # A backend running from the old environment would keep its files busy (Windows) when the new
         # one is swapped in; it restarts on the next reconstruction.
         backend_session.shutdown()
+        backend_session.hold_warm_ups(True)  # a redraw must not start the old environment's backend again
         build = torch_builds.choose(torch_builds.detect(), preferences.get(context).torch_build)
         if not build.supported:
+            backend_session.hold_warm_ups(False)
             self._fail(build.reason)
             return None
         current = installer.Installer(preferences.managed_env_dir(), requirements, build=build)
@@ -65,6 +67,8 @@ class OCCNET_OT_install_backend(PreferencesJobModal, bpy.types.Operator):
         return current
 
     def _finished(self, job: installer.Installer) -> None:
+        backend_session.shutdown()  # whatever started meanwhile ran from the old environment
+        backend_session.hold_warm_ups(False)
         state = events.state()
         state.install_log = "\n".join(list(job.lines)[-8:])
         if job.state == "finished":
@@ -92,6 +96,7 @@ def unregister() -> None:
     if current is not None and current.state not in installer.DONE:
         current.cancel()
     current = None
+    backend_session.hold_warm_ups(False)
 
 
 CLASSES = (OCCNET_OT_install_backend, OCCNET_OT_cancel_install)
