@@ -1,5 +1,5 @@
 """A real HTTP server on 127.0.0.1 for the download tests: serves bytes the tests put at an address's path,
-answers HEAD and Range requests, and can cut a transfer half-way or trickle it (for Cancel)."""
+answers Range requests, and can cut a transfer half-way or trickle it (for Cancel)."""
 
 from __future__ import annotations
 
@@ -31,13 +31,6 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if body is None:
             self.send_error(404, "Not Found")
         return body
-
-    def do_HEAD(self) -> None:
-        body = self._body()
-        if body is not None:
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
 
     def do_GET(self) -> None:
         body = self._body()

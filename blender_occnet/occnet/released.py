@@ -79,10 +79,6 @@ def catalogue() -> list[ReleasedWeights]:
     return [ReleasedWeights(**{k: v for k, v in entry.items() if k in fields}) for entry in data["weights"]]
 
 
-def catalogue_frame() -> dict[str, str]:
-    return dict(json.loads(CATALOGUE.read_text())["frame"])
-
-
 def find(name: str) -> ReleasedWeights:
     entries = catalogue()
     for entry in entries:
@@ -101,16 +97,6 @@ def download_url(entry: ReleasedWeights) -> str:
         return entry.url
     base, path = urllib.parse.urlparse(mirror), urllib.parse.urlparse(entry.url).path
     return urllib.parse.urlunparse((base.scheme, base.netloc, path, "", "", ""))
-
-
-def remote_size(entry: ReleasedWeights) -> int:
-    """The file's size in bytes from a HEAD request (0 when the server does not say)."""
-    request = urllib.request.Request(download_url(entry), method="HEAD")
-    try:
-        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
-            return int(response.headers.get("Content-Length") or 0)
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        raise DownloadError(_network_message(download_url(entry), exc)) from None
 
 
 def get(name: str, folder: Path | None = None, progress: ProgressFn | None = None,
@@ -156,7 +142,7 @@ def get(name: str, folder: Path | None = None, progress: ProgressFn | None = Non
     weights.card = {**weights.card, "source": f"released by the authors: {entry.name}", "url": entry.url,
                     "downloaded": datetime.date.today().isoformat(), "source_sha256": digest,
                     "training_data": entry.training_data, "licence": entry.licence,
-                    "licence_at": entry.licence_at, "frame": catalogue_frame(),
+                    "licence_at": entry.licence_at,
                     "summary": f"{entry.note} (the authors' release)".strip()}
     target = folder / f"{entry.name}.safetensors"
     save_weights(target, weights)  # written beside, renamed into place whole

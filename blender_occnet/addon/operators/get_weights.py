@@ -3,13 +3,12 @@ the backend's interpreter, which checks and converts it), from the preferences' 
 
 from __future__ import annotations
 
-from typing import Any
 
 import bpy
 from bpy.props import StringProperty
 
 from .. import preferences, weights_download
-from .modal import PreferencesJobModal
+from .modal import CancelJob, PreferencesJobModal, running
 
 current: weights_download.Download | None = None  # the download the preferences show (running or last)
 
@@ -25,7 +24,7 @@ class OCCNET_OT_get_weights(PreferencesJobModal, bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        if current is not None and current.state not in weights_download.DONE:
+        if running(current):
             cls.poll_message_set("A download is already running")
             return False
         return True
@@ -59,25 +58,20 @@ class OCCNET_OT_get_weights(PreferencesJobModal, bpy.types.Operator):
         return current
 
 
-class OCCNET_OT_cancel_weights_download(bpy.types.Operator):
+class OCCNET_OT_cancel_weights_download(CancelJob, bpy.types.Operator):
     """Stop the running download; what arrived is kept, hidden, and the next Get resumes it"""
 
     bl_idname = "occnet.cancel_weights_download"
     bl_label = "Cancel download"
 
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return current is not None and current.state not in weights_download.DONE
-
-    def execute(self, context: bpy.types.Context) -> set[Any]:
-        assert current is not None
-        current.cancel()
-        return {"FINISHED"}
+    @staticmethod
+    def _job() -> weights_download.Download | None:
+        return current
 
 
 def unregister() -> None:
     global current
-    if current is not None and current.state not in weights_download.DONE:
+    if running(current):
         current.cancel()
     current = None
 

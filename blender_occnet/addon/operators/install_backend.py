@@ -5,13 +5,12 @@ log's last lines, Esc cancels), synchronous from scripts. Only with Blender's on
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import bpy
 from bpy.props import StringProperty
 
 from .. import backend_session, events, installer, jobs, preferences, torch_builds
-from .modal import PreferencesJobModal
+from .modal import CancelJob, PreferencesJobModal, running
 
 current: installer.Installer | None = None  # the install the preferences show (running or last)
 
@@ -29,7 +28,7 @@ class OCCNET_OT_install_backend(PreferencesJobModal, bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        if current is not None and current.state not in installer.DONE:
+        if running(current):
             cls.poll_message_set("An install is already running")
             return False
         return True
@@ -75,25 +74,20 @@ class OCCNET_OT_install_backend(PreferencesJobModal, bpy.types.Operator):
             state.backend_info = job.message
 
 
-class OCCNET_OT_cancel_install(bpy.types.Operator):
+class OCCNET_OT_cancel_install(CancelJob, bpy.types.Operator):
     """Stop the running backend install; a backend installed before stays as it was"""
 
     bl_idname = "occnet.cancel_install"
     bl_label = "Cancel install"
 
-    @classmethod
-    def poll(cls, context: bpy.types.Context) -> bool:
-        return current is not None and current.state not in installer.DONE
-
-    def execute(self, context: bpy.types.Context) -> set[Any]:
-        assert current is not None
-        current.cancel()
-        return {"FINISHED"}
+    @staticmethod
+    def _job() -> installer.Installer | None:
+        return current
 
 
 def unregister() -> None:
     global current
-    if current is not None and current.state not in installer.DONE:
+    if running(current):
         current.cancel()
     current = None
     backend_session.hold_warm_ups(False)

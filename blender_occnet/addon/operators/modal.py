@@ -4,7 +4,7 @@ background job shown in the preferences."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeGuard
 
 import bpy
 
@@ -88,3 +88,24 @@ class PreferencesJobModal(TimerModal):
     def _fail(self, message: str) -> None:
         events.state().last_error = message
         self.report({"ERROR"}, message)  # type: ignore[attr-defined]
+
+
+def running(job: Any) -> TypeGuard[Any]:
+    """Whether a job (an install, a download) exists and has not ended."""
+    return job is not None and job.state not in DONE
+
+
+class CancelJob:
+    """Mix into the Cancel operator of a PreferencesJobModal: `_job` gives the job it stops."""
+
+    @staticmethod
+    def _job() -> Any:
+        raise NotImplementedError
+
+    @classmethod
+    def poll(cls, context: bpy.types.Context) -> bool:
+        return running(cls._job())
+
+    def execute(self, context: bpy.types.Context) -> set[Any]:
+        self._job().cancel()
+        return {"FINISHED"}
