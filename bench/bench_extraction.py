@@ -45,7 +45,8 @@ from blender_occnet.occnet.config import default_config  # noqa: E402
 from blender_occnet.occnet.generation import (  # noqa: E402
     BOX_SIZE, EncodedShape, ExtractionSettings, Reconstructor)
 from blender_occnet.occnet.inference import FoldedDecoder  # noqa: E402
-from blender_occnet.occnet.meshing import extract_mesh, is_watertight, mesh_volume, mesh_volume_iou  # noqa: E402
+from blender_occnet.occnet.meshing import extract_mesh  # noqa: E402
+from tests.mesh_checks import is_watertight, mesh_volume, mesh_volume_iou  # noqa: E402
 from blender_occnet.occnet.mise import MISE  # noqa: E402
 from blender_occnet.occnet.model import OccupancyNetwork, build_model  # noqa: E402
 from blender_occnet.occnet.preprocess import PreparedInput, prepare_pointcloud  # noqa: E402

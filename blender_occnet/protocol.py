@@ -101,11 +101,6 @@ def encode(header: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) 
     return b"".join([PREFIX.pack(MAGIC, len(head), payload_len), head, *chunks])
 
 
-def write_message(stream: BinaryIO, header: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> None:
-    stream.write(encode(header, arrays))
-    stream.flush()
-
-
 def read_message(stream: BinaryIO, max_payload: int = MAX_PAYLOAD_BYTES) -> Message:
     """Read one frame. Raises ConnectionClosed at a clean end of stream, ProtocolError otherwise."""
     prefix = _read_exactly(stream, PREFIX.size, allow_eof=True)

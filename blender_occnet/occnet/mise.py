@@ -313,11 +313,6 @@ class MISE:
         _fill_like_original(self._values, self._check_cancel)  # points outside the adaptive grid are NaN already
         return self._values
 
-    def get_points(self) -> tuple[np.ndarray, np.ndarray]:
-        """All points of the adaptive grid, (coords (N, 3) int64, values (N,) with NaN if pending)."""
-        coords = np.argwhere(self._added).astype(np.int64)
-        return coords, self._values[coords[:, 0], coords[:, 1], coords[:, 2]]
-
     # -- internals ---------------------------------------------------------------------------
 
     def _check_cancel(self) -> None:

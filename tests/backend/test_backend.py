@@ -267,10 +267,10 @@ def test_protocol_version_mismatch_is_refused(weights_dir: Path) -> None:
     process = subprocess.Popen([sys.executable, "-m", "blender_occnet.backend", "serve", "--stdio"], cwd=REPO,
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     assert process.stdin is not None and process.stdout is not None
-    protocol.write_message(process.stdin, {"op": "handshake", "id": 1, "protocol_version": 99})
+    send_frame(process.stdin, {"op": "handshake", "id": 1, "protocol_version": 99})
     reply = protocol.read_message(process.stdout)
     assert reply.type == "error" and reply.get("field") == "protocol_version"
-    protocol.write_message(process.stdin, {"op": "shutdown", "id": 2})
+    send_frame(process.stdin, {"op": "shutdown", "id": 2})
     assert protocol.read_message(process.stdout).type == "reply"
     assert process.wait(timeout=30) == 0
 
@@ -519,13 +519,13 @@ def test_one_bad_frame_never_stops_the_local_backend(weights_dir: Path) -> None:
             assert reply.type in ("error", "reply"), reply.header
             assert reply.get("id") is None  # nothing unsafe echoed back
             assert process.poll() is None
-        protocol.write_message(process.stdin, {"op": "reconstruct", "id": 7, "modality": "voxels", "weights": "vox",
+        send_frame(process.stdin, {"op": "reconstruct", "id": 7, "modality": "voxels", "weights": "vox",
                                                "resolution": 32}, {"input": voxel_source()})
         kinds = []
         while not kinds or kinds[-1] not in ("result", "error"):
             kinds.append(protocol.read_message(process.stdout).type)
         assert kinds[0] == "accepted" and kinds[-1] == "result"
-        protocol.write_message(process.stdin, {"op": "shutdown", "id": 8})
+        send_frame(process.stdin, {"op": "shutdown", "id": 8})
         assert protocol.read_message(process.stdout).type == "reply"
         assert process.wait(timeout=30) == 0
     finally:
@@ -596,3 +596,9 @@ def test_threads_leave_blender_a_core_unless_told(client: BackendClient, weights
         assert_serves_a_small_job(backend)
     finally:
         backend.close()
+
+
+def send_frame(stream, header: dict, arrays: dict | None = None) -> None:
+    """One frame written straight to a backend's stdin, past the client (to test what the server does)."""
+    stream.write(protocol.encode(header, arrays))
+    stream.flush()
