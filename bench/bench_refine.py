@@ -34,6 +34,7 @@ from blender_occnet.occnet.generation import EncodedShape, ExtractionSettings, R
 from blender_occnet.occnet.preprocess import PreparedInput  # noqa: E402
 from training.data import ShapeDataset  # noqa: E402
 from training.evaluate import _truth_surface  # noqa: E402
+from tests.helpers import reference_refinement  # noqa: E402
 from training.metrics import inside_mesh, iou, sample_mesh, surface_metrics  # noqa: E402
 
 OURS = EncodedShape._refine
@@ -41,25 +42,7 @@ OURS = EncodedShape._refine
 
 def reference_refine(self: EncodedShape, vertices: np.ndarray, faces: np.ndarray, settings: ExtractionSettings,
                      report: Any, should_cancel: Any) -> np.ndarray:
-    v = torch.nn.Parameter(torch.from_numpy(vertices.copy()))
-    f = torch.from_numpy(faces.astype(np.int64))
-    optimizer = torch.optim.RMSprop([v], lr=1e-4)
-    rng = np.random.default_rng(settings.seed)
-    for _ in range(settings.refine_steps):
-        optimizer.zero_grad()
-        weights = torch.from_numpy(rng.dirichlet((0.5, 0.5, 0.5), size=len(faces)).astype(np.float32))
-        corners = v[f]
-        face_points = (corners * weights[:, :, None]).sum(1)
-        normal = torch.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 1], dim=1)
-        normal = normal / (normal.norm(dim=1, keepdim=True) + 1e-10)
-        occupancy = torch.sigmoid(self.decode(face_points))
-        target = -torch.autograd.grad(occupancy.sum(), face_points, create_graph=True)[0]
-        target = target / (target.norm(dim=1, keepdim=True) + 1e-10)
-        loss = ((occupancy - settings.threshold).pow(2).sum()
-                + 0.01 * (normal - target).pow(2).sum(1).sum()) / len(faces)
-        loss.backward()
-        optimizer.step()
-    return v.detach().numpy()
+    return reference_refinement(self.decode, vertices, faces, settings.refine_steps, settings.threshold, settings.seed)
 
 
 def newton_refine(self: EncodedShape, vertices: np.ndarray, faces: np.ndarray, settings: ExtractionSettings,

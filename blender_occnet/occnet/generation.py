@@ -285,7 +285,7 @@ class EncodedShape:
         follow the occupancy gradient (the reference's refinement: RMSprop, lr 1e-4, its loss, with the
         normal target held constant). Each step's loss is a mean over the faces, accumulated chunk by chunk
         (the same gradient as one pass)."""
-        v = torch.nn.Parameter(torch.from_numpy(vertices).to(self.device))
+        v = torch.nn.Parameter(torch.tensor(vertices, device=self.device))  # a copy: the caller's array stays
         f = torch.from_numpy(faces.astype(np.int64)).to(self.device)
         optimizer = torch.optim.RMSprop([v], lr=1e-4)
         rng = np.random.default_rng(settings.seed)
@@ -306,7 +306,7 @@ class EncodedShape:
                 # The normal target as a constant: the reference differentiates through it (a second
                 # backward pass), but these decoders are piecewise linear in the points (ReLU, bilinear
                 # features), so that term is almost zero: the same meshes (Chamfer-L1 within 1e-5 on
-                # 10 test shapes) for one backward pass fewer (BENCHMARKS.md, "Refinement").
+                # 10 test shapes) for one backward pass fewer (BENCHMARKS.md, "Sliders and refinement").
                 target = -torch.autograd.grad(occupancy.sum(), face_points, retain_graph=True)[0]
                 target = target / (target.norm(dim=1, keepdim=True) + 1e-10)
                 loss = ((occupancy - settings.threshold).pow(2).sum()

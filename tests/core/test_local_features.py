@@ -15,8 +15,8 @@ from blender_occnet.occnet.config import MAX_LOCAL_INPUT_POINTS, ModelConfig
 from blender_occnet.occnet.generation import EncodedShape, ExtractionSettings, Reconstructor
 from blender_occnet.occnet.local import (FixedLocalDecoder, cell_index, normalised_coordinates, occupied_cells,
                                          pool_max, sample_features, scatter_mean)
-from blender_occnet.occnet.preprocess import prepare_for_network, prepare_voxels
-from tests.helpers import centre_logits, example_input, randomized_model, small_config
+from blender_occnet.occnet.preprocess import PreparedInput, prepare_for_network, prepare_voxels
+from tests.helpers import centre_logits, example_input, randomized_model, reference_refinement, small_config
 
 LOCAL_ARCHS = ["convonet-pointcloud-3plane", "convonet-pointcloud-1plane", "convonet-pointcloud-grid",
                "convonet-voxels-3plane", "convonet-voxels-grid"]
@@ -104,8 +104,8 @@ def test_a_point_sees_only_its_neighbourhood() -> None:
     assert not torch.allclose(moved_near, before)
 
 
-@pytest.mark.parametrize("arch", ["convonet-pointcloud-3plane", "convonet-voxels-grid"])
-def test_generation_with_normals_and_refinement(arch: str) -> None:
+def _random_local_network(arch: str) -> tuple[Weights, PreparedInput]:
+    """A random local network whose surface crosses the box, and an input prepared for it."""
     model = randomized_model(small_config(arch))
     modality = model.config.modality
     if modality == "pointcloud":
@@ -116,7 +116,12 @@ def test_generation_with_normals_and_refinement(arch: str) -> None:
         grid[6:26, 10:22, 4:28] = True
         prepared = prepare_voxels(grid)
     centre_logits(model, torch.from_numpy(prepared.array)[None])
-    weights = Weights(model.config, model.state_dict(), 0.5, {"summary": "random local network"})
+    return Weights(model.config, model.state_dict(), 0.5, {"summary": "random local network"}), prepared
+
+
+@pytest.mark.parametrize("arch", ["convonet-pointcloud-3plane", "convonet-voxels-grid"])
+def test_generation_with_normals_and_refinement(arch: str) -> None:
+    weights, prepared = _random_local_network(arch)
     shape = Reconstructor(weights, "cpu").encode(prepared)
     mesh = shape.extract(ExtractionSettings(threshold=0.5, resolution=32, normals=True))
     assert len(mesh.faces) > 100 and mesh.normals is not None
@@ -228,48 +233,16 @@ def test_cli_drops_and_counts_non_finite_points_and_pools_fine_voxel_grids(
         capsys.readouterr().err
 
 
-def _reference_refinement(decode, vertices: np.ndarray, faces: np.ndarray, settings: ExtractionSettings) -> np.ndarray:
-    """The original's refinement, its normal target differentiated too (create_graph), in one pass."""
-    v = torch.nn.Parameter(torch.from_numpy(vertices.copy()))
-    f = torch.from_numpy(faces.astype(np.int64))
-    optimizer = torch.optim.RMSprop([v], lr=1e-4)
-    rng = np.random.default_rng(settings.seed)
-    for _ in range(settings.refine_steps):
-        optimizer.zero_grad()
-        weights = torch.from_numpy(rng.dirichlet((0.5, 0.5, 0.5), size=len(faces)).astype(np.float32))
-        corners = v[f]
-        face_points = (corners * weights[:, :, None]).sum(dim=1)
-        normal = torch.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 1], dim=1)
-        normal = normal / (normal.norm(dim=1, keepdim=True) + 1e-10)
-        occupancy = torch.sigmoid(decode(face_points))
-        target = -torch.autograd.grad(occupancy.sum(), face_points, create_graph=True)[0]
-        target = target / (target.norm(dim=1, keepdim=True) + 1e-10)
-        loss = ((occupancy - settings.threshold).pow(2).sum() + 0.01 * (normal - target).pow(2).sum(1).sum()) / len(faces)
-        loss.backward()
-        optimizer.step()
-    return v.detach().numpy()
-
-
 @pytest.mark.parametrize("arch", ["convonet-pointcloud-3plane", "convonet-voxels-grid"])
 def test_refinement_moves_vertices_as_the_reference_does(arch: str) -> None:
     """Our refinement holds the normal target constant (one backward pass fewer); the vertices must still go
     where the reference's second-order loss sends them."""
-    model = randomized_model(small_config(arch))
-    modality = model.config.modality
-    if modality == "pointcloud":
-        cloud = np.random.default_rng(1).normal(size=(4000, 3)) * [1.0, 0.6, 1.4]
-        prepared = prepare_for_network(model.config, modality, cloud, seed=2)
-    else:
-        grid = np.zeros((32,) * 3, bool)
-        grid[5:27, 9:20, 3:25] = True
-        prepared = prepare_voxels(grid)
-    centre_logits(model, torch.from_numpy(prepared.array)[None])
-    weights = Weights(model.config, model.state_dict(), 0.5, {"summary": "random local network"})
+    weights, prepared = _random_local_network(arch)
     shape = EncodedShape(Reconstructor(weights, "cpu").encode(prepared).decode)  # box frame in and out
     mesh = shape.extract(ExtractionSettings(threshold=0.5, resolution=32))
     settings = ExtractionSettings(threshold=0.5, resolution=32, refine_steps=5)
-    ours = shape._refine(mesh.vertices.copy(), mesh.faces, settings, lambda stage, fraction: None, None)
-    reference = _reference_refinement(shape.decode, mesh.vertices, mesh.faces, settings)
+    ours = shape._refine(mesh.vertices, mesh.faces, settings, lambda stage, fraction: None, None)
+    reference = reference_refinement(shape.decode, mesh.vertices, mesh.faces, 5, 0.5, settings.seed)
     moved = np.linalg.norm(reference - mesh.vertices, axis=1)
     ours_moved = np.linalg.norm(ours - mesh.vertices, axis=1)
     assert moved.mean() > 1e-3
