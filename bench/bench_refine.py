@@ -9,15 +9,15 @@ reused across extractions, so a variant's cost is its refine seconds against the
 
 - none: marching cubes on the MISE lattice;
 - reference30: the original's refinement, 30 RMSprop steps, its normal target differentiated (second order);
-- ours30: the project's refinement (the same loss, the normal target held constant);
-- newton2 / newton4: an experiment, not in the product: each vertex moved along the logit's gradient onto
-  the threshold's iso-surface (Newton steps capped at half a cell).
+- optimise30: the project's "optimise" refinement (the same loss, the normal target held constant);
+- project30: the project's default "project" refinement: Newton steps onto the iso-surface, at most 30
+  (each vertex stops once it is there; "passes" counts the network passes that ran);
+- simplified5000 (+...): the reference demo's setting, simplified to 5,000 faces first, then refined.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -45,23 +45,16 @@ def reference_refine(self: EncodedShape, vertices: np.ndarray, faces: np.ndarray
     return reference_refinement(self.decode, vertices, faces, settings.refine_steps, settings.threshold, settings.seed)
 
 
-def newton_refine(self: EncodedShape, vertices: np.ndarray, faces: np.ndarray, settings: ExtractionSettings,
-                  report: Any, should_cancel: Any) -> np.ndarray:
-    level = math.log(settings.threshold / (1 - settings.threshold))
-    v = torch.from_numpy(vertices.copy())
-    cap = 0.5 * 1.1 / settings.resolution
-    for _ in range(settings.refine_steps):
-        p = v.clone().requires_grad_()
-        logit = self.decode(p)
-        gradient = torch.autograd.grad(logit.sum(), p)[0]
-        with torch.no_grad():
-            step = ((logit - level) / (gradient.pow(2).sum(1) + 1e-12))[:, None] * gradient
-            v = v - step * torch.clamp(cap / (step.norm(dim=1, keepdim=True) + 1e-12), max=1.0)
-    return v.numpy()
-
-
-VARIANTS = {"none": (OURS, 0), "reference30": (reference_refine, 30), "ours30": (OURS, 30),
-            "newton2": (newton_refine, 2), "newton4": (newton_refine, 4)}
+# name: (refinement function, settings); None runs the product's own
+VARIANTS: dict[str, tuple[Any, dict[str, Any]]] = {
+    "none": (None, {}),
+    "reference30": (reference_refine, {"refine_steps": 30, "refine_method": "optimise"}),
+    "optimise30": (None, {"refine_steps": 30, "refine_method": "optimise"}),
+    "project30": (None, {"refine_steps": 30, "refine_method": "project"}),
+    "simplified5000": (None, {"simplify_faces": 5000}),
+    "simplified5000+optimise30": (None, {"simplify_faces": 5000, "refine_steps": 30, "refine_method": "optimise"}),
+    "simplified5000+project30": (None, {"simplify_faces": 5000, "refine_steps": 30, "refine_method": "project"}),
+}
 
 
 def main() -> int:
@@ -87,23 +80,24 @@ def main() -> int:
         item = dataset.validation_item(index, np.random.default_rng([0, index]), n_points=10**9)
         truth = _truth_surface(model.folder, item)
         shape = reconstructor.encode(PreparedInput("pointcloud", item["inputs"], np.zeros(3), 1.0))
-        for name, (refine, steps) in VARIANTS.items():
-            EncodedShape._refine = refine  # type: ignore[method-assign]
+        for name, (refine, settings) in VARIANTS.items():
+            EncodedShape._refine = refine or OURS  # type: ignore[method-assign]
             started = time.perf_counter()
             mesh = shape.extract(ExtractionSettings(threshold=weights.threshold, resolution=args.resolution,
-                                                    refine_steps=steps))
+                                                    **settings))
             row = {"seconds": time.perf_counter() - started, "refine": float(mesh.stats.get("seconds_refine", 0)),
+                   "passes": float(mesh.stats.get("refine_passes", settings.get("refine_steps", 0))),
                    "iou": iou(inside_mesh(mesh.vertices, mesh.faces, item["points"]), item["occ"] >= 0.5)}
             row.update(surface_metrics(sample_mesh(mesh.vertices, mesh.faces, 100_000), truth))
             rows[name].append(row)
         EncodedShape._refine = OURS  # type: ignore[method-assign]
     extraction = float(np.mean([r["seconds"] for r in rows["none"]]))
     print(f"{len(rows['none'])} test shapes, {args.resolution} cells, bundled point-cloud weights, means")
-    print("| variant | refine s | x extraction | IoU | Chamfer-L1 | normal consistency | F-score |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| variant | passes | refine s | x extraction | IoU | Chamfer-L1 | normal consistency | F-score |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, found in rows.items():
         mean = {key: float(np.mean([r[key] for r in found])) for key in found[0]}
-        print(f"| {name} | {mean['refine']:.2f} | {mean['refine'] / extraction:.1f} | {mean['iou']:.4f} | "
+        print(f"| {name} | {mean['passes']:.1f} | {mean['refine']:.2f} | {mean['refine'] / extraction:.1f} | {mean['iou']:.4f} | "
               f"{mean['chamfer_l1']:.5f} | {mean['normal_consistency']:.4f} | {mean['f_score']:.4f} |")
     print(f"(the plain extraction: {extraction:.2f} s)")
     return 0

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .occnet.config import ARCH_MODALITY, MODALITIES
+from .occnet.policy import REFINE_METHODS, RESOLUTIONS, coarse_resolution
 from .torch_env import MAX_THREADS, apply_to_torch, configure_before_torch
 
 
@@ -55,8 +56,8 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
                          f"choose {modality} weights or pass --modality {weights.modality}")
     settings = ExtractionSettings(
         threshold=weights.threshold if args.threshold is None else args.threshold,
-        resolution=args.resolution, resolution_0=min(32, args.resolution), refine_steps=args.refine,
-        simplify_faces=args.simplify, normals=args.normals, seed=args.seed)
+        resolution=args.resolution, resolution_0=coarse_resolution(args.resolution), refine_steps=args.refine,
+        refine_method=args.refine_method, simplify_faces=args.simplify, normals=args.normals, seed=args.seed)
     progress = None if args.quiet else _ProgressBar()
 
     started = time.perf_counter()
@@ -247,11 +248,16 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--weights", help="name of installed weights, or a path (.safetensors or original .pt); "
                                        "default: the bundled weights for the input's modality")
     rec.add_argument("--arch", choices=sorted(ARCH_MODALITY), help="architecture of an original .pt file")
-    rec.add_argument("--resolution", type=int, default=128, choices=(32, 64, 128, 256),
+    rec.add_argument("--resolution", type=int, default=128, choices=RESOLUTIONS,
                      help="cells per axis of the final grid (default 128)")
     rec.add_argument("--threshold", type=float, help="occupancy probability of the surface, in (0, 1) "
                                                      "(default: the weights' own, 0.2 for the originals)")
-    rec.add_argument("--refine", type=int, default=0, metavar="N", help="vertex refinement steps (default 0)")
+    rec.add_argument("--refine", type=int, default=0, metavar="N",
+                     help="at most N vertex refinement steps (default 0; the paper used 30)")
+    rec.add_argument("--refine-method", choices=REFINE_METHODS, default="project",
+                     help="project: Newton steps onto the network's surface, each vertex stopping once there "
+                          "(default; about one extraction's time); optimise: the paper's optimiser on face samples "
+                          "and normals (one network pass over the mesh per step)")
     rec.add_argument("--simplify", type=int, default=0, metavar="FACES",
                      help="simplify to about this many faces (default: keep all)")
     rec.add_argument("--normals", action="store_true", help="write vertex normals from the network's gradient")
@@ -269,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="reconstruct the bundled sample inputs with the bundled weights")
     demo.add_argument("--out", default="out/demo", help="folder for the meshes (default out/demo)")
-    demo.add_argument("--resolution", type=int, default=128, choices=(32, 64, 128, 256))
+    demo.add_argument("--resolution", type=int, default=128, choices=RESOLUTIONS)
     demo.add_argument("--format", default="obj", choices=("obj", "ply", "off", "glb", "stl"))
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(run=_cmd_demo)

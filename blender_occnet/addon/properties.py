@@ -77,9 +77,8 @@ class OCCNET_PG_settings(bpy.types.PropertyGroup):
         description="Occupancy probability at the surface: lower grows the shape, higher shrinks it")
     refine_steps: IntProperty(  # type: ignore[valid-type]
         name="Refine steps", default=0, min=0, max=200,
-        description="Steps that move the vertices onto the network's surface and align the faces with its "
-                    "normals (the paper used 30): smoother, truer surfaces; each step costs about one network "
-                    "pass over the mesh")
+        description="At most this many steps that move each vertex onto the network's surface (the paper used "
+                    "30); a vertex stops once it is there, so 30 steps cost about as much as the extraction")
     input_points: IntProperty(  # type: ignore[valid-type]
         name="Input points", default=0, min=0, max=5_000_000,
         description="Point clouds: how many points the network is given. 0: automatic (a local-feature "

@@ -232,8 +232,8 @@ class Engine:
             raise RequestError("job", f"job {job_id!r} is not available for re-extraction (unknown, failed, or "
                                       "evicted from the cache); reconstruct again")
         merged = {**dataclasses.asdict(finished.settings),
-                  **{k: header[k] for k in ("threshold", "resolution", "refine_steps", "simplify_faces",
-                                             "normals", "seed") if header.get(k) is not None}}
+                  **{k: header[k] for k in ("threshold", "resolution", "refine_steps", "refine_method",
+                                             "simplify_faces", "normals", "seed") if header.get(k) is not None}}
         return parse_settings(merged)
 
 

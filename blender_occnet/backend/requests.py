@@ -11,6 +11,7 @@ import numpy as np
 from ..occnet.config import MODALITIES, ModelConfig
 from ..occnet.errors import InputError, OccNetError
 from ..occnet.generation import ExtractionSettings
+from ..occnet.policy import coarse_resolution
 from ..occnet.preprocess import MIN_POINTS, PreparedInput, prepare_for_network, prepare_voxels_from_mesh
 
 MAX_IMAGE_SIDE = 2048  # the network sees 224 x 224; the add-on sends at most 1024 px, other clients this much
@@ -44,21 +45,21 @@ def parse_settings(header: dict[str, Any], default_threshold: float | None = Non
     """ExtractionSettings from request fields, each error tagged with the field it is about."""
     values: dict[str, Any] = {}
     for name, kind in (("resolution", int), ("refine_steps", int), ("simplify_faces", int), ("seed", int),
-                       ("threshold", float), ("normals", bool)):
+                       ("threshold", float), ("normals", bool), ("refine_method", str)):
         if header.get(name) is None:
             continue
         value = header[name]
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
-            raise RequestError(name, f"{name} must be {'a number' if kind is float else kind.__name__}, got {value!r}")
+            raise RequestError(name, f"{name} must be {'a number' if kind is float else 'a string' if kind is str else kind.__name__}, got {value!r}")
         if kind is float and not math.isfinite(value):
             raise RequestError(name, f"{name} must be finite, got {value!r}")
         values[name] = value
     if "threshold" not in values and default_threshold is not None:
         values["threshold"] = default_threshold
     if isinstance(values.get("resolution"), int) and values["resolution"] > 0:
-        values["resolution_0"] = min(32, values["resolution"])
+        values["resolution_0"] = coarse_resolution(values["resolution"])
     try:
         return ExtractionSettings(**values)
     except InputError as exc:

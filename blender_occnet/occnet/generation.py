@@ -28,15 +28,10 @@ from .mise import MISE, ValueStore
 from .model import encoding_is_finite
 from .preprocess import PreparedInput
 
-BOX_SIZE = 1.1  # the unit cube plus the reference's 0.1 padding
-RESOLUTIONS = (16, 32, 64, 128, 256, 512)  # cells; all share the value store's 512-cell lattice
+from .policy import BOX_SIZE, MAX_REFINE_STEPS, MAX_SEED, MAX_SIMPLIFY_FACES, REFINE_METHODS, RESOLUTIONS
+
 STORE_RESOLUTION = 512
 DEFAULT_BATCH = 100_000
-# Bounds on what one extraction may ask for (a request of 10**9 refinement steps would hold the backend for
-# days): well beyond any use, small enough that no request can monopolise the machine.
-MAX_REFINE_STEPS = 1_000
-MAX_SIMPLIFY_FACES = 50_000_000
-MAX_SEED = 2 ** 63 - 1
 
 ProgressFn = Callable[[str, float], None]
 CancelFn = Callable[[], bool]
@@ -50,7 +45,8 @@ class ExtractionSettings:
     threshold: float = 0.2  # occupancy probability of the surface
     resolution: int = 128  # cells per axis of the final grid
     resolution_0: int = 32  # MISE's coarse grid; equal to `resolution` means dense evaluation
-    refine_steps: int = 0  # vertex optimisation steps (the reference's demo used 30)
+    refine_steps: int = 0  # at most this many refinement steps (the reference's demo used 30)
+    refine_method: str = "project"  # one of REFINE_METHODS
     simplify_faces: int = 0  # quadric simplification target; 0 keeps every face
     normals: bool = False  # vertex normals from the network's gradient
     seed: int = 0  # for refinement's random face samples
@@ -72,6 +68,8 @@ class ExtractionSettings:
                 raise InputError(f"{name} must be a non-negative integer, got {value!r}")
             if value > bound:
                 raise InputError(f"{name} must be at most {bound:,}, got {value:,}")
+        if self.refine_method not in REFINE_METHODS:
+            raise InputError(f"refine_method must be one of {', '.join(REFINE_METHODS)}, got {self.refine_method!r}")
         if 0 < self.simplify_faces < 4:
             raise InputError(f"simplify_faces must be 0 (off) or at least 4, got {self.simplify_faces}")
 
@@ -238,7 +236,10 @@ class EncodedShape:
 
         if settings.refine_steps and len(faces):
             t = time.perf_counter()
-            vertices = self._refine(vertices, faces, settings, report, should_cancel)
+            if settings.refine_method == "project":
+                vertices, stats["refine_passes"] = self._project(vertices, settings, report, should_cancel)
+            else:
+                vertices = self._refine(vertices, faces, settings, report, should_cancel)
             stats["seconds_refine"] = _since(t)
 
         normals = None
@@ -278,6 +279,48 @@ class EncodedShape:
     # Rows per autograd pass in refinement and normals: between two passes the cancel check runs, so a
     # cancel is honoured within one pass (a fraction of a second) even on meshes of millions of faces.
     GRAD_ROWS = 50_000
+
+    def _project(self, vertices: np.ndarray, settings: ExtractionSettings, report: ProgressFn,
+                 should_cancel: CancelFn | None) -> tuple[np.ndarray, int]:
+        """Newton steps that move each vertex along the logit's gradient onto the threshold's iso-surface:
+        v -= (logit(v) - level) * g / |g|^2. A step is capped at half a cell and a vertex never ends more than
+        a cell from where marching cubes put it (a kink of the ReLU network, or a gradient near zero, must
+        not throw it across the shape). A vertex stops once its step is under 1/1000 of a cell, so later
+        steps evaluate only the vertices still moving. Returns the vertices and how many passes ran.
+
+        Against the paper's optimiser on 10 test shapes (bench/bench_refine.py): the same IoU and Chamfer-L1
+        at a small fraction of its cost."""
+        cell = BOX_SIZE / settings.resolution
+        level = settings.threshold_logit
+        start_points = torch.tensor(vertices, dtype=torch.float32)
+        v = start_points.clone()
+        moving = torch.arange(len(v))
+        passes = 0
+        for step in range(settings.refine_steps):
+            if not len(moving):
+                break
+            report("refining", step / settings.refine_steps)
+            passes += 1
+            still: list[torch.Tensor] = []
+            for start in range(0, len(moving), self.GRAD_ROWS):
+                if should_cancel is not None and should_cancel():
+                    raise Cancelled("cancelled")
+                index = moving[start:start + self.GRAD_ROWS]
+                points = v[index].to(self.device).requires_grad_()
+                logit = self.decode(points)
+                gradient = torch.autograd.grad(logit.sum(), points)[0]
+                with torch.no_grad():
+                    move = ((logit - level) / (gradient.pow(2).sum(1) + 1e-12))[:, None] * gradient
+                    length = move.norm(dim=1, keepdim=True)
+                    move = (move * torch.clamp(0.5 * cell / (length + 1e-12), max=1.0)).cpu()
+                    moved = v[index] - move
+                    offset = moved - start_points[index]
+                    reach = offset.norm(dim=1, keepdim=True)
+                    v[index] = start_points[index] + offset * torch.clamp(cell / (reach + 1e-12), max=1.0)
+                    # Done: on the surface, or held at a cell's reach (further steps would push the same way).
+                    still.append(index[(length.squeeze(1).cpu() > 1e-3 * cell) & (reach.squeeze(1) <= cell)])
+            moving = torch.cat(still)
+        return v.numpy(), passes
 
     def _refine(self, vertices: np.ndarray, faces: np.ndarray, settings: ExtractionSettings,
                 report: ProgressFn, should_cancel: CancelFn | None) -> np.ndarray:

@@ -61,6 +61,43 @@ def test_normals_simplify_refine_on_an_analytic_sphere() -> None:
     assert set(mesh.stats) >= {"seconds_simplify", "seconds_refine", "seconds_normals", "seconds_meshing"}
 
 
+def test_projection_puts_vertices_on_the_surface_and_stops_early() -> None:
+    """The default refinement: Newton steps onto the threshold's iso-surface. A logit that is quadratic in
+    the radius makes marching cubes' linear interpolation miss the sphere; projection must land every vertex
+    on it, move none further than a cell, and stop evaluating once every vertex is there."""
+    def quadratic(p: torch.Tensor) -> torch.Tensor:
+        return (0.4 ** 2 - p.pow(2).sum(1)) * 400
+
+    level = float(np.log(0.3 / 0.7))  # threshold 0.3
+    on_surface = np.sqrt(0.4 ** 2 - level / 400)
+    shape = EncodedShape(quadratic)
+    plain = shape.extract(ExtractionSettings(threshold=0.3, resolution=32))
+    projected = shape.extract(ExtractionSettings(threshold=0.3, resolution=32, refine_steps=30))
+    before = np.abs(np.linalg.norm(plain.vertices, axis=1) - on_surface)
+    after = np.abs(np.linalg.norm(projected.vertices, axis=1) - on_surface)
+    assert before.max() > 1e-4  # marching cubes alone is visibly off
+    assert after.max() < 1e-5
+    assert np.linalg.norm(projected.vertices - plain.vertices, axis=1).max() <= 1.1 / 32 + 1e-6
+    assert np.array_equal(projected.faces, plain.faces)
+    assert 1 <= projected.stats["refine_passes"] < 10  # converged long before the 30 steps asked for
+
+
+def test_projection_never_throws_a_vertex_across_the_shape() -> None:
+    """Outside this sphere the logit rises again, slowly (as past a kink of a ReLU network): Newton steps
+    there point away from the shape and would be huge. Each vertex must stay within one cell of where
+    marching cubes put it."""
+    def cliff(p: torch.Tensor) -> torch.Tensor:
+        r = p.norm(dim=1)
+        return torch.where(r < 0.3, (0.3 - r) * 100, -1 + (r - 0.3) * 1e-3)
+
+    shape = EncodedShape(cliff)
+    plain = shape.extract(ExtractionSettings(threshold=0.5, resolution=32))
+    projected = shape.extract(ExtractionSettings(threshold=0.5, resolution=32, refine_steps=30))
+    moved = np.linalg.norm(projected.vertices - plain.vertices, axis=1)
+    assert len(plain.faces) and moved.max() > 0.5 * 1.1 / 32  # some vertices were pushed to the limit
+    assert moved.max() <= 1.1 / 32 + 1e-6
+
+
 def test_progress_and_cancel() -> None:
     events: list[tuple[str, float]] = []
     shape = EncodedShape(torch_sphere, batch_size=5_000)
@@ -93,6 +130,7 @@ def test_nan_network_is_an_error() -> None:
     ({"resolution": 100}, "resolution must be one of"),
     ({"resolution": 64, "resolution_0": 24}, "resolution_0 must be a power of two"),
     ({"refine_steps": -1}, "refine_steps must be a non-negative integer"),
+    ({"refine_method": "newton"}, "refine_method must be one of project, optimise"),
 ])
 def test_bad_settings(bad: dict, message: str) -> None:
     with pytest.raises(InputError, match=message):
@@ -210,6 +248,21 @@ def test_cli_reconstruct_writes_every_format(tmp_path: Path, voxel_weights: Path
         loaded = trimesh.load(out, force="mesh", process=False)
         assert len(loaded.faces) == stats["faces"]
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temp files
+
+
+def test_cli_refinement_methods(tmp_path: Path, voxel_weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    source, out = _voxel_file(tmp_path), tmp_path / "mesh.obj"
+    base = ["reconstruct", str(source), "-o", str(out), "--weights", str(voxel_weights), "--resolution", "32",
+            "--json", "--quiet", "--refine", "4"]
+    seen = {}
+    for method in ("project", "optimise"):
+        assert cli_main(base + ["--refine-method", method]) == 0, capsys.readouterr().err
+        seen[method] = json.loads(capsys.readouterr().out)
+        assert seen[method]["seconds_refine"] > 0
+    assert 1 <= seen["project"]["refine_passes"] <= 4 and "refine_passes" not in seen["optimise"]
+    with pytest.raises(SystemExit):
+        cli_main(base + ["--refine-method", "newton"])
+    assert "invalid choice: 'newton'" in capsys.readouterr().err
 
 
 def test_cli_bad_inputs_leave_nothing(tmp_path: Path, voxel_weights: Path,

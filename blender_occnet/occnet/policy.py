@@ -1,0 +1,28 @@
+"""The rules every front end shares (the CLI, the backend, the add-on through messages.py, the evaluator):
+which extraction settings exist and their bounds. Standard library only: the add-on reads it too."""
+
+from __future__ import annotations
+
+BOX_SIZE = 1.1  # the unit cube plus the reference's 0.1 padding: where the networks are evaluated
+
+# Cells per axis of the final grid. All share the value store's 512-cell lattice, so a threshold or
+# resolution change reuses every value evaluated before.
+RESOLUTIONS = (32, 64, 128, 256, 512)
+COARSE_RESOLUTION = 32  # MISE's first grid (the reference's resolution_0)
+
+
+def coarse_resolution(resolution: int) -> int:
+    """MISE's first grid for a final grid of `resolution` cells (dense evaluation below 32)."""
+    return min(COARSE_RESOLUTION, resolution)
+
+
+# Bounds on what one extraction may ask for (a request of 10**9 refinement steps would hold the backend for
+# days): well beyond any use, small enough that no request can monopolise the machine.
+MAX_REFINE_STEPS = 1_000
+MAX_SIMPLIFY_FACES = 50_000_000
+MAX_SEED = 2 ** 63 - 1
+
+# How refinement moves the vertices: "project" takes Newton steps along the logit's gradient onto the
+# iso-surface (each vertex stops once it is there: 30 steps cost about one extraction); "optimise" is the
+# paper's optimiser (RMSprop on face samples and face normals: each step one pass over the mesh).
+REFINE_METHODS = ("project", "optimise")
