@@ -275,6 +275,45 @@ print(int(voxelize_mesh(MeshData(v, f)).sum()), int(voxelize_mesh(MeshData(v, f[
     assert many == once > 1000  # each face 2,501 times: an odd count crosses as one face does
 
 
+def test_points_on_one_ray_share_it_and_get_the_answers_they_get_alone() -> None:
+    """Grid centres in a row share one ray (the voxeliser's case); each must be answered as if tested alone."""
+    from blender_occnet.occnet.inside import contains
+
+    torus = trimesh.creation.torus(0.3, 0.12)
+    faces = np.delete(np.asarray(torus.faces), np.arange(0, len(torus.faces), 60), axis=0)  # holes too
+    centres = np.indices((24, 24, 24)).reshape(3, -1).T / 23 - 0.5
+    together = contains(torus.vertices, faces, centres)
+    alone = np.array([contains(torus.vertices, faces, p[None])[0]
+                      for p in centres[np.random.default_rng(0).choice(len(centres), 300, replace=False)]])
+    picked = together[np.random.default_rng(0).choice(len(centres), 300, replace=False)]
+    assert np.array_equal(picked, alone) and 0.05 < together.mean() < 0.5
+
+
+def test_an_inside_test_too_large_to_finish_is_refused_with_the_figures() -> None:
+    """100,000 triangles that each span the shape (a 1.6 MB OBJ) once took past 6 GB, then would have taken
+    hours: the work is counted first and refused with its figure, in little memory."""
+    import subprocess
+    import sys
+
+    code = """
+import resource, numpy as np
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+from blender_occnet.occnet.errors import InputError
+from blender_occnet.occnet.inside import contains
+rng = np.random.default_rng(0)
+v, points = rng.uniform(-0.5, 0.5, (300_000, 3)), rng.uniform(-0.5, 0.5, (100_000, 3))
+try:
+    contains(v, np.arange(300_000).reshape(-1, 3), points)
+except InputError as exc:
+    print(exc)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "100,000 triangles are too large for its inside test" in result.stdout
+    assert "Remesh" in result.stdout
+
+
 def test_a_huge_image_file_is_decoded_at_the_size_the_network_needs(tmp_path: Path) -> None:
     """A 6,000 px PNG of a few hundred KB once cost gigabytes as float32 RGBA; it is reduced while decoding,
     so it prepares under a 1 GB address-space limit, to the same picture as a small copy of it gives."""
