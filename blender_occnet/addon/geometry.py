@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..protocol import MIN_POINTS
+from ..occnet.errors import InputError
+from ..occnet.geometry import sample_surface as surface_samples
+from ..occnet.policy import MIN_POINTS
 
 VOXELS = 32  # the voxel encoder's grid size
 
@@ -33,19 +35,13 @@ def network_to_blender(points: np.ndarray) -> np.ndarray:
 
 
 def sample_surface(vertices: np.ndarray, triangles: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
-    """`count` points on the triangles, area-weighted (uniform over the surface), float32."""
-    corners = vertices[triangles].astype(np.float64)  # (T, 3, 3)
-    areas = 0.5 * np.linalg.norm(np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0]), axis=1)
-    total = areas.sum()
-    if not np.isfinite(total) or total <= 0:
+    """`count` points on the triangles, area-weighted (uniform over the surface), float32; the vertices
+    themselves when the triangles have no area."""
+    try:
+        points, _ = surface_samples(vertices, triangles, count, seed)
+    except InputError:
         return vertices.astype(np.float32)
-    rng = np.random.default_rng(seed)
-    chosen = rng.choice(len(triangles), size=count, p=areas / total)
-    u, v = rng.random(count), rng.random(count)
-    flip = u + v > 1
-    u[flip], v[flip] = 1 - u[flip], 1 - v[flip]
-    a, b, c = corners[chosen, 0], corners[chosen, 1], corners[chosen, 2]
-    return (a + u[:, None] * (b - a) + v[:, None] * (c - a)).astype(np.float32)
+    return points.astype(np.float32)
 
 
 def check_points(points: np.ndarray, name: str, drop_non_finite: bool = True) -> np.ndarray:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from . import geometry
 from .errors import InputError
 
 MESH_SUFFIXES = (".obj", ".ply", ".off", ".stl", ".glb", ".gltf")
@@ -117,8 +118,7 @@ def normalise_mesh(mesh: MeshData, name: str = "mesh") -> tuple[MeshData, np.nda
     finite = np.isfinite(mesh.vertices).all(axis=1)
     if not finite.all():
         raise InputError(f"{name}: {int((~finite).sum())} vertices have non-finite coordinates")
-    lo, hi = mesh.vertices.min(axis=0), mesh.vertices.max(axis=0)
-    loc, scale = (lo + hi) / 2, float((hi - lo).max())
+    loc, scale = geometry.unit_cube_frame(mesh.vertices.min(axis=0), mesh.vertices.max(axis=0))
     if not scale > 0:
         raise InputError(f"{name}: the mesh has no extent")
     return MeshData((mesh.vertices - loc) / scale, mesh.faces), loc, scale
@@ -159,26 +159,12 @@ def read_points(path: str | os.PathLike[str], n_surface_samples: int = 100_000, 
 
 def sample_surface(mesh: MeshData, n: int, seed: int = 0) -> np.ndarray:
     """`n` points uniformly distributed over the surface area (deterministic for a seed)."""
-    points, _ = sample_surface_with_faces(mesh, n, seed)
-    return points
+    return geometry.sample_surface(mesh.vertices, mesh.faces, n, seed)[0]
 
 
 def sample_surface_with_faces(mesh: MeshData, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Area-weighted surface samples and the index of the face each lies on."""
-    tri = mesh.vertices[mesh.faces]  # (F, 3, 3)
-    areas = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
-    areas = np.where(np.isfinite(areas), areas, 0.0)
-    total = areas.sum()
-    if not total > 0:
-        raise InputError("the mesh has no surface area (all faces are degenerate)")
-    rng = np.random.default_rng(seed)
-    face = rng.choice(len(areas), size=n, p=areas / total)
-    u, v = rng.random(n), rng.random(n)
-    flip = u + v > 1  # fold the unit square onto the triangle
-    u[flip], v[flip] = 1 - u[flip], 1 - v[flip]
-    t = tri[face]
-    points = t[:, 0] + u[:, None] * (t[:, 1] - t[:, 0]) + v[:, None] * (t[:, 2] - t[:, 0])
-    return points, face
+    return geometry.sample_surface(mesh.vertices, mesh.faces, n, seed)
 
 
 def _existing(path: str | os.PathLike[str]) -> Path:
@@ -277,8 +263,7 @@ def _write_ply(handle: Any, vertices: np.ndarray, faces: np.ndarray, normals: np
 
 def _write_stl(handle: Any, vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray | None) -> None:
     corners = vertices[faces]
-    normal = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
-    normal /= np.maximum(np.linalg.norm(normal, axis=1, keepdims=True), 1e-12)
+    normal = geometry.face_normals(vertices, faces)
     rows = np.zeros(len(faces), dtype=[("normal", "<f4", (3,)), ("corners", "<f4", (3, 3)), ("attr", "<u2")])
     rows["normal"], rows["corners"] = normal, corners
     handle.write(b"binary STL written by blender-occnet".ljust(80, b" "))

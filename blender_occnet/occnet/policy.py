@@ -3,6 +3,9 @@ which extraction settings exist and their bounds. Standard library only: the add
 
 from __future__ import annotations
 
+# Fewest usable points a point-cloud input may hold (the add-on checks before sending, the core again).
+MIN_POINTS = 8
+
 BOX_SIZE = 1.1  # the unit cube plus the reference's 0.1 padding: where the networks are evaluated
 
 # Cells per axis of the final grid. All share the value store's 512-cell lattice, so a threshold or

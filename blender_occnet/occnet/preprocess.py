@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
-from ..protocol import MIN_POINTS
 from .binvox import pool_grid, read_binvox
 from .errors import InputError
+from .geometry import unit_cube_frame
+from .policy import MIN_POINTS
 from .meshio import MESH_SUFFIXES, MeshData, normalise_mesh, read_normalised_mesh, read_points
 from .voxelize import voxelize_mesh
 
@@ -195,7 +196,7 @@ def prepare_pointcloud(points: PathOrArray, n_points: int = 300, seed: int = 0,
         dropped = f" ({len(array) - usable} non-finite dropped)" if usable < len(array) else ""
         raise InputError(f"{name}: {usable} usable point(s){dropped}; a point cloud needs at least "
                          f"{MIN_POINTS}: give it a denser cloud or a mesh file")
-    loc, scale = (lo + hi) / 2, float((hi - lo).max())
+    loc, scale = unit_cube_frame(lo, hi)
     if not scale > 0:
         raise InputError(f"{name}: all points are at the same place; nothing to reconstruct")
     rng = np.random.default_rng(seed)
