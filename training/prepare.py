@@ -19,7 +19,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
@@ -28,7 +28,10 @@ from blender_occnet.occnet.inside import contains
 from blender_occnet.occnet.meshio import MESH_SUFFIXES, MeshData, read_normalised_mesh, sample_surface_with_faces
 from blender_occnet.occnet.voxelize import voxelize_mesh
 
-from .shapes import Settings, write_model
+from .shapes import Settings, SolidShape, write_model
+
+if TYPE_CHECKING:
+    from trimesh import Trimesh
 
 Task = tuple[str, str, str, int, Settings]  # mesh file, dataset folder, category, seed, settings
 
@@ -36,8 +39,8 @@ SPLIT_FRACTIONS = (0.8, 0.1)  # train, val; the rest is test
 
 
 @dataclass
-class MeshShape:
-    """A normalised mesh with the interface write_model needs (contains, sample_surface, voxels, trimesh)."""
+class MeshShape(SolidShape):
+    """A normalised mesh as the solid write_model needs (its inside test: six half-rays vote, occnet.inside)."""
 
     mesh: MeshData
     loc: np.ndarray
@@ -62,7 +65,7 @@ class MeshShape:
     def voxels(self, resolution: int, rng: np.random.Generator, n_surface: int = 100_000) -> np.ndarray:
         return voxelize_mesh(self.mesh, resolution, surface_samples=n_surface)
 
-    def trimesh(self) -> Any:
+    def trimesh(self) -> Trimesh:
         import trimesh
 
         return trimesh.Trimesh(self.mesh.vertices, self.mesh.faces, process=False)
@@ -95,7 +98,7 @@ def _prepare_one(task: Task) -> tuple[str, str, str]:
         shape = MeshShape.from_file(path)
         rng = np.random.default_rng([seed, zlib.crc32(f"{category}/{model_id}".encode())])
         shutil.rmtree(partial, ignore_errors=True)
-        write_model(shape, partial, rng, settings)  # type: ignore[arg-type]
+        write_model(shape, partial, rng, settings)
         shutil.rmtree(final, ignore_errors=True)
         partial.rename(final)
     except (InputError, ValueError, OSError, MemoryError) as exc:
