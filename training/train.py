@@ -51,10 +51,20 @@ class Distributed:
         self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         self.enabled = self.world > 1
 
-    def setup(self, device: torch.device) -> None:
+    def setup(self, device: torch.device) -> torch.device:
+        """Join the process group; the device of this process (its own GPU under torchrun)."""
+        if device.type == "cuda" and self.enabled:
+            device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(device)
         if self.enabled:
             backend = "nccl" if device.type == "cuda" else "gloo"
             torch.distributed.init_process_group(backend=backend)
+        return device
+
+    def finish(self) -> None:
+        if self.enabled:
+            self.barrier()  # leave together: a peer tearing down first can abort the other inside gloo
+            torch.distributed.destroy_process_group()
 
     @property
     def main(self) -> bool:
@@ -124,7 +134,7 @@ def validation_thresholds(config: Config) -> list[float]:
 
 
 @torch.no_grad()
-def validate(model: Network, dataset: ShapeDataset, config: Config, device: torch.device) -> dict[str, float]:
+def validation_metrics(model: Network, dataset: ShapeDataset, config: Config, device: torch.device) -> dict[str, float]:
     """Mean IoU over validation shapes on their uniform points (prediction >= threshold, truth >= 0.5), at
     each candidate threshold: 'iou' and 'threshold' are the best of them, 'iou_at_default' the configured one."""
     model.eval()
@@ -146,16 +156,6 @@ def validate(model: Network, dataset: ShapeDataset, config: Config, device: torc
     best = int(np.argmax(per_threshold))
     return {"iou": float(per_threshold[best]), "threshold": thresholds[best], "iou_at_default": float(per_threshold[0]),
             "loss": float(np.mean(losses))}  # loss: mean BCE per point
-
-
-def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int,
-                    state: dict[str, Any], config: Config) -> None:
-    """Everything --resume needs, written atomically (a killed run never leaves half a file)."""
-    bare = model.module if hasattr(model, "module") else model
-    payload = {"model": bare.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-               "state": state, "config": json.dumps(config.to_dict())}
-    with atomic_output(path) as tmp:
-        torch.save(payload, tmp)
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -188,6 +188,144 @@ class CsvLog:
             csv.writer(handle).writerow([row.get(f, "") for f in self.fields])
 
 
+# ------------------------------------------------------------------------------------------- trainer
+
+
+class Trainer:
+    """One run's network, optimiser and data, advanced one step at a time (train() drives it and logs).
+
+    A step's batch, its sampling, its input size and its learning rate follow from the configuration and
+    the step number alone, so a trainer resumed from a checkpoint takes the steps an uninterrupted one does.
+    """
+
+    def __init__(self, config: Config, device: torch.device, dist: Distributed | None = None) -> None:
+        self.config, self.device, self.dist = config, device, dist or Distributed()
+        t, d, model_config = config.training, config.data, config.model_config
+        self.train_set = ShapeDataset(d.path, d.train_split, model_config.modality, d.categories, d.points_per_shape,
+                                      d.near_surface_fraction, model_config.n_input_points, d.pointcloud_noise,
+                                      d.cache, image_size=model_config.image_size, voxel_shift=d.voxel_shift)
+        self.val_set = ShapeDataset(d.path, d.val_split, model_config.modality, d.categories, d.points_per_shape,
+                                    d.near_surface_fraction, model_config.n_input_points, 0.0, d.cache,
+                                    image_size=model_config.image_size) if self.dist.main else None
+        torch.manual_seed(t.seed)
+        self.network: Network = build_model(model_config).to(device)  # the bare network (DDP wraps it)
+        self.optimizer = torch.optim.Adam(self.network.parameters(), lr=t.lr)
+        self.model: torch.nn.Module = self.network  # what a step runs
+        if self.dist.enabled:  # loading weights into the bare network later is seen through the wrapper
+            self.model = torch.nn.parallel.DistributedDataParallel(
+                self.network, device_ids=[device.index] if device.type == "cuda" else None)
+        self.model.train()
+        self.steps = 0
+        self.state: dict[str, Any] = {"best_iou": -1.0, "best_step": 0, "best_threshold": t.threshold,
+                                      "validations_without_gain": 0, "seconds": 0.0}
+        self.data_seconds = self.step_seconds = 0.0  # of this session, for the summary's data share
+        self._clock: float | None = None  # when training started, less the seconds of earlier sessions
+
+    def start_from(self, weights: str | Path) -> None:
+        """Start from exported weights (a .safetensors of the same architecture), not a fresh initialisation."""
+        from blender_occnet.occnet.checkpoints import load_state_dict_checked, load_weights
+
+        start = load_weights(weights)
+        if start.config != self.config.model_config:
+            raise InputError(f"{weights}: holds {start.config}, the config asks for {self.config.model_config}")
+        load_state_dict_checked(self.network, start.state_dict, str(weights))
+
+    def resume(self, path: Path) -> None:
+        """Continue from a checkpoint: weights, optimiser, step and state (the best so far, seconds trained)."""
+        saved = load_checkpoint(path)
+        self.network.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.steps, self.state = int(saved["step"]), dict(saved["state"])
+        self._clock = None
+
+    def checkpoint(self, path: Path) -> None:
+        """Everything resume needs, written atomically (a killed run never leaves half a file)."""
+        payload = {"model": self.network.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.steps,
+                   "state": self.state, "config": json.dumps(self.config.to_dict())}
+        with atomic_output(path) as tmp:
+            torch.save(payload, tmp)
+
+    def step(self, indices: np.ndarray | None = None) -> float:
+        """One optimiser step on the shapes `indices` (by default this process's share of the step's batch);
+        returns its loss."""
+        t = self.config.training
+        if self._clock is None:
+            self._clock = time.monotonic() - self.state["seconds"]
+        tick = time.monotonic()
+        if indices is None:
+            indices = batch_indices(len(self.train_set), t.batch_size, self.steps, t.seed)[
+                self.dist.rank::self.dist.world]
+        batch = load_batch(self.train_set, indices, t.seed, self.steps, self.device,
+                           input_points_of_step(self.config, self.steps))
+        loaded = time.monotonic()
+        for group in self.optimizer.param_groups:
+            group["lr"] = learning_rate(self.config, self.steps, self.state["seconds"])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = loss_of(self.model, batch)
+        loss.backward()
+        self.optimizer.step()
+        self.steps += 1
+        self.data_seconds += loaded - tick
+        self.step_seconds += time.monotonic() - tick
+        self.state["seconds"] = time.monotonic() - self._clock
+        return loss.item()
+
+    def validate(self) -> dict[str, float]:
+        """The validation metrics now (validation_metrics); the main process alone holds the validation set."""
+        if self.val_set is None:
+            raise RuntimeError("only the main process validates")
+        return validation_metrics(self.network, self.val_set, self.config, self.device)
+
+    def record_validation(self, metrics: dict[str, float]) -> bool:
+        """Count a validation in the state; True when it is the best so far (its weights are worth keeping)."""
+        if metrics["iou"] > self.state["best_iou"]:
+            self.state.update(best_iou=metrics["iou"], best_step=self.steps, best_threshold=metrics["threshold"],
+                              validations_without_gain=0)
+            return True
+        self.state["validations_without_gain"] += 1
+        return False
+
+    def summary(self, stop_reason: str) -> dict[str, Any]:
+        state = self.state
+        return {"step": self.steps, "stop_reason": stop_reason, "best_iou": state["best_iou"],
+                "best_step": state["best_step"], "seconds": round(state["seconds"], 1),
+                "data_share": round(self.data_seconds / self.step_seconds, 4) if self.step_seconds else 0.0}
+
+
+class RunLogs:
+    """The main process's reports: log.csv, validation.csv, TensorBoard when installed, a progress bar."""
+
+    def __init__(self, run_dir: Path, config: Config, start: int, progress: bool) -> None:
+        self.every = config.training.log_every
+        self.train = CsvLog(run_dir / "log.csv", ["step", "loss", "lr", "seconds", "data_seconds"])
+        self.val = CsvLog(run_dir / "validation.csv",
+                          ["step", "iou", "threshold", "iou_at_default", "loss", "seconds"])
+        self.writer = _tensorboard(run_dir)
+        self.bar = _progress_bar(progress, start, config.training.max_steps)
+
+    def step(self, trainer: Trainer, loss: float) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.1f}", best_iou=f"{max(trainer.state['best_iou'], 0):.3f}")
+        if trainer.steps % self.every == 0:
+            lr = trainer.optimizer.param_groups[0]["lr"]
+            self.train.write({"step": trainer.steps, "loss": round(loss, 4), "lr": lr,
+                              "seconds": round(trainer.state["seconds"], 1),
+                              "data_seconds": round(trainer.data_seconds, 2)})
+            if self.writer is not None:
+                self.writer.add_scalar("train/loss", loss, trainer.steps)
+
+    def validation(self, trainer: Trainer, metrics: dict[str, float]) -> None:
+        self.val.write({"step": trainer.steps, **{k: round(v, 4) for k, v in metrics.items()},
+                        "seconds": round(trainer.state["seconds"], 1)})
+        if self.writer is not None:
+            self.writer.add_scalar("val/iou", metrics["iou"], trainer.steps)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 # ------------------------------------------------------------------------------------------- main
 
 
@@ -214,122 +352,65 @@ def train(config: Config, resume: bool = False, overwrite: bool = False, progres
     """Train per `config`; `init_weights` (a .safetensors of the same architecture) starts a new run from
     those weights instead of a fresh initialisation."""
     dist = Distributed()
-    t = config.training
-    device = resolve_device(t.device)
-    if device.type == "cuda" and dist.enabled:
-        device = torch.device("cuda", dist.local_rank)
-        torch.cuda.set_device(device)
-    dist.setup(device)
+    device = dist.setup(resolve_device(config.training.device))
     run_dir = prepare_run_dir(config, resume, overwrite, dist.main)
     dist.barrier()
-
-    model_config = config.model_config
-    d = config.data
-    train_set = ShapeDataset(d.path, d.train_split, model_config.modality, d.categories, d.points_per_shape,
-                             d.near_surface_fraction, model_config.n_input_points, d.pointcloud_noise, d.cache,
-                             image_size=model_config.image_size, voxel_shift=d.voxel_shift)
-    val_set = ShapeDataset(d.path, d.val_split, model_config.modality, d.categories, d.points_per_shape,
-                           d.near_surface_fraction, model_config.n_input_points, 0.0, d.cache,
-                           image_size=model_config.image_size) if dist.main else None
-
-    torch.manual_seed(t.seed)
-    model: torch.nn.Module = build_model(model_config).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=t.lr)
-    step, state = 0, {"best_iou": -1.0, "best_step": 0, "best_threshold": t.threshold, "validations_without_gain": 0,
-                      "seconds": 0.0}
-    if init_weights is not None and not (resume and (run_dir / CHECKPOINT).exists()):
-        from blender_occnet.occnet.checkpoints import load_state_dict_checked, load_weights
-
-        start = load_weights(init_weights)
-        if start.config != model_config:
-            raise InputError(f"{init_weights}: holds {start.config}, the config asks for {model_config}")
-        load_state_dict_checked(model, start.state_dict, str(init_weights))  # type: ignore[arg-type]
+    trainer = Trainer(config, device, dist)
     if resume and (run_dir / CHECKPOINT).exists():
-        saved = load_checkpoint(run_dir / CHECKPOINT)
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        step, state = int(saved["step"]), dict(saved["state"])
+        trainer.resume(run_dir / CHECKPOINT)
         if dist.main:
-            log.info("resumed %s at step %d (best IoU %.4f)", run_dir, step, state["best_iou"])
+            log.info("resumed %s at step %d (best IoU %.4f)", run_dir, trainer.steps, trainer.state["best_iou"])
             for name in ("log.csv", "validation.csv"):  # the steps after the checkpoint are done again
-                _truncate_log(run_dir / name, step)
-    if dist.enabled:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                                          else None)
-    bare: Network = model.module if dist.enabled else model  # type: ignore[assignment]
-    model.train()
-
-    train_log = CsvLog(run_dir / "log.csv", ["step", "loss", "lr", "seconds", "data_seconds"]) if dist.main else None
-    val_log = CsvLog(run_dir / "validation.csv", ["step", "iou", "threshold", "iou_at_default", "loss", "seconds"]) \
-        if dist.main else None
-    writer = _tensorboard(run_dir) if dist.main else None
-    bar = _progress_bar(progress and dist.main, step, t.max_steps)
-    started = time.monotonic() - state["seconds"]
-    data_seconds = step_seconds = 0.0
-    stop_reason = "max_steps"
-    while step < t.max_steps:
-        tick = time.monotonic()
-        indices = batch_indices(len(train_set), t.batch_size, step, t.seed)[dist.rank::dist.world]
-        batch = load_batch(train_set, indices, t.seed, step, device, input_points_of_step(config, step))
-        loaded = time.monotonic()
-        for group in optimizer.param_groups:
-            group["lr"] = learning_rate(config, step, state["seconds"])
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_of(model, batch)
-        loss.backward()
-        optimizer.step()
-        step += 1
-        data_seconds += loaded - tick
-        step_seconds += time.monotonic() - tick
-        state["seconds"] = time.monotonic() - started
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.1f}", best_iou=f"{max(state['best_iou'], 0):.3f}")
-
-        if dist.main and step % t.log_every == 0 and train_log is not None:
-            train_log.write({"step": step, "loss": round(loss.item(), 4), "lr": optimizer.param_groups[0]["lr"],
-                             "seconds": round(state["seconds"], 1), "data_seconds": round(data_seconds, 2)})
-            if writer is not None:
-                writer.add_scalar("train/loss", loss.item(), step)
-        stop = False
-        if dist.main and (step % t.validate_every == 0 or step == t.max_steps):
-            assert val_set is not None and val_log is not None
-            metrics = validate(bare, val_set, config, device)
-            val_log.write({"step": step, **{k: round(v, 4) for k, v in metrics.items()},
-                           "seconds": round(state["seconds"], 1)})
-            if writer is not None:
-                writer.add_scalar("val/iou", metrics["iou"], step)
-            if metrics["iou"] > state["best_iou"]:
-                state.update(best_iou=metrics["iou"], best_step=step, best_threshold=metrics["threshold"],
-                             validations_without_gain=0)
-                save_checkpoint(run_dir / BEST, model, optimizer, step, state, config)
-            else:
-                state["validations_without_gain"] += 1
-            log.info("step %d: validation IoU %.4f at threshold %.2f (best %.4f at %d)", step, metrics["iou"],
-                     metrics["threshold"], state["best_iou"], state["best_step"])
-            if t.patience and state["validations_without_gain"] >= t.patience:
-                stop, stop_reason = True, "patience"
-        if t.max_minutes and state["seconds"] >= 60 * t.max_minutes:
-            stop, stop_reason = True, "max_minutes"
-        stop = dist.broadcast_flag(stop, device)
-        if dist.main and (step % t.checkpoint_every == 0 or stop or step == t.max_steps):
-            save_checkpoint(run_dir / CHECKPOINT, model, optimizer, step, state, config)
-        if stop:
-            break
-    if bar is not None:
-        bar.close()
+                _truncate_log(run_dir / name, trainer.steps)
+    elif init_weights is not None:
+        trainer.start_from(init_weights)
+    logs = RunLogs(run_dir, config, trainer.steps, progress) if dist.main else None
+    stop_reason = _run(trainer, run_dir, logs)
+    if logs is not None:
+        logs.close()
     dist.barrier()
-    summary = {"step": step, "stop_reason": stop_reason, "best_iou": state["best_iou"],
-               "best_step": state["best_step"], "seconds": round(state["seconds"], 1),
-               "data_share": round(data_seconds / step_seconds, 4) if step_seconds else 0.0}
+    summary = trainer.summary(stop_reason)
     if dist.enabled:
-        summary["ranks_in_sync"] = _ranks_in_sync(bare, device)
+        summary["ranks_in_sync"] = _ranks_in_sync(trainer.network, device)
     if dist.main:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    if dist.enabled:
-        dist.barrier()  # leave together: a peer tearing down first can abort the other inside gloo
-        torch.distributed.destroy_process_group()
+    dist.finish()
     return summary
+
+
+def _run(trainer: Trainer, run_dir: Path, logs: RunLogs | None) -> str:
+    """Step until a budget runs out; the main process (the one with logs) validates, keeps the best weights and
+    writes checkpoints. Returns why it stopped: max_steps, max_minutes or patience."""
+    t, dist = trainer.config.training, trainer.dist
+    stop_reason = "max_steps"
+    while trainer.steps < t.max_steps:
+        loss = trainer.step()
+        reason = None
+        if logs is not None:
+            logs.step(trainer, loss)
+            if trainer.steps % t.validate_every == 0 or trainer.steps == t.max_steps:
+                reason = _validate(trainer, run_dir, logs)
+        if t.max_minutes and trainer.state["seconds"] >= 60 * t.max_minutes:
+            reason = "max_minutes"
+        stop_reason = reason or stop_reason
+        stop = dist.broadcast_flag(reason is not None, trainer.device)
+        if dist.main and (trainer.steps % t.checkpoint_every == 0 or stop or trainer.steps == t.max_steps):
+            trainer.checkpoint(run_dir / CHECKPOINT)
+        if stop:
+            break
+    return stop_reason
+
+
+def _validate(trainer: Trainer, run_dir: Path, logs: RunLogs) -> str | None:
+    """Validate, log it and keep the best weights; "patience" once validations stop gaining."""
+    metrics = trainer.validate()
+    logs.validation(trainer, metrics)
+    if trainer.record_validation(metrics):
+        trainer.checkpoint(run_dir / BEST)
+    state, patience = trainer.state, trainer.config.training.patience
+    log.info("step %d: validation IoU %.4f at threshold %.2f (best %.4f at %d)", trainer.steps, metrics["iou"],
+             metrics["threshold"], state["best_iou"], state["best_step"])
+    return "patience" if patience and state["validations_without_gain"] >= patience else None
 
 
 def _truncate_log(path: Path, step: int) -> None:

@@ -14,7 +14,7 @@ from blender_occnet.occnet.checkpoints import load_weights
 from blender_occnet.occnet.errors import InputError
 from training.config import Config, load_config
 from training.export import export_run
-from training.train import CHECKPOINT, load_checkpoint, train
+from training.train import CHECKPOINT, Trainer, load_checkpoint, train
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -75,6 +75,21 @@ def test_resume_continues_exactly(tmp_path: Path, tiny_dataset: Path) -> None:
     assert a["step"] == b["step"] == 8
     for key, tensor in a["model"].items():
         assert torch.equal(tensor, b["model"][key]), key
+
+
+def test_trainer_resumed_from_its_checkpoint_takes_the_uninterrupted_steps(tmp_path: Path,
+                                                                          tiny_dataset: Path) -> None:
+    config = small_config(tmp_path, tiny_dataset)
+    cpu = torch.device("cpu")
+    straight = Trainer(config, cpu)
+    losses = [straight.step() for _ in range(6)]
+    first = Trainer(config, cpu)
+    assert [first.step() for _ in range(3)] == losses[:3]
+    first.checkpoint(tmp_path / "three.pt")
+    second = Trainer(config, cpu)
+    second.resume(tmp_path / "three.pt")
+    assert second.steps == 3 and [second.step() for _ in range(3)] == losses[3:]
+    assert second.validate() == straight.validate()
 
 
 def test_bad_dataset_paths(tmp_path: Path) -> None:
