@@ -10,7 +10,13 @@ decoder in points/s, and a whole reconstruction of the chair sample at 128 cells
 point-cloud weights. Configurations are interleaved over rounds; medians are printed with the ratio
 of each to the default policy on the same machine state.
 
-    .venv/bin/python bench/bench_threads.py [--quick] [--load-processes N]
+--against-original: the same reconstruction by an original-style generator (the reference's
+generate_from_latent loop: the network's plain forward on batches of 100,000 points, values to float64,
+MISE from 32 cells, marching cubes) in the environment the reference runs in (torch's defaults: every
+core, libgomp's default spin), against the project's own pipeline in the environment the backend sets
+(a short spin, every core but Blender's), quiet and loaded, with the ratio original / ours.
+
+    .venv/bin/python bench/bench_threads.py [--quick] [--load-processes N] [--against-original]
 """
 
 from __future__ import annotations
@@ -59,6 +65,22 @@ prepared = prepare_for_network(local.config, "pointcloud", sample)
 start = time.perf_counter()
 rec.encode(prepared).extract(ExtractionSettings(threshold=local.threshold, resolution=128))
 out["reconstruct_s"] = time.perf_counter() - start
+if len(sys.argv) > 4 and sys.argv[4] == "original":
+    from blender_occnet.occnet.meshing import extract_mesh
+    from blender_occnet.occnet.mise import MISE
+    net, level = local.build(), float(torch.logit(torch.tensor(local.threshold, dtype=torch.float64)))
+    start = time.perf_counter()
+    with torch.no_grad():
+        c = net.encode(torch.from_numpy(prepared.array)[None])
+        mise = MISE(32, 2, level)
+        query = mise.query()
+        while len(query):
+            box = torch.from_numpy(1.1 * (query / mise.resolution - 0.5)).float()
+            values = torch.cat([net.decode(part[None], c).squeeze(0) for part in torch.split(box, 100_000)])
+            mise.update(query, values.numpy().astype("float64"))
+            query = mise.query()
+        extract_mesh(mise.to_dense(), level, 1.1)
+    out["original_s"] = time.perf_counter() - start
 print(json.dumps(out))
 """
 
@@ -70,14 +92,15 @@ def busy(seconds: float) -> None:
         x += 1
 
 
-def run_child(policy: str, threads: int, n: int, repeats: int) -> dict:
+def run_child(policy: str, threads: int, n: int, repeats: int, original: bool = False) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "MKL_", "OPENBLAS_"))}
     if policy == "passive":
         env["OMP_WAIT_POLICY"] = "PASSIVE"
     elif policy.startswith("spin"):  # spin this many iterations, then sleep (libgomp's default: 300,000)
         env["GOMP_SPINCOUNT"] = policy[len("spin"):]
     env["OMP_NUM_THREADS"] = str(threads)
-    done = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), str(n), str(repeats)], env=env,
+    done = subprocess.run([sys.executable, "-c", CHILD, str(ROOT), str(n), str(repeats),
+                           "original" if original else "ours"], env=env,
                           capture_output=True, text=True, timeout=600)
     if done.returncode:
         raise SystemExit(done.stderr)
@@ -90,20 +113,20 @@ def main() -> int:
     parser.add_argument("--load-processes", type=int, default=1, help="busy processes beside (default 1)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--spin-counts", default="10000", help="GOMP_SPINCOUNT values to try as well")
+    parser.add_argument("--against-original", action="store_true",
+                        help="an original-style generator in torch's default environment against ours as the "
+                             "backend runs it")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     n, repeats, rounds = (50_000, 2, 1) if args.quick else (200_000, 3, args.rounds)
+    if args.against_original:
+        return against_original(cores, args.load_processes, rounds, n, repeats)
     policies = ("default", "passive", *(f"spin{n}" for n in args.spin_counts.split(",") if n))
     configs = [(policy, threads) for threads in sorted({1, cores}) for policy in policies]
     results: dict[tuple[str, str, int], list[dict]] = {}
     for _ in range(rounds):
         for state in ("quiet", "loaded"):
-            load = []
-            if state == "loaded":
-                load = [multiprocessing.Process(target=busy, args=(900.0,), daemon=True)
-                        for _ in range(args.load_processes)]
-                for p in load:
-                    p.start()
+            load = loaded(args.load_processes) if state == "loaded" else []
             try:
                 for policy, threads in configs:
                     results.setdefault((state, policy, threads), []).append(run_child(policy, threads, n, repeats))
@@ -121,6 +144,44 @@ def main() -> int:
         base = statistics.median(r["reconstruct_s"] for r in results[(state, "default", threads)])
         print(f"| {state} | {policy} | {threads} | {med['onet_points_per_s']:,.0f} | "
               f"{med['convonet_points_per_s']:,.0f} | {med['reconstruct_s']:.2f} | {base / med['reconstruct_s']:.2f}x |")
+    return 0
+
+
+def loaded(processes: int) -> list[multiprocessing.Process]:
+    """Busy loops in other processes, bounded in time; the caller terminates them."""
+    load = [multiprocessing.Process(target=busy, args=(900.0,), daemon=True) for _ in range(processes)]
+    for p in load:
+        p.start()
+    return load
+
+
+def against_original(cores: int, load_processes: int, rounds: int, n: int, repeats: int) -> int:
+    sys.path.insert(0, str(ROOT))
+    from blender_occnet.torch_env import SHORT_SPIN, backend_threads
+
+    spin = f"spin{SHORT_SPIN['GOMP_SPINCOUNT']}"
+    results: dict[str, list[tuple[float, float]]] = {"quiet": [], "loaded": []}
+    for _ in range(rounds):
+        for state in results:
+            load = loaded(load_processes) if state == "loaded" else []
+            try:
+                reference = run_child("default", cores, n, repeats, original=True)["original_s"]
+                ours = run_child(spin, backend_threads(), n, repeats)["reconstruct_s"]
+            finally:
+                for p in load:
+                    p.terminate()
+                    p.join()
+            results[state].append((reference, ours))
+    print(f"{cores} cores, {load_processes} busy process(es) when loaded, {rounds} round(s), medians; chair "
+          f"sample, 128 cells, bundled point-cloud weights. Original-style: torch's defaults ({cores} threads, "
+          f"libgomp's default spin); ours: the backend's settings ({backend_threads()} thread(s), {spin})")
+    print("| machine | original-style s | ours s | ratio original / ours |")
+    print("|---|---:|---:|---:|")
+    for state, pairs in results.items():
+        reference = statistics.median(r for r, _ in pairs)
+        ours = statistics.median(o for _, o in pairs)
+        ratio = statistics.median(r / o for r, o in pairs)
+        print(f"| {state} | {reference:.2f} | {ours:.2f} | {ratio:.2f}x |")
     return 0
 
 
