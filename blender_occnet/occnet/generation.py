@@ -195,17 +195,21 @@ class EncodedShape:
 
     def logits(self, box_points: np.ndarray, progress: Callable[[int], None] | None = None,
                should_cancel: CancelFn | None = None) -> np.ndarray:
-        """Logits at (N, 3) points of the box frame, in batches; checks for cancel between batches."""
-        out = np.empty(len(box_points), dtype=np.float32)
+        """Logits at (N, 3) points of the box frame, in batches; checks for cancel between batches.
+
+        The points go to the device once and the values come back once per call (a MISE round), not per
+        batch: on a GPU that is one transfer each way instead of one per 100,000 points."""
         with torch.inference_mode():
+            points = torch.from_numpy(box_points).to(self.device)
+            values = torch.empty(len(box_points), dtype=torch.float32, device=self.device)
             for start in range(0, len(box_points), self.batch_size):
                 if should_cancel is not None and should_cancel():
                     raise Cancelled("cancelled")
-                chunk = torch.from_numpy(box_points[start:start + self.batch_size]).to(self.device)
-                out[start:start + len(chunk)] = self.decode(chunk).float().cpu().numpy()
+                chunk = points[start:start + self.batch_size]
+                values[start:start + len(chunk)] = self.decode(chunk).float()
                 if progress is not None:
                     progress(start + len(chunk))
-        return out
+            return values.cpu().numpy()
 
     # -- extraction ---------------------------------------------------------------------------
 
