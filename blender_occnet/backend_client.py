@@ -1,8 +1,9 @@
 """The client Blender uses to talk to the backend: a child process on pipes, or a remote server.
 
-Standard library and numpy only (Blender imports it). Requests are answered synchronously; job events
-(progress, result, error, cancelled) arrive on `client.events`, a thread-safe queue that Blender's
-main thread drains. Every failure becomes a BackendError subclass whose message says what to do.
+Standard library and numpy only (Blender imports it). Every connection starts with the handshake. Requests
+are messages.py's classes, answered synchronously; job events (messages.Progress, Result, Error, Cancelled,
+or Lost when the backend went away) arrive on `client.events`, a thread-safe queue that Blender's main thread
+drains. Every failure becomes a BackendError subclass whose message says what to do.
 """
 
 from __future__ import annotations
@@ -15,15 +16,17 @@ import socket
 import subprocess
 import sys
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import IO, Any, Callable, ClassVar, TypeVar
 
 import numpy as np
 
 from .backend import EXIT_MISSING_PACKAGE
-from .protocol import (AUTH_PREFIX, PROTOCOL_VERSION, ConnectionClosed, Message, ProtocolError, encode,
-                       read_message)
+from .messages import (PROTOCOL_VERSION, Accepted, Cancel, Cancelled, CancelReply, Error, FieldError, Handshake,
+                       HandshakeReply, ListWeights, ListWeightsReply, Message, Progress, ReExtract, Reconstruct, Reply,
+                       Request, Result, Shutdown, ShutdownReply, WeightsEntry, read_event)
+from .protocol import AUTH_PREFIX, ConnectionClosed, Frame, ProtocolError, encode, read_frame
 
 STARTUP_TIMEOUT = 120.0  # importing torch on a cold disk can take a while
 REQUEST_TIMEOUT = 30.0
@@ -64,7 +67,8 @@ class BackendTimeout(BackendError):
 
 
 class RequestRejected(BackendError):
-    """The backend refused a request; `field` names the offending field."""
+    """A request was refused: by the backend, or before it was sent by the checks the backend would make
+    (messages.py); `field` names the offending field."""
 
     def __init__(self, message: str, field: str = ""):
         super().__init__(message)
@@ -72,28 +76,32 @@ class RequestRejected(BackendError):
 
 
 @dataclass
-class Event:
-    """A job event: type is progress, result, error, cancelled, or 'lost' when the backend went away."""
+class Lost:
+    """The backend went away before the job ended (made here, never sent)."""
 
-    type: str
     job: str
-    header: dict[str, Any] = field(default_factory=dict)
-    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    message: str
+    type: ClassVar[str] = "lost"
+
+
+Event = Progress | Result | Error | Cancelled | Lost  # what `client.events` carries; each has .job and .type
+R = TypeVar("R", bound=Message)
+Q = TypeVar("Q", bound=Request)
 
 
 class _Waiter:
     def __init__(self) -> None:
         self.done = threading.Event()
-        self.message: Message | None = None
+        self.frame: Frame | None = None
 
 
 class BackendClient:
     """Use `start_local` or `connect`; then `reconstruct`, `re_extract`, `cancel`, `close`."""
 
-    def __init__(self, reader: BinaryIO, write: Callable[[bytes], None], close: Callable[[], None],
+    def __init__(self, reader: IO[bytes], write: Callable[[bytes], object], close: Callable[[], None],
                  process: subprocess.Popen[bytes] | None = None, description: str = "backend"):
         self.events: queue.Queue[Event] = queue.Queue()
-        self.info: dict[str, Any] = {}
+        self.info: HandshakeReply  # what the backend is and can do; set by the handshake every constructor makes
         self.description = description
         self._reader, self._write, self._close = reader, write, close
         self._process = process
@@ -184,26 +192,19 @@ class BackendClient:
     def reconstruct(self, modality: str, source: np.ndarray, faces: np.ndarray | None = None,
                     **settings: Any) -> str:
         """Queue a reconstruction; returns its job id. With `faces` (voxels only) `source` is a mesh's vertices,
-        voxelised by the backend. Settings: weights, arch, device, resolution, threshold, refine_steps,
-        simplify_faces, normals, seed."""
-        arrays = {"input": source} if faces is None else {"input": source, "faces": faces}
-        reply = self._request({"op": "reconstruct", "modality": modality, **settings}, arrays)
-        job = str(reply.get("job"))
-        self._jobs.add(job)
-        return job
+        voxelised by the backend. Settings: messages.Reconstruct's other fields (weights, arch, device,
+        input_points, and messages.Settings': resolution, threshold, refine_steps, ...)."""
+        return self._submit(_request_of(Reconstruct, modality=modality, input=source, faces=faces, **settings))
 
     def re_extract(self, job: str, **settings: Any) -> str:
-        """Extract a finished job's shape again with other settings (threshold, resolution, ...)."""
-        reply = self._request({"op": "re_extract", "job": job, **settings})
-        new_job = str(reply.get("job"))
-        self._jobs.add(new_job)
-        return new_job
+        """Extract a finished job's shape again with other settings (messages.Settings' fields)."""
+        return self._submit(_request_of(ReExtract, job=job, **settings))
 
     def cancel(self, job: str) -> bool:
-        return bool(self._request({"op": "cancel", "job": job}).get("found"))
+        return self._request(_request_of(Cancel, job=job), CancelReply).found
 
-    def list_weights(self) -> list[dict[str, Any]]:
-        return list(self._request({"op": "list_weights"}).get("weights", []))
+    def list_weights(self) -> list[WeightsEntry]:
+        return self._request(ListWeights(), ListWeightsReply).weights
 
     def wait_event(self, timeout: float | None = None) -> Event:
         """The next job event (blocking); Blender's main thread uses events.get_nowait() instead."""
@@ -221,7 +222,7 @@ class BackendClient:
         (it serves other artists too)."""
         if self.alive and self._process is not None:
             try:
-                self._request({"op": "shutdown"}, timeout=timeout)
+                self._request(Shutdown(), ShutdownReply, timeout=timeout)
             except BackendError:
                 pass
         self._closing = True
@@ -240,8 +241,8 @@ class BackendClient:
 
     def _handshake(self, timeout: float) -> None:
         try:
-            self.info = self._request({"op": "handshake", "protocol_version": PROTOCOL_VERSION,
-                                       "client": "blender-occnet"}, timeout=timeout)
+            self.info = self._request(Handshake(protocol_version=PROTOCOL_VERSION, client="blender-occnet"),
+                                      HandshakeReply, timeout=timeout)
         except RequestRejected as exc:
             self.close()
             if exc.field == "protocol_version":
@@ -254,14 +255,20 @@ class BackendClient:
             self.close(timeout=1.0)
             raise
 
-    def _request(self, header: dict[str, Any], arrays: dict[str, np.ndarray] | None = None,
-                 timeout: float = REQUEST_TIMEOUT) -> dict[str, Any]:
+    def _submit(self, request: Reconstruct | ReExtract) -> str:
+        job = self._request(request, Accepted).job
+        self._jobs.add(job)
+        return job
+
+    def _request(self, request: Request, answer: type[R], timeout: float = REQUEST_TIMEOUT) -> R:
+        """Send `request` and wait for its answer, read as `answer` (or as the Error that refuses it)."""
         if self._dead is not None:
             raise self._dead
         request_id = next(self._ids)
         waiter = _Waiter()
         with self._waiters_lock:
             self._waiters[request_id] = waiter
+        header, arrays = request.to_frame()
         frame = encode({**header, "id": request_id}, arrays)
         try:
             with self._write_lock:
@@ -272,38 +279,45 @@ class BackendClient:
         if not waiter.done.wait(timeout):
             with self._waiters_lock:
                 self._waiters.pop(request_id, None)
-            raise BackendTimeout(f"the {self.description} did not answer {header.get('op')!r} within {timeout:g} s")
-        message = waiter.message
-        if message is None:
+            raise BackendTimeout(f"the {self.description} did not answer {request.NAME!r} within {timeout:g} s")
+        if waiter.frame is None:
             raise self._dead or BackendCrashed(f"the {self.description} went away")
-        if message.type == "error":
-            raise RequestRejected(str(message.get("message")), str(message.get("field") or ""))
-        return message.header
+        header, arrays = waiter.frame.header, waiter.frame.arrays
+        try:
+            if header.get("type") == Error.NAME:
+                error: Error = Error.from_frame(header, arrays)
+                raise RequestRejected(error.message, error.field)
+            return answer.from_frame(header, arrays)
+        except FieldError as exc:
+            raise VersionMismatch(f"the {self.description} answered {request.NAME!r} with a message this add-on "
+                                  f"cannot read ({exc}); install the same version of the extension and the "
+                                  "backend") from None
 
     def _read_loop(self) -> None:
         while True:
             try:
-                message = read_message(self._reader)
+                frame = read_frame(self._reader)
             except (ConnectionClosed, ProtocolError, OSError, ValueError) as exc:
                 self._connection_lost(exc)
                 return
-            request_id = message.get("id")
-            if request_id is not None and message.type in ("reply", "accepted", "error"):
+            header = frame.header
+            request_id = header.get("id")
+            if request_id is not None and header.get("type") in (Reply.NAME, Accepted.NAME, Error.NAME):
                 with self._waiters_lock:
                     waiter = self._waiters.pop(request_id, None)
                 if waiter is not None:
-                    waiter.message = message
+                    waiter.frame = frame
                     waiter.done.set()
                 continue
-            if message.type == "error" and message.get("field") == "token":
+            if header.get("type") == Error.NAME and header.get("field") == "token":
                 # A refused remote connection answers once, before any request id exists.
                 self._dead = AuthenticationFailed("the remote backend refused the token; copy the token it printed "
                                                   "at start into the add-on's preferences")
                 self._wake_all()
                 return
-            job = message.get("job")
-            if job is not None:
-                self.events.put(Event(message.type, str(job), message.header, message.arrays))
+            event = _job_event(frame)
+            if event is not None:
+                self.events.put(event)
 
     def _connection_lost(self, exc: BaseException) -> None:
         if self._closing:
@@ -313,7 +327,7 @@ class BackendClient:
         if self._dead is None:
             self._dead = BackendCrashed(f"the {self.description} closed the connection ({exc})")
         for job in list(self._jobs):
-            self.events.put(Event("lost", job, {"message": str(self._dead)}))
+            self.events.put(Lost(job, str(self._dead)))
         self._wake_all()
 
     def _wait_for_exit(self) -> None:
@@ -339,9 +353,33 @@ class BackendClient:
         for waiter in waiters:
             waiter.done.set()
 
-    def _drain_stderr(self, stream: BinaryIO) -> None:
+    def _drain_stderr(self, stream: IO[bytes]) -> None:
         for raw in iter(stream.readline, b""):
             line = raw.decode("utf-8", "replace").rstrip()
             self._stderr.append(line)
             if os.environ.get("OCCNET_BACKEND_ECHO"):
                 print(f"[backend] {line}", file=sys.stderr)
+
+
+def _request_of(cls: type[Q], **fields: Any) -> Q:
+    """A request from keyword arguments named as its fields; one that fails a check is refused here, as the
+    backend would refuse it."""
+    try:
+        return cls.from_dict(fields)
+    except FieldError as exc:
+        raise RequestRejected(str(exc), exc.field) from None
+
+
+def _job_event(frame: Frame) -> Event | None:
+    """A job's event, or None for a frame that is no job's (nobody waits for it). An event this side cannot
+    read ends its job with an Error that says so."""
+    job = frame.header.get("job")
+    try:
+        event = read_event(frame)
+    except FieldError as exc:
+        if not isinstance(job, str) or not job or len(job) > 200:
+            return None
+        return Error(job=job, field=exc.field, message=f"the backend sent a {str(frame.header.get('type'))[:40]} this "
+                                                       f"add-on cannot read ({exc}); install the same version of the "
+                                                       "extension and the backend")
+    return event if isinstance(event, (Progress, Result, Error, Cancelled)) and event.job else None

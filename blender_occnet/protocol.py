@@ -1,4 +1,5 @@
-"""Message framing between Blender and the backend: a JSON header plus raw array payloads.
+"""Framing between Blender and the backend: a JSON header plus raw array payloads. What the frames say
+(the messages, their fields and checks, the protocol version) is messages.py's.
 
 Standard library and numpy only: Blender imports this module, and so does the backend.
 
@@ -21,13 +22,10 @@ import json
 import math
 import struct
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import numpy as np
 
-PROTOCOL_VERSION = 1
-# Fewest usable points a point-cloud request may hold (the add-on checks before sending, the core again).
-MIN_POINTS = 8
 MAGIC = b"OCN1"
 PREFIX = struct.Struct("<4sIQ")
 MAX_HEADER_BYTES = 1 << 20  # 1 MiB of JSON is far more than any message needs
@@ -47,10 +45,6 @@ DTYPES = {
     "float64": np.dtype("<f8"),
 }
 
-# Operations a client may ask for, and the kinds of message a server sends.
-OPERATIONS = ("handshake", "reconstruct", "cancel", "re_extract", "list_weights", "shutdown")
-EVENTS = ("reply", "accepted", "progress", "result", "error", "cancelled")
-
 
 class ProtocolError(Exception):
     """A frame that breaks the format; the connection cannot be trusted to stay in sync after it."""
@@ -65,16 +59,11 @@ class BadFrame(ProtocolError):
 
 
 @dataclass
-class Message:
+class Frame:
+    """One frame as read: its JSON header (without the array listing) and its arrays (read-only views)."""
+
     header: dict[str, Any]
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
-
-    @property
-    def type(self) -> str:
-        return str(self.header.get("type", ""))
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.header.get(key, default)
 
 
 def encode(header: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> bytes:
@@ -101,7 +90,7 @@ def encode(header: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) 
     return b"".join([PREFIX.pack(MAGIC, len(head), payload_len), head, *chunks])
 
 
-def read_message(stream: BinaryIO, max_payload: int = MAX_PAYLOAD_BYTES) -> Message:
+def read_frame(stream: IO[bytes], max_payload: int = MAX_PAYLOAD_BYTES) -> Frame:
     """Read one frame. Raises ConnectionClosed at a clean end of stream, ProtocolError otherwise."""
     prefix = _read_exactly(stream, PREFIX.size, allow_eof=True)
     magic, header_len, payload_len = PREFIX.unpack(prefix)
@@ -129,7 +118,7 @@ def read_message(stream: BinaryIO, max_payload: int = MAX_PAYLOAD_BYTES) -> Mess
         arrays[name] = np.frombuffer(payload, dtype=dtype, count=nbytes // dtype.itemsize,
                                      offset=offset).reshape(shape)
         offset += nbytes
-    return Message(header, arrays)
+    return Frame(header, arrays)
 
 
 def _check_listing(listing: Any, payload_len: int) -> list[tuple[str, np.dtype, tuple[int, ...], int]]:
@@ -188,7 +177,7 @@ def plain_id(value: Any) -> Any:
     return None
 
 
-def _read_exactly(stream: BinaryIO, n: int, allow_eof: bool = False) -> bytes:
+def _read_exactly(stream: IO[bytes], n: int, allow_eof: bool = False) -> bytes:
     chunks, remaining = [], n
     while remaining:
         chunk = stream.read(min(remaining, 1 << 24))

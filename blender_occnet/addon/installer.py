@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..backend_client import BackendClient, BackendError
+from ..messages import HandshakeReply
 from .torch_builds import TorchBuild
 from .worker import DONE, Cancelled, ProcessJob
 
@@ -76,7 +77,7 @@ class Installer(ProcessJob):
         self.log_path = Path(log_path) if log_path else self.env_dir.with_name(self.env_dir.name + "-install.log")
         super().__init__("occnet-install")
         self.stage = "starting"
-        self.info: dict[str, Any] = {}  # the new backend's handshake, once verified
+        self.info: HandshakeReply | None = None  # the new backend's handshake, once verified
         self.lines: collections.deque[str] = collections.deque(maxlen=LOG_LINES)
         self._log_file: Any = None  # open while the worker runs
 
@@ -96,8 +97,9 @@ class Installer(ProcessJob):
                 self._verify()
                 self._swap_in()
             took = time.monotonic() - started
-            self._end("finished", f"backend installed in {took:.0f} s: torch {self.info.get('torch_version')}, "
-                                  f"devices {', '.join(self.info.get('devices', [])) or '?'}")
+            assert self.info is not None
+            self._end("finished", f"backend installed in {took:.0f} s: torch {self.info.torch_version}, "
+                                  f"devices {', '.join(self.info.devices) or '?'}")
         except Cancelled:
             self._end("cancelled", "install cancelled; the previous backend (if any) is unchanged")
         except _Failed as exc:
@@ -154,9 +156,9 @@ class Installer(ProcessJob):
         except BackendError as exc:
             self._log(f"backend check failed: {exc}")
             raise _Failed(f"the packages installed, but the backend does not start: {exc}") from None
-        self.info = dict(client.info)
+        self.info = client.info
         client.close(timeout=5.0)
-        self._log(f"backend check: torch {self.info.get('torch_version')}, devices {self.info.get('devices')}")
+        self._log(f"backend check: torch {self.info.torch_version}, devices {self.info.devices}")
 
     def _swap_in(self) -> None:
         self._check_cancel()

@@ -10,8 +10,9 @@ from typing import Any
 
 import bpy
 
-from ..backend_client import (BackendClient, BackendCrashed, BackendError, DependencyMissing, Event, RequestRejected,
-                              VersionMismatch)
+from ..backend_client import (BackendClient, BackendCrashed, BackendError, DependencyMissing, Event, Lost,
+                              RequestRejected, VersionMismatch)
+from ..messages import Cancelled, Progress, Result
 from . import backend_session, events, geometry, live, preferences, properties, scene_io
 from .backend_session import BackendSettings
 from .geometry import SourceError
@@ -150,31 +151,29 @@ class ReconstructJob:
         self._publish()
 
     def _on_event(self, event: Event) -> bool:
-        if event.type == "progress":
-            self.stage, self.progress = str(event.header.get("stage", "")), float(event.header.get("fraction", 0.0))
-            if event.header.get("device"):  # the sidebar shows where the network runs
-                self.stage = f"{self.stage} on {str(event.header['device']).upper()}"
+        if isinstance(event, Progress):
+            self.stage, self.progress = event.stage, event.fraction
+            if event.device:  # the sidebar shows where the network runs
+                self.stage = f"{self.stage} on {event.device.upper()}"
             self._publish()
             return False
-        if event.type == "result":
+        if isinstance(event, Result):
             self._finish(event)
-        elif event.type == "cancelled":
+        elif isinstance(event, Cancelled):
             self._end("cancelled", "cancelled")
-        elif event.type == "lost":
-            self._end("failed", f"{event.header.get('message', 'the backend went away')}\nReconstruct again to "
-                                "restart the backend; if it keeps failing, use Test backend in the preferences")
+        elif isinstance(event, Lost):
+            self._end("failed", f"{event.message}\nReconstruct again to restart the backend; if it keeps failing, use "
+                                "Test backend in the preferences")
         else:
-            self._end("failed", str(event.header.get("message") or "the backend reported an error"))
+            self._end("failed", event.message or "the backend reported an error")
         return True
 
-    def _finish(self, event: Event) -> None:
-        vertices, faces = event.arrays.get("vertices"), event.arrays.get("faces")
-        problem = "the result has no vertices or faces" if vertices is None or faces is None else \
-            geometry.check_result(vertices, faces)
+    def _finish(self, result: Result) -> None:
+        vertices, faces = result.vertices, result.faces
+        problem = geometry.check_result(vertices, faces)
         scene = bpy.data.scenes.get(self.scene)
         if problem or scene is None:
             return self._end("failed", problem or f"the scene '{self.scene}' is gone")
-        assert vertices is not None and faces is not None
         view_layer = scene.view_layers.get(self.view_layer)
         try:
             obj = scene_io.add_object(scene_io.result_name(self.source.name, self.source.modality),
@@ -182,23 +181,22 @@ class ReconstructJob:
                                       self.source.collections, scene, view_layer, parent=self.source.parent)
         except (RuntimeError, ValueError, TypeError) as exc:
             return self._end("failed", f"could not create the result object: {exc}")
-        used = event.header.get("settings", {})
+        used = result.settings
         with live.quiet():
             record = obj.occnet
-            record.kind, record.job, record.source = "RESULT", event.job, self.source.name
+            record.kind, record.job, record.source = "RESULT", result.job, self.source.name
             record.weights = self.settings.get("weights") or ""
-            record.threshold = float(used.get("threshold", self.settings["threshold"]))
-            record.resolution = str(used.get("resolution", self.settings["resolution"]))
+            record.threshold = used.threshold if used.threshold is not None else self.settings["threshold"]
+            record.resolution = str(used.resolution or self.settings["resolution"])
         self.result = obj.name
         source_object = bpy.data.objects.get(self.source.object_name) if self.source.object_name else None
         if self.hide_source and source_object is not None and view_layer is not None:
             # As Blender's own convert operators leave it: the source kept, hidden (part of the undo step).
             source_object.hide_set(True, view_layer=view_layer)
-        stats = event.header.get("stats", {})
-        dropped = int(stats.get("input_points_dropped", 0) or 0)
-        self._end("finished", f"{obj.name}: {stats.get('faces', len(faces)):,} faces in "
-                              f"{stats.get('seconds_backend', 0):.2f} s, {stats.get('points_evaluated', 0):,} "
-                              "points evaluated"
+        stats = result.stats
+        dropped = stats.input_points_dropped
+        self._end("finished", f"{obj.name}: {stats.faces:,} faces in {stats.seconds_backend:.2f} s, "
+                              f"{stats.points_evaluated:,} points evaluated"
                               + (f"; {dropped:,} source point(s) with NaN or infinite coordinates left out"
                                  if dropped else ""))
 

@@ -9,6 +9,7 @@ from typing import Any, Iterator
 import bpy
 
 from ..backend_client import BackendError, Event
+from ..messages import Cancelled, Progress, Result
 from . import backend_session, events, geometry, scene_io
 
 _pending: dict[str, str] = {}  # object name -> re-extraction job in flight
@@ -67,31 +68,29 @@ def request(obj: bpy.types.Object) -> str:
 
 def _on_event(name: str, event: Event) -> bool:
     state = events.state()
-    if event.type == "progress":
-        state.stage = f"re-extracting {name}: {event.header.get('stage', '')}"
+    if isinstance(event, Progress):
+        state.stage = f"re-extracting {name}: {event.stage}"
         return False
     if _pending.get(name) == event.job:
         del _pending[name]
     state.stage = ""
     obj = bpy.data.objects.get(name)
-    if event.type != "result":
-        if event.type != "cancelled":
-            state.last_error = f"re-extracting '{name}' failed: {event.header.get('message', event.type)}"
+    if not isinstance(event, Result):
+        if not isinstance(event, Cancelled):
+            state.last_error = f"re-extracting '{name}' failed: {event.message}"
         return True
-    vertices, faces = event.arrays.get("vertices"), event.arrays.get("faces")
-    problem = "no vertices or faces" if vertices is None or faces is None else geometry.check_result(vertices, faces)
+    problem = geometry.check_result(event.vertices, event.faces)
     if obj is None or obj.type != "MESH":
         return True  # deleted or renamed meanwhile: nothing to update
     if problem:
         state.last_error = f"re-extracting '{name}': {problem}"
         return True
-    assert vertices is not None and faces is not None
-    scene_io.replace_geometry(obj.data, geometry.network_to_blender(vertices), faces)
+    scene_io.replace_geometry(obj.data, geometry.network_to_blender(event.vertices), event.faces)
     with quiet():
         obj.occnet.job = event.job
-    stats = event.header.get("stats", {})
-    state.last_result = (f"{name}: {stats.get('faces', len(faces)):,} faces, re-extracted in "
-                         f"{stats.get('seconds_backend', 0):.2f} s ({stats.get('points_evaluated', 0):,} new points)")
+    stats = event.stats
+    state.last_result = (f"{name}: {stats.faces:,} faces, re-extracted in {stats.seconds_backend:.2f} s "
+                         f"({stats.points_evaluated:,} new points)")
     if bpy.ops.ed.undo_push.poll():
         bpy.ops.ed.undo_push(message="OccNet re-extraction")
     return True

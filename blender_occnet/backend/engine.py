@@ -17,15 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
+from ..messages import Cancelled as CancelledEvent
+from ..messages import Error, FieldError, Message, Progress, Reconstruct, Result, Settings, Stats
 from ..occnet.checkpoints import load_weights
 from ..occnet.errors import Cancelled, CheckpointError, InputError, OccNetError
 from ..occnet.generation import EncodedShape, ExtractionSettings, MeshResult, Reconstructor, resolve_device
 from ..occnet.registry import resolve_weights
-from .requests import ReconstructRequest, RequestError, parse_settings, prepare_source
+from .convert import extraction_settings, prepare_input, used_settings
 
-Send = Callable[[dict[str, Any], "dict[str, np.ndarray] | None"], None]
+Send = Callable[[Message], None]
 
 MAX_MODELS = 4
 MAX_CACHED_JOBS = 32
@@ -37,9 +37,9 @@ PROGRESS_INTERVAL = 0.05  # seconds between progress events of one stage
 class Job:
     id: str
     send: Send
-    request: ReconstructRequest | None = None  # a new reconstruction
+    settings: ExtractionSettings  # a reconstruction whose request gives no threshold takes the weights' own
+    request: Reconstruct | None = None  # a new reconstruction
     source_job: str | None = None  # or a re-extraction of this finished job
-    settings: ExtractionSettings | None = None  # the re-extraction's settings
     cancel: threading.Event = field(default_factory=threading.Event)
 
 
@@ -86,7 +86,7 @@ class Engine:
             for job in self._queue:
                 if job.id == job_id:
                     self._queue.remove(job)
-                    job.send({"type": "cancelled", "job": job.id, "while": "queued"}, None)
+                    job.send(CancelledEvent(job=job.id, during="queued"))
                     return True
             if self._running is not None and self._running.id == job_id:
                 self._running.cancel.set()
@@ -132,15 +132,14 @@ class Engine:
             try:
                 self._run(job)
             except Cancelled:
-                job.send({"type": "cancelled", "job": job.id, "while": "running"}, None)
-            except RequestError as exc:
-                job.send({"type": "error", "job": job.id, "field": exc.field, "message": str(exc)}, None)
+                job.send(CancelledEvent(job=job.id, during="running"))
+            except FieldError as exc:
+                job.send(Error(job=job.id, field=exc.field, message=str(exc)))
             except OccNetError as exc:
-                job.send({"type": "error", "job": job.id, "field": _field_of(exc), "message": str(exc)}, None)
+                job.send(Error(job=job.id, field=_field_of(exc), message=str(exc)))
             except Exception as exc:  # keep serving whatever happens inside one job
                 traceback.print_exc(file=sys.stderr)
-                job.send({"type": "error", "job": job.id, "field": "",
-                          "message": f"internal error in the backend: {type(exc).__name__}: {exc}"}, None)
+                job.send(Error(job=job.id, message=f"internal error in the backend: {type(exc).__name__}: {exc}"))
             finally:
                 with self._lock:
                     self._running = None
@@ -150,26 +149,21 @@ class Engine:
         progress = _Throttled(job)
         cancelled = job.cancel.is_set
         stats: dict[str, Any] = {}
+        settings = job.settings
         if job.request is not None:
             request = job.request
             progress("loading", 0.0)
             reconstructor, stats["model_cached"], stats["seconds_load"] = self._model(request)
             progress.device = str(reconstructor.device)
-            settings = request.settings
-            if not request.threshold_given:
+            if request.threshold is None:
                 settings = dataclasses.replace(settings, threshold=reconstructor.weights.threshold)
             if cancelled():
                 raise Cancelled("cancelled")
             progress("encoding", 0.0)
-            prepared = prepare_source(request, reconstructor.weights.config)
-            shape = reconstructor.encode(prepared)
+            shape = reconstructor.encode(prepare_input(request, reconstructor.weights.config))
         else:
-            finished = self.finished_job(job.source_job or "")
-            if finished is None:
-                raise RequestError("job", f"job {job.source_job!r} is not available for re-extraction (unknown, "
-                                          "failed, or evicted from the cache); reconstruct again")
-            assert job.settings is not None
-            shape, reconstructor, settings = finished.shape, finished.reconstructor, job.settings
+            finished = self._kept(job.source_job or "")
+            shape, reconstructor = finished.shape, finished.reconstructor
             progress.device = str(reconstructor.device)
             shape.encode_seconds = 0.0
         mesh = shape.extract(settings, progress=progress, should_cancel=cancelled)
@@ -177,21 +171,21 @@ class Engine:
         stats.update(mesh.stats)
         stats["device"] = str(reconstructor.device)
         stats["seconds_backend"] = round(time.perf_counter() - started, 4)
-        job.send(*_result_message(job.id, mesh, shape, settings, stats))
+        job.send(_result(job.id, mesh, shape, settings, stats))
 
-    def check(self, request: ReconstructRequest) -> tuple[Path, str]:
-        """The weights file and device a request names; raises RequestError at once when either is wrong."""
+    def check(self, request: Reconstruct) -> tuple[Path, str]:
+        """The weights file and device a request names; raises FieldError at once when either is wrong."""
         try:
             device = str(resolve_device(request.device))
         except InputError as exc:
-            raise RequestError("device", str(exc)) from None
+            raise FieldError("device", str(exc)) from None
         try:
             path = resolve_weights(request.weights, request.modality, self.weights_dirs)
         except CheckpointError as exc:
-            raise RequestError("weights", str(exc)) from None
+            raise FieldError("weights", str(exc)) from None
         return path, device
 
-    def _model(self, request: ReconstructRequest) -> tuple[Reconstructor, bool, float]:
+    def _model(self, request: Reconstruct) -> tuple[Reconstructor, bool, float]:
         """The request's network on its device: from the cache, or loaded (and cached) now."""
         started = time.perf_counter()
         path, device = self.check(request)
@@ -206,14 +200,14 @@ class Engine:
             try:
                 reconstructor = Reconstructor(load_weights(path, request.arch), device)
             except CheckpointError as exc:
-                raise RequestError("weights", str(exc)) from None
+                raise FieldError("weights", str(exc)) from None
             with self._lock:
                 self._models[key] = reconstructor
                 while len(self._models) > MAX_MODELS:
                     self._models.popitem(last=False)
         if reconstructor.modality != request.modality:
-            raise RequestError("weights", f"{path.name} takes {reconstructor.modality} input, not "
-                                          f"{request.modality}; choose {request.modality} weights")
+            raise FieldError("weights", f"{path.name} takes {reconstructor.modality} input, not "
+                                        f"{request.modality}; choose {request.modality} weights")
         return reconstructor, cached, round(time.perf_counter() - started, 4)
 
     def _remember(self, job_id: str, finished: FinishedJob) -> None:
@@ -225,16 +219,16 @@ class Engine:
                 _, evicted = self._finished.popitem(last=False)
                 total -= evicted.nbytes
 
-    def re_extract_settings(self, job_id: str, header: dict[str, Any]) -> ExtractionSettings:
-        """The settings of a re-extraction: the finished job's, with the fields the request names."""
+    def re_extract_settings(self, job_id: str, given: Settings) -> ExtractionSettings:
+        """The settings of a re-extraction: the finished job's, with the fields the request gives."""
+        return extraction_settings(given, self._kept(job_id).settings)
+
+    def _kept(self, job_id: str) -> FinishedJob:
         finished = self.finished_job(job_id)
         if finished is None:
-            raise RequestError("job", f"job {job_id!r} is not available for re-extraction (unknown, failed, or "
-                                      "evicted from the cache); reconstruct again")
-        merged = {**dataclasses.asdict(finished.settings),
-                  **{k: header[k] for k in ("threshold", "resolution", "refine_steps", "refine_method",
-                                             "simplify_faces", "normals", "seed") if header.get(k) is not None}}
-        return parse_settings(merged)
+            raise FieldError("job", f"job {job_id!r} is not available for re-extraction (unknown, failed, or "
+                                    "evicted from the cache); reconstruct again")
+        return finished
 
 
 class _Throttled:
@@ -249,20 +243,17 @@ class _Throttled:
         if stage == self.stage and now - self.last < PROGRESS_INTERVAL:
             return
         self.stage, self.last = stage, now
-        event = {"type": "progress", "job": self.job.id, "stage": stage, "fraction": round(fraction, 4)}
-        self.job.send({**event, "device": self.device} if self.device else event, None)
+        self.job.send(Progress(job=self.job.id, stage=stage, fraction=min(1.0, max(0.0, round(fraction, 4))),
+                               device=self.device))
 
 
-def _result_message(job_id: str, mesh: MeshResult, shape: EncodedShape, settings: ExtractionSettings,
-                    stats: dict[str, Any]) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    arrays = {"vertices": mesh.vertices, "faces": mesh.faces}
-    if mesh.normals is not None:
-        arrays["normals"] = mesh.normals
+def _result(job_id: str, mesh: MeshResult, shape: EncodedShape, settings: ExtractionSettings,
+            stats: dict[str, Any]) -> Result:
     prepared = shape.prepared
-    header = {"type": "result", "job": job_id, "stats": stats, "settings": dataclasses.asdict(settings),
-              "loc": prepared.loc.tolist() if prepared is not None else [0.0, 0.0, 0.0],
-              "scale": prepared.scale if prepared is not None else 1.0}
-    return header, arrays
+    return Result(job=job_id, vertices=mesh.vertices, faces=mesh.faces, normals=mesh.normals,
+                  stats=Stats.from_dict(stats), settings=used_settings(settings),
+                  loc=prepared.loc.tolist() if prepared is not None else [0.0, 0.0, 0.0],
+                  scale=prepared.scale if prepared is not None else 1.0)
 
 
 def _field_of(exc: OccNetError) -> str:

@@ -12,15 +12,16 @@ import socket
 import sys
 import threading
 import time
-from typing import Any, BinaryIO, Callable
-
-import numpy as np
+from typing import IO, Any, Callable
 
 from .. import __version__
-from ..protocol import (AUTH_PREFIX, MAX_AUTH_BYTES, OPERATIONS, PROTOCOL_VERSION, BadFrame, ConnectionClosed,
-                        ProtocolError, encode, plain_id, read_message)
+from ..messages import (PROTOCOL_VERSION, Accepted, Cancel, CancelReply, Error, FieldError, Handshake, HandshakeReply,
+                        ListWeights, ListWeightsReply, Message, ReExtract, Reconstruct, Request, Shutdown,
+                        ShutdownReply, WeightsEntry, read_request)
+from ..protocol import (AUTH_PREFIX, MAX_AUTH_BYTES, BadFrame, ConnectionClosed, Frame, ProtocolError, encode,
+                        plain_id, read_frame)
+from .convert import extraction_settings
 from .engine import Engine, Job
-from .requests import RequestError, parse_reconstruct
 
 
 class Session:
@@ -30,7 +31,7 @@ class Session:
     # connection is closed (its jobs cancelled) rather than letting it hold the worker.
     MAX_PENDING_BYTES = 256 << 20
 
-    def __init__(self, engine: Engine, reader: BinaryIO, write: Callable[[bytes], None], remote: bool = False,
+    def __init__(self, engine: Engine, reader: IO[bytes], write: Callable[[bytes], object], remote: bool = False,
                  on_drop: Callable[[], None] | None = None):
         self.engine = engine
         self._on_drop = on_drop  # ends the reading side when a client that stopped reading is dropped
@@ -41,17 +42,18 @@ class Session:
         self._pending: collections.deque[bytes] = collections.deque()
         self._pending_bytes = 0
         self.open = True
+        self.greeted = False  # a handshake has succeeded: until then every other request is refused
         # The worker thread never writes to the socket itself: a client that stops reading would block it.
         self._writer = threading.Thread(target=self._write_frames, name="occnet-writer", daemon=True)
         self._writer.start()
 
-    def send(self, header: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> None:
+    def send(self, message: Message) -> None:
         """Queue one frame for the client (never blocks on the client)."""
         try:
-            frame = encode(header, arrays)
+            frame = encode(*message.to_frame())
         except (ProtocolError, ValueError, TypeError, RecursionError) as exc:  # never let a reply kill the server
-            frame = encode({"type": "error", "id": plain_id(header.get("id")), "field": "",
-                            "message": f"the reply could not be encoded ({type(exc).__name__}: {str(exc)[:200]})"})
+            frame = encode(*Error(id=getattr(message, "id", None), message=f"the reply could not be encoded "
+                                  f"({type(exc).__name__}: {str(exc)[:200]})").to_frame())
         with self._lock:
             if not self.open:
                 return
@@ -96,82 +98,87 @@ class Session:
         try:
             while True:
                 try:
-                    message = read_message(self.reader)
+                    frame = read_frame(self.reader)
                 except BadFrame as exc:  # the stream is still in step: answer and go on
-                    self.send({"type": "error", "id": None, "field": "frame", "message": str(exc)})
+                    self.send(Error(field="frame", message=str(exc)))
                     continue
-                if self._handle(message.header, message.arrays):
+                if self._handle(frame):
                     return True
         except ConnectionClosed:
             return False
         except (ProtocolError, OSError) as exc:  # out of step: the connection cannot be trusted any more
-            self.send({"type": "error", "id": None, "field": "frame", "message": f"{exc}; closing the connection"})
+            self.send(Error(field="frame", message=f"{exc}; closing the connection"))
             return False
         finally:
             self.flush()  # what was queued (a shutdown's reply) still goes out
             self.engine.cancel_all_from(self.send)
 
-    def _handle(self, header: dict[str, Any], arrays: dict[str, np.ndarray]) -> bool:
-        request_id = plain_id(header.get("id"))  # echoed back: only what JSON carries exactly
-        op = header.get("op")
+    def _handle(self, frame: Frame) -> bool:
+        """Answer one request; True when it asked for shutdown."""
+        request_id = plain_id(frame.header.get("id"))  # echoed back even when the request is refused
         try:
-            if op not in OPERATIONS:
-                raise RequestError("op", f"unknown operation {op!r}; known: {', '.join(OPERATIONS)}")
-            if op == "handshake":
-                self._handshake(request_id, header)
-            elif op == "reconstruct":
-                request = parse_reconstruct(header, arrays)
-                if self.remote:
-                    _registry_name_only(request.weights, self.engine.weights_dirs)
-                self.engine.check(request)  # unknown weights or a missing device: refused before queueing
-                job = Job(self.engine.new_job_id(), self.send, request=request)
-                self.send({"type": "accepted", "id": request_id, "job": job.id})
-                self.engine.submit(job)
-            elif op == "re_extract":
-                source = header.get("job")
-                if not isinstance(source, str):
-                    raise RequestError("job", "re_extract needs the 'job' id of a finished reconstruction")
-                settings = self.engine.re_extract_settings(source, header)
-                job = Job(self.engine.new_job_id(), self.send, source_job=source, settings=settings)
-                self.send({"type": "accepted", "id": request_id, "job": job.id})
-                self.engine.submit(job)
-            elif op == "cancel":
-                found = self.engine.cancel(str(header.get("job")))
-                self.send({"type": "reply", "id": request_id, "found": found})
-            elif op == "list_weights":
-                from ..occnet.registry import list_weights
-
-                self.send({"type": "reply", "id": request_id,
-                           "weights": [w.to_dict() for w in list_weights(self.engine.weights_dirs)]})
-            elif op == "shutdown":
-                self.send({"type": "reply", "id": request_id})
-                return True
-        except RequestError as exc:
-            self.send({"type": "error", "id": request_id, "field": exc.field, "message": str(exc)})
+            op = frame.header.get("op")
+            if not self.greeted and op != Handshake.NAME:
+                raise FieldError("op", f"a connection opens with a handshake (op 'handshake', protocol_version "
+                                       f"{PROTOCOL_VERSION}); send one, then {str(op)[:60]!r} again")
+            request = read_request(frame)
+            HANDLERS[type(request)](self, request)
+            return isinstance(request, Shutdown)
+        except FieldError as exc:
+            self.send(Error(id=request_id, field=exc.field, message=str(exc)))
         except Exception as exc:  # never let one request take the server down
-            self.send({"type": "error", "id": request_id, "field": "",
-                       "message": f"internal error: {type(exc).__name__}: {exc}"})
+            self.send(Error(id=request_id, message=f"internal error: {type(exc).__name__}: {exc}"))
         return False
 
-    def _handshake(self, request_id: Any, header: dict[str, Any]) -> None:
+    # -- one handler per request (HANDLERS): each sends its request's answer --------------------------------
+
+    def _handshake(self, request: Handshake) -> None:
         import torch
 
-        from ..occnet.registry import list_weights
-
-        version = header.get("protocol_version")
-        if version != PROTOCOL_VERSION:
-            raise RequestError("protocol_version", f"this backend speaks protocol {PROTOCOL_VERSION}, the client "
-                                                   f"{version}; update the extension and the backend together")
         from ..occnet.generation import mps_available, resolve_device
 
         devices = ["cpu"] + [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())]
         devices += ["mps (Apple GPU)"] if mps_available() else []
-        self.send({"type": "reply", "id": request_id, "protocol_version": PROTOCOL_VERSION,
-                   "backend_version": __version__, "torch_version": torch.__version__,
-                   "python": sys.version.split()[0], "executable": sys.executable, "devices": devices,
-                   "cuda": torch.cuda.is_available(), "cpu_threads": torch.get_num_threads(),
-                   "auto_device": str(resolve_device("auto")),
-                   "weights": [w.to_dict() for w in list_weights(self.engine.weights_dirs)]})
+        self.send(HandshakeReply(id=request.id, protocol_version=PROTOCOL_VERSION, backend_version=__version__,
+                                 torch_version=torch.__version__, python=sys.version.split()[0],
+                                 executable=sys.executable, devices=devices, cuda=torch.cuda.is_available(),
+                                 cpu_threads=torch.get_num_threads(), auto_device=str(resolve_device("auto")),
+                                 weights=self._weights()))
+        self.greeted = True
+
+    def _reconstruct(self, request: Reconstruct) -> None:
+        if self.remote:
+            _registry_name_only(request.weights, self.engine.weights_dirs)
+        self.engine.check(request)  # unknown weights or a missing device: refused before queueing
+        self._submit(request, Job(self.engine.new_job_id(), self.send, extraction_settings(request), request=request))
+
+    def _re_extract(self, request: ReExtract) -> None:
+        settings = self.engine.re_extract_settings(request.job, request)
+        self._submit(request, Job(self.engine.new_job_id(), self.send, settings, source_job=request.job))
+
+    def _submit(self, request: Request, job: Job) -> None:
+        self.send(Accepted(id=request.id, job=job.id))  # before any of the job's events
+        self.engine.submit(job)
+
+    def _cancel(self, request: Cancel) -> None:
+        self.send(CancelReply(id=request.id, found=self.engine.cancel(request.job)))
+
+    def _list_weights(self, request: ListWeights) -> None:
+        self.send(ListWeightsReply(id=request.id, weights=self._weights()))
+
+    def _shutdown(self, request: Shutdown) -> None:
+        self.send(ShutdownReply(id=request.id))
+
+    def _weights(self) -> list[WeightsEntry]:
+        from ..occnet.registry import list_weights
+
+        return [WeightsEntry.from_dict(w.to_dict()) for w in list_weights(self.engine.weights_dirs)]
+
+
+# The server's side of messages.REQUESTS: every request class has its handler (a test checks the two match).
+HANDLERS: dict[type[Request], Callable[[Session, Any], None]] = {
+    Handshake: Session._handshake, Reconstruct: Session._reconstruct, ReExtract: Session._re_extract,
+    Cancel: Session._cancel, ListWeights: Session._list_weights, Shutdown: Session._shutdown}
 
 
 def _registry_name_only(weights: str | None, weights_dirs: list[str]) -> None:
@@ -183,8 +190,8 @@ def _registry_name_only(weights: str | None, weights_dirs: list[str]) -> None:
 
     names = [w.name for w in list_weights(weights_dirs) if w.usable]
     if weights not in names:
-        raise RequestError("weights", f"this remote backend serves the weights named {', '.join(names) or '(none)'}; "
-                                      f"{weights!r} is not one of them (paths on the server are never accepted)")
+        raise FieldError("weights", f"this remote backend serves the weights named {', '.join(names) or '(none)'}; "
+                                    f"{weights!r} is not one of them (paths on the server are never accepted)")
 
 
 def serve_stdio(engine: Engine) -> None:
@@ -229,8 +236,8 @@ def serve_tcp(engine: Engine, host: str, port: int, token: str,
                 _log_refusal(peer, reason)
                 try:
                     conn.settimeout(1.0)
-                    conn.sendall(encode({"type": "error", "id": None, "field": "token",
-                                         "message": "authentication failed: wrong or missing token"}))
+                    conn.sendall(encode(*Error(field="token", message="authentication failed: wrong or missing "
+                                                                      "token").to_frame()))
                 except OSError:
                     pass
                 return

@@ -21,9 +21,10 @@ import numpy as np
 import pytest
 import torch
 
-from blender_occnet import protocol
+from blender_occnet import messages, protocol
 from blender_occnet.backend_client import (AuthenticationFailed, BackendClient, BackendCrashed, DependencyMissing,
-                                           Event, InterpreterNotFound, RequestRejected, Unreachable)
+                                           Event, InterpreterNotFound, Lost, RequestRejected, Unreachable)
+from blender_occnet.messages import Cancelled, Error, Progress, Result
 from blender_occnet.occnet.checkpoints import Weights, save_weights
 from blender_occnet.occnet.generation import ExtractionSettings, Reconstructor
 from blender_occnet.occnet.preprocess import prepare_voxels, prepare_voxels_from_mesh
@@ -80,7 +81,7 @@ def threads_of(client: BackendClient) -> Iterator[None]:
     """In-process work with the backend's thread count (every core but one): GEMMs split alike round
     alike, so results compare bit for bit."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(client.info["cpu_threads"])
+    torch.set_num_threads(client.info.cpu_threads)
     try:
         yield
     finally:
@@ -88,17 +89,19 @@ def threads_of(client: BackendClient) -> Iterator[None]:
 
 
 def test_round_trip_matches_in_process_generation(client: BackendClient, weights_dir: Path) -> None:
-    assert client.info["protocol_version"] == protocol.PROTOCOL_VERSION
-    assert client.info["torch_version"] == torch.__version__ and client.info["devices"][0] == "cpu"
-    assert {w["name"] for w in client.info["weights"]} >= {"vox", "pc"}
+    assert client.info.protocol_version == messages.PROTOCOL_VERSION
+    assert client.info.torch_version == torch.__version__ and client.info.devices[0] == "cpu"
+    assert {w.name for w in client.info.weights} >= {"vox", "pc"}
 
     job = client.reconstruct("voxels", voxel_source(), weights="vox", resolution=64, normals=True, device="cpu")
     events = events_until_done(client, job)
     result = events[-1]
-    assert result.type == "result", result.header
-    vertices, faces = result.arrays["vertices"], result.arrays["faces"]
-    assert vertices.dtype == np.float32 and faces.dtype == np.int32 and result.arrays["normals"].shape == vertices.shape
-    assert result.header["stats"]["faces"] == len(faces) > 0
+    assert isinstance(result, Result), result
+    vertices, faces = result.vertices, result.faces
+    assert vertices.dtype == np.float32 and faces.dtype == np.int32
+    assert result.normals is not None and result.normals.shape == vertices.shape
+    assert result.stats.faces == len(faces) > 0
+    assert result.settings.threshold == 0.5 and result.settings.resolution == 64  # the weights' own threshold
 
     from blender_occnet.occnet.checkpoints import load_weights
 
@@ -122,7 +125,7 @@ def test_a_mesh_is_voxelised_by_the_backend(client: BackendClient, weights_dir: 
     vertices, faces = box_mesh((2.0, -1.0, 0.5), (4.0, 0.2, 1.5))
     result = events_until_done(client, client.reconstruct("voxels", vertices, faces, weights="vox",
                                                           resolution=32))[-1]
-    assert result.type == "result", result.header
+    assert isinstance(result, Result), result
     from blender_occnet.occnet.checkpoints import load_weights
 
     prepared = prepare_voxels_from_mesh(vertices, faces)
@@ -130,10 +133,10 @@ def test_a_mesh_is_voxelised_by_the_backend(client: BackendClient, weights_dir: 
     with threads_of(client):
         local = Reconstructor(load_weights(weights_dir / "vox.safetensors"), "cpu").encode(prepared).extract(
             ExtractionSettings(threshold=0.5, resolution=32))
-    assert np.array_equal(local.vertices, result.arrays["vertices"])
-    assert np.array_equal(local.faces, result.arrays["faces"])
+    assert np.array_equal(local.vertices, result.vertices)
+    assert np.array_equal(local.faces, result.faces)
     # In the mesh's frame: within the network's 1.1 box around the box's centre (3, -0.4, 1), scale 2.
-    assert (np.abs(result.arrays["vertices"] - [3.0, -0.4, 1.0]) <= 1.1 + 1e-5).all()
+    assert (np.abs(result.vertices - [3.0, -0.4, 1.0]) <= 1.1 + 1e-5).all()
 
 
 def test_progress_events_arrive_in_order(client: BackendClient) -> None:
@@ -141,7 +144,7 @@ def test_progress_events_arrive_in_order(client: BackendClient) -> None:
                              weights="pc", resolution=128)
     events = events_until_done(client, job)
     assert events[-1].type == "result"
-    progress = [(e.header["stage"], e.header["fraction"]) for e in events if e.type == "progress"]
+    progress = [(e.stage, e.fraction) for e in events if isinstance(e, Progress)]
     stages = [s for s, _ in progress]
     order = ["loading", "encoding", "evaluating", "meshing", "done"]
     firsts = [stages.index(s) for s in order if s in stages]
@@ -149,20 +152,21 @@ def test_progress_events_arrive_in_order(client: BackendClient) -> None:
     evaluating = [f for s, f in progress if s == "evaluating"]
     assert evaluating == sorted(evaluating) and len(evaluating) >= 2
     # Where the network runs, from the model's load on (the sidebar shows it) and in the stats.
-    assert {e.header.get("device") for e in events if e.type == "progress" and e.header["stage"] != "loading"} == {"cpu"}
-    assert events[-1].header["stats"]["device"] == "cpu"
+    assert {e.device for e in events if isinstance(e, Progress) and e.stage != "loading"} == {"cpu"}
+    assert isinstance(events[-1], Result) and events[-1].stats.device == "cpu"
 
 
 def test_model_is_reused_and_re_extraction_evaluates_less(client: BackendClient) -> None:
     first = events_until_done(client, client.reconstruct("voxels", voxel_source(), weights="vox", resolution=128))[-1]
     second = events_until_done(client, client.reconstruct("voxels", voxel_source(), weights="vox", resolution=128))[-1]
-    assert second.header["stats"]["model_cached"] is True and second.header["stats"]["seconds_load"] < 0.05
-    redo = events_until_done(client, client.re_extract(first.job, threshold=0.4))[-1]
-    assert redo.type == "result"
-    s1, s2 = first.header["stats"], redo.header["stats"]
-    assert s2["points_evaluated"] < s1["points_evaluated"] / 2 and s2["points_reused"] > 0
-    assert s2["seconds_backend"] < s1["seconds_backend"]
-    assert redo.header["settings"]["threshold"] == 0.4 and redo.header["settings"]["resolution"] == 128
+    assert isinstance(first, Result) and isinstance(second, Result)
+    assert second.stats.model_cached is True and (second.stats.seconds_load or 0) < 0.05
+    redo = events_until_done(client, client.re_extract(first.job, threshold=0.4, refine_method="optimise"))[-1]
+    assert isinstance(redo, Result)
+    s1, s2 = first.stats, redo.stats
+    assert s2.points_evaluated < s1.points_evaluated / 2 and s2.points_reused > 0
+    assert s2.seconds_backend < s1.seconds_backend and s2.model_cached is None
+    assert (redo.settings.threshold, redo.settings.resolution, redo.settings.refine_method) == (0.4, 128, "optimise")
 
 
 def test_cancel_running_and_queued(client: BackendClient) -> None:
@@ -175,7 +179,7 @@ def test_cancel_running_and_queued(client: BackendClient) -> None:
         event = client.wait_event(timeout=60)
         if event.type in ("cancelled", "result", "error"):
             ends[event.job] = event
-        if event.job == running and event.type == "progress" and event.header["stage"] == "evaluating":
+        if event.job == running and isinstance(event, Progress) and event.stage == "evaluating":
             break
     started = time.monotonic()
     assert client.cancel(running) is True
@@ -183,8 +187,8 @@ def test_cancel_running_and_queued(client: BackendClient) -> None:
         event = client.wait_event(timeout=60)
         if event.type in ("cancelled", "result", "error"):
             ends[event.job] = event
-    assert ends[queued].type == "cancelled" and ends[queued].header["while"] == "queued"
-    assert ends[running].type == "cancelled" and ends[running].header["while"] == "running"
+    assert isinstance(ends[queued], Cancelled) and ends[queued].during == "queued"
+    assert isinstance(ends[running], Cancelled) and ends[running].during == "running"
     assert time.monotonic() - started < 10  # within a batch, not at the end of the job
     assert client.cancel("job-does-not-exist") is False
     # Still serving.
@@ -221,7 +225,7 @@ def test_bad_requests_name_the_field(client: BackendClient, modality: str, sourc
         assert exc.field == field, str(exc)
     else:  # some problems show only when the job runs (the weights' modality needs the file loaded)
         event = events_until_done(client, job)[-1]
-        assert event.type == "error" and event.header["field"] == field, event.header
+        assert isinstance(event, Error) and event.field == field, event
     assert events_until_done(client, client.reconstruct("voxels", voxel_source(), weights="vox",
                                                         resolution=32))[-1].type == "result"
 
@@ -230,12 +234,12 @@ def test_killed_backend_is_reported_and_a_new_one_starts(weights_dir: Path) -> N
     backend = BackendClient.start_local(sys.executable, [str(weights_dir)])
     job = backend.reconstruct("pointcloud", np.random.default_rng(3).random((500, 3)).astype(np.float32),
                               weights="pc", resolution=256)
-    while backend.wait_event(timeout=60).header.get("stage") != "evaluating":
+    while getattr(backend.wait_event(timeout=60), "stage", "") != "evaluating":
         pass
     assert backend._process is not None
     os.kill(backend._process.pid, signal.SIGKILL)
     lost = events_until_done(backend, job)[-1]
-    assert lost.type == "lost" and "signal 9" in lost.header["message"]
+    assert isinstance(lost, Lost) and "signal 9" in lost.message
     with pytest.raises(BackendCrashed, match="signal 9"):
         backend.reconstruct("voxels", voxel_source(), weights="vox")
     backend.close()
@@ -263,16 +267,73 @@ def test_backend_that_dies_at_start_shows_its_stderr(tmp_path: Path) -> None:
         BackendClient.start_local(str(script))
 
 
+def stdio_backend(weights_dir: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "blender_occnet.backend", "serve", "--stdio", "--weights-dir",
+                             str(weights_dir)], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL)
+
+
 def test_protocol_version_mismatch_is_refused(weights_dir: Path) -> None:
-    process = subprocess.Popen([sys.executable, "-m", "blender_occnet.backend", "serve", "--stdio"], cwd=REPO,
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    """A handshake in another version is refused, naming the field; until one succeeds, nothing else is served."""
+    process = stdio_backend(weights_dir)
     assert process.stdin is not None and process.stdout is not None
     send_frame(process.stdin, {"op": "handshake", "id": 1, "protocol_version": 99})
-    reply = protocol.read_message(process.stdout)
-    assert reply.type == "error" and reply.get("field") == "protocol_version"
+    reply = read_header(process.stdout)
+    assert reply["type"] == "error" and reply["field"] == "protocol_version" and reply["id"] == 1
     send_frame(process.stdin, {"op": "shutdown", "id": 2})
-    assert protocol.read_message(process.stdout).type == "reply"
+    assert read_header(process.stdout)["field"] == "op"
+    send_frame(process.stdin, HANDSHAKE)
+    send_frame(process.stdin, {"op": "shutdown", "id": 3})
+    assert [read_header(process.stdout)["type"] for _ in range(2)] == ["reply", "reply"]
     assert process.wait(timeout=30) == 0
+
+
+def must_handshake_first(write: Any, reader: Any) -> None:
+    """A fresh connection's reconstruct is refused with what to do; the connection then serves the client that
+    does it."""
+    request = protocol.encode({"op": "reconstruct", "id": 1, "modality": "voxels", "weights": "vox",
+                               "resolution": 32}, {"input": voxel_source()})
+    write(request)
+    refusal = read_header(reader)
+    assert refusal["type"] == "error" and refusal["field"] == "op" and refusal["id"] == 1
+    assert "opens with a handshake" in refusal["message"]
+    write(protocol.encode(HANDSHAKE))
+    reply = messages.HandshakeReply.from_frame(read_header(reader), {})
+    assert reply.protocol_version == messages.PROTOCOL_VERSION and reply.id == HANDSHAKE["id"]
+    write(request)
+    kinds = []
+    while not kinds or kinds[-1] not in ("result", "error"):
+        kinds.append(read_header(reader)["type"])
+    assert kinds[0] == "accepted" and kinds[-1] == "result", kinds
+
+
+def test_every_stdio_connection_must_handshake_first(weights_dir: Path) -> None:
+    process = stdio_backend(weights_dir)
+    assert process.stdin is not None and process.stdout is not None
+    stdin = process.stdin
+
+    def write(data: bytes) -> None:
+        stdin.write(data)
+        stdin.flush()
+
+    try:
+        must_handshake_first(write, process.stdout)
+    finally:
+        stdin.close()
+        assert process.wait(timeout=30) == 0
+
+
+def test_every_tcp_connection_must_handshake_first(remote: tuple[int, str]) -> None:
+    port, token = remote
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        sock.sendall(protocol.AUTH_PREFIX + token.encode() + b"\n")
+        must_handshake_first(sock.sendall, sock.makefile("rb"))
+
+
+def test_every_request_has_its_handler() -> None:
+    from blender_occnet.backend.server import HANDLERS
+
+    assert set(HANDLERS) == set(messages.REQUESTS.values())
 
 
 # ------------------------------------------------------------------------------------------ remote
@@ -301,8 +362,8 @@ def test_remote_requires_the_token(remote: tuple[int, str]) -> None:
     # Without any auth line, a request frame is refused without being read as a request.
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(protocol.encode({"op": "handshake", "id": 1, "protocol_version": 1}))
-        reply = protocol.read_message(sock.makefile("rb"))
-        assert reply.type == "error" and reply.get("field") == "token"
+        reply = read_header(sock.makefile("rb"))
+        assert reply["type"] == "error" and reply["field"] == "token"
     good = BackendClient.connect("127.0.0.1", port, token)
     try:
         assert events_until_done(good, good.reconstruct("voxels", voxel_source(), weights="vox",
@@ -363,13 +424,14 @@ def test_malformed_frames_get_an_error_or_a_closed_connection(remote: tuple[int,
     outcomes: dict[str, set[str]] = {}
     for kind, frame in frames:
         with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
-            sock.sendall(protocol.AUTH_PREFIX + token.encode() + b"\n" + frame)
+            sock.sendall(protocol.AUTH_PREFIX + token.encode() + b"\n" + protocol.encode(HANDSHAKE) + frame)
             sock.shutdown(socket.SHUT_WR)  # a lying length then meets the end of the stream
             reader = sock.makefile("rb")
+            assert read_header(reader)["type"] == "reply"
             try:
-                reply = protocol.read_message(reader)
-                assert reply.type == "error", (kind, reply.header)
-                assert reply.get("message"), kind
+                reply = read_header(reader)
+                assert reply["type"] == "error", (kind, reply)
+                assert reply["message"], kind
                 outcome = "error reply"
             except protocol.ConnectionClosed:
                 outcome = "closed"
@@ -379,6 +441,7 @@ def test_malformed_frames_get_an_error_or_a_closed_connection(remote: tuple[int,
             _valid_request(port, token)
     _valid_request(port, token)
     assert outcomes["unknown op"] == {"error reply"} and outcomes["wrong dtype"] == {"error reply"}
+    assert outcomes["bad field values"] == {"error reply"}
 
 
 def _valid_request(port: int, token: str) -> None:
@@ -391,7 +454,7 @@ def _valid_request(port: int, token: str) -> None:
 
 def test_protocol_and_client_import_without_torch_or_bpy() -> None:
     code = ("import sys; sys.modules['torch'] = None; sys.modules['bpy'] = None\n"
-            "import blender_occnet, blender_occnet.protocol, blender_occnet.backend_client\n"
+            "import blender_occnet, blender_occnet.protocol, blender_occnet.messages, blender_occnet.backend_client\n"
             "print('ok')")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
@@ -503,10 +566,10 @@ def test_shutdown_is_clean_whatever_the_backend_was_doing(weights_dir: Path) -> 
 def test_one_bad_frame_never_stops_the_local_backend(weights_dir: Path) -> None:
     """Frames whose reply could not be encoded, or whose header cannot be parsed safely, each get one error
     reply on the stdio transport, and the backend goes on serving (before: it exited on each)."""
-    process = subprocess.Popen([sys.executable, "-m", "blender_occnet.backend", "serve", "--stdio", "--weights-dir",
-                                str(weights_dir)], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL)
+    process = stdio_backend(weights_dir)
     assert process.stdin is not None and process.stdout is not None
+    send_frame(process.stdin, HANDSHAKE)
+    assert read_header(process.stdout)["type"] == "reply"
     heads = [b'{"op": "cancel", "job": "x", "id": NaN}', b'{"op": "cancel", "job": "x", "id": Infinity}',
              b'{"op": "cancel", "job": "x", "id": 1e999}', b'{"op": "cancel", "job": "x", "id": ' + b"9" * 5000 + b"}",
              b'{"op": "cancel", "job": "x", "id": ' + b"[" * 1100 + b"]" * 1100 + b"}",
@@ -515,18 +578,18 @@ def test_one_bad_frame_never_stops_the_local_backend(weights_dir: Path) -> None:
         for head in heads:
             process.stdin.write(struct.pack("<4sIQ", b"OCN1", len(head), 0) + head)
             process.stdin.flush()
-            reply = protocol.read_message(process.stdout)
-            assert reply.type in ("error", "reply"), reply.header
+            reply = read_header(process.stdout)
+            assert reply["type"] in ("error", "reply"), reply
             assert reply.get("id") is None  # nothing unsafe echoed back
             assert process.poll() is None
         send_frame(process.stdin, {"op": "reconstruct", "id": 7, "modality": "voxels", "weights": "vox",
                                                "resolution": 32}, {"input": voxel_source()})
         kinds = []
         while not kinds or kinds[-1] not in ("result", "error"):
-            kinds.append(protocol.read_message(process.stdout).type)
+            kinds.append(read_header(process.stdout)["type"])
         assert kinds[0] == "accepted" and kinds[-1] == "result"
         send_frame(process.stdin, {"op": "shutdown", "id": 8})
-        assert protocol.read_message(process.stdout).type == "reply"
+        assert read_header(process.stdout)["type"] == "reply"
         assert process.wait(timeout=30) == 0
     finally:
         if process.poll() is None:
@@ -572,7 +635,7 @@ def test_a_client_that_stops_reading_never_delays_another(remote: tuple[int, str
     stalled = socket.create_connection(("127.0.0.1", port), timeout=30)
     stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     try:
-        stalled.sendall(protocol.AUTH_PREFIX + token.encode() + b"\n")
+        stalled.sendall(protocol.AUTH_PREFIX + token.encode() + b"\n" + protocol.encode(HANDSHAKE))
         for request_id in (1, 2):  # results of several MB each, never read
             stalled.sendall(protocol.encode({"op": "reconstruct", "id": request_id, "modality": "voxels",
                                              "weights": "vox", "resolution": 256}, {"input": voxel_source()}))
@@ -589,13 +652,21 @@ def test_threads_leave_blender_a_core_unless_told(client: BackendClient, weights
     preference) sets the count; both are reported in the handshake."""
     from blender_occnet.torch_env import available_cores
 
-    assert client.info["cpu_threads"] == max(1, available_cores() - 1)
+    assert client.info.cpu_threads == max(1, available_cores() - 1)
     backend = BackendClient.start_local(sys.executable, [str(weights_dir)], threads=3)
     try:
-        assert backend.info["cpu_threads"] == 3
+        assert backend.info.cpu_threads == 3
         assert_serves_a_small_job(backend)
     finally:
         backend.close()
+
+
+HANDSHAKE = {"op": "handshake", "id": 0, "protocol_version": messages.PROTOCOL_VERSION}
+
+
+def read_header(stream: Any) -> dict[str, Any]:
+    """The header of the next frame a backend wrote (to test what the server does, past the client)."""
+    return protocol.read_frame(stream).header
 
 
 def send_frame(stream, header: dict, arrays: dict | None = None) -> None:

@@ -26,13 +26,12 @@ class OCCNET_OT_test_backend(bpy.types.Operator):
             self.report({"ERROR"}, f"Backend test failed: {exc}")
             return {"CANCELLED"}
         info = client.info
-        weights = [w["name"] for w in info.get("weights", []) if not w.get("error")]
+        weights = [w.name for w in info.weights if not w.error]
         # Broken or foreign files in a weights folder do not stop the rest from being offered.
-        unusable = [f"{w['name']} ({w['error']})" for w in info.get("weights", []) if w.get("error")]
-        state.backend_info = (f"torch {info.get('torch_version')} on Python {info.get('python')}; devices: "
-                              f"{', '.join(info.get('devices', []))} (Auto uses {info.get('auto_device', '?')}; "
-                              f"{info.get('cpu_threads', '?')} CPU threads); "
-                              f"weights: {', '.join(weights) or 'none'}")
+        unusable = [f"{w.name} ({w.error})" for w in info.weights if w.error]
+        state.backend_info = (f"torch {info.torch_version} on Python {info.python}; devices: "
+                              f"{', '.join(info.devices)} (Auto uses {info.auto_device}; "
+                              f"{info.cpu_threads} CPU threads); weights: {', '.join(weights) or 'none'}")
         if unusable:
             state.backend_info += f"; unusable: {'; '.join(unusable)}"
         self.report({"WARNING"} if unusable else {"INFO"}, state.backend_info)
