@@ -10,10 +10,17 @@ import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
 from . import live, preferences
+from .. import messages
 from ..user_dirs import user_weights_dir
 
-RESOLUTIONS = [(str(n), f"{n}³", f"Extract the surface on a {n}³ grid (MISE from 32³): finer detail, "
-                                  f"about {4 ** i}x the time of 32³") for i, n in enumerate((32, 64, 128, 256))]
+# The grid sizes the backend accepts (messages.RESOLUTIONS). The time grows with the surface's cells, about 4x
+# per doubling; the largest also needs memory the backend checks for (it refuses, with the figures, if short).
+GPU_ONLY = 512
+RESOLUTIONS = [(str(n), f"{n}³", f"Extract the surface on a {n}³ grid (MISE from {messages.coarse_resolution(n)}³): "
+                                  f"finer detail, about {(n // messages.RESOLUTIONS[0]) ** 2}x the time of "
+                                  f"{messages.RESOLUTIONS[0]}³"
+                                  + ("; needs a GPU, or minutes on a CPU" if n >= GPU_ONLY else ""))
+               for n in messages.RESOLUTIONS]
 
 
 BUNDLED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
