@@ -23,6 +23,7 @@ from blender_occnet.occnet.errors import OccNetError
 from blender_occnet.occnet.files import atomic_output
 from blender_occnet.occnet.frames import SHAPENET_V1_FRAME, relative_frame
 from blender_occnet.occnet.generation import ExtractionSettings, Reconstructor
+from blender_occnet.occnet.policy import RESOLUTIONS, coarse_resolution
 from blender_occnet.occnet.preprocess import PreparedInput
 
 from .data import ShapeDataset
@@ -35,9 +36,11 @@ def evaluate(weights_path: str | Path, data: str | Path, split: str = "test", re
              limit: int = 0, categories: list[str] | None = None, device: str = "auto",
              surface_samples: int = 100_000, progress: bool = True, input_points: int = 0,
              refine_steps: int = 0, data_frame: dict[str, str] | None = None) -> dict[str, Any]:
-    """input_points: the size of each input cloud (default: the weights' n_input_points); refine_steps:
-    vertex refinement after extraction (the paper's setting is 30), to measure what it buys; data_frame:
-    how the dataset's shapes stand when not in the project's frame (the authors' ShapeNet data: v1's)."""
+    """input_points: the size of each input cloud (default: the weights' n_input_points, a local network's
+    too: scores are measured at a stated count, not at the every point up to 20,000 that
+    preprocess.prepare_for_network gives a reconstruction); refine_steps: vertex refinement after
+    extraction (the paper's setting is 30), to measure what it buys; data_frame: how the dataset's shapes
+    stand when not in the project's frame (the authors' ShapeNet data: v1's)."""
     weights = load_weights(weights_path)
     if data_frame is not None:  # the inputs are not in the project's frame: turn them from theirs
         weights.card = {**weights.card, "frame": relative_frame(data_frame, weights.card.get("frame"))}
@@ -45,7 +48,8 @@ def evaluate(weights_path: str | Path, data: str | Path, split: str = "test", re
     dataset = ShapeDataset(data, split, weights.modality, categories,
                            n_input_points=input_points or weights.config.n_input_points,
                            cache=False, image_size=weights.config.image_size)
-    settings = ExtractionSettings(threshold=weights.threshold, resolution=resolution, refine_steps=refine_steps)
+    settings = ExtractionSettings(threshold=weights.threshold, resolution=resolution,
+                                  resolution_0=coarse_resolution(resolution), refine_steps=refine_steps)
     per_category: dict[str, list[dict[str, float]]] = defaultdict(list)
     seen: dict[str, int] = defaultdict(int)
     started = time.perf_counter()
@@ -152,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("weights", help="weights file (.safetensors, or an original .pt)")
     parser.add_argument("data", help="dataset folder in the original layout")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--resolution", type=int, default=128, choices=(32, 64, 128, 256))
+    parser.add_argument("--resolution", type=int, default=128, choices=RESOLUTIONS)
     parser.add_argument("--limit", type=int, default=0, help="at most this many shapes per category")
     parser.add_argument("--categories", help="comma-separated categories (default: all)")
     parser.add_argument("--device", default="auto")

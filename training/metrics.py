@@ -12,8 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
+from blender_occnet.occnet.geometry import face_normals, sample_surface
 from blender_occnet.occnet.inside import contains
-from blender_occnet.occnet.meshio import MeshData, sample_surface_with_faces
 
 F_SCORE_THRESHOLD = 0.01  # 1% of the unit cube's side
 
@@ -31,12 +31,9 @@ def inside_mesh(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray) -> 
 
 def sample_mesh(vertices: np.ndarray, faces: np.ndarray, n: int, seed: int = 0) -> SurfaceSample:
     """Area-weighted surface samples with their face normals."""
-    mesh = MeshData(np.asarray(vertices, dtype=np.float64), np.asarray(faces, dtype=np.int64))
-    points, face = sample_surface_with_faces(mesh, n, seed)
-    tri = mesh.vertices[mesh.faces[face]]
-    normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-    normals /= np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
-    return SurfaceSample(points, normals)
+    vertices, faces = np.asarray(vertices, dtype=np.float64), np.asarray(faces, dtype=np.int64)
+    points, face = sample_surface(vertices, faces, n, seed)
+    return SurfaceSample(points, face_normals(vertices, faces[face]))
 
 
 def iou(predicted_inside: np.ndarray, true_inside: np.ndarray) -> float:

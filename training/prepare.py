@@ -23,19 +23,18 @@ from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
+from blender_occnet.occnet import geometry
 from blender_occnet.occnet.errors import InputError
 from blender_occnet.occnet.inside import contains
-from blender_occnet.occnet.meshio import MESH_SUFFIXES, MeshData, read_normalised_mesh, sample_surface_with_faces
+from blender_occnet.occnet.meshio import MESH_SUFFIXES, MeshData, read_normalised_mesh
 from blender_occnet.occnet.voxelize import voxelize_mesh
 
-from .shapes import Settings, SolidShape, write_model
+from .shapes import Settings, SolidShape, write_model, write_split_lists
 
 if TYPE_CHECKING:
     from trimesh import Trimesh
 
 Task = tuple[str, str, str, int, Settings]  # mesh file, dataset folder, category, seed, settings
-
-SPLIT_FRACTIONS = (0.8, 0.1)  # train, val; the rest is test
 
 
 @dataclass
@@ -57,10 +56,9 @@ class MeshShape(SolidShape):
         return contains(self.mesh.vertices, self.mesh.faces, points, robust=True)
 
     def sample_surface(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        points, face = sample_surface_with_faces(self.mesh, n, int(rng.integers(2**31)))
-        tri = self.mesh.vertices[self.mesh.faces[face]]
-        normals = np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0])
-        return points, normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
+        vertices, faces = self.mesh.vertices, self.mesh.faces
+        points, face = geometry.sample_surface(vertices, faces, n, int(rng.integers(2**31)))
+        return points, geometry.face_normals(vertices, faces[face])
 
     def voxels(self, resolution: int, rng: np.random.Generator, n_surface: int = 100_000) -> np.ndarray:
         return voxelize_mesh(self.mesh, resolution, surface_samples=n_surface)
@@ -149,7 +147,8 @@ def prepare(folder: str | Path, out: str | Path, settings: Settings | None = Non
         raise InputError(f"{folder}: none of the {len(tasks)} meshes could be prepared (first problem: "
                          f"{failed[0][1] if failed else 'unknown'})")
     for category, ids in done.items():
-        _write_splits(out / category, sorted(ids), seed)
+        order = np.random.default_rng([seed, len(ids)]).permutation(len(ids))
+        write_split_lists(out / category, sorted(ids), order)
     write_metadata(out, [c for c, ids in done.items() if ids])
     return {"prepared": sum(len(v) for v in done.values()), "skipped": failed,
             "folders": [out / c / model_id for c, ids in done.items() for model_id in sorted(ids)]}
@@ -183,19 +182,6 @@ def _in_own_process(task: Task) -> tuple[str, str, str]:
         except BrokenProcessPool:
             return task[2], Path(task[0]).stem, ("the process preparing this mesh died (out of memory?); "
                                                   "skipped")
-
-
-def _write_splits(folder: Path, ids: list[str], seed: int) -> None:
-    from blender_occnet.occnet.files import atomic_output
-
-    folder.mkdir(parents=True, exist_ok=True)
-    order = np.random.default_rng([seed, len(ids)]).permutation(len(ids))
-    n_train = max(1, round(SPLIT_FRACTIONS[0] * len(ids))) if ids else 0
-    n_val = round(SPLIT_FRACTIONS[1] * len(ids))
-    parts = {"train": order[:n_train], "val": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
-    for split, picked in parts.items():
-        with atomic_output(folder / f"{split}.lst") as tmp:
-            Path(tmp).write_text("\n".join(ids[i] for i in sorted(picked)))
 
 
 def main(argv: list[str] | None = None) -> int:

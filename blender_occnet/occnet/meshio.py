@@ -145,7 +145,7 @@ def read_points(path: str | os.PathLike[str], n_surface_samples: int = 100_000, 
         if len(mesh.faces) == 0:
             points = mesh.vertices  # a PLY/OBJ point cloud without faces
         else:
-            points = sample_surface(mesh, n_surface_samples, seed)
+            points, _ = geometry.sample_surface(mesh.vertices, mesh.faces, n_surface_samples, seed)
     else:
         raise InputError(f"{path}: unknown point cloud format {suffix!r}; use one of {', '.join(POINT_SUFFIXES)}")
     if not isinstance(points, np.ndarray):
@@ -155,16 +155,6 @@ def read_points(path: str | os.PathLike[str], n_surface_samples: int = 100_000, 
     if points.dtype.kind != "f":
         return points[:, :3].astype(np.float64)
     return points[:, :3]
-
-
-def sample_surface(mesh: MeshData, n: int, seed: int = 0) -> np.ndarray:
-    """`n` points uniformly distributed over the surface area (deterministic for a seed)."""
-    return geometry.sample_surface(mesh.vertices, mesh.faces, n, seed)[0]
-
-
-def sample_surface_with_faces(mesh: MeshData, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Area-weighted surface samples and the index of the face each lies on."""
-    return geometry.sample_surface(mesh.vertices, mesh.faces, n, seed)
 
 
 def _existing(path: str | os.PathLike[str]) -> Path:

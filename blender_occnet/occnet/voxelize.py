@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from . import geometry
 from .inside import contains
-from .meshio import MeshData, sample_surface
+from .meshio import MeshData
 
 
 def voxelize_mesh(mesh: MeshData, resolution: int = 32, lo: float = -0.5, hi: float = 0.5,
@@ -21,7 +22,8 @@ def voxelize_mesh(mesh: MeshData, resolution: int = 32, lo: float = -0.5, hi: fl
     centres = np.indices((resolution,) * 3, dtype=np.float64).reshape(3, -1).T
     occupied = contains((mesh.vertices - lo) / cell - 0.5, mesh.faces, centres).reshape((resolution,) * 3)
     if len(mesh.faces):
-        surface = np.concatenate([sample_surface(mesh, surface_samples), mesh.vertices])
+        samples, _ = geometry.sample_surface(mesh.vertices, mesh.faces, surface_samples)
+        surface = np.concatenate([samples, mesh.vertices])
     else:
         surface = mesh.vertices
     idx = np.floor((surface - lo) / cell).astype(np.int64)

@@ -11,7 +11,7 @@ dataset is reproducible byte for byte whatever the number of workers.
 
 from .categories import CATEGORIES, GENERATORS, MIN_THICKNESS, generate
 from .cli import main
-from .dataset import build_dataset, model_id, model_rng, write_metadata, write_splits
+from .dataset import build_dataset, model_id, model_rng, write_metadata, write_split_lists, write_splits
 from .primitives import (AXIS_ROT, SURFACE_EPS, Box, Cylinder, Ellipsoid, Primitive, Shape, Torus, Tube, normalise,
                          rot_to, rot_x, rot_y, rot_z)
 from .writer import BOX_SIZE, MODEL_FILES, Settings, SolidShape, write_model
@@ -20,5 +20,5 @@ __all__ = [
     "AXIS_ROT", "BOX_SIZE", "CATEGORIES", "GENERATORS", "MIN_THICKNESS", "MODEL_FILES", "SURFACE_EPS", "Box",
     "Cylinder", "Ellipsoid", "Primitive", "Settings", "Shape", "SolidShape", "Torus", "Tube", "build_dataset",
     "generate", "main", "model_id", "model_rng", "normalise", "rot_to", "rot_x", "rot_y", "rot_z", "write_metadata",
-    "write_model", "write_splits",
+    "write_model", "write_split_lists", "write_splits",
 ]

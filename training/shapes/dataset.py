@@ -16,6 +16,7 @@ from .categories import CATEGORIES, GENERATORS, generate
 from .writer import MODEL_FILES, Settings, write_model
 
 _SPLIT_STREAM = 2**32 - 1  # rng stream of the split shuffle, distinct from every model index
+SPLIT_FRACTIONS = (0.8, 0.1)  # train, val; the rest is test
 
 
 def model_rng(seed: int, category: str, index: int) -> np.random.Generator:
@@ -38,16 +39,28 @@ def _build_one(task: tuple[str, str, int, int, Settings]) -> str:
     return "written"
 
 
-def write_splits(out: Path, category: str, count: int, seed: int, fractions: tuple[float, float] = (0.8, 0.1)) -> None:
-    """train/val/test.lst by a seeded shuffle, each sorted; no trailing newline (the original loader
-    splits on '\\n' and would read an empty model id)."""
-    ids = [model_id(category, i) for i in range(count)]
-    order = np.random.default_rng([seed, CATEGORIES.index(category), _SPLIT_STREAM]).permutation(count)
-    n_train, n_val = round(fractions[0] * count), round(fractions[1] * count)
+def write_split_lists(folder: Path, ids: Sequence[str], order: np.ndarray,
+                      fractions: tuple[float, float] = SPLIT_FRACTIONS) -> None:
+    """train/val/test.lst in `folder`, written atomically; the one writer of split lists (the procedural
+    collection and prepared meshes each pass their own seeded permutation `order` of the indices of `ids`).
+    The first `fractions[0]` of `order` train (at least one model when there are any), the next `fractions[1]`
+    validate, the rest test. Each list keeps the order of `ids` (give them sorted) and has no trailing
+    newline: the original loader splits on '\\n' and would read an empty model id."""
+    count = len(ids)
+    n_train = max(1, round(fractions[0] * count)) if count else 0
+    n_val = round(fractions[1] * count)
     parts = {"train": order[:n_train], "val": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
+    folder.mkdir(parents=True, exist_ok=True)
     for split, picked in parts.items():
-        with atomic_output(out / category / f"{split}.lst") as tmp:
+        with atomic_output(folder / f"{split}.lst") as tmp:
             Path(tmp).write_text("\n".join(ids[i] for i in sorted(picked)))
+
+
+def write_splits(out: Path, category: str, count: int, seed: int,
+                 fractions: tuple[float, float] = SPLIT_FRACTIONS) -> None:
+    """The split lists of a category's `count` procedural models, by a shuffle seeded per category."""
+    order = np.random.default_rng([seed, CATEGORIES.index(category), _SPLIT_STREAM]).permutation(count)
+    write_split_lists(out / category, [model_id(category, i) for i in range(count)], order, fractions)
 
 
 def write_metadata(out: Path, categories: Sequence[str]) -> None:

@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from blender_occnet.occnet.geometry import unit_cube_frame
+
 from .writer import SolidShape
 
 if TYPE_CHECKING:
@@ -529,6 +531,6 @@ def _union_bounds(primitives: Sequence[Primitive]) -> Array:
 def normalise(category: str, primitives: Sequence[Primitive]) -> Shape:
     """Bbox centre to the origin, longest bbox edge to 1 (the reference's normalisation)."""
     lo, hi = _union_bounds(primitives)
-    loc, scale = (lo + hi) / 2, float((hi - lo).max())
+    loc, scale = unit_cube_frame(lo, hi)
     return Shape(category, [p.normalised(loc, scale) for p in primitives], loc, scale)
 

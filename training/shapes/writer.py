@@ -15,11 +15,11 @@ from numpy.typing import ArrayLike
 from blender_occnet.occnet.binvox import write_binvox
 from blender_occnet.occnet.files import atomic_output
 from blender_occnet.occnet.meshio import write_mesh
+from blender_occnet.occnet.policy import BOX_SIZE  # uniform query points fill [-0.55, 0.55]^3, as in the original
 
 if TYPE_CHECKING:
     from trimesh import Trimesh
 
-BOX_SIZE = 1.1  # uniform query points fill [-0.55, 0.55]^3, as in the original
 MODEL_FILES = ("points.npz", "points_near.npz", "pointcloud.npz", "model.binvox")
 
 Array = np.ndarray
