@@ -21,6 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from blender_occnet.backend_client import BackendClient  # noqa: E402
+from blender_occnet.messages import Result  # noqa: E402
 from blender_occnet.occnet.checkpoints import Weights, load_weights, save_weights  # noqa: E402
 from blender_occnet.occnet.config import ModelConfig  # noqa: E402
 from blender_occnet.occnet.generation import ExtractionSettings, Reconstructor  # noqa: E402
@@ -74,9 +75,9 @@ def main() -> None:
                     if event.job == job and event.type in ("result", "error"):
                         break
                 wall = time.perf_counter() - started
-                assert event.type == "result", event.header
-                backend = event.header["stats"]["seconds_backend"]
-                rows.append((wall, backend, len(event.arrays["faces"]), sum(a.nbytes for a in event.arrays.values())))
+                assert isinstance(event, Result), event
+                arrays = [a for a in (event.vertices, event.faces, event.normals) if a is not None]
+                rows.append((wall, event.stats.seconds_backend, len(event.faces), sum(a.nbytes for a in arrays)))
             # The same work in-process, no boundary at all.
             reconstructor = Reconstructor(load_weights(weights_path), "cpu")
             started = time.perf_counter()

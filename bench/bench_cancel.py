@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from blender_occnet.backend_client import BackendClient  # noqa: E402
+from blender_occnet.messages import Progress  # noqa: E402
 from blender_occnet.occnet.preprocess import prepare_voxels  # noqa: E402
 
 DELAYS = (0.3, 0.8, 1.5, 2.5, 4.0)
@@ -45,8 +46,8 @@ def main() -> int:
                     event = client.wait_event(timeout=120)
                     if event.job != job:
                         continue
-                    if event.type == "progress":
-                        stage = str(event.header.get("stage", ""))
+                    if isinstance(event, Progress):
+                        stage = event.stage
                         continue
                     print(f"| {resolution} | {args.refine} | {delay} | {event.type} | "
                           f"{time.monotonic() - sent:.2f} | {stage} |")
