@@ -89,9 +89,9 @@ def main() -> None:
 
     print(f"process boundary, voxels network, {resolution} cells, {len(mesh.faces):,} triangles")
     print(f"{'run':>4} {'client wall s':>14} {'backend s':>10} {'boundary s':>11} {'boundary %':>11} {'MB back':>8}")
-    for i, (wall, backend, faces, nbytes) in enumerate(rows):
-        print(f"{i + 1:>4} {wall:14.3f} {backend:10.3f} {wall - backend:11.3f} {100 * (wall - backend) / backend:10.1f}% "
-              f"{nbytes / 1e6:8.1f}")
+    for i, (wall, backend, _, nbytes) in enumerate(rows):
+        print(f"{i + 1:>4} {wall:14.3f} {backend:10.3f} {wall - backend:11.3f} "
+              f"{100 * (wall - backend) / backend:10.1f}% {nbytes / 1e6:8.1f}")
     best = min(rows, key=lambda r: r[0] - r[1])
     print(f"in-process reconstruction: {in_process:.3f} s; client wall / in-process = {best[0] / in_process:.3f}")
 

@@ -30,8 +30,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -42,14 +42,13 @@ from torch.nn import functional as F  # noqa: E402
 
 from blender_occnet.occnet.checkpoints import Weights  # noqa: E402
 from blender_occnet.occnet.config import default_config  # noqa: E402
-from blender_occnet.occnet.generation import (  # noqa: E402
-    BOX_SIZE, EncodedShape, ExtractionSettings, Reconstructor)
+from blender_occnet.occnet.generation import BOX_SIZE, EncodedShape, ExtractionSettings, Reconstructor  # noqa: E402
 from blender_occnet.occnet.inference import FoldedDecoder  # noqa: E402
 from blender_occnet.occnet.meshing import extract_mesh  # noqa: E402
-from tests.mesh_checks import is_watertight, mesh_volume, mesh_volume_iou  # noqa: E402
 from blender_occnet.occnet.mise import MISE  # noqa: E402
 from blender_occnet.occnet.model import OccupancyNetwork, build_model  # noqa: E402
 from blender_occnet.occnet.preprocess import PreparedInput, prepare_pointcloud  # noqa: E402
+from tests.mesh_checks import is_watertight, mesh_volume, mesh_volume_iou  # noqa: E402
 
 # The original's published figures (2 cores, torch CPU, point-cloud model, threshold 0.2, resolution_0 32).
 ORIGINAL = {
@@ -323,8 +322,8 @@ def bench_decoder(model: OccupancyNetwork, c: torch.Tensor, mesh_points_128: int
         torch.set_num_threads(threads)
         for n, p in points.items():
             with torch.inference_mode():
-                s = interleaved({"plain": lambda: plain(p), "previous": lambda: previous(p),
-                                 "folded, one slice": lambda: whole(p), "folded": lambda: fd(p)},
+                s = interleaved({"plain": lambda p=p: plain(p), "previous": lambda p=p: previous(p),
+                                 "folded, one slice": lambda p=p: whole(p), "folded": lambda p=p: fd(p)},
                                 rounds if n == 10_000 else max(1, rounds - 1), warm_up=n == 10_000)
             results[threads, n] = s
             rows.append([threads, n, n / s["plain"], n / s["previous"], n / s["folded, one slice"],
@@ -384,7 +383,8 @@ def bench_decoder(model: OccupancyNetwork, c: torch.Tensor, mesh_points_128: int
                 finally:
                     torch.set_float32_matmul_precision("highest")
 
-            s2 = interleaved({"highest": lambda: run("highest"), precision: lambda: run(precision)}, rounds)
+            s2 = interleaved({"highest": lambda: run("highest"),
+                              precision: lambda precision=precision: run(precision)}, rounds)
             rows.append([f"set_float32_matmul_precision('{precision}')", len(p) / s2[precision],
                          f"{s2['highest'] / s2[precision]:.2f}x (vs 'highest', same rounds)",
                          f"{(run(precision) - reference).abs().max().item():.1e}"])

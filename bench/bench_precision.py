@@ -46,7 +46,7 @@ def main() -> int:
         seen: list[torch.Tensor] = []
         decode = shape.decode
 
-        def recording(points: torch.Tensor, decode=decode) -> torch.Tensor:
+        def recording(points: torch.Tensor, decode=decode, seen=seen) -> torch.Tensor:
             seen.append(points.clone())
             return decode(points)
 

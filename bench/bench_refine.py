@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -32,9 +31,9 @@ sys.path.insert(0, str(ROOT))
 from blender_occnet.occnet.checkpoints import load_weights  # noqa: E402
 from blender_occnet.occnet.generation import EncodedShape, ExtractionSettings, Reconstructor  # noqa: E402
 from blender_occnet.occnet.preprocess import PreparedInput  # noqa: E402
+from tests.helpers import reference_refinement  # noqa: E402
 from training.data import ShapeDataset  # noqa: E402
 from training.evaluate import _truth_surface  # noqa: E402
-from tests.helpers import reference_refinement  # noqa: E402
 from training.metrics import inside_mesh, iou, sample_mesh, surface_metrics  # noqa: E402
 
 OURS = EncodedShape._refine
@@ -97,7 +96,8 @@ def main() -> int:
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, found in rows.items():
         mean = {key: float(np.mean([r[key] for r in found])) for key in found[0]}
-        print(f"| {name} | {mean['passes']:.1f} | {mean['refine']:.2f} | {mean['refine'] / extraction:.1f} | {mean['iou']:.4f} | "
+        print(f"| {name} | {mean['passes']:.1f} | {mean['refine']:.2f} | {mean['refine'] / extraction:.1f} | "
+              f"{mean['iou']:.4f} | "
               f"{mean['chamfer_l1']:.5f} | {mean['normal_consistency']:.4f} | {mean['f_score']:.4f} |")
     print(f"(the plain extraction: {extraction:.2f} s)")
     return 0

@@ -14,9 +14,8 @@ import statistics
 import sys
 import time
 
-from bench_first_click import click, install  # the same installed extension and sample
-
 import bpy  # noqa: E402  (imported by bench_first_click with its user folder set)
+from bench_first_click import click, install  # the same installed extension and sample
 
 
 def main() -> int:

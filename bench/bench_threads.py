@@ -143,7 +143,8 @@ def main() -> int:
         med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
         base = statistics.median(r["reconstruct_s"] for r in results[(state, "default", threads)])
         print(f"| {state} | {policy} | {threads} | {med['onet_points_per_s']:,.0f} | "
-              f"{med['convonet_points_per_s']:,.0f} | {med['reconstruct_s']:.2f} | {base / med['reconstruct_s']:.2f}x |")
+              f"{med['convonet_points_per_s']:,.0f} | {med['reconstruct_s']:.2f} | "
+              f"{base / med['reconstruct_s']:.2f}x |")
     return 0
 
 

@@ -16,16 +16,38 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable, ClassVar, TypeVar
+from typing import IO, Any, ClassVar, TypeVar
 
 import numpy as np
 
 from .backend import EXIT_MISSING_PACKAGE
-from .messages import (PROTOCOL_VERSION, Accepted, Cancel, Cancelled, CancelReply, Error, FieldError, Handshake,
-                       HandshakeReply, ListWeights, ListWeightsReply, Message, Progress, ReExtract, Reconstruct, Reply,
-                       Request, Result, Shutdown, ShutdownReply, WeightsEntry, read_event)
+from .messages import (
+    PROTOCOL_VERSION,
+    Accepted,
+    Cancel,
+    Cancelled,
+    CancelReply,
+    Error,
+    FieldError,
+    Handshake,
+    HandshakeReply,
+    ListWeights,
+    ListWeightsReply,
+    Message,
+    Progress,
+    Reconstruct,
+    ReExtract,
+    Reply,
+    Request,
+    Result,
+    Shutdown,
+    ShutdownReply,
+    WeightsEntry,
+    read_event,
+)
 from .protocol import AUTH_PREFIX, ConnectionClosed, Frame, ProtocolError, encode, read_frame
 
 STARTUP_TIMEOUT = 120.0  # importing torch on a cold disk can take a while
@@ -121,7 +143,7 @@ class BackendClient:
 
     @classmethod
     def start_local(cls, python: str, weights_dirs: tuple[str, ...] | list[str] = (),
-                    timeout: float = STARTUP_TIMEOUT, threads: int = 0) -> "BackendClient":
+                    timeout: float = STARTUP_TIMEOUT, threads: int = 0) -> BackendClient:
         """Start `python -m <this package>.backend serve --stdio` and shake hands; `threads` > 0 sets its CPU
         threads (0: the backend's default, every core but one)."""
         command = [python, "-m", f"{PACKAGE_DIR.name}.backend", "serve", "--stdio"]
@@ -163,7 +185,7 @@ class BackendClient:
         return client
 
     @classmethod
-    def connect(cls, host: str, port: int, token: str, timeout: float = 10.0) -> "BackendClient":
+    def connect(cls, host: str, port: int, token: str, timeout: float = 10.0) -> BackendClient:
         """Connect to a remote `serve --port` backend and authenticate with its token."""
         try:
             sock = socket.create_connection((host, port), timeout=timeout)

@@ -10,8 +10,8 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from .occnet.config import ARCH_MODALITY, MODALITIES
 from .occnet.policy import REFINE_METHODS, RESOLUTIONS, coarse_resolution

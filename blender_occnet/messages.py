@@ -18,14 +18,22 @@ import builtins
 import dataclasses
 import math
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Mapping, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 
 # RESOLUTIONS and coarse_resolution are also for the add-on, which takes policy's rules from here.
-from .occnet.policy import (MAX_REFINE_STEPS, MAX_SEED, MAX_SIMPLIFY_FACES, MIN_POINTS, REFINE_METHODS, RESOLUTIONS,
-                            coarse_resolution)
+from .occnet.policy import (
+    MAX_REFINE_STEPS,
+    MAX_SEED,
+    MAX_SIMPLIFY_FACES,
+    MIN_POINTS,
+    REFINE_METHODS,
+    RESOLUTIONS,
+)
+from .occnet.policy import coarse_resolution as coarse_resolution  # re-exported for the add-on
 from .protocol import DTYPES, Frame, plain_id
 
 PROTOCOL_VERSION = 1

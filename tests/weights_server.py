@@ -8,7 +8,7 @@ import http.server
 import threading
 import time
 import urllib.parse
-from typing import Iterator
+from collections.abc import Iterator
 
 import pytest
 

@@ -74,7 +74,7 @@ class Config:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "Config":
+    def from_dict(cls, values: dict[str, Any]) -> Config:
         _check_keys(values, {"data", "model", "training", "inherit_from"}, "")
         data = _section(DataConfig, values.get("data") or {}, "data")
         training = _section(TrainingConfig, values.get("training") or {}, "training")

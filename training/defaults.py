@@ -17,8 +17,8 @@ import sys
 from pathlib import Path
 
 from blender_occnet.occnet.checkpoints import Weights
-from blender_occnet.occnet.registry import describe
 from blender_occnet.occnet.errors import OccNetError
+from blender_occnet.occnet.registry import describe
 
 from .config import CONFIG_DIR, load_config
 from .evaluate import evaluate, format_table

@@ -15,11 +15,12 @@ import multiprocessing
 import shutil
 import sys
 import zlib
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -46,7 +47,7 @@ class MeshShape(SolidShape):
     scale: float
 
     @classmethod
-    def from_file(cls, path: Path) -> "MeshShape":
+    def from_file(cls, path: Path) -> MeshShape:
         mesh, loc, scale = read_normalised_mesh(path)
         if len(mesh.faces) == 0:
             raise InputError(f"{path}: the mesh has no faces")

@@ -7,8 +7,8 @@ import os
 import secrets
 import sys
 
-from . import EXIT_MISSING_PACKAGE
 from ..torch_env import MAX_THREADS, apply_to_torch, backend_threads, configure_before_torch
+from . import EXIT_MISSING_PACKAGE
 
 # Exit status the client reads as "a required package is missing in this interpreter".
 REQUIREMENTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "requirements.txt")

@@ -13,9 +13,10 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..messages import Cancelled as CancelledEvent
 from ..messages import Error, FieldError, Message, Progress, Reconstruct, Result, Settings, Stats
@@ -60,7 +61,8 @@ class Engine:
         self._queue: collections.deque[Job] = collections.deque()
         self._lock = threading.Condition()
         self._running: Job | None = None
-        self._models: collections.OrderedDict[tuple[str, int, str | None, str], Reconstructor] = collections.OrderedDict()
+        self._models: collections.OrderedDict[tuple[str, int, str | None, str], Reconstructor] = \
+            collections.OrderedDict()
         self._finished: collections.OrderedDict[str, FinishedJob] = collections.OrderedDict()
         self._ids = itertools.count(1)
         # Job ids carry this backend's own random tag: a restarted backend never gives out an id that an

@@ -12,14 +12,41 @@ import socket
 import sys
 import threading
 import time
-from typing import IO, Any, Callable
+from collections.abc import Callable
+from typing import IO, Any
 
 from .. import __version__
-from ..messages import (PROTOCOL_VERSION, Accepted, Cancel, CancelReply, Error, FieldError, Handshake, HandshakeReply,
-                        ListWeights, ListWeightsReply, Message, ReExtract, Reconstruct, Request, Shutdown,
-                        ShutdownReply, WeightsEntry, read_request)
-from ..protocol import (AUTH_PREFIX, MAX_AUTH_BYTES, BadFrame, ConnectionClosed, Frame, ProtocolError, encode,
-                        plain_id, read_frame)
+from ..messages import (
+    PROTOCOL_VERSION,
+    Accepted,
+    Cancel,
+    CancelReply,
+    Error,
+    FieldError,
+    Handshake,
+    HandshakeReply,
+    ListWeights,
+    ListWeightsReply,
+    Message,
+    Reconstruct,
+    ReExtract,
+    Request,
+    Shutdown,
+    ShutdownReply,
+    WeightsEntry,
+    read_request,
+)
+from ..protocol import (
+    AUTH_PREFIX,
+    MAX_AUTH_BYTES,
+    BadFrame,
+    ConnectionClosed,
+    Frame,
+    ProtocolError,
+    encode,
+    plain_id,
+    read_frame,
+)
 from .convert import extraction_settings
 from .engine import Engine, Job
 
@@ -301,7 +328,7 @@ def _authenticate(conn: socket.socket, token: str, deadline: float) -> str:
             line += chunk
             if not (line.startswith(AUTH_PREFIX) or AUTH_PREFIX.startswith(line)):
                 return "did not open with a token line"  # refuse at once, read nothing more
-    except socket.timeout:
+    except TimeoutError:
         return f"no token line within {AUTH_SECONDS:g} s"
     except OSError as exc:
         return f"connection error ({exc.strerror or exc})"

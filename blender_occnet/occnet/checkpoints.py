@@ -14,9 +14,10 @@ import math
 import os
 import pickle
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -182,11 +183,11 @@ def _safe_torch_load(path: Path) -> Any:
 def _numpy_scalar_globals() -> list[Any]:
     """What pickling a numpy scalar (like the original's `loss_val_best`) refers to; nothing more."""
     if np.lib.NumpyVersion(np.__version__) >= "2.0.0":
-        from numpy._core.multiarray import scalar
+        from numpy._core.multiarray import scalar  # type: ignore[attr-defined]
         # Files written under numpy 1 name it numpy.core.multiarray.scalar.
         allowed: list[Any] = [scalar, (scalar, "numpy.core.multiarray.scalar")]
     else:
-        from numpy.core.multiarray import scalar
+        from numpy.core.multiarray import scalar  # type: ignore[attr-defined]
         allowed = [scalar]
     allowed.append(np.dtype)
     allowed += [type(np.dtype(t)) for t in (np.float64, np.float32, np.int64, np.int32, np.bool_)]

@@ -62,6 +62,9 @@ class ResNet18Features(nn.Module):
 class ImageEncoder(nn.Module):
     """ResNet-18 on an RGB image in [0, 1] (ImageNet normalisation applied here), then Linear(512, c_dim)."""
 
+    mean: torch.Tensor  # buffers, declared for the type checker
+    std: torch.Tensor
+
     def __init__(self, c_dim: int):
         super().__init__()
         self.features = ResNet18Features()
@@ -75,6 +78,8 @@ class ImageEncoder(nn.Module):
 
 class PointNetEncoder(nn.Module):
     """ResNet-PointNet: per-point residual MLP with max-pooled features fed back after blocks 0-3."""
+
+    block_4: ResnetBlockFC  # added by name below (the released checkpoints' keys), declared for the type checker
 
     def __init__(self, c_dim: int, hidden: int):
         super().__init__()

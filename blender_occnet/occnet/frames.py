@@ -50,7 +50,7 @@ def rotation(frame: Any) -> np.ndarray:
     return np.stack([np.cross(up, -front), up, -front], axis=1)
 
 
-def orient(prepared: "PreparedInput", frame: Any) -> "PreparedInput":
+def orient(prepared: PreparedInput, frame: Any) -> PreparedInput:
     """The input turned into the network's frame; its to_source turns meshes back. Images are views
     and stay as they are (only the mesh is turned)."""
     turn = rotation(frame)

@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -25,10 +25,9 @@ from .errors import Cancelled, GenerationError, InputError
 from .frames import orient
 from .meshing import extract_mesh
 from .mise import MISE, ValueStore
-from .model import encoding_is_finite
-from .preprocess import PreparedInput
-
+from .model import encoding_is_finite, fixed_decoder
 from .policy import BOX_SIZE, MAX_REFINE_STEPS, MAX_SEED, MAX_SIMPLIFY_FACES, REFINE_METHODS, RESOLUTIONS
+from .preprocess import PreparedInput
 
 STORE_RESOLUTION = 512
 DEFAULT_BATCH = 100_000
@@ -162,7 +161,7 @@ class Reconstructor:
     def modality(self) -> str:
         return self.weights.modality
 
-    def encode(self, prepared: PreparedInput) -> "EncodedShape":
+    def encode(self, prepared: PreparedInput) -> EncodedShape:
         if prepared.modality != self.modality:
             raise InputError(f"these weights take {self.modality} input, not {prepared.modality}; choose "
                              f"{prepared.modality} weights (see `python -m blender_occnet models`)")
@@ -173,7 +172,7 @@ class Reconstructor:
             encoding = self.model.encode(inputs)
         if not encoding_is_finite(encoding):
             raise GenerationError("the encoder produced NaN or infinite values; the weights are broken")
-        decode = self.model.fixed_decoder(encoding)
+        decode = fixed_decoder(self.model, encoding)
         shape = EncodedShape(decode, prepared, self.device, self.batch_size)
         shape.encode_seconds = time.perf_counter() - started
         return shape

@@ -105,9 +105,9 @@ def _check_work(c0: np.ndarray, c1: np.ndarray, rays_per_cell: np.ndarray, n_fac
     pairs = int((table[x1, y1] - table[x0, y1] - table[x1, y0] + table[x0, y0]).sum())
     if pairs > MAX_PAIRS:
         raise InputError(f"this mesh's {n_faces:,} triangles are too large for its inside test: they span "
-                         f"{pairs:,} (triangle, ray) candidates, more than the {MAX_PAIRS:,} it examines "
-                         f"at most (about a minute); remesh it into smaller triangles (Blender: the Remesh modifier) or remove "
-                         f"overlapping copies")
+                         f"{pairs:,} (triangle, ray) candidates, more than the {MAX_PAIRS:,} it examines at most "
+                         "(about a minute); remesh it into smaller triangles (Blender: the Remesh modifier) or "
+                         "remove overlapping copies")
 
 
 def _bounded_runs(weights: np.ndarray, budget: int) -> list[np.ndarray]:

@@ -26,12 +26,13 @@ class CBatchNorm1d(nn.Module):
         self.bn = nn.BatchNorm1d(f_dim, affine=False)
         gamma, beta = self.gamma_beta_layers()
         # Start as the identity: gamma = 1, beta = 0 whatever c is.
+        assert gamma.bias is not None and beta.bias is not None
         nn.init.zeros_(gamma.weight)
         nn.init.ones_(gamma.bias)
         nn.init.zeros_(beta.weight)
         nn.init.zeros_(beta.bias)
 
-    def gamma_beta_layers(self) -> tuple[nn.Module, nn.Module]:
+    def gamma_beta_layers(self) -> tuple[nn.Linear | nn.Conv1d, nn.Linear | nn.Conv1d]:
         if self.legacy:
             return self.fc_gamma, self.fc_beta
         return self.conv_gamma, self.conv_beta

@@ -192,6 +192,12 @@ class LocalDecoder(nn.Module):
         return self.fc_out(F.relu(net)).squeeze(-1)
 
 
+def _linear(module: nn.Module | torch.Tensor) -> nn.Linear:
+    """A layer known to be nn.Linear, as such (ModuleList items and attributes are typed as Module)."""
+    assert isinstance(module, nn.Linear), type(module)
+    return module
+
+
 class FixedLocalDecoder:
     """decoder(points, features) for one shape's fixed features, as a function of points alone.
 
@@ -205,11 +211,13 @@ class FixedLocalDecoder:
             self.features = {k: v.detach().clone() for k, v in features.items()}
             if any(v.shape[0] != 1 for v in self.features.values()):
                 raise ValueError("FixedLocalDecoder takes the features of one shape (batch size 1)")
-            self.w_c = torch.cat([fc.weight.t() for fc in decoder.fc_c], dim=1).contiguous()  # (C, nH)
-            self.b_c = torch.cat([fc.bias for fc in decoder.fc_c]).contiguous()
+            fc_c = [_linear(fc) for fc in decoder.fc_c]
+            self.w_c = torch.cat([fc.weight.t() for fc in fc_c], dim=1).contiguous()  # (C, nH)
+            self.b_c = torch.cat([fc.bias for fc in fc_c]).contiguous()
             self.wp, self.bp = decoder.fc_p.weight.t().contiguous(), decoder.fc_p.bias.detach().clone()
-            self.blocks = [(b.fc_0.weight.t().contiguous(), b.fc_0.bias.detach().clone(),
-                            b.fc_1.weight.t().contiguous(), b.fc_1.bias.detach().clone()) for b in decoder.blocks]
+            self.blocks = [(fc_0.weight.t().contiguous(), fc_0.bias.detach().clone(),
+                            fc_1.weight.t().contiguous(), fc_1.bias.detach().clone())
+                           for fc_0, fc_1 in ((_linear(b.fc_0), _linear(b.fc_1)) for b in decoder.blocks)]
             self.w_out, self.b_out = decoder.fc_out.weight.t().contiguous(), decoder.fc_out.bias.detach().clone()
         self.hidden = self.wp.shape[1]
         self.slice_rows = slice_rows or self.SLICE_ROWS

@@ -32,7 +32,7 @@ def read_mesh(path: str | os.PathLike[str]) -> MeshData:
     import trimesh  # imported here: the add-on side never needs it
 
     try:
-        loaded = trimesh.load(str(path), process=False)
+        loaded: Any = trimesh.load(str(path), process=False)
         if isinstance(loaded, trimesh.Scene):  # glTF and multi-object files: merge, transforms applied
             loaded = loaded.to_geometry() if loaded.geometry else None
     except Exception as exc:  # trimesh raises many types for unreadable files

@@ -7,7 +7,8 @@ Two families share one interface (encode, decode, forward, and `fixed_decoder` f
 
 from __future__ import annotations
 
-from typing import Any, Callable, Union
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -82,7 +83,7 @@ class ConvolutionalOccupancyNetwork(nn.Module):
         return FixedLocalDecoder(self.decoder, features)
 
 
-Network = Union[OccupancyNetwork, ConvolutionalOccupancyNetwork]
+Network = OccupancyNetwork | ConvolutionalOccupancyNetwork
 
 
 def build_model(config: ModelConfig) -> Network:
@@ -90,6 +91,15 @@ def build_model(config: ModelConfig) -> Network:
     if config.local:
         return ConvolutionalOccupancyNetwork(config)
     return OccupancyNetwork(config)
+
+
+def fixed_decoder(model: Network, encoding: torch.Tensor | Features) -> DecodeFn:
+    """The model's decoder fixed on an encoding that the same model produced (a code or feature maps)."""
+    if isinstance(model, ConvolutionalOccupancyNetwork):
+        assert isinstance(encoding, dict), "a ConvONet encodes to feature maps"
+        return model.fixed_decoder(encoding)
+    assert isinstance(encoding, torch.Tensor), "an ONet encodes to one code"
+    return model.fixed_decoder(encoding)
 
 
 def encoding_is_finite(encoding: Any) -> bool:

@@ -9,15 +9,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Union
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .binvox import pool_grid, read_binvox
 from .errors import InputError
 from .geometry import unit_cube_frame
-from .policy import MIN_POINTS
 from .meshio import MESH_SUFFIXES, MeshData, normalise_mesh, read_normalised_mesh, read_points
+from .policy import MIN_POINTS
 from .voxelize import voxelize_mesh
 
 IMAGE_SIZE = 224
@@ -28,7 +28,7 @@ VOXEL_RESOLUTION = 32
 MAX_IMAGE_PIXELS = 8192 * 8192
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
-PathOrArray = Union[str, os.PathLike, np.ndarray]
+PathOrArray = str | os.PathLike | np.ndarray
 CHUNK_ROWS = 1 << 20  # rows of a large cloud looked at at once: memory stays bounded by this, not the cloud
 
 if TYPE_CHECKING:
@@ -134,7 +134,8 @@ def _read_image_file(path: Path) -> np.ndarray:
     if path.stat().st_size == 0:
         raise InputError(f"{path}: the image file is empty")
     try:
-        with Image.open(path) as img:
+        with Image.open(path) as opened:
+            img: Image.Image = opened
             if img.width * img.height > MAX_IMAGE_PIXELS:
                 raise InputError(f"{path}: {img.width}x{img.height} pixels is too large; scale it below 8192x8192")
             if max(img.size) > MAX_DECODE_SIDE:
@@ -174,10 +175,10 @@ def prepare_pointcloud(points: PathOrArray, n_points: int = 300, seed: int = 0,
 
     Points with a NaN or infinite coordinate are dropped and counted (info["input_points_dropped"]): the
     one rule for them, which the command line and the add-on share. By default exactly `n_points` are
-    drawn (without replacement when there are enough, with replacement otherwise), as a global encoder needs; `at_most` takes every point
-    up to `n_points` instead (a local encoder uses all it has). The bounding box is that of every point,
-    computed in chunks, so a cloud of millions of points costs little beyond itself. `noise_std` adds
-    Gaussian noise as the reference does in training.
+    drawn (without replacement when there are enough, with replacement otherwise), as a global encoder
+    needs; `at_most` takes every point up to `n_points` instead (a local encoder uses all it has). The
+    bounding box is that of every point, computed in chunks, so a cloud of millions of points costs little
+    beyond itself. `noise_std` adds Gaussian noise as the reference does in training.
     """
     name = str(points) if not isinstance(points, np.ndarray) else "point cloud"
     array = read_points(points, seed=seed) if not isinstance(points, np.ndarray) else np.asarray(points)
@@ -222,7 +223,7 @@ def prepare_pointcloud(points: PathOrArray, n_points: int = 300, seed: int = 0,
                           "input_points_dropped": len(array) - usable})
 
 
-def prepare_for_network(config: "ModelConfig", modality: str, source: PathOrArray, seed: int = 0,
+def prepare_for_network(config: ModelConfig, modality: str, source: PathOrArray, seed: int = 0,
                         input_points: int = 0) -> PreparedInput:
     """The one rule for sizing an input for a network: what the command line and the backend both use.
 

@@ -14,16 +14,26 @@ import subprocess
 import sys
 import time
 import venv
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
 
 from blender_occnet import messages, protocol
-from blender_occnet.backend_client import (AuthenticationFailed, BackendClient, BackendCrashed, DependencyMissing,
-                                           Event, InterpreterNotFound, Lost, RequestRejected, Unreachable)
+from blender_occnet.backend_client import (
+    AuthenticationFailed,
+    BackendClient,
+    BackendCrashed,
+    DependencyMissing,
+    Event,
+    InterpreterNotFound,
+    Lost,
+    RequestRejected,
+    Unreachable,
+)
 from blender_occnet.messages import Cancelled, Error, Progress, Result
 from blender_occnet.occnet.checkpoints import Weights, save_weights
 from blender_occnet.occnet.generation import ExtractionSettings, Reconstructor
@@ -383,18 +393,18 @@ def test_unreachable_remote() -> None:
 def malformed_frames(rng: random.Random) -> Iterator[tuple[str, bytes]]:
     """At least 200 broken frames of many kinds."""
     good_header = {"op": "reconstruct", "id": 7, "modality": "voxels", "weights": "vox"}
-    for i in range(40):
+    for _ in range(40):
         yield "random bytes", rng.randbytes(rng.randint(1, 400))
     full = protocol.encode(good_header, {"input": voxel_source()})
-    for i in range(40):
+    for _ in range(40):
         yield "truncated", full[:rng.randint(1, len(full) - 1)]
-    for i in range(30):
+    for _ in range(30):
         head = b'{"op":"handshake","id":1,"protocol_version":1,"arrays":[]}'
         yield "lying lengths", struct.pack("<4sIQ", b"OCN1", len(head) + rng.randint(1, 50),
                                            rng.randint(0, 5000)) + head
     for dtype in ("float16", "complex64", "object", "<U4", "int8", ">f4", "", "float32x"):
         yield "wrong dtype", _frame({**good_header, "arrays": [["input", dtype, [32, 32, 32]]]}, 32 ** 3)
-    for i in range(20):
+    for _ in range(20):
         yield "oversized", struct.pack("<4sIQ", b"OCN1", 10, protocol.MAX_PAYLOAD_BYTES + rng.randint(1, 10**6))
     for i in range(10):
         yield "oversized header", struct.pack("<4sIQ", b"OCN1", protocol.MAX_HEADER_BYTES + 1 + i, 0)
@@ -404,11 +414,11 @@ def malformed_frames(rng: random.Random) -> Iterator[tuple[str, bytes]]:
         yield "bad shape", _frame({**good_header, "arrays": [["input", "uint8", shape]]}, 0)
     for payload in (b"[1,2,3]", b"null", b"\xff\xfe", b"{not json", b'{"op": "handshake", "id": NaN}'):
         yield "bad header", struct.pack("<4sIQ", b"OCN1", len(payload), 0) + payload
-    for i in range(40):
+    for _ in range(40):
         arrays = {"input": np.zeros(rng.choice([(0, 3), (5,), (2, 2, 2), (33, 32, 32)]), np.float32)}
         yield "bad field values", protocol.encode({**good_header, "resolution": rng.choice([-1, "x", 2**31, 1.5]),
                                                    "threshold": rng.choice(["a", -1, 2, None])}, arrays)
-    for i in range(10):
+    for _ in range(10):
         yield "array count mismatch", _frame({**good_header, "arrays": [["input", "uint8", [10]]]}, 20)
 
 

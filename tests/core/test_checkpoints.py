@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from blender_occnet.cli import main as cli_main
-from blender_occnet.occnet.checkpoints import (Weights, convert_checkpoint, load_weights, save_weights)
+from blender_occnet.occnet.checkpoints import Weights, convert_checkpoint, load_weights, save_weights
 from blender_occnet.occnet.config import ModelConfig, default_config
 from blender_occnet.occnet.errors import CheckpointError
 from tests.helpers import example_input, randomized_model, save_original_checkpoint, small_config

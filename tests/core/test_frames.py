@@ -14,8 +14,18 @@ from blender_occnet.occnet.frames import PROJECT_FRAME, SHAPENET_V1_FRAME, rotat
 from blender_occnet.occnet.generation import ExtractionSettings, Reconstructor
 from blender_occnet.occnet.model import Network
 from blender_occnet.occnet.preprocess import prepare_pointcloud, prepare_voxels
-from tests.helpers import (ELL_SLAB, ELL_TOWER, box_distance, corner_network, ell_grid, read_box, randomized_model,
-                           save_original_checkpoint, small_config, voxel_reading_network)
+from tests.helpers import (
+    ELL_SLAB,
+    ELL_TOWER,
+    box_distance,
+    corner_network,
+    ell_grid,
+    randomized_model,
+    read_box,
+    save_original_checkpoint,
+    small_config,
+    voxel_reading_network,
+)
 
 FRONTS = ("-z", "+z", "+x", "-x")
 SETTINGS = ExtractionSettings(threshold=0.5, resolution=64, normals=True)
@@ -54,7 +64,8 @@ def test_voxels_come_back_where_they_are_whatever_the_network_frame(front: str) 
     cell = 1.1 / 64
     assert np.abs(box_distance(made.vertices, boxes)).max() < cell
     lo, hi = np.min([b[0] for b in boxes], axis=0), np.max([b[1] for b in boxes], axis=0)
-    assert np.allclose(made.vertices.min(axis=0), lo, atol=cell) and np.allclose(made.vertices.max(axis=0), hi, atol=cell)
+    assert np.allclose(made.vertices.min(axis=0), lo, atol=cell)
+    assert np.allclose(made.vertices.max(axis=0), hi, atol=cell)
     # Outward: stepping along the normal leaves the L, stepping against it enters it.
     assert made.normals is not None
     step = 0.5 * cell

@@ -15,9 +15,9 @@ from blender_occnet.occnet.checkpoints import Weights, save_weights
 from blender_occnet.occnet.errors import Cancelled, GenerationError, InputError
 from blender_occnet.occnet.generation import EncodedShape, ExtractionSettings, Reconstructor
 from blender_occnet.occnet.inference import FoldedDecoder
-from tests.mesh_checks import is_watertight, mesh_volume
 from blender_occnet.occnet.preprocess import prepare_pointcloud, prepare_voxels
 from tests.helpers import centre_logits, example_input, randomized_model, small_config
+from tests.mesh_checks import is_watertight, mesh_volume
 
 
 def torch_sphere(p: torch.Tensor) -> torch.Tensor:

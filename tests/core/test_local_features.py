@@ -13,8 +13,15 @@ from blender_occnet.cli import main as cli_main
 from blender_occnet.occnet.checkpoints import Weights, save_weights
 from blender_occnet.occnet.config import MAX_LOCAL_INPUT_POINTS, ModelConfig
 from blender_occnet.occnet.generation import EncodedShape, ExtractionSettings, Reconstructor
-from blender_occnet.occnet.local import (FixedLocalDecoder, cell_index, normalised_coordinates, occupied_cells,
-                                         pool_max, sample_features, scatter_mean)
+from blender_occnet.occnet.local import (
+    FixedLocalDecoder,
+    cell_index,
+    normalised_coordinates,
+    occupied_cells,
+    pool_max,
+    sample_features,
+    scatter_mean,
+)
 from blender_occnet.occnet.preprocess import PreparedInput, prepare_for_network, prepare_voxels
 from tests.helpers import centre_logits, example_input, randomized_model, reference_refinement, small_config
 
@@ -26,7 +33,8 @@ def test_cells_numbered_as_the_reference() -> None:
     points = torch.tensor([[[-0.55, -0.55, -0.55], [0.0, 0.0, 0.0], [0.549, 0.2, -0.3], [0.7, -0.9, 0.1]]])
     xz = normalised_coordinates(points, "xz")
     # p / (1.1 + 1e-5) + 0.5, clamped into [0, 1 - 1e-5]
-    expected = torch.tensor([[0.0, 0.0], [0.5, 0.5], [0.549 / 1.10001 + 0.5, -0.3 / 1.10001 + 0.5], [1 - 1e-5, 0.1 / 1.10001 + 0.5]])
+    expected = torch.tensor([[0.0, 0.0], [0.5, 0.5], [0.549 / 1.10001 + 0.5, -0.3 / 1.10001 + 0.5],
+                             [1 - 1e-5, 0.1 / 1.10001 + 0.5]])
     torch.testing.assert_close(xz[0], expected)
     index = cell_index(xz, 16)[0]
     cells = (expected * 16).long()

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import itertools
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import pytest
 
 from blender_occnet.occnet.errors import GenerationError, InputError
 from blender_occnet.occnet.meshing import extract_mesh
-from tests.mesh_checks import is_watertight, mesh_volume, mesh_volume_iou
 from blender_occnet.occnet.mise import MISE, ValueStore
+from tests.mesh_checks import is_watertight, mesh_volume, mesh_volume_iou
 
 BOX = 1.1
 Logits = Callable[[np.ndarray], np.ndarray]  # (..., 3) box coordinates -> (...) logits

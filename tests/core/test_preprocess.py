@@ -12,8 +12,7 @@ from PIL import Image
 from blender_occnet.occnet.binvox import read_binvox, write_binvox
 from blender_occnet.occnet.errors import InputError
 from blender_occnet.occnet.meshio import MeshData
-from blender_occnet.occnet.preprocess import (guess_modality, prepare, prepare_image, prepare_pointcloud,
-                                              prepare_voxels)
+from blender_occnet.occnet.preprocess import guess_modality, prepare, prepare_image, prepare_pointcloud, prepare_voxels
 from blender_occnet.occnet.voxelize import voxelize_mesh
 
 # ------------------------------------------------------------------------------------------ binvox
@@ -365,8 +364,9 @@ def test_the_command_line_writes_a_mesh_without_importing_trimesh(tmp_path: Path
     grid = np.zeros((32,) * 3, bool)
     grid[8:24, 8:24, 8:24] = True
     np.save(tmp_path / "cube.npy", grid)
-    code = (f"import sys; from blender_occnet.cli import main; rc = main(['reconstruct', {str(tmp_path / 'cube.npy')!r},"
-            f" '-o', {str(tmp_path / 'cube.ply')!r}, '--resolution', '32', '--quiet']);"
+    code = ("import sys; from blender_occnet.cli import main; "
+            f"rc = main(['reconstruct', {str(tmp_path / 'cube.npy')!r}, '-o', {str(tmp_path / 'cube.ply')!r}, "
+            "'--resolution', '32', '--quiet']);"
             " print(rc, 'trimesh' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
                             cwd=Path(__file__).resolve().parents[2])

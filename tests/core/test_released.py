@@ -13,8 +13,8 @@ import pickle
 import subprocess
 import sys
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pytest
@@ -165,7 +165,8 @@ def test_the_command_line_lists_gets_and_then_reconstructs_with_them(server: Ser
     done = cli("weights", "get", "convonet-voxels-grid-shapenet", "--progress-lines")
     assert done.returncode == 0, done.stderr
     assert f"progress {len(body)} {len(body)}" in done.stdout
-    entry = [e for e in json.loads(cli("weights", "list", "--json").stdout) if e["name"] == "convonet-voxels-grid-shapenet"]
+    listed = json.loads(cli("weights", "list", "--json").stdout)
+    entry = [e for e in listed if e["name"] == "convonet-voxels-grid-shapenet"]
     assert entry[0]["installed"]
     grid = tmp_path / "grid.npy"
     np.save(grid, example_input("voxels", 1)[0].numpy().astype(bool))

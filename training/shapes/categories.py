@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .primitives import AXIS_ROT, Array, Box, Cylinder, Ellipsoid, Primitive, Shape, Torus, Tube, normalise, rot_to, \
-    rot_x, rot_y, rot_z
+from .primitives import (
+    AXIS_ROT,
+    Array,
+    Box,
+    Cylinder,
+    Ellipsoid,
+    Primitive,
+    Shape,
+    Torus,
+    Tube,
+    normalise,
+    rot_to,
+    rot_x,
+    rot_y,
+    rot_z,
+)
 
 CATEGORIES = ("chair", "table", "sofa", "lamp", "bench", "cabinet", "airplane", "car", "mug", "vase")
 MIN_THICKNESS = 0.04  # of the longest bbox edge: a 32^3 grid (cell 1/32 = 0.031) still shows every part

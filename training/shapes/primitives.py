@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -124,11 +125,11 @@ class Primitive:
         h = self.half_extent
         return np.stack([self.center - h, self.center + h])
 
-    def normalised(self, loc: Array, scale: float) -> "Primitive":
+    def normalised(self, loc: Array, scale: float) -> Primitive:
         """The same part in the frame p' = (p - loc) / scale."""
         return type(self)(center=(self.center - loc) / scale, rot=self.rot, **self._scaled(1.0 / scale))
 
-    def mirrored(self) -> "Primitive":
+    def mirrored(self) -> Primitive:
         """The mirror image across the plane x = 0 (every primitive is symmetric in its local frame)."""
         return type(self)(center=self.center * [-1, 1, 1], rot=_MIRROR_X @ self.rot @ _MIRROR_X,
                           **self._scaled(1.0))
