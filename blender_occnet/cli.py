@@ -13,8 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .occnet.config import ARCH_MODALITY, MODALITIES
-from .occnet.policy import REFINE_METHODS, RESOLUTIONS, coarse_resolution
+from .occnet.config import ARCH_MODALITY
+from .occnet.policy import MODALITIES, REFINE_METHODS, RESOLUTIONS, coarse_resolution
 from .torch_env import MAX_THREADS, apply_to_torch, configure_before_torch
 
 

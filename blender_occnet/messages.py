@@ -30,6 +30,7 @@ from .occnet.policy import (
     MAX_SEED,
     MAX_SIMPLIFY_FACES,
     MIN_POINTS,
+    MODALITIES,
     REFINE_METHODS,
     RESOLUTIONS,
 )
@@ -37,7 +38,6 @@ from .occnet.policy import coarse_resolution as coarse_resolution  # re-exported
 from .protocol import DTYPES, Frame, plain_id
 
 PROTOCOL_VERSION = 1
-MODALITIES = ("image", "pointcloud", "voxels")
 MAX_IMAGE_SIDE = 2048  # the network sees 224 x 224; the add-on sends at most 1024 px, other clients this much
 MAX_POINTS = 5_000_000
 MAX_FACES = 5_000_000  # a mesh sent to be voxelised

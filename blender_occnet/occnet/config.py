@@ -10,8 +10,6 @@ from typing import Any
 
 from .errors import InputError
 
-MODALITIES = ("image", "pointcloud", "voxels")
-
 # Architecture name -> modality of its input.
 ARCH_MODALITY = {
     "onet-img": "image",

@@ -3,6 +3,8 @@ which extraction settings exist and their bounds. Standard library only: the add
 
 from __future__ import annotations
 
+MODALITIES = ("image", "pointcloud", "voxels")  # the kinds of input, named alike everywhere
+
 # Fewest usable points a point-cloud input may hold (the add-on checks before sending, the core again).
 MIN_POINTS = 8
 

@@ -207,13 +207,10 @@ def test_frames_are_refused_where_they_break_the_contract() -> None:
 
 
 def test_settings_are_the_cores_extraction_settings() -> None:
-    """Each Settings field is an ExtractionSettings field of the same name (the backend maps one onto the other),
-    and the modalities are the core's."""
-    from blender_occnet.occnet.config import MODALITIES
+    """Each Settings field is an ExtractionSettings field of the same name (the backend maps one onto the other)."""
     from blender_occnet.occnet.generation import ExtractionSettings
 
     assert set(m.SETTINGS) <= {f.name for f in dataclasses.fields(ExtractionSettings)}
-    assert m.MODALITIES == MODALITIES
 
 
 def test_messages_import_without_torch_or_bpy() -> None:
