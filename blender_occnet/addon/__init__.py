@@ -1,21 +1,31 @@
-"""The Blender add-on (bpy, numpy and the backend client only; never torch): registers properties,
-preferences, operators and panels in order and removes them in reverse."""
+"""The Blender add-on: properties, preferences, operators and panels, registered in order and removed in
+reverse, and the session (state.py) that holds everything the add-on keeps while enabled: the backend
+client, the reconstruction the panel shows, the install and download the preferences show, the live
+re-extractions and the backend jobs whose events are awaited. register() opens it, unregister() closes it;
+no other module keeps mutable state.
+
+Imports: bpy, numpy and the standard library; of the rest of the package only the stdlib+numpy modules
+(messages.py, protocol.py, backend_client.py, user_dirs.py, occnet/policy.py, occnet/geometry.py,
+occnet/binvox.py, occnet/errors.py), never torch-side code (tests/blender/test_extension.py checks it).
+Within the add-on, imports point one way: the low modules (geometry, scene_io, connection, router, jobs,
+installer, weights_download, worker, torch_builds) know nothing of the session; state.py holds them; the
+Blender-facing modules (live, preferences, properties, panels, operators, events, backend_session) and
+../api.py reach the session through `state.session()`."""
 
 from __future__ import annotations
 
-from . import backend_session, events, jobs, live, operators, panels, preferences, properties
+from . import events, operators, panels, preferences, properties, state
 
 MODULES = (properties, preferences, operators, panels, events)
 
 
 def register() -> None:
+    state.open_session()
     for module in MODULES:
         module.register()
 
 
 def unregister() -> None:
-    jobs.unregister()
-    live.unregister()
-    backend_session.shutdown()
+    state.close_session()  # first: a batch it stops still reports on the window manager's job status
     for module in reversed(MODULES):
         module.unregister()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import bpy
 
-from . import backend_session, live, preferences, properties, scene_io
+from . import live, preferences, properties, scene_io, state
 
 
 class OCCNET_PT_main(bpy.types.Panel):
@@ -19,13 +19,14 @@ class OCCNET_PT_main(bpy.types.Panel):
         layout, scene, wm = self.layout, context.scene, context.window_manager
         if layout is None or scene is None or wm is None:
             return
-        settings, state = scene.occnet, wm.occnet_job  # type: ignore[attr-defined]
-        backend_session.warm_up(preferences.backend_settings(context))  # returns at once; starts it once
+        settings, status = scene.occnet, wm.occnet_job  # type: ignore[attr-defined]
+        state.session().backend.warm_up(preferences.backend_settings(context))  # returns at once; starts it once
         obj = context.active_object
+        selected = context.view_layer.objects.selected if context.view_layer is not None else ()
         layout.menu("OCCNET_MT_samples", icon="FILE_3D")
         if settings.source_kind == "IMAGE":
             layout.template_ID(settings, "image", open="image.open")
-        using = scene_io.describe_source(settings, obj)
+        using = scene_io.describe_source(settings, obj, selected)
         # Always visible, and what the operator will really use (scene_io.chosen_source).
         layout.label(text=f"Reconstructs {using}" if using else "Select a mesh or point cloud object",
                      icon="OBJECT_DATA" if using else "INFO")
@@ -41,18 +42,18 @@ class OCCNET_PT_main(bpy.types.Panel):
         if obj is None or obj.occnet.kind != "VOXELS":  # type: ignore[attr-defined]
             column.prop(settings, "source_kind")
         column.prop(settings, "hide_source")
-        if state.running:
+        if status.running:
             row = layout.row(align=True)
-            row.progress(factor=state.progress, type="BAR", text=state.stage or "working")
+            row.progress(factor=status.progress, type="BAR", text=status.stage or "working")
             row.operator("occnet.cancel", text="", icon="CANCEL")
         else:
             layout.operator("occnet.reconstruct", icon="MESH_ICOSPHERE")
-        if state.last_error:
+        if status.last_result:  # with an error too when some of a batch's sources failed
+            layout.label(text=status.last_result, icon="CHECKMARK")
+        if status.last_error:
             box = layout.box()
-            for i, line in enumerate(_wrap(state.last_error)):
+            for i, line in enumerate(_wrap(status.last_error)):
                 box.label(text=line, icon="ERROR" if i == 0 else "BLANK1")
-        elif state.last_result:
-            layout.label(text=state.last_result, icon="CHECKMARK")
         if obj is not None and obj.occnet.kind == "RESULT":  # type: ignore[attr-defined]
             _draw_result(layout, obj)
 

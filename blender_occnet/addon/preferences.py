@@ -7,8 +7,8 @@ from pathlib import Path
 import bpy
 from bpy.props import EnumProperty, IntProperty, StringProperty
 
-from . import events, installer, torch_builds, weights_download
-from .backend_session import BackendSettings
+from . import installer, router, state, torch_builds, weights_download
+from .connection import BackendSettings
 
 # The extension's own module name (bl_ext.<repo>.occnet, or blender_occnet from a checkout): never hard-coded.
 PACKAGE = __package__.rpartition(".")[0]
@@ -61,14 +61,12 @@ class OCCNET_AP_preferences(bpy.types.AddonPreferences):
         if self.backend_mode != "REMOTE":  # a remote backend's threads are set where it runs (serve --threads)
             layout.prop(self, "cpu_threads")
         layout.operator("occnet.test_backend", icon="CHECKMARK")
-        state = events.state()
-        if state.backend_info:
-            layout.label(text=state.backend_info, icon="INFO")
+        status = router.status()
+        if status.backend_info:
+            layout.label(text=status.backend_info, icon="INFO")
 
 
 def _draw_managed(layout: bpy.types.UILayout, prefs: "OCCNET_AP_preferences") -> None:
-    from .operators import install_backend  # the operator module keeps the running install
-
     facts = torch_builds.detect()
     build = torch_builds.choose(facts, prefs.torch_build)
     row = layout.row()
@@ -78,7 +76,7 @@ def _draw_managed(layout: bpy.types.UILayout, prefs: "OCCNET_AP_preferences") ->
                  icon="INFO" if build.supported else "ERROR")
 
     env = managed_env_dir()
-    job = install_backend.current
+    job = state.session().install
     if job is not None and job.state not in installer.DONE:
         row = layout.row(align=True)
         row.progress(factor=job.fraction, type="BAR", text=job.stage or "installing")
@@ -90,18 +88,16 @@ def _draw_managed(layout: bpy.types.UILayout, prefs: "OCCNET_AP_preferences") ->
                      "PyTorch and the other requirements (about 1 GB)", icon="CHECKMARK" if installed else "INFO")
         layout.operator("occnet.install_backend", text="Reinstall backend" if installed else "Install backend",
                         icon="IMPORT")
-        lines = events.state().install_log.splitlines()[-4:]
+        lines = router.status().install_log.splitlines()[-4:]
     for line in lines:
         layout.label(text=line[:120])
 
 
 def _draw_released(layout: bpy.types.UILayout, backend_mode: str) -> None:
     """The authors' released weights, each with Get (or Installed), and the running download."""
-    from .operators import get_weights  # the operator module keeps the running download
-
     box = layout.box()
     box.label(text=f"Released weights (the authors', trained on ShapeNet; into {weights_download.user_weights_dir()})")
-    job = get_weights.current
+    job = state.session().download
     if job is not None and job.state not in weights_download.DONE:
         row = box.row(align=True)
         row.progress(factor=job.fraction, type="BAR", text=job.message[:90])
@@ -137,7 +133,7 @@ def get(context: bpy.types.Context) -> OCCNET_AP_preferences:
 
 
 def backend_settings(context: bpy.types.Context) -> BackendSettings:
-    """The preferences as plain data for backend_session (read on the main thread)."""
+    """The preferences as plain data for the session's backend (read on the main thread)."""
     prefs = get(context)
     folder = bpy.path.abspath(prefs.weights_dir) if prefs.weights_dir else ""
     if prefs.backend_mode == "MANAGED":

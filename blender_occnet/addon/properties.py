@@ -65,6 +65,17 @@ def is_original_checkpoint(weights: str) -> bool:
     return weights.strip().lower().endswith(ORIGINAL_SUFFIXES)
 
 
+def request_settings(settings: Any) -> dict[str, Any]:
+    """scene.occnet -> the backend's request fields (one to one)."""
+    weights = settings.weights.strip()
+    original = is_original_checkpoint(weights)  # only those may need the architecture told
+    return {"weights": bpy.path.abspath(weights) if weights.startswith("//") else (weights or None),
+            "arch": settings.arch if original and settings.arch != "AUTO" else None,
+            "device": settings.device, "resolution": int(settings.resolution),
+            "threshold": float(settings.threshold), "refine_steps": int(settings.refine_steps),
+            "simplify_faces": int(settings.simplify_faces), "input_points": int(settings.input_points)}
+
+
 class OCCNET_PG_settings(bpy.types.PropertyGroup):
     """One scene's reconstruction settings; names match the generation API's."""
 

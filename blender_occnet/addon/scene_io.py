@@ -4,7 +4,7 @@ and the .binvox importer add their own source objects."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 import bpy
 import numpy as np
@@ -18,6 +18,7 @@ MAX_POINTS = 100_000
 MAX_IMAGE_SIDE = 1024  # the network sees 224 x 224; larger images are sent subsampled
 VOXEL_ATTRIBUTE = "occnet_voxel"  # per-face cell index of a voxel source object
 SOURCE_TYPES = {"MESH", "POINTCLOUD"}
+READ_KINDS = ("SURFACE", "VERTICES", "VOXELIZE")  # how read_source may read a mesh or point cloud
 
 
 @dataclass
@@ -34,27 +35,52 @@ class Source:
     object_name: str = ""  # the source object ('' for an image), hidden after success when asked
 
 
+def object_kind(obj: bpy.types.Object, preferred: str) -> str:
+    """How an object that can be a source is read: a voxel object always as its voxels; a mesh or point cloud
+    as `preferred` says (SURFACE, VERTICES or VOXELIZE), or as surface samples and vertices while it is IMAGE."""
+    if obj.occnet.kind == "VOXELS":  # type: ignore[attr-defined]
+        return "VOXELS"
+    if preferred == "IMAGE":
+        return "VERTICES" if obj.type == "POINTCLOUD" else "SURFACE"
+    return preferred
+
+
 def chosen_source(settings: Any, obj: bpy.types.Object | None) -> str:
     """What Reconstruct will use, the one rule the panel shows and the operator follows: the active object
-    when it can be a source (a voxel object always as its voxels; a mesh or point cloud as Source says, or
-    surface samples and vertices while Source is Image), else the chosen image when Source is Image.
-    Returns SURFACE, VERTICES, VOXELIZE, VOXELS, IMAGE, or '' when there is nothing to reconstruct."""
+    when it can be a source (object_kind), else the chosen image when Source is Image. Returns SURFACE,
+    VERTICES, VOXELIZE, VOXELS, IMAGE, or '' when there is nothing to reconstruct."""
     if obj is not None and obj.type in SOURCE_TYPES:
-        if obj.occnet.kind == "VOXELS":  # type: ignore[attr-defined]
-            return "VOXELS"
-        if settings.source_kind == "IMAGE":
-            return "VERTICES" if obj.type == "POINTCLOUD" else "SURFACE"
-        return str(settings.source_kind)
+        return object_kind(obj, str(settings.source_kind))
     return "IMAGE" if settings.source_kind == "IMAGE" else ""
 
 
-def describe_source(settings: Any, obj: bpy.types.Object | None) -> str:
+def chosen_targets(settings: Any, active: bpy.types.Object | None,
+                   selected: Iterable[bpy.types.Object]) -> list[tuple[Any, str]]:
+    """Everything one click reconstructs, as (object or image, kind): the active object when it can be a
+    source, then every other selected object that can be one (by name); else the chosen image. [] when
+    there is nothing."""
+    kind = chosen_source(settings, active)
+    if kind == "IMAGE":
+        return [(settings.image, kind)] if settings.image is not None else []
+    if not kind or active is None:
+        return []
+    others = sorted((obj for obj in selected if obj != active and obj.type in SOURCE_TYPES), key=lambda o: o.name)
+    return [(active, kind)] + [(obj, object_kind(obj, str(settings.source_kind))) for obj in others]
+
+
+def describe_source(settings: Any, obj: bpy.types.Object | None,
+                    selected: Iterable[bpy.types.Object] = ()) -> str:
     """The panel's line about what Reconstruct will use."""
     kind = chosen_source(settings, obj)
     if kind == "IMAGE":
         return f"image '{settings.image.name}'" if settings.image is not None else "an image (pick one)"
     if not kind or obj is None:
         return ""
+    targets = chosen_targets(settings, obj, selected)
+    if len(targets) > 1:
+        names = [f"'{target.name}'" for target, _ in targets]
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        return f"{len(targets)} objects, one job each: {shown}"
     what = {"VOXELS": "its voxels", "VOXELIZE": "the mesh voxelised at 32³", "VERTICES": "its points",
             "SURFACE": "points on its surface" if obj.type == "MESH" else "its points"}[kind]
     return f"'{obj.name}', {what}"
@@ -222,9 +248,10 @@ def replace_geometry(mesh: bpy.types.Mesh, vertices: np.ndarray, faces: np.ndarr
 
 def add_object(name: str, vertices: np.ndarray, faces: np.ndarray, matrix_world: Matrix,
                collections: tuple[str, ...], scene: bpy.types.Scene, view_layer: bpy.types.ViewLayer | None,
-               smooth: bool = True, parent: str = "") -> bpy.types.Object:
-    """A new mesh object, linked where the source was (else to the scene), parented as the source was,
-    selected and active; nothing is left behind on failure. collections: names, "" for the scene's own."""
+               smooth: bool = True, parent: str = "", select: str = "ONLY") -> bpy.types.Object:
+    """A new mesh object, linked where the source was (else to the scene), parented as the source was; nothing
+    is left behind on failure. collections: names, "" for the scene's own. select: ONLY (the new object alone
+    selected, and active) or ADD (selected beside what is, the active object unchanged)."""
     mesh = bpy.data.meshes.new(name)
     obj: bpy.types.Object | None = None
     try:
@@ -241,10 +268,11 @@ def add_object(name: str, vertices: np.ndarray, faces: np.ndarray, matrix_world:
             obj.parent = bpy.data.objects[parent]
         obj.matrix_world = matrix_world.copy()  # after parenting: the world placement is the source's
         if view_layer is not None:
-            for other in view_layer.objects:
-                other.select_set(False)
+            if select == "ONLY":
+                for other in view_layer.objects:
+                    other.select_set(False)
+                view_layer.objects.active = obj
             obj.select_set(True)
-            view_layer.objects.active = obj
         return obj
     except Exception:
         if obj is not None:

@@ -52,3 +52,18 @@ def add_vertex_cloud(name: str, points: np.ndarray) -> bpy.types.Object:
     bpy.context.view_layer.objects.active = obj
     obj.select_set(True)
     return obj
+
+
+def add_point_cloud(name: str = "Cloud", location: tuple[float, float, float] = (0.0, 3.0, 1.0)) -> bpy.types.Object:
+    """A POINTCLOUD object of 3,000 points on an ellipsoid, alone selected, and active."""
+    rng = np.random.default_rng(4)
+    points = rng.normal(size=(3000, 3)).astype(np.float32)
+    points /= np.linalg.norm(points, axis=1, keepdims=True) * np.array([1.0, 2.0, 0.5], np.float32)
+    for obj in bpy.context.view_layer.objects:
+        obj.select_set(False)  # the conversion acts on every selected object
+    add_vertex_cloud(name, points)
+    bpy.ops.object.convert(target="POINTCLOUD")
+    cloud = bpy.context.active_object
+    assert cloud.type == "POINTCLOUD"
+    cloud.location = location
+    return cloud

@@ -31,9 +31,10 @@ from tests.blender.blender_helpers import MODULE, REPO, configure  # noqa: E402
 def _cleanup() -> Iterator[None]:
     """Stop the backend and remove the temporary user folders at the end."""
     yield
-    session = sys.modules.get(f"{MODULE}.addon.backend_session")
+    state = sys.modules.get(f"{MODULE}.addon.state")
+    session = state.session_or_none() if state is not None else None
     if session is not None:
-        session.shutdown()
+        session.backend.shutdown()
     if _SAVED_HOME is not None:
         os.environ["HOME"] = _SAVED_HOME
     shutil.rmtree(_ROOT, ignore_errors=True)
@@ -100,5 +101,5 @@ def fresh_scene(request: pytest.FixtureRequest) -> Iterator[None]:
 
 @pytest.fixture
 def addon(installed: str) -> ModuleType:
-    """The installed add-on's package (bl_ext.user_default.occnet.addon) for its Python API."""
+    """The installed add-on's package (bl_ext.user_default.occnet.addon), to reach its modules."""
     return importlib.import_module(f"{installed}.addon")

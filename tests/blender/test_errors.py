@@ -107,17 +107,17 @@ def test_backend_dying_mid_job_then_restarting(addon: ModuleType) -> None:
     add_sphere()
     bpy.context.scene.occnet.resolution = "256"
     before = scene_snapshot()
-    job = addon.jobs.begin(bpy.context, block=True)
-    assert job.state == "running"
-    job.client._process.kill()
-    assert addon.jobs.wait(job, 60) == "failed"
-    assert "stopped (signal 9)" in job.message and "Reconstruct again to restart the backend" in job.message
-    assert bpy.context.window_manager.occnet_job.last_error == job.message
+    batch = addon.operators.reconstruct.begin(bpy.context, block=True)
+    assert batch.state == "running"
+    batch.client._process.kill()
+    assert addon.jobs.wait(batch, 60) == "failed"
+    assert "stopped (signal 9)" in batch.message and "Reconstruct again to restart the backend" in batch.message
+    assert bpy.context.window_manager.occnet_job.last_error == batch.message
     assert scene_snapshot() == before
     # The next reconstruction starts a new backend.
     bpy.context.scene.occnet.resolution = "32"
     assert bpy.ops.occnet.reconstruct() == {"FINISHED"}
-    assert addon.backend_session.current() is not job.client
+    assert addon.state.session().backend.current() is not batch.client
 
 
 def test_broken_weights_are_named_and_the_rest_still_work(tmp_path: Path, weights_dir: Path) -> None:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+from types import ModuleType
 
 import bpy
 
-from tests.blender.blender_helpers import REPO
+from tests.blender.blender_helpers import REPO, add_sphere, configure, scene_snapshot
 
 CLASSES = {"OCCNET_OT_reconstruct": bpy.types.Operator, "OCCNET_OT_cancel": bpy.types.Operator,
            "OCCNET_OT_import_binvox": bpy.types.Operator, "OCCNET_OT_test_backend": bpy.types.Operator,
@@ -18,7 +20,7 @@ CLASSES = {"OCCNET_OT_reconstruct": bpy.types.Operator, "OCCNET_OT_cancel": bpy.
            "OCCNET_PT_main": bpy.types.Panel, "OCCNET_PG_settings": bpy.types.PropertyGroup,
            "OCCNET_PG_object": bpy.types.PropertyGroup, "OCCNET_PG_job": bpy.types.PropertyGroup,
            "OCCNET_AP_preferences": bpy.types.AddonPreferences}
-EVERYTHING = len(CLASSES) + 3 + 9 + 1 + 1  # classes, pointer properties, operators, menu entry, timer
+EVERYTHING = len(CLASSES) + 3 + 9 + 1 + 1 + 1  # classes, pointer properties, operators, menu entry, timer, session
 
 
 def test_zip_holds_manifest_and_package_at_its_root(extension_zip: Path) -> None:
@@ -89,6 +91,9 @@ def registered(module: str) -> list[str]:
     events = sys.modules.get(f"{module}.addon.events")
     if events is not None and bpy.app.timers.is_registered(events._timer):
         found.append("timer")
+    state = sys.modules.get(f"{module}.addon.state")
+    if state is not None and state.session_or_none() is not None:
+        found.append("session")
     return found
 
 
@@ -99,3 +104,41 @@ def test_disable_and_enable_leave_nothing_behind(installed: str) -> None:
         assert registered(installed) == []
         bpy.ops.preferences.addon_enable(module=installed)
         assert len(registered(installed)) == EVERYTHING
+
+
+def test_disabling_mid_reconstruction_stops_it_and_the_backend(installed: str, addon: ModuleType,
+                                                               weights_dir: Path) -> None:
+    """Disable ends the session: the running batch stops (nothing of it is left), the backend process exits;
+    enable starts a fresh session that reconstructs."""
+    add_sphere()
+    bpy.context.scene.occnet.resolution = "256"
+    before = scene_snapshot()
+    batch = addon.operators.reconstruct.begin(bpy.context, block=True)
+    assert batch.state == "running"
+    session, process = addon.state.session(), batch.client._process
+    bpy.ops.preferences.addon_disable(module=installed)
+    try:
+        assert batch.state == "failed" and batch.message == "the add-on was disabled"
+        assert process.wait(timeout=30) is not None and not batch.client.alive
+        assert scene_snapshot() == before
+    finally:
+        bpy.ops.preferences.addon_enable(module=installed)
+    assert addon.state.session() is not session and addon.state.session().backend.current() is None
+    configure(weights_dir)  # the preferences went with the add-on
+    bpy.context.scene.occnet.resolution = "32"
+    assert bpy.ops.occnet.reconstruct() == {"FINISHED"}
+
+
+def test_only_the_session_module_keeps_state() -> None:
+    """No add-on module but state.py rebinds a global, nor holds a mutable container at module level: what
+    the add-on keeps lives in the session, which unregister() ends."""
+    for path in sorted((REPO / "blender_occnet" / "addon").rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        rebinds = [node.names for node in ast.walk(tree) if isinstance(node, ast.Global)]
+        assert not rebinds or path.name == "state.py", f"{path.name} rebinds {rebinds}"
+        for node in tree.body:
+            if isinstance(node, (ast.Assign, ast.AnnAssign)) and isinstance(node.value, (ast.Dict, ast.List, ast.Set)):
+                names = [t.id for t in (node.targets if isinstance(node, ast.Assign) else [node.target])
+                         if isinstance(t, ast.Name)]
+                assert all(name.isupper() or name == "__all__" for name in names), \
+                    f"{path.name}: mutable module state {names}"

@@ -29,7 +29,7 @@ def managed(addon: ModuleType) -> Iterator[Path]:
     env = addon.preferences.managed_env_dir()
     yield env
     system.use_online_access = online
-    addon.backend_session.shutdown()
+    addon.state.session().backend.shutdown()
     for path in (env, env.with_name(env.name + ".partial")):
         assert not path.with_name(path.name + ".old").exists()
         if path.exists():
@@ -80,7 +80,7 @@ def test_install_runs_pip_in_a_new_environment_and_checks_the_backend(managed: P
     requirements.write_text(f"--no-index\n--find-links {tmp_path}\noccnet-probe==1.0\n", encoding="utf-8")
     with pytest.raises(RuntimeError, match="packages installed, but the backend does not start.*lacks.*torch"):
         bpy.ops.occnet.install_backend(requirements=str(requirements))
-    job = addon.operators.install_backend.current
+    job = addon.state.session().install
     assert job.state == "failed" and job.fraction >= 0.75
     log = job.log_path.read_text(encoding="utf-8")
     assert "-m venv" in log and "Successfully installed occnet-probe-1.0" in log and wheel.name in log
@@ -98,4 +98,4 @@ def test_real_install_then_reconstruct(managed: Path, addon: ModuleType) -> None
     assert bpy.context.window_manager.occnet_job.backend_info.startswith("backend installed")
     add_sphere()
     assert bpy.ops.occnet.reconstruct() == {"FINISHED"}
-    assert addon.backend_session._key.python == str(python) and "Ball.occnet" in bpy.data.objects
+    assert addon.state.session().backend.settings.python == str(python) and "Ball.occnet" in bpy.data.objects

@@ -66,6 +66,11 @@ def test_panel_in_each_state(addon: ModuleType) -> None:
     assert ("operator", "occnet.cancel") in calls
     state.running, state.last_error = False, "the backend stopped; set the interpreter " * 3
     assert len([c for c in draw(panel, bpy.context) if c[0] == "label"]) >= 3  # wrapped over lines
+    # A batch some of whose sources failed: what was made, and what failed by name.
+    state.last_result, state.last_error = "2 of 3 reconstructed in 1.0 s: A.occnet, B.occnet", "1 failed: 'Bad': why"
+    calls = draw(panel, bpy.context)
+    assert ("label", state.last_result) in calls and ("label", state.last_error) in calls
+    state.last_result = state.last_error = ""
     bpy.ops.occnet.reconstruct()
     calls = draw(panel, bpy.context)
     assert ("prop", "threshold") in calls and any(c[0] == "label" and "faces" in c[1] for c in calls)
@@ -91,12 +96,12 @@ def test_preferences_show_a_running_install(addon: ModuleType, tmp_path: Any) ->
     job = addon.installer.Installer(tmp_path / "env")  # never started: its state is 'running'
     job.stage, job.fraction = "downloading torch", 0.3
     job.lines.append("Collecting torch==2.13.0")
-    install = addon.operators.install_backend
-    install.current = job
+    session = addon.state.session()
+    session.install = job
     try:
         calls = draw(type(prefs), bpy.context, prefs)
     finally:
-        install.current = None
+        session.install = None
     assert ("progress", {"factor": pytest.approx(0.3), "type": "BAR", "text": "downloading torch"}) in calls
     assert ("operator", "occnet.cancel_install") in calls and ("label", "Collecting torch==2.13.0") in calls
 
@@ -111,12 +116,12 @@ def test_preferences_list_the_released_weights_and_a_running_download(addon: Mod
     assert any(c[0] == "label" and c[1].startswith("onet-img-shapenet: ") for c in calls)
     job = addon.weights_download.Download("python", "onet-img-shapenet")  # never started: 'running'
     job.fraction, job.message = 0.25, "downloading onet-img-shapenet: 10.0 MB of 40.0 MB"
-    get = addon.operators.get_weights
-    get.current = job
+    session = addon.state.session()
+    session.download = job
     try:
         calls = draw(type(prefs), bpy.context, prefs)
     finally:
-        get.current = None
+        session.download = None
     assert ("progress", {"factor": pytest.approx(0.25), "type": "BAR", "text": job.message}) in calls
     assert ("operator", "occnet.cancel_weights_download") in calls
 
@@ -134,16 +139,16 @@ def test_showing_the_panel_starts_the_backend_for_the_first_click(addon: ModuleT
     then uses that backend rather than starting one."""
     import time
 
-    session = addon.backend_session
-    session.shutdown()
+    backend = addon.state.session().backend
+    backend.shutdown()
     panel = sys.modules[f"{MODULE}.addon.panels"].OCCNET_PT_main
     draw(panel, bpy.context)
     draw(panel, bpy.context)  # a second draw starts nothing more
     deadline = time.monotonic() + 120
-    while (session.current() is None or not session.current().alive) and time.monotonic() < deadline:
+    while (backend.current() is None or not backend.current().alive) and time.monotonic() < deadline:
         time.sleep(0.1)
-    warmed = session.current()
+    warmed = backend.current()
     assert warmed is not None and warmed.alive
     add_sphere()
     assert bpy.ops.occnet.reconstruct() == {"FINISHED"}
-    assert session.current() is warmed
+    assert backend.current() is warmed

@@ -12,7 +12,7 @@ import pytest
 from mathutils import Matrix
 
 from blender_occnet.occnet.binvox import write_binvox
-from tests.blender.blender_helpers import add_sphere, add_vertex_cloud, edge_use_counts, scene_snapshot
+from tests.blender.blender_helpers import add_point_cloud, add_sphere, edge_use_counts, scene_snapshot
 
 pytestmark = pytest.mark.usefixtures("installed")
 
@@ -64,16 +64,10 @@ def test_voxelised_mesh_source_fits_the_mesh_and_stays_where_it_is() -> None:
 
 def test_point_cloud_object_and_the_non_blocking_path(addon: ModuleType) -> None:
     """A POINTCLOUD source, run the way the modal operator runs it (connect on a thread, then step)."""
-    rng = np.random.default_rng(4)
-    points = rng.normal(size=(3000, 3)).astype(np.float32)
-    points /= np.linalg.norm(points, axis=1, keepdims=True) * np.array([1.0, 2.0, 0.5], np.float32)
-    add_vertex_cloud("Cloud", points)
-    bpy.ops.object.convert(target="POINTCLOUD")
-    cloud = bpy.context.active_object
-    assert cloud.type == "POINTCLOUD"
-    cloud.location = (0.0, 3.0, 1.0)
-    job = addon.jobs.begin(bpy.context, block=False)
-    assert addon.jobs.wait(job, 120) == "finished", job.message
+    cloud = add_point_cloud()
+    batch = addon.operators.reconstruct.begin(bpy.context, block=False)
+    assert batch.state == "starting"  # connecting on a thread
+    assert addon.jobs.wait(batch, 120) == "finished", batch.message
     assert_result(cloud)
 
 
@@ -117,12 +111,12 @@ def test_cancel_leaves_no_new_object(addon: ModuleType) -> None:
     add_sphere()
     bpy.context.scene.occnet.resolution = "256"
     before = scene_snapshot()
-    job = addon.jobs.begin(bpy.context, block=False)
-    while job.step(timeout=0.1) == "starting":
+    batch = addon.operators.reconstruct.begin(bpy.context, block=False)
+    while batch.step(timeout=0.1) == "starting":
         pass
-    assert job.state == "running"
+    assert batch.state == "running"
     assert bpy.ops.occnet.cancel() == {"FINISHED"}
-    assert addon.jobs.wait(job, 60) == "cancelled"
+    assert addon.jobs.wait(batch, 60) == "cancelled"
     assert scene_snapshot() == before and not bpy.context.window_manager.occnet_job.running
 
 
@@ -221,7 +215,7 @@ def test_a_tweak_after_a_backend_restart_never_takes_another_shape(addon: Module
     bpy.ops.occnet.reconstruct()
     result = bpy.data.objects["Ball.occnet"]
     before = np.array([v.co[:] for v in result.data.vertices])
-    addon.backend_session.shutdown()  # what a preference change does before the next use
+    addon.state.session().backend.shutdown()  # what a preference change does before the next use
     bpy.ops.mesh.primitive_cube_add(size=0.6, location=(3.0, 0.0, 0.0))
     bpy.context.active_object.name = "Crate"
     assert bpy.ops.occnet.reconstruct() == {"FINISHED"}

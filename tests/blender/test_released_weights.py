@@ -31,14 +31,14 @@ def server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, addon: ModuleType) -
     online = system.use_online_access
     system.use_online_access = True
     monkeypatch.setenv("OCCNET_WEIGHTS_DIR", str(tmp_path / "user-weights"))
-    addon.backend_session.shutdown()  # the next backend starts with this folder (a user's never changes)
+    addon.state.session().backend.shutdown()  # the next backend starts with this folder (a user's never changes)
     with serving(monkeypatch) as httpd:
         checkpoint = tmp_path / "grid.pt"
         save_original_checkpoint(checkpoint, randomized_model(small_config("convonet-pointcloud-grid")))
         httpd.files[urllib.parse.urlparse(find(NAME).url).path] = checkpoint.read_bytes()
         yield httpd
     system.use_online_access = online
-    addon.backend_session.shutdown()
+    addon.state.session().backend.shutdown()
 
 
 def downloaded() -> list[str]:

@@ -17,8 +17,6 @@ def register() -> None:
 
 
 def unregister() -> None:
-    install_backend.unregister()
-    get_weights.unregister()
     bpy.types.TOPBAR_MT_file_import.remove(import_binvox.menu_import)
     for cls in reversed(CLASSES):
         bpy.utils.unregister_class(cls)

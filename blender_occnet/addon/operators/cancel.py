@@ -6,25 +6,27 @@ from typing import Any
 
 import bpy
 
-from .. import jobs
+from .. import state
 
 
 class OCCNET_OT_cancel(bpy.types.Operator):
-    """Cancel the running reconstruction; the scene stays as it was"""
+    """Cancel the running reconstruction: what has not finished is dropped, what has is kept"""
 
     bl_idname = "occnet.cancel"
     bl_label = "Cancel"
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        if jobs.active is None or jobs.active.state in jobs.DONE:
+        session = state.session_or_none()
+        if session is None or not session.reconstructing:
             cls.poll_message_set("No reconstruction is running")
             return False
         return True
 
     def execute(self, context: bpy.types.Context) -> set[Any]:
-        assert jobs.active is not None
-        jobs.active.cancel()
+        batch = state.session().batch
+        assert batch is not None
+        batch.cancel()
         self.report({"INFO"}, "Cancelling the reconstruction")
         return {"FINISHED"}
 

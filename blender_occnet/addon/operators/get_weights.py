@@ -3,14 +3,11 @@ the backend's interpreter, which checks and converts it), from the preferences' 
 
 from __future__ import annotations
 
-
 import bpy
 from bpy.props import StringProperty
 
-from .. import preferences, weights_download
-from .modal import CancelJob, PreferencesJobModal, running
-
-current: weights_download.Download | None = None  # the download the preferences show (running or last)
+from .. import preferences, state, weights_download
+from .modal import CancelJob, PreferencesJobModal, running, session_job
 
 
 class OCCNET_OT_get_weights(PreferencesJobModal, bpy.types.Operator):
@@ -19,21 +16,18 @@ class OCCNET_OT_get_weights(PreferencesJobModal, bpy.types.Operator):
 
     bl_idname = "occnet.get_weights"
     bl_label = "Get"
+    JOB = "download"
 
     name: StringProperty(name="Name", options={"SKIP_SAVE"})  # type: ignore[valid-type]
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        if running(current):
+        if running(session_job(cls.JOB)):
             cls.poll_message_set("A download is already running")
             return False
         return True
 
-    def _current(self) -> weights_download.Download | None:
-        return current
-
     def _begin(self, context: bpy.types.Context) -> weights_download.Download | None:
-        global current
         if not bpy.app.online_access:
             self._fail("Blender's online access is off, and getting weights downloads them: allow it in "
                        "Edit > Preferences > System > Network (Allow Online Access), or run `python -m "
@@ -53,9 +47,9 @@ class OCCNET_OT_get_weights(PreferencesJobModal, bpy.types.Operator):
             self._fail("getting weights needs the backend's interpreter (it checks and converts them): install "
                        "the backend or set a Python interpreter in the preferences")
             return None
-        current = weights_download.Download(settings.python.strip(), self.name)
-        current.start()
-        return current
+        job = state.session().download = weights_download.Download(settings.python.strip(), self.name)
+        job.start()
+        return job
 
 
 class OCCNET_OT_cancel_weights_download(CancelJob, bpy.types.Operator):
@@ -64,16 +58,7 @@ class OCCNET_OT_cancel_weights_download(CancelJob, bpy.types.Operator):
     bl_idname = "occnet.cancel_weights_download"
     bl_label = "Cancel download"
 
-    @staticmethod
-    def _job() -> weights_download.Download | None:
-        return current
-
-
-def unregister() -> None:
-    global current
-    if running(current):
-        current.cancel()
-    current = None
+    JOB = "download"
 
 
 CLASSES = (OCCNET_OT_get_weights, OCCNET_OT_cancel_weights_download)

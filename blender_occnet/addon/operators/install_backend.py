@@ -9,10 +9,8 @@ from pathlib import Path
 import bpy
 from bpy.props import StringProperty
 
-from .. import backend_session, events, installer, jobs, preferences, torch_builds
-from .modal import CancelJob, PreferencesJobModal, running
-
-current: installer.Installer | None = None  # the install the preferences show (running or last)
+from .. import installer, preferences, router, state, torch_builds
+from .modal import CancelJob, PreferencesJobModal, running, session_job
 
 
 class OCCNET_OT_install_backend(PreferencesJobModal, bpy.types.Operator):
@@ -21,6 +19,7 @@ class OCCNET_OT_install_backend(PreferencesJobModal, bpy.types.Operator):
 
     bl_idname = "occnet.install_backend"
     bl_label = "Install backend"
+    JOB = "install"
 
     requirements: StringProperty(  # type: ignore[valid-type]
         name="Requirements", default="", subtype="FILE_PATH", options={"HIDDEN", "SKIP_SAVE"},
@@ -28,50 +27,48 @@ class OCCNET_OT_install_backend(PreferencesJobModal, bpy.types.Operator):
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        if running(current):
+        if running(session_job(cls.JOB)):
             cls.poll_message_set("An install is already running")
             return False
         return True
 
-    def _current(self) -> installer.Installer | None:
-        return current
-
     def _begin(self, context: bpy.types.Context) -> installer.Installer | None:
-        global current
-        state = events.state()
+        session, status = state.session(), router.status()
         if not bpy.app.online_access:
             self._fail("Blender's online access is off, and installing the backend downloads PyTorch: "
                        "allow it in Edit > Preferences > System > Network (Allow Online Access), or set "
                        "a Python interpreter of your own that has the backend's requirements")
             return None
-        if jobs.active is not None and jobs.active.state not in jobs.DONE:
+        if session.reconstructing:
             self._fail("a reconstruction is running; wait for it or cancel it, then install the backend")
             return None
         requirements = Path(bpy.path.abspath(self.requirements)) if self.requirements else installer.REQUIREMENTS
         if not requirements.is_file():
             self._fail(f"the requirements file {requirements} does not exist")
             return None
-        state.install_log = ""
+        status.install_log = ""
         # A backend running from the old environment would keep its files busy (Windows) when the new
         # one is swapped in; it restarts on the next reconstruction.
-        backend_session.shutdown()
-        backend_session.hold_warm_ups(True)  # a redraw must not start the old environment's backend again
+        session.backend.shutdown()
+        session.backend.hold_warm_ups(True)  # a redraw must not start the old environment's backend again
         build = torch_builds.choose(torch_builds.detect(), preferences.get(context).torch_build)
         if not build.supported:
-            backend_session.hold_warm_ups(False)
+            session.backend.hold_warm_ups(False)
             self._fail(build.reason)
             return None
-        current = installer.Installer(preferences.managed_env_dir(), requirements, build=build)
-        current.start()
-        return current
+        job = session.install = installer.Installer(preferences.managed_env_dir(), requirements, build=build)
+        job.start()
+        return job
 
     def _finished(self, job: installer.Installer) -> None:
-        backend_session.shutdown()  # whatever started meanwhile ran from the old environment
-        backend_session.hold_warm_ups(False)
-        state = events.state()
-        state.install_log = "\n".join(list(job.lines)[-8:])
+        session = state.session_or_none()
+        if session is not None:
+            session.backend.shutdown()  # whatever started meanwhile ran from the old environment
+            session.backend.hold_warm_ups(False)
+        status = router.status()
+        status.install_log = "\n".join(list(job.lines)[-8:])
         if job.state == "finished":
-            state.backend_info = job.message
+            status.backend_info = job.message
 
 
 class OCCNET_OT_cancel_install(CancelJob, bpy.types.Operator):
@@ -80,17 +77,7 @@ class OCCNET_OT_cancel_install(CancelJob, bpy.types.Operator):
     bl_idname = "occnet.cancel_install"
     bl_label = "Cancel install"
 
-    @staticmethod
-    def _job() -> installer.Installer | None:
-        return current
-
-
-def unregister() -> None:
-    global current
-    if running(current):
-        current.cancel()
-    current = None
-    backend_session.hold_warm_ups(False)
+    JOB = "install"
 
 
 CLASSES = (OCCNET_OT_install_backend, OCCNET_OT_cancel_install)

@@ -10,7 +10,7 @@ from typing import Any
 import bpy
 from bpy.props import EnumProperty
 
-from .. import events
+from .. import router
 
 SAMPLES_DIR = Path(__file__).resolve().parents[2] / "samples"
 # Modality -> the bundled file (made by `python -m training.samples`, none of them in a training split).
@@ -75,7 +75,7 @@ class OCCNET_OT_load_sample(bpy.types.Operator):
         settings = context.scene.occnet  # type: ignore[union-attr]
         if settings.source_kind not in ("SURFACE", "VERTICES"):
             settings.source_kind = "SURFACE"
-        events.state().last_error = ""
+        router.status().last_error = ""
         active = view_layer.objects.active
         self.report({"INFO"}, f"Loaded '{active.name if active else obj.name}'; click Reconstruct")
         return {"FINISHED"}

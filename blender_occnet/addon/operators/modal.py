@@ -8,7 +8,7 @@ from typing import Any, TypeGuard
 
 import bpy
 
-from .. import events
+from .. import router, state
 from ..worker import DONE
 
 
@@ -34,14 +34,17 @@ class TimerModal:
 class PreferencesJobModal(TimerModal):
     """Mix into an operator that runs a worker.ProcessJob shown in the preferences (the backend install, a
     weights download): execute blocks (scripts, tests), invoke runs modal with Esc to cancel, redrawing
-    the preferences while it works. Subclasses give `_begin` (the started job, or None after `_fail`) and
-    `_current` (the job the preferences show) and may extend `_finished`."""
+    the preferences while it works. Subclasses name in JOB the session's attribute that holds the job the
+    preferences show, give `_begin` (the started job, kept there, or None after `_fail`) and may extend
+    `_finished`."""
+
+    JOB = ""  # "install" or "download" (state.Session)
 
     def _begin(self, context: bpy.types.Context) -> Any:
         raise NotImplementedError
 
     def _current(self) -> Any:
-        raise NotImplementedError
+        return session_job(self.JOB)
 
     def _finished(self, job: Any) -> None:
         """A hook for what a job leaves behind besides its message (called for every outcome)."""
@@ -76,7 +79,7 @@ class PreferencesJobModal(TimerModal):
     def _end(self, job: Any) -> set[Any]:
         self._finished(job)
         if job.state == "finished":
-            events.state().last_error = ""
+            router.status().last_error = ""
             self.report({"INFO"}, job.message)  # type: ignore[attr-defined]
             return {"FINISHED"}
         if job.state == "cancelled":
@@ -86,8 +89,14 @@ class PreferencesJobModal(TimerModal):
         return {"CANCELLED"}
 
     def _fail(self, message: str) -> None:
-        events.state().last_error = message
+        router.status().last_error = message
         self.report({"ERROR"}, message)  # type: ignore[attr-defined]
+
+
+def session_job(name: str) -> Any:
+    """The session's job of that name (an install, a download), running or last; None when there is none."""
+    session = state.session_or_none()
+    return getattr(session, name) if session is not None else None
 
 
 def running(job: Any) -> TypeGuard[Any]:
@@ -96,16 +105,14 @@ def running(job: Any) -> TypeGuard[Any]:
 
 
 class CancelJob:
-    """Mix into the Cancel operator of a PreferencesJobModal: `_job` gives the job it stops."""
+    """Mix into the Cancel operator of a PreferencesJobModal: JOB names the session's job it stops."""
 
-    @staticmethod
-    def _job() -> Any:
-        raise NotImplementedError
+    JOB = ""
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
-        return running(cls._job())
+        return running(session_job(cls.JOB))
 
     def execute(self, context: bpy.types.Context) -> set[Any]:
-        self._job().cancel()
+        session_job(self.JOB).cancel()
         return {"FINISHED"}

@@ -1,5 +1,6 @@
-"""occnet.reconstruct: the active object -> a new mesh object. Modal from the UI (Blender stays
-responsive, ESC cancels), synchronous from scripts; both run the same ReconstructJob."""
+"""occnet.reconstruct: the active object (with every other selected source) or the chosen image -> a new
+mesh object each. Modal from the UI (Blender stays responsive, ESC cancels), synchronous from scripts; both
+start the session's Batch, as the scripting API (../../api.py) does."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 import bpy
 from bpy.props import EnumProperty, FloatProperty, IntProperty
 
-from .. import events, jobs, properties, scene_io
+from .. import jobs, preferences, properties, router, scene_io, state
 from .modal import TimerModal
 
 # What the redo panel (Adjust Last Operation) offers: the settings that make sense after the fact. Each
@@ -18,14 +19,34 @@ REDO_SETTINGS = ("resolution", "threshold", "refine_steps", "simplify_faces")
 SYNC_TIMEOUT = 3600.0
 
 
+def begin(context: bpy.types.Context, block: bool, overrides: dict[str, Any] | None = None) -> jobs.Batch:
+    """Start what the panel says Reconstruct uses (scene_io.chosen_targets) with the scene's settings;
+    `overrides` replaces request fields (the redo values). Connects on a thread unless `block`. Raises
+    StartError when it cannot start; a source that cannot be read fails in the batch, named."""
+    scene, view_layer = context.scene, context.view_layer
+    if scene is None or view_layer is None:
+        raise jobs.StartError("no scene to reconstruct in")
+    settings = scene.occnet  # type: ignore[attr-defined]
+    targets = [jobs.Target(data, kind) for data, kind in
+               scene_io.chosen_targets(settings, context.active_object, view_layer.objects.selected)]
+    if not targets:
+        raise jobs.StartError("select a mesh or point cloud object to reconstruct")
+    request = {**properties.request_settings(settings), **(overrides or {})}
+    return state.session().reconstruct(targets, request, preferences.backend_settings(context), scene, view_layer,
+                                       hide_source=bool(settings.hide_source), block=block)
+
+
 class OCCNET_OT_reconstruct(TimerModal, bpy.types.Operator):
-    """Reconstruct a mesh from the active point cloud, mesh or voxel object, or from the chosen image, with an
-    Occupancy Network"""
+    """Reconstruct a mesh from the active point cloud, mesh or voxel object (and every other selected one), or
+    from the chosen image, with an Occupancy Network"""
 
     bl_idname = "occnet.reconstruct"
     bl_label = "Reconstruct"
     # The undo step is pushed when the operator finishes, modal or not; REGISTER puts it in the Info log and
-    # gives it the redo panel, whose changes run the reconstruction again (synchronously) from the source.
+    # gives it the redo panel, whose changes run the reconstruction again (synchronously) from the sources.
+    # Several selected sources are one batch and so ONE undo step: the click made them together, and one
+    # Ctrl+Z removes every result and shows every source again. A cancelled batch that kept results also
+    # ends FINISHED, so its results get their undo step rather than joining the previous one.
     bl_options = {"REGISTER", "UNDO"}
 
     resolution: EnumProperty(name="Resolution", items=properties.RESOLUTIONS, default="128",  # type: ignore[valid-type]
@@ -49,30 +70,34 @@ class OCCNET_OT_reconstruct(TimerModal, bpy.types.Operator):
         return True
 
     def execute(self, context: bpy.types.Context) -> set[Any]:
-        job = self._begin(context, block=True)
-        if job is None:
+        batch = self._begin(context, block=True)
+        if batch is None:
             return {"CANCELLED"}
-        jobs.wait(job, SYNC_TIMEOUT)
-        return self._end(job)
+        jobs.wait(batch, SYNC_TIMEOUT)
+        return self._end(batch)
 
     def invoke(self, context: bpy.types.Context, event: bpy.types.Event) -> set[Any]:
-        if self._begin(context, block=False) is None:
+        batch = self._begin(context, block=False)
+        if batch is None:
             return {"CANCELLED"}
+        if batch.state in jobs.DONE:  # no source could be read
+            return self._end(batch)
         return self._run_modal(context, 0.1)
 
     def modal(self, context: bpy.types.Context, event: bpy.types.Event) -> set[Any]:
-        job = jobs.active
-        if job is None:  # the add-on was reloaded underneath us
+        session = state.session_or_none()
+        batch = session.batch if session is not None else None
+        if batch is None:  # the add-on was disabled or reloaded underneath us
             return self._stop(context, {"CANCELLED"})
         if event.type == "ESC" and event.value == "PRESS":
-            job.cancel()
+            batch.cancel()
         if event.type == "TIMER":
-            job.step()
+            batch.step()
             for area in context.screen.areas if context.screen else ():
                 if area.type == "VIEW_3D":
                     area.tag_redraw()
-            if job.state in jobs.DONE:
-                return self._stop(context, self._end(job))
+            if batch.state in jobs.DONE:
+                return self._stop(context, self._end(batch))
         return {"PASS_THROUGH"}
 
     def _overrides(self, context: bpy.types.Context) -> dict[str, Any]:
@@ -84,25 +109,28 @@ class OCCNET_OT_reconstruct(TimerModal, bpy.types.Operator):
         return {"resolution": int(self.resolution), "threshold": float(self.threshold),
                 "refine_steps": int(self.refine_steps), "simplify_faces": int(self.simplify_faces)}
 
-    def _begin(self, context: bpy.types.Context, block: bool) -> jobs.ReconstructJob | None:
+    def _begin(self, context: bpy.types.Context, block: bool) -> jobs.Batch | None:
         try:
-            return jobs.begin(context, block, self._overrides(context))
+            return begin(context, block, self._overrides(context))
         except jobs.StartError as exc:
             self._fail(str(exc))
             return None
 
     def _fail(self, message: str) -> None:
-        events.state().last_error = message
+        router.status().last_error = message
         self.report({"ERROR"}, message)
 
-    def _end(self, job: jobs.ReconstructJob) -> set[Any]:
-        if job.state == "finished":
-            self.report({"INFO"}, job.message)
+    def _end(self, batch: jobs.Batch) -> set[Any]:
+        if batch.state == "finished":
+            if batch.failures:  # the others were made: a warning, and their undo step
+                self.report({"WARNING"}, f"{batch.message}; {len(batch.failures)} failed: {batch.failure_summary()}")
+            else:
+                self.report({"INFO"}, batch.message)
             return {"FINISHED"}
-        if job.state == "cancelled":
-            self.report({"WARNING"}, "Reconstruction cancelled")
-        else:
-            self._fail(job.message)
+        if batch.state == "cancelled":
+            self.report({"WARNING"}, "Reconstruction cancelled" if len(batch.items) == 1 else batch.message)
+            return {"FINISHED"} if batch.results else {"CANCELLED"}
+        self._fail(batch.message)
         return {"CANCELLED"}
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import bpy
 
 from ...backend_client import BackendError
-from .. import backend_session, events, preferences
+from .. import preferences, router, state
 
 
 class OCCNET_OT_test_backend(bpy.types.Operator):
@@ -17,24 +17,24 @@ class OCCNET_OT_test_backend(bpy.types.Operator):
     bl_label = "Test backend"
 
     def execute(self, context: bpy.types.Context) -> set[Any]:
-        state = events.state()
+        status = router.status()
         try:
-            client = backend_session.acquire(preferences.backend_settings(context))
+            client = state.session().backend.acquire(preferences.backend_settings(context))
         except BackendError as exc:
-            state.backend_info = ""
-            state.last_error = str(exc)
+            status.backend_info = ""
+            status.last_error = str(exc)
             self.report({"ERROR"}, f"Backend test failed: {exc}")
             return {"CANCELLED"}
         info = client.info
         weights = [w.name for w in info.weights if not w.error]
         # Broken or foreign files in a weights folder do not stop the rest from being offered.
         unusable = [f"{w.name} ({w.error})" for w in info.weights if w.error]
-        state.backend_info = (f"torch {info.torch_version} on Python {info.python}; devices: "
+        status.backend_info = (f"torch {info.torch_version} on Python {info.python}; devices: "
                               f"{', '.join(info.devices)} (Auto uses {info.auto_device}; "
                               f"{info.cpu_threads} CPU threads); weights: {', '.join(weights) or 'none'}")
         if unusable:
-            state.backend_info += f"; unusable: {'; '.join(unusable)}"
-        self.report({"WARNING"} if unusable else {"INFO"}, state.backend_info)
+            status.backend_info += f"; unusable: {'; '.join(unusable)}"
+        self.report({"WARNING"} if unusable else {"INFO"}, status.backend_info)
         return {"FINISHED"}
 
 
