@@ -103,3 +103,9 @@ def fresh_scene(request: pytest.FixtureRequest) -> Iterator[None]:
 def addon(installed: str) -> ModuleType:
     """The installed add-on's package (bl_ext.user_default.occnet.addon), to reach its modules."""
     return importlib.import_module(f"{installed}.addon")
+
+
+@pytest.fixture
+def api(installed: str) -> ModuleType:
+    """The installed extension's scripting API (bl_ext.user_default.occnet.api), as scripts import it."""
+    return importlib.import_module(f"{installed}.api")

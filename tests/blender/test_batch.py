@@ -136,3 +136,18 @@ def test_one_undo_step_removes_every_result_and_shows_every_source(tmp_path: Pat
     assert not [o for o in bpy.data.objects if o.name.endswith(".occnet")]
     assert not any(bpy.data.objects[name].hide_get() for name in names)
 
+
+def test_the_api_batch_equals_the_operator_batch(tmp_path: Path, api: ModuleType) -> None:
+    sources = three_sources(tmp_path)
+    bpy.context.scene.occnet.hide_source = False
+    assert bpy.ops.occnet.reconstruct() == {"FINISHED"}
+    clicked = {source.name: mesh_arrays(result_of(source)) for source in sources}
+    made = api.reconstruct_many(list(reversed(sources)), resolution=32, threshold=0.5)
+    assert [m.source for m in made] == [s.name for s in reversed(sources)] and all(m.ok for m in made)
+    for outcome in made:
+        assert outcome.object.name == f"{outcome.source}.occnet.001"
+        source = bpy.data.objects[outcome.source]
+        assert np.allclose(np.array(outcome.object.matrix_world), np.array(source.matrix_world), atol=1e-6)
+        vertices, faces = mesh_arrays(outcome.object)
+        assert np.array_equal(vertices, clicked[outcome.source][0])
+        assert np.array_equal(faces, clicked[outcome.source][1])

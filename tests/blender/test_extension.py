@@ -53,7 +53,8 @@ sys.meta_path.insert(0, Block())
 import bpy
 import blender_occnet
 import blender_occnet.addon as addon
-loaded = ["blender_occnet.addon"]
+import blender_occnet.api
+loaded = ["blender_occnet.addon", "blender_occnet.api"]
 for info in pkgutil.walk_packages(addon.__path__, "blender_occnet.addon."):
     importlib.import_module(info.name)
     loaded.append(info.name)
@@ -66,8 +67,9 @@ print(len(loaded))
 
 
 def test_nothing_blender_loads_imports_the_backend_s_packages() -> None:
-    """Every add-on module is imported (and the add-on registered) in a fresh Python where torch and the
-    backend's other packages cannot be imported: a transitive import through any module fails here."""
+    """Every add-on module and the scripting API are imported (and the add-on registered) in a fresh Python
+    where torch and the backend's other packages cannot be imported: a transitive import through any module
+    fails here."""
     done = subprocess.run([sys.executable, "-c", _BLOCKED_IMPORTS, ",".join(BACKEND_ONLY)], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -132,7 +134,7 @@ def test_disabling_mid_reconstruction_stops_it_and_the_backend(installed: str, a
 def test_only_the_session_module_keeps_state() -> None:
     """No add-on module but state.py rebinds a global, nor holds a mutable container at module level: what
     the add-on keeps lives in the session, which unregister() ends."""
-    for path in sorted((REPO / "blender_occnet" / "addon").rglob("*.py")):
+    for path in sorted((REPO / "blender_occnet" / "addon").rglob("*.py")) + [REPO / "blender_occnet" / "api.py"]:
         tree = ast.parse(path.read_text(encoding="utf-8"))
         rebinds = [node.names for node in ast.walk(tree) if isinstance(node, ast.Global)]
         assert not rebinds or path.name == "state.py", f"{path.name} rebinds {rebinds}"
