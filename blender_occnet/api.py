@@ -18,8 +18,9 @@ script run from the Text Editor is one undo step as a whole).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import bpy
 import numpy as np

@@ -16,17 +16,18 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..backend_client import BackendClient, BackendError
 from ..messages import HandshakeReply
 from .torch_builds import TorchBuild
-from .worker import DONE, Cancelled, ProcessJob
-
+from .worker import Cancelled, ProcessJob
 
 REQUIREMENTS = Path(__file__).resolve().parent.parent / "backend" / "requirements.txt"
 LOG_LINES = 400
+DEFAULT_BUILD = TorchBuild("default build")  # the package index's torch
 # Progress shares of the stages; pip's own share grows with each requirement it collects.
 _VENV_DONE, _COLLECTED, _INSTALLED = 0.05, 0.75, 0.9
 
@@ -69,7 +70,7 @@ class Installer(ProcessJob):
 
     def __init__(self, env_dir: str | os.PathLike[str], requirements: Path = REQUIREMENTS,
                  base_python: str = sys.executable, log_path: str | os.PathLike[str] | None = None,
-                 build: TorchBuild = TorchBuild("default build")):
+                 build: TorchBuild = DEFAULT_BUILD):
         self.env_dir = Path(env_dir)
         self.requirements = Path(requirements)
         self.build = build

@@ -17,8 +17,16 @@ from typing import Any
 
 import bpy
 
-from ..backend_client import (BackendClient, BackendCrashed, BackendError, DependencyMissing, Event, Lost,
-                              RequestRejected, VersionMismatch)
+from ..backend_client import (
+    BackendClient,
+    BackendCrashed,
+    BackendError,
+    DependencyMissing,
+    Event,
+    Lost,
+    RequestRejected,
+    VersionMismatch,
+)
 from ..messages import Cancelled, Progress, Result
 from . import geometry, router, scene_io
 from .connection import Backend, BackendSettings

@@ -9,6 +9,7 @@ from bpy.props import EnumProperty, IntProperty, StringProperty
 
 from . import installer, router, state, torch_builds, weights_download
 from .connection import BackendSettings
+from .worker import DONE
 
 # The extension's own module name (bl_ext.<repo>.occnet, or blender_occnet from a checkout): never hard-coded.
 PACKAGE = __package__.rpartition(".")[0]
@@ -66,7 +67,7 @@ class OCCNET_AP_preferences(bpy.types.AddonPreferences):
             layout.label(text=status.backend_info, icon="INFO")
 
 
-def _draw_managed(layout: bpy.types.UILayout, prefs: "OCCNET_AP_preferences") -> None:
+def _draw_managed(layout: bpy.types.UILayout, prefs: OCCNET_AP_preferences) -> None:
     facts = torch_builds.detect()
     build = torch_builds.choose(facts, prefs.torch_build)
     row = layout.row()
@@ -77,7 +78,7 @@ def _draw_managed(layout: bpy.types.UILayout, prefs: "OCCNET_AP_preferences") ->
 
     env = managed_env_dir()
     job = state.session().install
-    if job is not None and job.state not in installer.DONE:
+    if job is not None and job.state not in DONE:
         row = layout.row(align=True)
         row.progress(factor=job.fraction, type="BAR", text=job.stage or "installing")
         row.operator("occnet.cancel_install", text="", icon="CANCEL")
@@ -98,7 +99,7 @@ def _draw_released(layout: bpy.types.UILayout, backend_mode: str) -> None:
     box = layout.box()
     box.label(text=f"Released weights (the authors', trained on ShapeNet; into {weights_download.user_weights_dir()})")
     job = state.session().download
-    if job is not None and job.state not in weights_download.DONE:
+    if job is not None and job.state not in DONE:
         row = box.row(align=True)
         row.progress(factor=job.fraction, type="BAR", text=job.message[:90])
         row.operator("occnet.cancel_weights_download", text="", icon="CANCEL")

@@ -9,9 +9,9 @@ from typing import Any
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-from . import live, preferences
 from .. import messages
 from ..user_dirs import user_weights_dir
+from . import live, preferences
 
 # The grid sizes the backend accepts (messages.RESOLUTIONS). The time grows with the surface's cells, about 4x
 # per doubling; the largest also needs memory the backend checks for (it refuses, with the figures, if short).

@@ -3,8 +3,9 @@ and the .binvox importer add their own source objects."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 import bpy
 import numpy as np

@@ -22,7 +22,7 @@ class ProcessJob:
         self._cancelled = False
         self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
 
-    def start(self) -> "ProcessJob":
+    def start(self) -> ProcessJob:
         self._thread.start()
         return self
 

@@ -4,7 +4,6 @@ interpreter, wrong weights, a backend that dies mid-job."""
 from __future__ import annotations
 
 import re
-
 import stat
 from pathlib import Path
 from types import ModuleType

@@ -6,9 +6,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Iterator
 
 import bpy
 import pytest

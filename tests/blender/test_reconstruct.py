@@ -152,8 +152,8 @@ def test_fast_mesh_path_builds_what_blender_would(addon: ModuleType, shape: str)
         assert not mesh.validate(verbose=True)  # nothing to fix
     assert [tuple(p.vertices) for p in fast_mesh.polygons] == [tuple(p.vertices) for p in blender_mesh.polygons]
     assert {e.key for e in fast_mesh.edges} == {e.key for e in blender_mesh.edges}
-    assert [fast_mesh.edges[l.edge_index].key for l in fast_mesh.loops] == \
-        [blender_mesh.edges[l.edge_index].key for l in blender_mesh.loops]
+    assert [fast_mesh.edges[loop.edge_index].key for loop in fast_mesh.loops] == \
+        [blender_mesh.edges[loop.edge_index].key for loop in blender_mesh.loops]
     assert all(p.use_smooth for p in fast_mesh.polygons)
 
 

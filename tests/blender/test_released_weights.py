@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import time
 import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Iterator
 
 import bpy
 import numpy as np
