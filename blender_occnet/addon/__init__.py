@@ -14,7 +14,8 @@ Blender-facing modules (live, preferences, properties, panels, operators, events
 
 from __future__ import annotations
 
-from . import events, operators, panels, preferences, properties, state
+# backend_session is loaded for code that drives the add-on from outside (demo.py, the benches).
+from . import backend_session, events, operators, panels, preferences, properties, state  # noqa: F401
 
 MODULES = (properties, preferences, operators, panels, events)
 
