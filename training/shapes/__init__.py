@@ -13,20 +13,20 @@ from .categories import CATEGORIES, GENERATORS, MIN_THICKNESS, generate
 from .cli import main
 from .dataset import build_dataset, model_id, model_rng, write_metadata, write_split_lists, write_splits
 from .primitives import (
-                         AXIS_ROT,
-                         SURFACE_EPS,
-                         Box,
-                         Cylinder,
-                         Ellipsoid,
-                         Primitive,
-                         Shape,
-                         Torus,
-                         Tube,
-                         normalise,
-                         rot_to,
-                         rot_x,
-                         rot_y,
-                         rot_z,
+    AXIS_ROT,
+    SURFACE_EPS,
+    Box,
+    Cylinder,
+    Ellipsoid,
+    Primitive,
+    Shape,
+    Torus,
+    Tube,
+    normalise,
+    rot_to,
+    rot_x,
+    rot_y,
+    rot_z,
 )
 from .writer import BOX_SIZE, MODEL_FILES, Settings, SolidShape, write_model
 
