@@ -234,7 +234,12 @@ class MISE:
         self.points_reused = 0  # values taken from the store
 
         n = self.resolution + 1
-        self._values = np.full((n, n, n), np.nan, dtype=np.float32)  # NaN = not known (yet)
+        # NaN = not known (yet). Filled a slab at a time with a cancel check between: at 512 cells the lattice
+        # is 540 MB, whose one-call fill held a cancel for most of a second.
+        self._values = np.empty((n, n, n), dtype=np.float32)
+        for start in range(0, n, 64):
+            self._check_cancel()
+            self._values[start:start + 64] = np.nan
         self._added = np.zeros((n, n, n), dtype=bool)  # point belongs to the adaptive grid
         # _leaf[L]: cells of level L (size 2**(steps-L)) that are leaves; the finest level is never
         # subdivided, so it needs no array.

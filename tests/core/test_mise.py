@@ -425,8 +425,8 @@ def test_a_cancel_stops_mise_between_its_whole_array_steps() -> None:
     asked[0] = True
     with pytest.raises(Cancelled):
         mise.update(pts, sphere(to_box(pts, mise.resolution)))  # the subdivision that follows stops
-    done = MISE(16, 1, 0.0, should_cancel=lambda: asked[0] and mise_finished[0])
     mise_finished = [False]
+    done = MISE(16, 1, 0.0, should_cancel=lambda: asked[0] and mise_finished[0])
     pts = done.query()
     while len(pts):
         done.update(pts, sphere(to_box(pts, done.resolution)))
@@ -434,3 +434,19 @@ def test_a_cancel_stops_mise_between_its_whole_array_steps() -> None:
     mise_finished[0] = True
     with pytest.raises(Cancelled):
         done.to_dense()
+
+
+def test_a_cancel_stops_mise_while_it_allocates_its_lattice() -> None:
+    """At 512 cells the lattice of values is 540 MB, whose fill held a cancel for most of a second: it is
+    filled a slab at a time, checking between slabs."""
+    from blender_occnet.occnet.errors import Cancelled
+
+    calls = [0]
+
+    def cancel_at_the_second_check() -> bool:
+        calls[0] += 1
+        return calls[0] >= 2
+
+    with pytest.raises(Cancelled):
+        MISE(32, 4, 0.0, should_cancel=cancel_at_the_second_check)
+    assert calls[0] == 2  # stopped after one slab of the 513-cell lattice, before any query
