@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
+import traceback
 from dataclasses import dataclass
 from typing import Any
 
@@ -186,7 +187,12 @@ class Batch:
             self._publish()
             return False
         if isinstance(event, Result):
-            self._finish(item, event)
+            try:
+                self._finish(item, event)
+            except Exception as exc:  # the source fails, not the batch: else it would wait for it forever
+                traceback.print_exc()
+                self._discard(item)
+                item.end("failed", f"could not place the result of '{item.name}': {exc}")
         elif isinstance(event, Cancelled):
             item.end("cancelled", "cancelled")
         elif isinstance(event, Lost):
@@ -214,6 +220,7 @@ class Batch:
                                       select="ONLY" if first else "ADD")
         except (RuntimeError, ValueError, TypeError) as exc:
             return item.end("failed", f"could not create the result object: {exc}")
+        item.result = obj.name  # from here a failure removes it again (_on_event)
         used = result.settings
         record = obj.occnet
         # The parameters first: their update callbacks ask for a re-extraction only of a RESULT with a job.
@@ -223,9 +230,9 @@ class Batch:
         record.resolution = str(used.resolution or self.settings.get("resolution", record.resolution))
         record.weights = self.settings.get("weights") or ""
         record.source, record.job, record.kind = source.name, result.job, "RESULT"
-        item.result = obj.name
         source_object = bpy.data.objects.get(source.object_name) if source.object_name else None
-        if self.hide_source and source_object is not None and view_layer is not None:
+        if self.hide_source and source_object is not None and view_layer is not None \
+                and source_object.name in view_layer.objects:  # else not shown here (another scene, excluded)
             # As Blender's own convert operators leave it: the source kept, hidden (part of the undo step).
             source_object.hide_set(True, view_layer=view_layer)
         stats = result.stats
@@ -234,6 +241,16 @@ class Batch:
                              f"{stats.points_evaluated:,} points evaluated"
                              + (f"; {dropped:,} source point(s) with NaN or infinite coordinates left out"
                                 if dropped else ""))
+
+    def _discard(self, item: ReconstructJob) -> None:
+        """Remove what a failed placement made of `item`: the scene keeps nothing of a failed source."""
+        made = bpy.data.objects.get(item.result) if item.result else None
+        item.result = ""
+        if made is not None:
+            mesh = made.data
+            bpy.data.objects.remove(made)
+            if isinstance(mesh, bpy.types.Mesh) and mesh.users == 0:
+                bpy.data.meshes.remove(mesh)
 
     def _end_when_done(self) -> None:
         if all(item.state in DONE for item in self.items):

@@ -3,6 +3,7 @@ the button's messages, and the scene left alone on failure."""
 
 from __future__ import annotations
 
+import time
 from types import ModuleType
 
 import bpy
@@ -87,3 +88,38 @@ def test_refused_while_the_button_s_reconstruction_runs(api: ModuleType, addon: 
     finally:
         batch.cancel()
         addon.jobs.wait(batch, 60)
+
+
+def test_a_source_not_in_the_view_layer_is_reconstructed_and_left_as_it_is(api: ModuleType) -> None:
+    """hide_source on a source this view layer does not show (another scene's): Blender refuses to hide it
+    there, which must not leave the call waiting for its whole timeout with the result in the scene."""
+    ball = add_sphere()
+    bpy.data.scenes.new("Other").collection.objects.link(ball)
+    bpy.context.scene.collection.objects.unlink(ball)
+    started = time.monotonic()
+    [made] = api.reconstruct_many([ball], resolution=32, threshold=0.5, hide_source=True, timeout=30)
+    assert made.ok and made.error == "" and time.monotonic() - started < 25
+    assert made.object.name in bpy.context.scene.objects and not ball.hide_get()
+
+
+def test_a_failure_after_the_object_exists_removes_it(api: ModuleType, addon: ModuleType,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any error while the result is being set up fails that source (not the whole wait) and takes the new
+    object away again: the scene is left as it was."""
+    real = addon.scene_io.add_object
+
+    class Removed:  # what a result whose data went away under the add-on looks like
+        def __init__(self, obj: bpy.types.Object):
+            self.name = obj.name
+
+        @property
+        def occnet(self) -> None:
+            raise ReferenceError("StructRNA of type Object has been removed")
+
+    monkeypatch.setattr(addon.scene_io, "add_object", lambda *args, **kwargs: Removed(real(*args, **kwargs)))
+    ball = add_sphere()
+    before = scene_snapshot()
+    started = time.monotonic()
+    with pytest.raises(api.ReconstructError, match="could not place the result of 'Ball'.*has been removed"):
+        api.reconstruct(ball, resolution=32, threshold=0.5, timeout=30)
+    assert time.monotonic() - started < 25 and scene_snapshot() == before
