@@ -622,7 +622,7 @@ class Error(Message):
     NAME = "error"
     id: int | str | None = wire(request_id, None)
     job: str = wire(text(), "")
-    field: str = wire(text(), "")
+    field: str = wire(clipped(200), "")  # clipped, not refused: it may name a field of the request refused
     message: str = wire(clipped(1 << 16))
 
 

@@ -606,6 +606,28 @@ def test_one_bad_frame_never_stops_the_local_backend(weights_dir: Path) -> None:
             process.kill()
 
 
+def test_a_field_name_too_long_to_echo_gets_an_error_reply(weights_dir: Path) -> None:
+    """A request naming a field (here: an array) longer than an Error's field may be gets its error reply, before
+    the handshake and after it, and the backend goes on serving (before: the Error could not be made, and the
+    stdio backend died with a traceback)."""
+    process = stdio_backend(weights_dir)
+    assert process.stdin is not None and process.stdout is not None
+    try:
+        for header in (HANDSHAKE, {"op": "cancel", "id": 5, "job": "x"}):
+            send_frame(process.stdin, header, {"x" * 300: np.zeros(1, np.uint8)})
+            reply = read_header(process.stdout)
+            assert reply["type"] == "error" and "carries no array" in reply["message"] and reply["id"] == header["id"]
+            assert process.poll() is None
+            send_frame(process.stdin, HANDSHAKE)
+            assert read_header(process.stdout)["type"] == "reply"
+        send_frame(process.stdin, {"op": "shutdown", "id": 8})
+        assert read_header(process.stdout)["type"] == "reply"
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+
 def test_a_client_that_leaves_takes_its_jobs_with_it(remote: tuple[int, str]) -> None:
     """Queued and running jobs belong to their connection: closing it cancels them, so the next client is
     served at once rather than behind them; absurd settings are refused before queueing."""
