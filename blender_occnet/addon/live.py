@@ -48,13 +48,25 @@ def request(obj: bpy.types.Object) -> str:
         else:
             status.last_error = f"re-extracting '{obj.name}' failed: {exc}"
         return ""
-    session.pending[obj.name] = job
+    # Plain values only: the object may be renamed, deleted or undone before the result comes (a bpy reference
+    # held until then could raise, or name another object); the job it was made by finds it again.
+    name, base = obj.name, str(record.job)
+    session.pending[name] = job
     status.last_error = ""
-    session.events.watch(client, job, lambda event: _on_event(session, obj.name, event))
+    session.events.watch(client, job, lambda event: _on_event(session, name, base, event))
     return job
 
 
-def _on_event(session: state.Session, name: str, event: Event) -> bool:
+def _result_of(name: str, base: str) -> bpy.types.Object | None:
+    """The result made by job `base`: the object `name` if it still is that one, else wherever it was renamed."""
+    obj = bpy.data.objects.get(name)
+    if obj is not None and obj.occnet.kind == "RESULT" and obj.occnet.job == base:  # type: ignore[attr-defined]
+        return obj
+    return next((o for o in bpy.data.objects
+                 if o.occnet.kind == "RESULT" and o.occnet.job == base), None)  # type: ignore[attr-defined]
+
+
+def _on_event(session: state.Session, name: str, base: str, event: Event) -> bool:
     status = router.status()
     if isinstance(event, Progress):
         status.stage = f"re-extracting {name}: {event.stage}"
@@ -62,21 +74,21 @@ def _on_event(session: state.Session, name: str, event: Event) -> bool:
     if session.pending.get(name) == event.job:
         del session.pending[name]
     status.stage = ""
-    obj = bpy.data.objects.get(name)
+    obj = _result_of(name, base)
     if not isinstance(event, Result):
         if not isinstance(event, Cancelled):
             status.last_error = f"re-extracting '{name}' failed: {event.message}"
         return True
     problem = geometry.check_result(event.vertices, event.faces)
     if obj is None or obj.type != "MESH":
-        return True  # deleted or renamed meanwhile: nothing to update
+        return True  # deleted (or made again) meanwhile: nothing to update
     if problem:
-        status.last_error = f"re-extracting '{name}': {problem}"
+        status.last_error = f"re-extracting '{obj.name}': {problem}"
         return True
     scene_io.replace_geometry(obj.data, geometry.network_to_blender(event.vertices), event.faces)
     obj.occnet.job = event.job  # no update callback: this asks for nothing
     stats = event.stats
-    status.last_result = (f"{name}: {stats.faces:,} faces, re-extracted in {stats.seconds_backend:.2f} s "
+    status.last_result = (f"{obj.name}: {stats.faces:,} faces, re-extracted in {stats.seconds_backend:.2f} s "
                           f"({stats.points_evaluated:,} new points)")
     if bpy.ops.ed.undo_push.poll():
         bpy.ops.ed.undo_push(message="OccNet re-extraction")

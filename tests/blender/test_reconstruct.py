@@ -231,6 +231,41 @@ def test_a_tweak_after_a_backend_restart_never_takes_another_shape(addon: Module
 
 
 
+def test_a_tweak_in_flight_follows_its_object_through_a_rename_or_a_delete(addon: ModuleType) -> None:
+    """A re-extraction in flight finds its object by the job that made it: renamed meanwhile (and its old name
+    taken by another result), the renamed one gets the new shape and the other keeps its own; deleted, the
+    result is dropped with no internal error. Nothing stays pending (before: the handler read the name of the
+    held bpy reference, so a rename left the old name pending for ever and a delete raised in the handler)."""
+    ball = add_sphere()
+    bpy.ops.occnet.reconstruct()
+    bpy.ops.mesh.primitive_cube_add(size=0.6, location=(3.0, 0.0, 0.0))
+    bpy.context.active_object.name = "Crate"
+    assert bpy.ops.occnet.reconstruct() == {"FINISHED"}
+    result, crate = bpy.data.objects["Ball.occnet"], bpy.data.objects["Crate.occnet"]
+    crate_before = np.array([v.co[:] for v in crate.data.vertices])
+    ball_before = len(result.data.vertices)
+
+    def settle(name: str) -> None:
+        deadline = time.monotonic() + 30
+        while addon.live.pending(name) and time.monotonic() < deadline:
+            addon.events.pump(timeout=0.2)
+        addon.events.pump(timeout=0.5)
+        assert not addon.live.pending(name)
+
+    result.occnet.threshold = 0.45
+    result.name, crate.name = "Tweaked", "Ball.occnet"
+    settle("Ball.occnet")
+    assert np.array_equal(np.array([v.co[:] for v in crate.data.vertices]), crate_before)  # the crate's own
+    assert len(result.data.vertices) != ball_before and result.occnet.job != ""
+    status = bpy.context.window_manager.occnet_job
+    assert status.last_error == "" and status.last_result.startswith("Tweaked:")
+    result.occnet.threshold = 0.3
+    bpy.data.objects.remove(result)
+    settle("Tweaked")
+    assert "internal error" not in status.last_error
+    assert ball.name in bpy.data.objects
+
+
 def test_result_follows_the_source_parent_name_and_visibility(addon: ModuleType) -> None:
     """Parented like its source (world placement unchanged), named without stacked suffixes, and the source
     hidden (kept) by default; one undo brings the source back and removes the result."""
