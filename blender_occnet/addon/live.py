@@ -57,10 +57,10 @@ def request(obj: bpy.types.Object) -> str:
     return job
 
 
-def _result_of(name: str, base: str) -> bpy.types.Object | None:
+def _result_of(name: str, base: str) -> Any:
     """The result made by job `base`: the object `name` if it still is that one, else wherever it was renamed."""
     obj = bpy.data.objects.get(name)
-    if obj is not None and obj.occnet.kind == "RESULT" and obj.occnet.job == base:  # type: ignore[attr-defined]
+    if obj is not None and obj.occnet.kind == "RESULT" and obj.occnet.job == base:
         return obj
     return next((o for o in bpy.data.objects
                  if o.occnet.kind == "RESULT" and o.occnet.job == base), None)  # type: ignore[attr-defined]
@@ -90,6 +90,6 @@ def _on_event(session: state.Session, name: str, base: str, event: Event) -> boo
     stats = event.stats
     status.last_result = (f"{obj.name}: {stats.faces:,} faces, re-extracted in {stats.seconds_backend:.2f} s "
                           f"({stats.points_evaluated:,} new points)")
-    if bpy.ops.ed.undo_push.poll():
+    if bpy.ops.ed.undo_push.poll():  # type: ignore[call-arg]  # the stubs want a context; it is optional
         bpy.ops.ed.undo_push(message="OccNet re-extraction")
     return True
