@@ -49,6 +49,7 @@ class FinishedJob:
     shape: EncodedShape
     reconstructor: Reconstructor
     settings: ExtractionSettings
+    owner: Send  # the connection that made it: only it may re-extract this shape
 
     @property
     def nbytes(self) -> int:
@@ -82,15 +83,16 @@ class Engine:
             self._queue.append(job)
             self._lock.notify()
 
-    def cancel(self, job_id: str) -> bool:
-        """Cancel a queued job at once or a running one at its next batch; False if unknown."""
+    def cancel(self, job_id: str, owner: Send) -> bool:
+        """Cancel one of `owner`'s jobs: a queued one at once, a running one at its next batch; False if it
+        has none of that id (another connection's jobs are not its to cancel, and their ids are not told)."""
         with self._lock:
             for job in self._queue:
-                if job.id == job_id:
+                if job.id == job_id and job.send == owner:
                     self._queue.remove(job)
                     job.send(CancelledEvent(job=job.id, during="queued"))
                     return True
-            if self._running is not None and self._running.id == job_id:
+            if self._running is not None and self._running.id == job_id and self._running.send == owner:
                 self._running.cancel.set()
                 return True
         return False
@@ -164,12 +166,12 @@ class Engine:
             progress("encoding", 0.0)
             shape = reconstructor.encode(prepare_input(request, reconstructor.weights.config))
         else:
-            finished = self._kept(job.source_job or "")
+            finished = self._kept(job.source_job or "", job.send)
             shape, reconstructor = finished.shape, finished.reconstructor
             progress.device = str(reconstructor.device)
             shape.encode_seconds = 0.0
         mesh = shape.extract(settings, progress=progress, should_cancel=cancelled)
-        self._remember(job.id, FinishedJob(shape, reconstructor, settings))
+        self._remember(job.id, FinishedJob(shape, reconstructor, settings, job.send))
         stats.update(mesh.stats)
         stats["device"] = str(reconstructor.device)
         stats["seconds_backend"] = round(time.perf_counter() - started, 4)
@@ -221,13 +223,15 @@ class Engine:
                 _, evicted = self._finished.popitem(last=False)
                 total -= evicted.nbytes
 
-    def re_extract_settings(self, job_id: str, given: Settings) -> ExtractionSettings:
+    def re_extract_settings(self, job_id: str, given: Settings, owner: Send) -> ExtractionSettings:
         """The settings of a re-extraction: the finished job's, with the fields the request gives."""
-        return extraction_settings(given, self._kept(job_id).settings)
+        return extraction_settings(given, self._kept(job_id, owner).settings)
 
-    def _kept(self, job_id: str) -> FinishedJob:
+    def _kept(self, job_id: str, owner: Send) -> FinishedJob:
+        """One of `owner`'s finished jobs. Another connection's is answered as unknown: a client never sees
+        (or learns of) another client's shape."""
         finished = self.finished_job(job_id)
-        if finished is None:
+        if finished is None or finished.owner != owner:
             raise FieldError("job", f"job {job_id!r} is not available for re-extraction (unknown, failed, or "
                                     "evicted from the cache); reconstruct again")
         return finished

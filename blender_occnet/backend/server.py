@@ -180,7 +180,7 @@ class Session:
         self._submit(request, Job(self.engine.new_job_id(), self.send, extraction_settings(request), request=request))
 
     def _re_extract(self, request: ReExtract) -> None:
-        settings = self.engine.re_extract_settings(request.job, request)
+        settings = self.engine.re_extract_settings(request.job, request, self.send)
         self._submit(request, Job(self.engine.new_job_id(), self.send, settings, source_job=request.job))
 
     def _submit(self, request: Request, job: Job) -> None:
@@ -188,7 +188,7 @@ class Session:
         self.engine.submit(job)
 
     def _cancel(self, request: Cancel) -> None:
-        self.send(CancelReply(id=request.id, found=self.engine.cancel(request.job)))
+        self.send(CancelReply(id=request.id, found=self.engine.cancel(request.job, self.send)))
 
     def _list_weights(self, request: ListWeights) -> None:
         self.send(ListWeightsReply(id=request.id, weights=self._weights()))

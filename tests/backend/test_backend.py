@@ -628,6 +628,30 @@ def test_a_field_name_too_long_to_echo_gets_an_error_reply(weights_dir: Path) ->
             process.kill()
 
 
+def test_a_client_never_reaches_another_clients_jobs(remote: tuple[int, str]) -> None:
+    """Jobs belong to their connection: another client holding the token cannot re-extract (see) a finished
+    job's shape nor cancel a job, and is told no more than of an id that never existed."""
+    port, token = remote
+    owner = BackendClient.connect("127.0.0.1", port, token)
+    other = BackendClient.connect("127.0.0.1", port, token)
+    try:
+        made = events_until_done(owner, owner.reconstruct("voxels", voxel_source(), weights="vox", resolution=32))[-1]
+        assert isinstance(made, Result)
+        with pytest.raises(RequestRejected, match="is not available for re-extraction") as theirs:
+            other.re_extract(made.job, threshold=0.3)
+        with pytest.raises(RequestRejected, match="is not available for re-extraction") as unknown:
+            other.re_extract(made.job + "0", threshold=0.3)
+        assert str(theirs.value).replace(made.job, "ID") == str(unknown.value).replace(made.job + "0", "ID")
+        queued = [owner.reconstruct("voxels", voxel_source(), weights="vox", resolution=256) for _ in range(2)]
+        assert other.cancel(queued[1]) is False
+        assert owner.cancel(queued[1]) is True and owner.cancel(queued[0]) is True
+        redo = events_until_done(owner, owner.re_extract(made.job, threshold=0.3))[-1]
+        assert isinstance(redo, Result)  # the owner still can
+    finally:
+        owner.close()
+        other.close()
+
+
 def test_a_client_that_leaves_takes_its_jobs_with_it(remote: tuple[int, str]) -> None:
     """Queued and running jobs belong to their connection: closing it cancels them, so the next client is
     served at once rather than behind them; absurd settings are refused before queueing."""
