@@ -42,16 +42,21 @@ class Backend:
 
     def acquire(self, settings: BackendSettings, generation: int | None = None) -> BackendClient:
         """A live client for these settings: the current one, or a new one (raises BackendError). With
-        `generation`, nothing is started once a shutdown has happened since that generation was read."""
+        `generation`, nothing is started once a shutdown has happened since that generation was read; a
+        shutdown that comes while a backend starts (seconds: torch imports) closes it as soon as it is up."""
         with self._lock:
             if self._client is not None and self._client.alive and self._key == settings:
                 return self._client
             if generation is not None and (generation != self._generation or self._held):
                 raise BackendError("the backend was shut down since this warm-up was asked for")
+            started_in = self._generation
             old, self._client, self._key = self._client, None, None
             if old is not None:
                 old.close(timeout=2.0)
             client = _start(settings)
+            if self._generation != started_in:  # the add-on was disabled (or the backend restarted) meanwhile
+                client.close(timeout=2.0)
+                raise BackendError("the backend was shut down while it started")
             self._client, self._key = client, settings
             return client
 
@@ -82,11 +87,21 @@ class Backend:
         """The client if one was started (alive or not); never starts one."""
         return self._client
 
+    # How long a shutdown waits for the lock: longer means a backend is starting on another thread, which then
+    # sees the new generation and closes what it started; Blender's main thread never waits seconds for it.
+    SHUTDOWN_WAIT = 0.5
+
     def shutdown(self) -> None:
-        """Close the backend (the session's end, or before a restart the user asked for)."""
-        with self._lock:
-            old, self._client, self._key, self._warmed = self._client, None, None, None
-            self._generation += 1
+        """Close the backend (the session's end, or before a restart the user asked for). Never waits for a
+        start under way (its thread closes that backend once it is up)."""
+        self._generation += 1  # only the main thread writes it; a start under way reads it when it is done
+        self._warmed = None
+        if not self._lock.acquire(timeout=self.SHUTDOWN_WAIT):
+            return
+        try:
+            old, self._client, self._key = self._client, None, None
+        finally:
+            self._lock.release()
         if old is not None:
             old.close(timeout=2.0)
 
