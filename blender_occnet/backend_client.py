@@ -278,9 +278,7 @@ class BackendClient:
             raise
 
     def _submit(self, request: Reconstruct | ReExtract) -> str:
-        job = self._request(request, Accepted).job
-        self._jobs.add(job)
-        return job
+        return self._request(request, Accepted).job  # the reader notes it among the jobs not yet ended
 
     def _request(self, request: Request, answer: type[R], timeout: float = REQUEST_TIMEOUT) -> R:
         """Send `request` and wait for its answer, read as `answer` (or as the Error that refuses it)."""
@@ -325,6 +323,10 @@ class BackendClient:
             header = frame.header
             request_id = header.get("id")
             if request_id is not None and header.get("type") in (Reply.NAME, Accepted.NAME, Error.NAME):
+                job = header.get("job")
+                if header.get("type") == Accepted.NAME and isinstance(job, str):
+                    # Here, not in _submit: the job's last event may follow at once, and is read by this thread.
+                    self._jobs.add(job)
                 with self._waiters_lock:
                     waiter = self._waiters.pop(request_id, None)
                 if waiter is not None:
@@ -339,6 +341,8 @@ class BackendClient:
                 return
             event = _job_event(frame)
             if event is not None:
+                if not isinstance(event, Progress):
+                    self._jobs.discard(event.job)  # ended: no Lost for it if the backend goes away later
                 self.events.put(event)
 
     def _connection_lost(self, exc: BaseException) -> None:
