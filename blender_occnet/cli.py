@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .occnet.config import ARCH_MODALITY
-from .occnet.policy import MODALITIES, REFINE_METHODS, RESOLUTIONS, coarse_resolution
+from .occnet.policy import FIT_MODES, MODALITIES, REFINE_METHODS, RESOLUTIONS, coarse_resolution
 from .torch_env import MAX_THREADS, apply_to_torch, configure_before_torch
 
 
@@ -65,7 +65,8 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
                                    input_points=args.input_points)
     seconds_prepare = time.perf_counter() - started
     reconstructor = Reconstructor(weights, args.device, batch_size=args.batch_size)
-    mesh = reconstructor.encode(prepared).extract(settings, progress=progress)
+    shape = reconstructor.encode(prepared, fit=args.fit, progress=progress, fit_threshold=settings.threshold)
+    mesh = shape.extract(settings, progress=progress)
     if progress is not None:
         progress.close()
     if not len(mesh.faces):
@@ -266,6 +267,9 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--input-points", type=int, default=0, metavar="N",
                      help="point clouds: points the encoder is given (default: a ConvONet model takes every point "
                           "up to 20,000, an ONet model its trained count)")
+    rec.add_argument("--fit", choices=FIT_MODES, default="auto",
+                     help="point clouds: fit the network's local features to every input point before extracting "
+                          "(auto, the default: with local-feature weights; a second or two on a CPU)")
     rec.add_argument("--seed", type=int, default=0, help="seed for point subsampling and refinement")
     rec.add_argument("--batch-size", type=int, default=100_000, help="points per network call")
     rec.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads (default: every core)")

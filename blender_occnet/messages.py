@@ -26,6 +26,7 @@ import numpy as np
 
 # RESOLUTIONS and coarse_resolution are also for the add-on, which takes policy's rules from here.
 from .occnet.policy import (
+    FIT_MODES,
     MAX_REFINE_STEPS,
     MAX_SEED,
     MAX_SIMPLIFY_FACES,
@@ -394,6 +395,9 @@ class Stats(Checked):
     seconds_refine: float | None = wire(SECONDS, None)
     refine_passes: int | None = wire(COUNT, None)
     seconds_normals: float | None = wire(SECONDS, None)
+    seconds_fit: float | None = wire(SECONDS, None)  # reconstructions whose features were fitted to the points
+    fit_steps: int | None = wire(COUNT, None)
+    fit_points: int | None = wire(COUNT, None)  # observed points the fit drew from
     extra: dict[str, Any] = wire(_scalars, factory=dict)
 
     @classmethod
@@ -447,6 +451,7 @@ class Reconstruct(Request, Settings):
     arch: str | None = wire(text(), None)  # for original .pt checkpoints whose architecture is not told
     device: str = wire(device_name, "auto")
     input_points: int = wire(integer(0, MAX_POINTS), 0)  # points the encoder gets; 0: the network's own rule
+    fit: str = wire(one_of(FIT_MODES), "auto")  # point clouds: fit the local features to every point (fitting.py)
 
     def check(self) -> None:
         if self.faces is not None:

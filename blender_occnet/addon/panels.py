@@ -35,9 +35,15 @@ class OCCNET_PT_main(bpy.types.Panel):
         column.prop(settings, "weights")
         if properties.is_original_checkpoint(settings.weights):
             column.prop(settings, "arch")
-        for name in ("resolution", "threshold", "refine_steps", "simplify_faces", "device"):
+        column.prop(settings, "resolution")
+        column.prop(settings, "use_weights_threshold")
+        row = column.row()
+        row.enabled = not settings.use_weights_threshold
+        row.prop(settings, "threshold")
+        for name in ("refine_steps", "simplify_faces", "device"):
             column.prop(settings, name)
         if scene_io.chosen_source(settings, obj) in ("SURFACE", "VERTICES"):
+            column.prop(settings, "fit")
             column.prop(settings, "input_points")
         if obj is None or obj.occnet.kind != "VOXELS":  # type: ignore[attr-defined]
             column.prop(settings, "source_kind")

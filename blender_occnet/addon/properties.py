@@ -72,8 +72,14 @@ def request_settings(settings: Any) -> dict[str, Any]:
     return {"weights": bpy.path.abspath(weights) if weights.startswith("//") else (weights or None),
             "arch": settings.arch if original and settings.arch != "AUTO" else None,
             "device": settings.device, "resolution": int(settings.resolution),
-            "threshold": float(settings.threshold), "refine_steps": int(settings.refine_steps),
+            "threshold": None if settings.use_weights_threshold else float(settings.threshold),
+            "refine_steps": int(settings.refine_steps), "fit": settings.fit.lower(),
             "simplify_faces": int(settings.simplify_faces), "input_points": int(settings.input_points)}
+
+
+FIT_CHOICES = [("AUTO", "Auto", "Fit where it helps: local-feature weights (the bundled ones) on point clouds"),
+               ("ON", "On", "Always fit (an error for weights or inputs that cannot be fitted)"),
+               ("OFF", "Off", "The network's prediction as it is (faster; the style of its training shapes)")]
 
 
 class OCCNET_PG_settings(bpy.types.PropertyGroup):
@@ -90,6 +96,15 @@ class OCCNET_PG_settings(bpy.types.PropertyGroup):
         name="Resolution", items=RESOLUTIONS, default="128",
         description="Cells per side of the grid the surface is extracted on: more cells keep thinner parts and "
                     "cost about four times the time per step (128³: seconds on a CPU; 256³: about four times that)")
+    use_weights_threshold: BoolProperty(  # type: ignore[valid-type]
+        name="Weights' threshold", default=True,
+        description="Mesh at the threshold the weights were calibrated with (their model card's); off: the "
+                    "Threshold below")
+    fit: EnumProperty(  # type: ignore[valid-type]
+        name="Fit to points", items=FIT_CHOICES, default="AUTO",
+        description="Point clouds: adapt the network's local features to every input point before meshing, so "
+                    "the surface passes through the scan and the network only completes what it does not show "
+                    "(a second or two on a CPU)")
     threshold: FloatProperty(  # type: ignore[valid-type]
         name="Threshold", default=0.2, min=0.01, max=0.99, precision=3,
         description="Occupancy probability at the surface: lower grows the shape, higher shrinks it")
@@ -137,6 +152,15 @@ class OCCNET_PG_object(bpy.types.PropertyGroup):
     job: StringProperty(name="Backend job", default="")  # type: ignore[valid-type]
     source: StringProperty(name="Source object", default="")  # type: ignore[valid-type]
     weights: StringProperty(name="Weights", default="")  # type: ignore[valid-type]
+    use_weights_threshold: BoolProperty(  # type: ignore[valid-type]
+        name="Weights' threshold", default=True,
+        description="Mesh at the threshold the weights were calibrated with (their model card's); off: the "
+                    "Threshold below")
+    fit: EnumProperty(  # type: ignore[valid-type]
+        name="Fit to points", items=FIT_CHOICES, default="AUTO",
+        description="Point clouds: adapt the network's local features to every input point before meshing, so "
+                    "the surface passes through the scan and the network only completes what it does not show "
+                    "(a second or two on a CPU)")
     threshold: FloatProperty(  # type: ignore[valid-type]
         name="Threshold", default=0.2, min=0.01, max=0.99, precision=3, update=live.on_parameter_changed,
         description="Change to re-extract this reconstruction from the backend's kept grid")

@@ -22,6 +22,7 @@ from ..messages import Cancelled as CancelledEvent
 from ..messages import Error, FieldError, Message, Progress, Reconstruct, Result, Settings, Stats
 from ..occnet.checkpoints import load_weights
 from ..occnet.errors import Cancelled, CheckpointError, InputError, OccNetError
+from ..occnet.fitting import FitRefused
 from ..occnet.generation import EncodedShape, ExtractionSettings, MeshResult, Reconstructor, resolve_device
 from ..occnet.registry import resolve_weights
 from .convert import extraction_settings, prepare_input, used_settings
@@ -164,12 +165,18 @@ class Engine:
             if cancelled():
                 raise Cancelled("cancelled")
             progress("encoding", 0.0)
-            shape = reconstructor.encode(prepare_input(request, reconstructor.weights.config))
+            try:
+                shape = reconstructor.encode(prepare_input(request, reconstructor.weights.config), fit=request.fit,
+                                             progress=progress, should_cancel=cancelled,
+                                             fit_threshold=settings.threshold)
+            except FitRefused as exc:
+                raise FieldError("fit", str(exc)) from None
         else:
             finished = self._kept(job.source_job or "", job.send)
             shape, reconstructor = finished.shape, finished.reconstructor
             progress.device = str(reconstructor.device)
-            shape.encode_seconds = 0.0
+            shape.encode_seconds = 0.0  # neither encoded nor fitted again: the kept field says it was fitted
+            shape.fit_stats = {k: v for k, v in shape.fit_stats.items() if k != "seconds_fit"}
         mesh = shape.extract(settings, progress=progress, should_cancel=cancelled)
         self._remember(job.id, FinishedJob(shape, reconstructor, settings, job.send))
         stats.update(mesh.stats)

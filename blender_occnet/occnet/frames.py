@@ -56,12 +56,13 @@ def orient(prepared: PreparedInput, frame: Any) -> PreparedInput:
     turn = rotation(frame)
     if np.array_equal(turn, np.eye(3)):
         return prepared
-    array = prepared.array
+    array, observed = prepared.array, prepared.observed
     if prepared.modality == "pointcloud":
         array = (array @ turn.T).astype(np.float32)
+        observed = None if observed is None else (observed @ turn.T).astype(np.float32)
     elif prepared.modality == "voxels":
         array = _turn_grid(array, turn)
-    return replace(prepared, array=array, rotation=turn)
+    return replace(prepared, array=array, rotation=turn, observed=observed)
 
 
 def _turn_grid(grid: np.ndarray, turn: np.ndarray) -> np.ndarray:

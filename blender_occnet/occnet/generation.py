@@ -22,10 +22,11 @@ import torch
 
 from .checkpoints import Weights
 from .errors import Cancelled, GenerationError, InputError
+from .fitting import FitRefused, FitSettings, Observation, fit_features, should_fit
 from .frames import orient
 from .meshing import extract_mesh
 from .mise import MISE, ValueStore
-from .model import encoding_is_finite, fixed_decoder
+from .model import ConvolutionalOccupancyNetwork, encoding_is_finite, fixed_decoder
 from .policy import BOX_SIZE, MAX_REFINE_STEPS, MAX_SEED, MAX_SIMPLIFY_FACES, REFINE_METHODS, RESOLUTIONS
 from .preprocess import PreparedInput
 
@@ -161,7 +162,13 @@ class Reconstructor:
     def modality(self) -> str:
         return self.weights.modality
 
-    def encode(self, prepared: PreparedInput) -> EncodedShape:
+    def encode(self, prepared: PreparedInput, fit: str = "off", fit_settings: FitSettings | None = None,
+               progress: ProgressFn | None = None, should_cancel: CancelFn | None = None,
+               fit_threshold: float | None = None) -> EncodedShape:
+        """The input encoded once; with `fit` ('auto', 'on' or 'off': policy.FIT_MODES) the local features are
+        then fitted to every observed point (occnet/fitting.py), and the shape is the fitted one for every
+        extraction, refinement and normal after. The fit puts the points on the surface of `fit_threshold`
+        (default: the weights' own), which should be the threshold the mesh is extracted at."""
         if prepared.modality != self.modality:
             raise InputError(f"these weights take {self.modality} input, not {prepared.modality}; choose "
                              f"{prepared.modality} weights (see `python -m blender_occnet models`)")
@@ -172,10 +179,36 @@ class Reconstructor:
             encoding = self.model.encode(inputs)
         if not encoding_is_finite(encoding):
             raise GenerationError("the encoder produced NaN or infinite values; the weights are broken")
+        encode_seconds = time.perf_counter() - started
+        fit_stats: dict[str, float | int] = {}
+        observed = _observation(prepared)
+        if fit == "on" and prepared.modality == "image":
+            raise FitRefused("fitting works on point clouds and voxel grids; an image reconstructs with fit off")
+        local = isinstance(self.model, ConvolutionalOccupancyNetwork)
+        if should_fit(fit, local, 0 if observed is None else observed.count, prepared.modality):
+            if observed is None:
+                raise FitRefused("fitting needs the observed points: prepare the cloud with keep_observed=True")
+            assert isinstance(self.model, ConvolutionalOccupancyNetwork) and isinstance(encoding, dict)
+            threshold = self.weights.threshold if fit_threshold is None else fit_threshold
+            level = math.log(threshold) - math.log1p(-threshold)
+            encoding, fit_stats = fit_features(self.model.decoder, encoding, observed, level,
+                                               fit_settings or FitSettings(), progress, should_cancel)
+            if not encoding_is_finite(encoding):
+                raise GenerationError("fitting produced NaN or infinite features; reconstruct with fit off")
         decode = fixed_decoder(self.model, encoding)
         shape = EncodedShape(decode, prepared, self.device, self.batch_size)
-        shape.encode_seconds = time.perf_counter() - started
+        shape.encode_seconds = encode_seconds
+        shape.fit_stats = fit_stats
         return shape
+
+
+def _observation(prepared: PreparedInput) -> Observation | None:
+    """What a fit can match in a prepared input (in the network's frame): a cloud's every point, a grid's cells."""
+    if prepared.modality == "pointcloud":
+        return None if prepared.observed is None else Observation(surface=prepared.observed)
+    if prepared.modality == "voxels":
+        return Observation.of_voxels(prepared.array)
+    return None
 
 
 class EncodedShape:
@@ -189,6 +222,7 @@ class EncodedShape:
         self.batch_size = batch_size
         self.store = ValueStore(STORE_RESOLUTION)
         self.encode_seconds = 0.0
+        self.fit_stats: dict[str, float | int] = {}  # what fitting did (fitting.fit_features); empty: no fit
 
     # -- evaluation ---------------------------------------------------------------------------
 
@@ -217,7 +251,7 @@ class EncodedShape:
         """A mesh of this shape; reuses every value evaluated by earlier extractions."""
         report = progress or (lambda stage, fraction: None)
         check_memory(settings.resolution)
-        stats: dict[str, float | int] = {"seconds_encode": round(self.encode_seconds, 4)}
+        stats: dict[str, float | int] = {"seconds_encode": round(self.encode_seconds, 4), **self.fit_stats}
         if self.prepared is not None:
             stats.update(self.prepared.info)
         started = time.perf_counter()

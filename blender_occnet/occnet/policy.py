@@ -31,3 +31,12 @@ MAX_SEED = 2 ** 63 - 1
 # iso-surface (each vertex stops once it is there: 30 steps cost about one extraction); "optimise" is the
 # paper's optimiser (RMSprop on face samples and face normals: each step one pass over the mesh).
 REFINE_METHODS = ("project", "optimise")
+
+# Test-time fitting (occnet/fitting.py): "auto" fits a local-feature network's planes to the observed points
+# when there are at least FIT_AUTO_MIN_POINTS of them (it helped from 300 points up on every shape measured:
+# BENCHMARKS.md, "Fitting"); "on" always (an error where it cannot be done), "off" never.
+FIT_MODES = ("auto", "on", "off")
+FIT_AUTO_MIN_POINTS = 200
+MAX_FIT_STEPS = 1_000
+# Observed points a fit keeps (a random subset beyond: 24 MB of float32; each step draws a few thousand).
+MAX_FIT_POINTS = 2_000_000

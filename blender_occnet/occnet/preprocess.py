@@ -17,7 +17,7 @@ from .binvox import pool_grid, read_binvox
 from .errors import InputError
 from .geometry import unit_cube_frame
 from .meshio import MESH_SUFFIXES, MeshData, normalise_mesh, read_normalised_mesh, read_points
-from .policy import MIN_POINTS
+from .policy import MAX_FIT_POINTS, MIN_POINTS
 from .voxelize import voxelize_mesh
 
 IMAGE_SIZE = 224
@@ -46,6 +46,8 @@ class PreparedInput:
     info: dict[str, int] = field(default_factory=dict)  # what preprocessing did (points given, points used)
     # The turn into the network's frame (frames.orient), None while the input is in the project's frame.
     rotation: np.ndarray | None = None
+    # Point clouds prepared for fitting: every usable point (up to MAX_FIT_POINTS) in the same frame as `array`.
+    observed: np.ndarray | None = None
 
     def to_source(self, vertices: np.ndarray) -> np.ndarray:
         """Unit-cube coordinates of the network's frame -> the source's coordinates."""
@@ -170,7 +172,7 @@ def _border_colour(rgb: np.ndarray) -> np.ndarray:
 
 
 def prepare_pointcloud(points: PathOrArray, n_points: int = 300, seed: int = 0,
-                       noise_std: float = 0.0, at_most: bool = False) -> PreparedInput:
+                       noise_std: float = 0.0, at_most: bool = False, keep_observed: bool = False) -> PreparedInput:
     """N x 3 points -> `n_points` points in the unit cube (bbox centre at 0, longest edge 1).
 
     Points with a NaN or infinite coordinate are dropped and counted (info["input_points_dropped"]): the
@@ -178,7 +180,8 @@ def prepare_pointcloud(points: PathOrArray, n_points: int = 300, seed: int = 0,
     drawn (without replacement when there are enough, with replacement otherwise), as a global encoder
     needs; `at_most` takes every point up to `n_points` instead (a local encoder uses all it has). The
     bounding box is that of every point, computed in chunks, so a cloud of millions of points costs little
-    beyond itself. `noise_std` adds Gaussian noise as the reference does in training.
+    beyond itself. `noise_std` adds Gaussian noise as the reference does in training. `keep_observed` also
+    keeps every usable point (a random MAX_FIT_POINTS beyond that) as `observed`, for test-time fitting.
     """
     name = str(points) if not isinstance(points, np.ndarray) else "point cloud"
     array = read_points(points, seed=seed) if not isinstance(points, np.ndarray) else np.asarray(points)
@@ -218,9 +221,24 @@ def prepare_pointcloud(points: PathOrArray, n_points: int = 300, seed: int = 0,
     sampled = (picked - loc) / scale  # normalise only what is kept (training calls this per item)
     if noise_std > 0:
         sampled = sampled + noise_std * rng.standard_normal(sampled.shape)
+    observed = _observed_points(array, rows, usable, loc, scale, rng) if keep_observed else None
     return PreparedInput("pointcloud", sampled.astype(np.float32), loc, scale,
                          {"input_points_given": len(array), "input_points_used": int(count),
-                          "input_points_dropped": len(array) - usable})
+                          "input_points_dropped": len(array) - usable}, observed=observed)
+
+
+def _observed_points(array: np.ndarray, rows: np.ndarray | None, usable: int, loc: np.ndarray, scale: float,
+                     rng: np.random.Generator) -> np.ndarray:
+    """Every usable point (a random MAX_FIT_POINTS of them beyond that), normalised as the network's input,
+    float32; read in chunks so a memory-mapped cloud is never copied whole in float64."""
+    keep = np.sort(rng.choice(usable, MAX_FIT_POINTS, replace=False)) if usable > MAX_FIT_POINTS else None
+    index = rows if keep is None else (keep if rows is None else rows[keep])
+    count = usable if keep is None else MAX_FIT_POINTS
+    out = np.empty((count, 3), dtype=np.float32)
+    for start in range(0, count, CHUNK_ROWS):
+        chunk = array[start:start + CHUNK_ROWS] if index is None else array[index[start:start + CHUNK_ROWS]]
+        out[start:start + len(chunk)] = (np.asarray(chunk[:, :3], dtype=np.float64) - loc) / scale
+    return out
 
 
 def prepare_for_network(config: ModelConfig, modality: str, source: PathOrArray, seed: int = 0,
@@ -237,7 +255,7 @@ def prepare_for_network(config: ModelConfig, modality: str, source: PathOrArray,
             raise InputError(f"input_points must be 0 (automatic) or positive, got {input_points}")
         if config.local:
             cap = min(input_points or MAX_LOCAL_INPUT_POINTS, MAX_LOCAL_INPUT_POINTS)
-            return prepare_pointcloud(source, n_points=cap, seed=seed, at_most=True)
+            return prepare_pointcloud(source, n_points=cap, seed=seed, at_most=True, keep_observed=True)
         return prepare_pointcloud(source, n_points=min(input_points or config.n_input_points,
                                                        MAX_LOCAL_INPUT_POINTS), seed=seed)
     if modality == "image":

@@ -37,6 +37,7 @@ from blender_occnet.backend_client import (
 )
 from blender_occnet.messages import Cancelled, Error, Progress, Result
 from blender_occnet.occnet.checkpoints import Weights, save_weights
+from blender_occnet.occnet.fitting import FitSettings
 from blender_occnet.occnet.generation import ExtractionSettings, Reconstructor
 from blender_occnet.occnet.preprocess import prepare_voxels, prepare_voxels_from_mesh
 from tests.helpers import centre_logits, randomized_model, small_config
@@ -120,6 +121,26 @@ def test_round_trip_matches_in_process_generation(client: BackendClient, weights
         local = Reconstructor(load_weights(weights_dir / "vox.safetensors"), "cpu").encode(
             prepare_voxels(voxel_source())).extract(ExtractionSettings(threshold=0.5, resolution=64, normals=True))
     assert np.array_equal(local.vertices, vertices) and np.array_equal(local.faces, faces)
+
+
+def test_a_reconstruction_fits_by_default_and_re_extraction_does_not_fit_again(client: BackendClient) -> None:
+    """The request's fit reaches the engine: local-feature weights fit a point cloud unless told not to; a live
+    threshold move re-extracts the fitted field without fitting again."""
+    bundled = str(REPO / "blender_occnet" / "weights" / "pointcloud.safetensors")
+    sphere = np.random.default_rng(1).normal(size=(1500, 3)).astype(np.float32)
+    sphere /= np.linalg.norm(sphere, axis=1, keepdims=True)
+    fitted = events_until_done(client, client.reconstruct("pointcloud", sphere, weights=bundled, resolution=32))
+    assert [e.stage for e in fitted if isinstance(e, Progress)].count("fitting") >= 1
+    result = fitted[-1]
+    assert isinstance(result, Result) and result.stats.fit_steps == FitSettings().steps
+    assert result.stats.fit_points == 1500 and result.stats.seconds_fit is not None
+    plain = events_until_done(client, client.reconstruct("pointcloud", sphere, weights=bundled, resolution=32,
+                                                         fit="off"))[-1]
+    assert isinstance(plain, Result) and plain.stats.fit_steps is None
+    assert not np.array_equal(plain.vertices, result.vertices)
+    again = events_until_done(client, client.re_extract(result.job, threshold=0.3))
+    assert "fitting" not in [e.stage for e in again if isinstance(e, Progress)]
+    assert isinstance(again[-1], Result) and again[-1].stats.fit_steps == FitSettings().steps  # the kept fit
 
 
 def box_mesh(lo: tuple[float, float, float], hi: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
@@ -224,6 +245,9 @@ def test_cancel_running_and_queued(client: BackendClient) -> None:
      "faces"),
     ("voxels", np.full((8, 3), np.nan, np.float32), {"faces": box_mesh((0, 0, 0), (1, 1, 1))[1]}, "input"),
     ("pointcloud", box_mesh((0, 0, 0), (1, 1, 1))[0], {"faces": box_mesh((0, 0, 0), (1, 1, 1))[1]}, "faces"),
+    ("pointcloud", np.random.default_rng(0).random((500, 3), np.float32), {"weights": "pc", "fit": "on"}, "fit"),
+    ("pointcloud", np.random.default_rng(0).random((500, 3), np.float32), {"weights": "pc", "fit": "yes"}, "fit"),
+    ("voxels", voxel_source(), {"fit": "on"}, "fit"),
 ])
 def test_bad_requests_name_the_field(client: BackendClient, modality: str, source: np.ndarray, settings: dict,
                                      field: str) -> None:

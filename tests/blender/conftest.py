@@ -95,6 +95,7 @@ def fresh_scene(request: pytest.FixtureRequest) -> Iterator[None]:
         state.last_error = state.last_result = ""
         # The test weights have their surface near 0.5; 32 cells keep every extraction fast.
         bpy.context.scene.occnet.threshold, bpy.context.scene.occnet.resolution = 0.5, "32"
+        bpy.context.scene.occnet.use_weights_threshold = False
     yield
     bpy.ops.wm.read_homefile(use_empty=True)
 

@@ -162,3 +162,18 @@ def test_a_few_nan_points_are_left_out_and_counted() -> None:
     assert bpy.ops.occnet.reconstruct() == {"FINISHED"}
     assert "3 source point(s) with NaN or infinite coordinates left out" in \
         bpy.context.window_manager.occnet_job.last_result
+
+
+def test_the_sidebars_fit_and_threshold_reach_the_backend(addon: ModuleType) -> None:
+    """Fit to points travels from the sidebar to the engine: On against global-code weights (the test ones)
+    is refused there, by name; by default the request leaves the threshold to the weights and fits on Auto."""
+    add_sphere()
+    settings = bpy.context.scene.occnet
+    settings.use_weights_threshold, settings.threshold = True, 0.3  # 0.3 is not the weights' 0.5
+    request = addon.properties.request_settings(settings)
+    assert request["threshold"] is None and request["fit"] == "auto"
+    settings.fit = "ON"
+    assert "fitting adapts a local-feature network" in fails("fit")
+    settings.fit = "OFF"
+    assert bpy.ops.occnet.reconstruct() == {"FINISHED"}
+    assert bpy.data.objects["Ball.occnet"].occnet.threshold == pytest.approx(0.5)  # the test weights' own

@@ -7,14 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 import bpy
-from bpy.props import EnumProperty, FloatProperty, IntProperty
+from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty
 
 from .. import jobs, preferences, properties, router, scene_io, state
 from .modal import TimerModal
 
 # What the redo panel (Adjust Last Operation) offers: the settings that make sense after the fact. Each
 # starts from the scene's value (SKIP_SAVE: never from an earlier run's) and is sent as that request field.
-REDO_SETTINGS = ("resolution", "threshold", "refine_steps", "simplify_faces")
+REDO_SETTINGS = ("resolution", "use_weights_threshold", "threshold", "fit", "refine_steps", "simplify_faces")
 
 SYNC_TIMEOUT = 3600.0
 
@@ -51,6 +51,10 @@ class OCCNET_OT_reconstruct(TimerModal, bpy.types.Operator):
 
     resolution: EnumProperty(name="Resolution", items=properties.RESOLUTIONS, default="128",  # type: ignore[valid-type]
                              options={"SKIP_SAVE"})
+    use_weights_threshold: BoolProperty(name="Weights' threshold", default=True,  # type: ignore[valid-type]
+                                        options={"SKIP_SAVE"})
+    fit: EnumProperty(name="Fit to points", items=properties.FIT_CHOICES, default="AUTO",  # type: ignore[valid-type]
+                      options={"SKIP_SAVE"})
     threshold: FloatProperty(name="Threshold", default=0.2, min=0.01, max=0.99, precision=3,  # type: ignore[valid-type]
                              options={"SKIP_SAVE"})
     refine_steps: IntProperty(name="Refine steps", default=0, min=0, max=200,  # type: ignore[valid-type]
@@ -106,7 +110,8 @@ class OCCNET_OT_reconstruct(TimerModal, bpy.types.Operator):
         for name in REDO_SETTINGS:
             if not self.properties.is_property_set(name):
                 setattr(self, name, getattr(scene_settings, name))
-        return {"resolution": int(self.resolution), "threshold": float(self.threshold),
+        return {"resolution": int(self.resolution),
+                "threshold": None if self.use_weights_threshold else float(self.threshold), "fit": self.fit.lower(),
                 "refine_steps": int(self.refine_steps), "simplify_faces": int(self.simplify_faces)}
 
     def _begin(self, context: bpy.types.Context, block: bool) -> jobs.Batch | None:

@@ -1,0 +1,144 @@
+"""Test-time fitting (occnet/fitting.py): the surface moves onto the observed points, cancel stops it, and the
+rules for when it runs hold for the core, the command line and the preprocessing that feeds it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.spatial import cKDTree
+
+from blender_occnet.cli import main as cli_main
+from blender_occnet.occnet.checkpoints import load_weights
+from blender_occnet.occnet.errors import Cancelled
+from blender_occnet.occnet.fitting import FitRefused, FitSettings, Observation, should_fit
+from blender_occnet.occnet.generation import EncodedShape, ExtractionSettings, Reconstructor
+from blender_occnet.occnet.geometry import sample_surface
+from blender_occnet.occnet.policy import FIT_AUTO_MIN_POINTS
+from blender_occnet.occnet.preprocess import prepare_for_network, prepare_image, prepare_pointcloud, prepare_voxels
+
+BUNDLED = Path(__file__).resolve().parents[2] / "blender_occnet" / "weights"
+
+
+def bumpy_sphere(n: int, seed: int) -> np.ndarray:
+    """Points on r = 0.4 + 0.06 sin(6 phi) sin(theta): a shape none of the training categories has, whose
+    six lobes the bundled network smooths away from 3,000 points."""
+    rng = np.random.default_rng(seed)
+    d = rng.normal(size=(n, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    r = 0.4 + 0.06 * np.sin(6 * np.arctan2(d[:, 1], d[:, 0])) * np.sqrt(1 - d[:, 2] ** 2)
+    return (d * r[:, None]).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def reconstructor() -> Reconstructor:
+    return Reconstructor(load_weights(BUNDLED / "pointcloud.safetensors"), "cpu")
+
+
+def completeness(vertices: np.ndarray, faces: np.ndarray, truth: np.ndarray) -> float:
+    """Mean distance from the true surface to the mesh (what a surface that misses the points loses)."""
+    samples, _ = sample_surface(vertices.astype(np.float64), faces.astype(np.int64), 20_000, 0)
+    return float(cKDTree(samples).query(truth)[0].mean())
+
+
+def test_fitting_moves_the_surface_onto_the_points(reconstructor: Reconstructor) -> None:
+    prepared = prepare_for_network(reconstructor.weights.config, "pointcloud", bumpy_sphere(3000, 0))
+    truth = bumpy_sphere(20_000, 1)
+    settings = ExtractionSettings(threshold=reconstructor.weights.threshold, resolution=64)
+    plain = reconstructor.encode(prepared, fit="off").extract(settings)
+    fitted_shape = reconstructor.encode(prepared, fit="on")
+    fitted = fitted_shape.extract(settings)
+    before, after = completeness(plain.vertices, plain.faces, truth), completeness(fitted.vertices, fitted.faces, truth)
+    assert before > 0.012, "the network alone should miss the lobes: the test needs a shape it gets wrong"
+    assert after < 0.6 * before and after < 0.01, (before, after)
+    assert fitted.stats["fit_steps"] == FitSettings().steps and fitted.stats["fit_points"] == 3000
+    assert "fit_steps" not in plain.stats
+    # A later extraction (a live threshold move) reuses the fitted field: no second fit, the same surface.
+    again = fitted_shape.extract(settings)
+    assert again.stats["points_evaluated"] == 0 and np.array_equal(again.vertices, fitted.vertices)
+
+
+def test_fitting_uses_every_point_not_only_the_encoders(reconstructor: Reconstructor) -> None:
+    cloud = bumpy_sphere(30_000, 2)
+    prepared = prepare_for_network(reconstructor.weights.config, "pointcloud", cloud)
+    assert len(prepared.array) == 20_000 and prepared.observed is not None and len(prepared.observed) == 30_000
+    # The observed points are normalised as the encoder's are.
+    unit = (cloud.astype(np.float64) - prepared.loc) / prepared.scale
+    assert np.allclose(np.sort(prepared.observed[:, 0]), np.sort(unit[:, 0]), atol=1e-6)
+    mesh = reconstructor.encode(prepared, fit="auto").extract(ExtractionSettings(resolution=32))
+    assert mesh.stats["fit_points"] == 30_000
+
+
+def test_a_cancel_stops_a_fit_between_steps(reconstructor: Reconstructor) -> None:
+    prepared = prepare_for_network(reconstructor.weights.config, "pointcloud", bumpy_sphere(3000, 0))
+    asked = []
+
+    def cancel_at_fifth_check() -> bool:
+        asked.append(1)
+        return len(asked) >= 5
+
+    stages: list[str] = []
+    with pytest.raises(Cancelled):
+        reconstructor.encode(prepared, fit="on", should_cancel=cancel_at_fifth_check,
+                             progress=lambda stage, fraction: stages.append(stage))
+    assert len(asked) == 5 and stages and set(stages) == {"fitting"}  # stopped in the fit, after four steps
+
+
+def test_when_a_fit_runs() -> None:
+    assert should_fit("auto", local=True, observed_points=FIT_AUTO_MIN_POINTS)
+    assert not should_fit("auto", local=True, observed_points=FIT_AUTO_MIN_POINTS - 1)
+    assert not should_fit("auto", local=False, observed_points=10_000)
+    assert not should_fit("off", local=True, observed_points=10_000)
+    assert not should_fit("auto", local=True, observed_points=32 ** 3, modality="voxels")
+    assert should_fit("on", local=True, observed_points=10)
+    with pytest.raises(FitRefused, match="global code"):
+        should_fit("on", local=False, observed_points=10_000)
+    with pytest.raises(FitRefused, match="fit must be one of"):
+        should_fit("always", local=True, observed_points=10_000)
+
+
+def test_a_fitted_voxel_grid_keeps_its_empty_cells_empty_and_its_solid_cells_solid() -> None:
+    voxels = Reconstructor(load_weights(BUNDLED / "voxels.safetensors"), "cpu")
+    grid = np.zeros((32, 32, 32), np.float32)
+    grid[4:28, 4:14, 4:28] = grid[4:28, 15:24, 4:28] = 1  # two slabs one empty cell apart, which the network
+    grid[6:10, 24:30, 6:10] = grid[22:26, 24:30, 22:26] = 1  # bridges; two posts on top
+    prepared = prepare_voxels(grid)
+    observation = Observation.of_voxels(grid)
+    assert observation.labelled is not None and observation.occupancy is not None
+    solid = observation.occupancy > 0.5
+
+    def wrong(shape: EncodedShape) -> tuple[int, int]:
+        inside = shape.logits(observation.labelled) > 0.0  # the voxel weights' threshold is 0.5
+        return int((~inside[solid]).sum()), int(inside[~solid].sum())
+
+    plain = voxels.encode(prepared, fit="auto")
+    assert plain.fit_stats == {}  # auto leaves voxels to the network
+    assert wrong(plain)[1] > 100, "the test needs a grid whose empty cells the network fills"
+    fitted = voxels.encode(prepared, fit="on")
+    assert fitted.fit_stats["fit_steps"] == FitSettings().steps
+    assert wrong(fitted)[0] == 0 and wrong(fitted)[1] <= 5, wrong(fitted)
+
+
+def test_images_and_training_inputs_are_not_fitted() -> None:
+    images = Reconstructor(load_weights(BUNDLED / "image.safetensors"), "cpu")
+    with pytest.raises(FitRefused, match="an image reconstructs with fit off"):
+        images.encode(prepare_image(np.full((64, 64, 3), 255, np.uint8)), fit="on")
+    # What the trainer prepares per item keeps no copy of the whole cloud.
+    assert prepare_pointcloud(bumpy_sphere(500, 0), n_points=300).observed is None
+
+
+def test_the_command_line_fits_by_default_and_not_with_fit_off(tmp_path: Path,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    source = tmp_path / "lobes.npy"
+    np.save(source, bumpy_sphere(2000, 0))
+    runs = {}
+    for fit in ("auto", "off"):
+        assert cli_main(["reconstruct", str(source), "-o", str(tmp_path / f"{fit}.obj"), "--resolution", "32",
+                         "--fit", fit, "--json", "--quiet"]) == 0
+        runs[fit] = json.loads(capsys.readouterr().out)
+    assert runs["auto"]["fit_steps"] == FitSettings().steps and runs["auto"]["fit_points"] == 2000
+    assert "fit_steps" not in runs["off"]
+    assert cli_main(["reconstruct", str(source), "-o", str(tmp_path / "x.obj"), "--fit", "on", "--weights",
+                     str(BUNDLED / "pointcloud.safetensors"), "--quiet"]) == 0
