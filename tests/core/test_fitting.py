@@ -115,10 +115,11 @@ def test_a_fitted_voxel_grid_keeps_its_empty_cells_empty_and_its_solid_cells_sol
 
     plain = voxels.encode(prepared, fit="auto")
     assert plain.fit_stats == {}  # auto leaves voxels to the network
-    assert wrong(plain)[1] > 100, "the test needs a grid whose empty cells the network fills"
+    filled_wrongly = wrong(plain)[1]
+    assert filled_wrongly > 100, "the test needs a grid whose empty cells the network fills"
     fitted = voxels.encode(prepared, fit="on")
     assert fitted.fit_stats["fit_steps"] == FitSettings().steps
-    assert wrong(fitted)[0] == 0 and wrong(fitted)[1] <= 5, wrong(fitted)
+    assert wrong(fitted)[0] == 0 and wrong(fitted)[1] <= filled_wrongly // 10, (filled_wrongly, wrong(fitted))
 
 
 def test_images_and_training_inputs_are_not_fitted() -> None:
