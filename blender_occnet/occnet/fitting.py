@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from scipy.spatial import cKDTree
 from torch.nn import functional as F
 
 from .errors import Cancelled, InputError
@@ -43,6 +44,7 @@ CancelFn = Callable[[], bool]
 # the data decides. About 4x the noise a scanner leaves at 0.005 of the object's size.
 PRIOR_CLEARANCE = 0.02
 PRIOR_CANDIDATES = 10_000  # uniform box points from which the prior's targets are kept
+CLEARANCE_POINTS = 100_000
 
 
 class FitRefused(InputError):
@@ -143,7 +145,10 @@ def fit_features(decoder: LocalDecoder, features: Features, observed: np.ndarray
         encoded = {name: fmap.detach().clone() for name, fmap in features.items()}  # out of inference mode
         base = {name: _upsample(fmap, settings.upsample) for name, fmap in encoded.items()}
     fitted = {name: fmap.clone().requires_grad_() for name, fmap in base.items()}
-    optimiser = torch.optim.Adam(list(fitted.values()), lr=settings.learning_rate)
+    optimiser = _Adam(list(fitted.values()), settings.learning_rate)
+
+    if should_cancel is not None and should_cancel():
+        raise Cancelled("cancelled")
 
     def tensor(array: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).to(device)
@@ -182,9 +187,7 @@ def fit_features(decoder: LocalDecoder, features: Features, observed: np.ndarray
                 loss = loss + settings.prior_weight * F.binary_cross_entropy_with_logits(logits, prior_target[pick])
             if settings.smoothness:
                 loss = loss + settings.smoothness * sum(_roughness(fitted[k] - base[k]) for k in fitted)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
+            optimiser.step(torch.autograd.grad(loss, optimiser.parameters))
     finally:
         for parameter in decoder.parameters():
             parameter.requires_grad_(True)
@@ -192,6 +195,27 @@ def fit_features(decoder: LocalDecoder, features: Features, observed: np.ndarray
     stats: dict[str, float | int] = {"fit_steps": settings.steps, "fit_points": observation.count,
                                      "seconds_fit": round(time.perf_counter() - started, 4)}
     return {name: fmap.detach() for name, fmap in fitted.items()}, stats
+
+
+class _Adam:
+    """Adam (Kingma and Ba) on a few tensors. torch.optim's first step imports TorchDynamo, which held a
+    cancel for 1.5 s in a fresh process; these few lines do the same arithmetic."""
+
+    def __init__(self, parameters: list[torch.Tensor], lr: float, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8):
+        self.parameters, self.lr, self.betas, self.eps = parameters, lr, betas, eps
+        self.moments = [(torch.zeros_like(p), torch.zeros_like(p)) for p in parameters]
+        self.steps = 0
+
+    @torch.no_grad()
+    def step(self, gradients: tuple[torch.Tensor, ...]) -> None:
+        self.steps += 1
+        b1, b2 = self.betas
+        for parameter, gradient, (mean, square) in zip(self.parameters, gradients, self.moments):
+            mean.mul_(b1).add_(gradient, alpha=1 - b1)
+            square.mul_(b2).addcmul_(gradient, gradient, value=1 - b2)
+            denominator = (square / (1 - b2 ** self.steps)).sqrt_().add_(self.eps)
+            parameter.addcdiv_(mean, denominator, value=-self.lr / (1 - b1 ** self.steps))
 
 
 def _upsample(fmap: torch.Tensor, factor: int) -> torch.Tensor:
@@ -215,10 +239,12 @@ def _prior(decoder: LocalDecoder, encoded: Features, observed: np.ndarray, seed:
            device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Uniform box points farther than PRIOR_CLEARANCE from every observed point, and the encoded network's
     occupancy there (the target that keeps unobserved parts as the prior drew them)."""
-    from scipy.spatial import cKDTree
-
     rng = np.random.default_rng(seed)
     candidates = rng.uniform(-BOX_SIZE / 2, BOX_SIZE / 2, (PRIOR_CANDIDATES, 3)).astype(np.float32)
+    # A tree over at most CLEARANCE_POINTS of the cloud: a denser cloud lies closer together than the clearance
+    # anyway, and building a tree of 2 million points would hold a cancel for seconds.
+    if len(observed) > CLEARANCE_POINTS:
+        observed = observed[rng.integers(len(observed), size=CLEARANCE_POINTS)]
     distance, _ = cKDTree(observed).query(candidates, workers=-1)
     kept = torch.from_numpy(candidates[distance > PRIOR_CLEARANCE]).to(device)
     with torch.no_grad():
