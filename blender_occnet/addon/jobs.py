@@ -237,7 +237,8 @@ class Batch:
             source_object.hide_set(True, view_layer=view_layer)
         stats = result.stats
         dropped = stats.input_points_dropped
-        item.end("finished", f"{obj.name}: {stats.faces:,} faces in {stats.seconds_backend:.2f} s, "
+        fitted = f", fitted to {stats.fit_points:,} points" if stats.fit_points else ""
+        item.end("finished", f"{obj.name}: {stats.faces:,} faces in {stats.seconds_backend:.2f} s{fitted}, "
                              f"{stats.points_evaluated:,} points evaluated"
                              + (f"; {dropped:,} source point(s) with NaN or infinite coordinates left out"
                                 if dropped else ""))
