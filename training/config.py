@@ -34,6 +34,7 @@ class DataConfig:
     # step alike), so a local model learns sparse and dense clouds; None: always the model's n_input_points.
     input_points_range: list[int] | None = None
     voxel_shift: float = 0.0  # voxels: share of training grids moved by whole cells within their free room
+    scan_like: float = 0.0  # point clouds: share of training inputs degraded as scans are (training/scans.py)
     val_points: int = 20000  # points of points.npz used for validation IoU per shape
     val_shapes: int = 200  # at most this many validation shapes (0: all)
     cache: bool = True  # keep loaded files in memory
@@ -104,6 +105,7 @@ class Config:
                 and d.input_points_range[0] <= d.input_points_range[1]),
              "data.input_points_range must be [low, high] with 8 <= low <= high"),
             (0 <= d.voxel_shift <= 1, "data.voxel_shift must be in [0, 1]"),
+            (0 <= d.scan_like <= 1, "data.scan_like must be in [0, 1]"),
             (t.threshold_candidates is None or all(
                 isinstance(x, (int, float)) and 0 < x < 1 for x in t.threshold_candidates),
              "training.threshold_candidates must be probabilities in (0, 1)"),

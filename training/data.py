@@ -28,6 +28,8 @@ import yaml
 from blender_occnet.occnet.errors import InputError
 from blender_occnet.occnet.preprocess import prepare_image, prepare_pointcloud, prepare_voxels
 
+from .scans import scan_like
+
 log = logging.getLogger(__name__)
 
 MODALITY_FILES = {"pointcloud": "pointcloud.npz", "voxels": "model.binvox", "image": "img_choy2016"}
@@ -90,8 +92,9 @@ class ShapeDataset:
     def __init__(self, root: str | Path, split: str, modality: str, categories: list[str] | None = None,
                  points_per_shape: int = 2048, near_surface_fraction: float = 0.5, n_input_points: int = 300,
                  pointcloud_noise: float = 0.0, cache: bool = True, limit: int = 0, image_size: int = 224,
-                 voxel_shift: float = 0.0):
+                 voxel_shift: float = 0.0, scan_like: float = 0.0):
         self.modality = modality
+        self.scan_like = scan_like  # point clouds: share of inputs degraded as a scan is (training/scans.py)
         self.voxel_shift = voxel_shift
         self.points_per_shape = points_per_shape
         self.near_surface_fraction = near_surface_fraction
@@ -136,6 +139,9 @@ class ShapeDataset:
         elif kind == "surface":
             with np.load(path, allow_pickle=False) as archive:
                 value = archive["points"].astype(np.float64)
+        elif kind == "surface_normals":
+            with np.load(path, allow_pickle=False) as archive:
+                value = (archive["points"].astype(np.float64), archive["normals"].astype(np.float64))
         elif kind == "voxels":
             value = prepare_voxels(path)
         else:
@@ -202,6 +208,11 @@ class ShapeDataset:
 
     def _input(self, model: Model, rng: np.random.Generator, n_input_points: int) -> Any:
         if self.modality == "pointcloud":
+            # No draw from rng when scan_like is 0: datasets without it take the very steps they always did.
+            if self.scan_like and rng.random() < self.scan_like:
+                points, normals = self._load(model.folder / "pointcloud.npz", "surface_normals")
+                return prepare_pointcloud(scan_like(points, normals, rng), n_points=n_input_points,
+                                          seed=int(rng.integers(2**31)))  # scan_like adds its own noise
             surface = self._load(model.folder / "pointcloud.npz", "surface")
             return prepare_pointcloud(surface, n_points=n_input_points, seed=int(rng.integers(2**31)),
                                       noise_std=self.pointcloud_noise)

@@ -1,0 +1,68 @@
+"""Scan-like training inputs (training/scans.py): each degradation does what a scanner does, and a dataset
+without them draws exactly what it drew before."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from scipy.spatial import cKDTree
+
+from training.data import ShapeDataset
+from training.scans import ScanSettings, scan_like
+
+NONE = ScanSettings(partial=0, uneven=0, holes=0, outliers=0, noise=(0.0, 0.0))
+
+
+def sphere(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    d = np.random.default_rng(seed).normal(size=(n, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    return 0.5 * d, d
+
+
+def spacing_spread(cloud: np.ndarray) -> float:
+    """How unevenly a cloud covers the sphere: its densest over its sparsest places (95th over 5th percentile
+    of the points within 0.1 of 300 places spread over the sphere)."""
+    places = sphere(300, 7)[0]
+    counts = np.array([len(found) for found in cKDTree(cloud).query_ball_point(places, 0.1)])
+    return float(np.percentile(counts, 95) / max(np.percentile(counts, 5), 1))
+
+
+def test_each_degradation_as_a_scanner_makes_it() -> None:
+    points, normals = sphere(20_000)
+    rng = np.random.default_rng(1)
+    assert np.array_equal(scan_like(points, normals, rng, NONE), points)
+
+    seen = scan_like(points, normals, rng, ScanSettings(partial=1, uneven=0, holes=0, outliers=0, noise=(0, 0)))
+    assert 0.15 * len(points) < len(seen) < 0.9 * len(points)  # one to three sides of a sphere
+
+    uneven = scan_like(points, normals, rng, ScanSettings(partial=0, uneven=1, holes=0, outliers=0, noise=(0, 0)))
+    uniform_subset = points[np.random.default_rng(2).choice(len(points), len(uneven), replace=False)]
+    assert len(uneven) < len(points) and spacing_spread(uneven) > 1.3 * spacing_spread(uniform_subset)
+
+    holed = scan_like(points, normals, rng, ScanSettings(partial=0, uneven=0, holes=1, hole_radius=(0.1, 0.1),
+                                                         outliers=0, noise=(0, 0)))
+    assert len(holed) < len(points)
+    assert set(map(tuple, holed)) <= set(map(tuple, points))  # holes only remove
+
+    noisy = scan_like(points, normals, rng, ScanSettings(partial=0, uneven=0, holes=0, outliers=0,
+                                                         noise=(0.01, 0.01)))
+    assert abs(np.abs(np.linalg.norm(noisy, axis=1) - 0.5).mean() - 0.01 * np.sqrt(2 / np.pi)) < 0.001
+
+    strays = scan_like(points, normals, rng, ScanSettings(partial=0, uneven=0, holes=0, outliers=1,
+                                                          noise=(0, 0)))
+    far = np.abs(np.linalg.norm(strays, axis=1) - 0.5) > 1e-6
+    assert 1 <= far.sum() <= 0.01 * len(points) + 1 and np.abs(strays).max() <= 0.55
+
+
+def test_a_dataset_without_scans_draws_as_before(tiny_dataset: Path) -> None:
+    plain = ShapeDataset(tiny_dataset, "train", "pointcloud", n_input_points=300, pointcloud_noise=0.005)
+    scans = ShapeDataset(tiny_dataset, "train", "pointcloud", n_input_points=300, pointcloud_noise=0.005,
+                         scan_like=1.0)
+    off = ShapeDataset(tiny_dataset, "train", "pointcloud", n_input_points=300, pointcloud_noise=0.005,
+                       scan_like=0.0)
+    a = plain.item(0, np.random.default_rng(5))
+    b = off.item(0, np.random.default_rng(5))
+    c = scans.item(0, np.random.default_rng(5))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert not np.array_equal(a["inputs"], c["inputs"]) and c["inputs"].shape == (300, 3)

@@ -1,0 +1,58 @@
+"""Point clouds as scanners give them (issue 23): what a clean, evenly spread surface sample is turned into
+before a training network sees it.
+
+A scan is seen from a few directions (the far side missing), denser where the sensor was close, with holes
+where it saw nothing (dark or shiny patches), noisy, and with a few stray points. The networks trained on
+clean samples drew boxes from such input; these are the same shapes' samples degraded the ways a scan is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class ScanSettings:
+    partial: float = 0.3  # chance that only the points seen from one to three directions are kept
+    uneven: float = 0.5  # chance of a density that varies smoothly over the shape (up to `uneven_ratio`)
+    uneven_ratio: float = 8.0
+    holes: float = 0.4  # chance of one to four holes
+    hole_radius: tuple[float, float] = (0.03, 0.12)  # of the shape's size (its longest edge is 1)
+    outliers: float = 0.3  # chance of stray points, up to `outlier_share` of the cloud, anywhere in the box
+    outlier_share: float = 0.01
+    noise: tuple[float, float] = (0.0, 0.01)  # Gaussian noise's sigma, drawn uniformly, of the shape's size
+
+
+def scan_like(points: np.ndarray, normals: np.ndarray, rng: np.random.Generator,
+              settings: ScanSettings = ScanSettings()) -> np.ndarray:
+    """Surface samples (N, 3) of a normalised shape with their outward normals -> a scan-like cloud (M, 3),
+    M <= N plus the outliers; never fewer than 8 points of the surface."""
+    keep = np.ones(len(points), dtype=bool)
+    if rng.random() < settings.partial:
+        views = rng.normal(size=(int(rng.integers(1, 4)), 3))
+        views /= np.linalg.norm(views, axis=1, keepdims=True)
+        # A point is seen from a direction when its surface faces it (no occlusion test: a concave shape
+        # keeps a little more than a real scan would).
+        keep &= ((normals @ views.T) > 0.05).any(axis=1)
+    if rng.random() < settings.uneven:
+        # A smooth density: a random low-frequency wave over the shape, mapped to [1 / ratio, 1].
+        direction = rng.normal(size=3)
+        wave = np.sin(points @ direction * rng.uniform(2.0, 6.0) + rng.uniform(0, 2 * np.pi))
+        keep &= rng.random(len(points)) < settings.uneven_ratio ** ((wave - 1) / 2)
+    if rng.random() < settings.holes:
+        centres = points[rng.integers(len(points), size=int(rng.integers(1, 5)))]
+        radii = rng.uniform(*settings.hole_radius, size=len(centres))
+        for centre, radius in zip(centres, radii):
+            keep &= np.linalg.norm(points - centre, axis=1) > radius
+    if keep.sum() < 8:  # a degradation that left nothing: the clean sample instead
+        keep[:] = True
+    scan = points[keep]
+    sigma = rng.uniform(*settings.noise)
+    if sigma > 0:
+        scan = scan + rng.normal(scale=sigma, size=scan.shape)
+    if rng.random() < settings.outliers:
+        count = int(rng.integers(1, max(2, int(settings.outlier_share * len(scan)) + 1)))
+        scan = np.concatenate([scan, rng.uniform(-0.55, 0.55, size=(count, 3))])
+    return scan
