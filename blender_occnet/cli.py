@@ -89,6 +89,8 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         if used and used < given:
             print(f"the network was given {used:,} of the {given:,} input points (a random subset; "
                   "--input-points sets how many)")
+        if mesh.stats.get("input_points_outliers"):
+            print(f"{mesh.stats['input_points_outliers']:,} stray input point(s) far from the rest left out")
         if mesh.stats.get("fit_points"):
             print(f"fitted to {mesh.stats['fit_points']:,} input points in {mesh.stats['seconds_fit']:.1f} s "
                   "(--fit off: the network's prediction as it is)")

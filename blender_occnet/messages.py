@@ -398,6 +398,8 @@ class Stats(Checked):
     seconds_fit: float | None = wire(SECONDS, None)  # reconstructions whose features were fitted to the points
     fit_steps: int | None = wire(COUNT, None)
     fit_points: int | None = wire(COUNT, None)  # observed points the fit drew from
+    input_points_outliers: int | None = wire(COUNT, None)  # stray points left out (preprocess.without_outliers)
+    pieces_unsupported: int | None = wire(COUNT, None)  # pieces of a fitted mesh no point came near, dropped
     extra: dict[str, Any] = wire(_scalars, factory=dict)
 
     @classmethod

@@ -238,6 +238,8 @@ class Batch:
         stats = result.stats
         dropped = stats.input_points_dropped
         fitted = f", fitted to {stats.fit_points:,} points" if stats.fit_points else ""
+        if stats.input_points_outliers:
+            fitted += f" ({stats.input_points_outliers:,} stray points left out)"
         item.end("finished", f"{obj.name}: {stats.faces:,} faces in {stats.seconds_backend:.2f} s{fitted}, "
                              f"{stats.points_evaluated:,} points evaluated"
                              + (f"; {dropped:,} source point(s) with NaN or infinite coordinates left out"

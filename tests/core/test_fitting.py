@@ -143,3 +143,43 @@ def test_the_command_line_fits_by_default_and_not_with_fit_off(tmp_path: Path,
     assert "fit_steps" not in runs["off"]
     assert cli_main(["reconstruct", str(source), "-o", str(tmp_path / "x.obj"), "--fit", "on", "--weights",
                      str(BUNDLED / "pointcloud.safetensors"), "--quiet"]) == 0
+
+
+def sphere_cloud(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    d = rng.normal(size=(n, 3))
+    return (0.4 * d / np.linalg.norm(d, axis=1, keepdims=True) + rng.normal(scale=0.004, size=d.shape)).astype(
+        np.float32)
+
+
+def test_stray_points_are_left_out_before_the_network_sees_them(reconstructor: Reconstructor) -> None:
+    clean = sphere_cloud(20_000, 3)
+    strays = np.random.default_rng(4).uniform(-0.6, 0.6, (200, 3)).astype(np.float32)
+    strays = strays[np.abs(np.linalg.norm(strays, axis=1) - 0.4) > 0.1]
+    config = reconstructor.weights.config
+    prepared = prepare_for_network(config, "pointcloud", np.concatenate([clean, strays]))
+    reference = prepare_for_network(config, "pointcloud", clean)
+    assert prepared.info["input_points_outliers"] == len(strays)
+    assert reference.info.get("input_points_outliers", 0) <= 2  # a clean scan loses (almost) nothing
+    # Normalised by the box of the sphere, not of the strays.
+    assert abs(prepared.scale - reference.scale) < 0.01 and np.allclose(prepared.loc, reference.loc, atol=0.01)
+
+
+def test_a_fitted_mesh_keeps_no_speck_that_no_point_supports(reconstructor: Reconstructor) -> None:
+    """The network draws specks in the empty corners of a sphere's box (its training boxes fill theirs); the
+    fitted surface passes through the points, so a piece no point comes near is dropped."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    def pieces(faces: np.ndarray, count: int) -> int:
+        edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
+        return connected_components(coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])),
+                                               shape=(count, count)), directed=False)[0]
+
+    prepared = prepare_for_network(reconstructor.weights.config, "pointcloud", sphere_cloud(3000, 0))
+    settings = ExtractionSettings(threshold=reconstructor.weights.threshold, resolution=128)
+    plain = reconstructor.encode(prepared, fit="off").extract(settings)
+    assert pieces(plain.faces, len(plain.vertices)) > 1, "the test needs the network's speck"
+    fitted = reconstructor.encode(prepared, fit="on").extract(settings)
+    assert pieces(fitted.faces, len(fitted.vertices)) == 1 and fitted.stats["pieces_unsupported"] >= 1
+    assert np.abs(np.linalg.norm(fitted.vertices, axis=1) - 0.4).max() < 0.03
