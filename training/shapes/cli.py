@@ -10,6 +10,7 @@ from pathlib import Path
 from . import __doc__ as PACKAGE_DOC
 from .categories import CATEGORIES
 from .dataset import build_dataset, model_id
+from .organic import ORGANIC_CATEGORIES
 from .writer import Settings
 
 
@@ -18,7 +19,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("out", type=Path, help="dataset folder (created; existing models are kept)")
     parser.add_argument("--per-category", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--categories", default=",".join(CATEGORIES), help="comma-separated subset")
+    parser.add_argument("--categories", default=",".join(CATEGORIES),
+                        help="comma-separated subset; the organic ones (" + ",".join(ORGANIC_CATEGORIES)
+                             + ") are built when named, or all of them with --organic")
+    parser.add_argument("--organic", action="store_true",
+                        help="add every organic category (training/shapes/organic.py)")
     parser.add_argument("--uniform-points", type=int, default=100_000, help="points.npz size")
     parser.add_argument("--near-points", type=int, default=None, help="points_near.npz size (default: uniform)")
     parser.add_argument("--near-sigmas", default="0.01,0.05", help="noise of the near points, equal shares")
@@ -33,6 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.render and args.no_mesh:
         parser.error("--render renders mesh.obj: drop --no-mesh")
     categories = [c.strip() for c in args.categories.split(",") if c.strip()]
+    if args.organic:
+        categories += [c for c in ORGANIC_CATEGORIES if c not in categories]
     settings = Settings(n_uniform=args.uniform_points, n_near=args.near_points, n_surface=args.surface_points,
                         near_sigmas=tuple(float(v) for v in args.near_sigmas.split(",")), mesh=not args.no_mesh)
     try:

@@ -13,14 +13,19 @@ import yaml
 from blender_occnet.occnet.files import atomic_output
 
 from .categories import CATEGORIES, GENERATORS, generate
-from .writer import MODEL_FILES, Settings, write_model
+from .organic import ORGANIC_CATEGORIES, generate_organic
+from .writer import MODEL_FILES, Settings, SolidShape, write_model
+
+# Every category the builder knows: the man-made ones first, so their seeds (their index here) and so their
+# datasets stay what they were before the organic ones came.
+ALL_CATEGORIES = CATEGORIES + ORGANIC_CATEGORIES
 
 _SPLIT_STREAM = 2**32 - 1  # rng stream of the split shuffle, distinct from every model index
 SPLIT_FRACTIONS = (0.8, 0.1)  # train, val; the rest is test
 
 
 def model_rng(seed: int, category: str, index: int) -> np.random.Generator:
-    return np.random.default_rng([seed, CATEGORIES.index(category), index])
+    return np.random.default_rng([seed, ALL_CATEGORIES.index(category), index])
 
 
 def model_id(category: str, index: int) -> str:
@@ -35,7 +40,8 @@ def _build_one(task: tuple[str, str, int, int, Settings]) -> str:
     if all((folder / name).is_file() for name in needed):
         return "skipped"
     rng = model_rng(seed, category, index)
-    write_model(generate(category, rng), folder, rng, settings)
+    shape: SolidShape = generate(category, rng) if category in GENERATORS else generate_organic(category, rng)
+    write_model(shape, folder, rng, settings)
     return "written"
 
 
@@ -59,7 +65,7 @@ def write_split_lists(folder: Path, ids: Sequence[str], order: np.ndarray,
 def write_splits(out: Path, category: str, count: int, seed: int,
                  fractions: tuple[float, float] = SPLIT_FRACTIONS) -> None:
     """The split lists of a category's `count` procedural models, by a shuffle seeded per category."""
-    order = np.random.default_rng([seed, CATEGORIES.index(category), _SPLIT_STREAM]).permutation(count)
+    order = np.random.default_rng([seed, ALL_CATEGORIES.index(category), _SPLIT_STREAM]).permutation(count)
     write_split_lists(out / category, [model_id(category, i) for i in range(count)], order, fractions)
 
 
@@ -79,9 +85,9 @@ def build_dataset(out: str | os.PathLike[str], categories: Sequence[str] = CATEG
 
     out = Path(out)
     settings = settings or Settings()
-    unknown = [c for c in categories if c not in GENERATORS]
+    unknown = [c for c in categories if c not in ALL_CATEGORIES]
     if unknown:
-        raise ValueError(f"unknown categories {unknown}; choose from {', '.join(CATEGORIES)}")
+        raise ValueError(f"unknown categories {unknown}; choose from {', '.join(ALL_CATEGORIES)}")
     for category in categories:
         (out / category).mkdir(parents=True, exist_ok=True)
     tasks = [(str(out), c, i, seed, settings) for c in categories for i in range(per_category)]
