@@ -461,6 +461,9 @@ def main(argv: list[str] | None = None) -> int:
     group.add_argument("--overwrite", action="store_true", help="start again in a folder that holds a run")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a config value (YAML syntax), e.g. --set training.max_steps=500")
+    parser.add_argument("--init-weights", metavar="PATH",
+                        help="start a new run from these weights (.safetensors of the same architecture), e.g. "
+                             "blender_occnet/weights/pointcloud.safetensors; a resumed run ignores it")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
@@ -468,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
         config = load_config(args.config)
         if args.set:
             config = _with_overrides(config, args.set)
-        summary = train(config, args.resume, args.overwrite, progress=not args.quiet)
+        summary = train(config, args.resume, args.overwrite, progress=not args.quiet, init_weights=args.init_weights)
     except OccNetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -116,3 +116,26 @@ def test_resume_clears_debris_and_repeats_no_log_rows(tmp_path: Path, tiny_datas
     assert not list(run.glob(".*.part"))
     steps = [int(line.split(",")[0]) for line in (run / "log.csv").read_text().splitlines()[1:]]
     assert steps == list(range(1, 9))
+
+
+def test_the_wide_config_and_a_run_on_scan_like_inputs(tmp_path: Path, tiny_dataset: Path) -> None:
+    """pointcloud_wide.yaml (issue 23) continues the bundled network's architecture on scan-like inputs; a run
+    with every input degraded trains, and the command line starts one from exported weights."""
+    import yaml
+
+    from training.train import main as train_main
+
+    root = Path(__file__).resolve().parents[2]
+    wide = load_config(root / "training" / "configs" / "pointcloud_wide.yaml")
+    bundled = load_weights(root / "blender_occnet" / "weights" / "pointcloud.safetensors")
+    assert wide.model_config == bundled.config and wide.data.scan_like == 0.5
+    assert wide.data.input_points_range == [300, 20000]
+    run = local_config(tmp_path, tiny_dataset, data={"scan_like": 1.0, "input_points_range": [100, 400]},
+                       max_steps=2, validate_every=2)
+    assert train(run, progress=False)["step"] == 2
+    export_run(run.training.out_dir, tmp_path / "w.safetensors")
+    values = run.to_dict()
+    values["training"]["out_dir"] = str(tmp_path / "cli_run")
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump(values))
+    assert train_main([str(tmp_path / "run.yaml"), "--init-weights", str(tmp_path / "w.safetensors"), "--quiet",
+                       "--set", "training.max_steps=1"]) == 0
