@@ -30,7 +30,7 @@ from blender_occnet.occnet.inside import contains
 from blender_occnet.occnet.meshio import MESH_SUFFIXES, MeshData, read_normalised_mesh
 from blender_occnet.occnet.voxelize import voxelize_mesh
 
-from .shapes import Settings, SolidShape, write_model, write_split_lists
+from .shapes import MODEL_FILES, Settings, SolidShape, write_model, write_split_lists
 
 if TYPE_CHECKING:
     from trimesh import Trimesh
@@ -93,26 +93,62 @@ def _prepare_one(task: Task) -> tuple[str, str, str]:
     model_id = path.stem
     final = Path(out) / category / model_id
     partial = final.with_name(f".{model_id}.partial")
+    assert not plain_name(model_id) and not plain_name(category), (category, model_id)  # _unique_ids refused them
     try:
+        if final.exists() and not _written_by_us(final):
+            raise InputError(f"{final} exists and is not a model this command wrote; move it or choose another "
+                             "output folder")
         shape = MeshShape.from_file(path)
         rng = np.random.default_rng([seed, zlib.crc32(f"{category}/{model_id}".encode())])
         shutil.rmtree(partial, ignore_errors=True)
         write_model(shape, partial, rng, settings)
         shutil.rmtree(final, ignore_errors=True)
         partial.rename(final)
-    except (InputError, ValueError, OSError, MemoryError) as exc:
+    except (InputError, ValueError, OSError, MemoryError, OverflowError) as exc:
         shutil.rmtree(partial, ignore_errors=True)
         return category, model_id, str(exc) or type(exc).__name__
     return category, model_id, ""
 
 
+# What a model folder this command wrote may hold: a folder holding anything else is the user's, never replaced.
+MODEL_CONTENTS = frozenset(MODEL_FILES) | {"mesh.obj", "img_choy2016"}
+
+
+def plain_name(name: str) -> str:
+    """Why `name` cannot name a model or category folder ('' when it can): the name becomes a folder inside
+    the output folder, and the cleanup of a failed model removes that folder, so '..' or a name with a
+    separator would reach outside it (a file named '...obj' once removed the whole output folder)."""
+    if not name or name in (".", ".."):
+        return "the name is empty, '.' or '..'"
+    if name.startswith("."):
+        return "the name starts with '.' (hidden, and the command's own staging folders do)"
+    if any(c in name for c in "/\\:") or any(ord(c) < 32 for c in name):
+        return "the name holds a path separator, ':' or a control character"
+    if len(name) > 200:
+        return "the name is over 200 characters"
+    return ""
+
+
+def _written_by_us(folder: Path) -> bool:
+    """A folder holding only what write_model (and the renderer) put in a model folder."""
+    return folder.is_dir() and not folder.is_symlink() and all(p.name in MODEL_CONTENTS for p in folder.iterdir())
+
+
 def _unique_ids(meshes: dict[str, list[Path]]) -> tuple[dict[str, list[Path]], list[tuple[str, str]]]:
-    """One file per model id (the file name's stem) and category; later namesakes are skipped, named."""
+    """One file per model id (the file name's stem) and category; later namesakes are skipped, named, and so
+    are files and categories whose names cannot be folder names (plain_name)."""
     kept: dict[str, list[Path]] = {}
     skipped: list[tuple[str, str]] = []
     for category, paths in meshes.items():
+        if plain_name(category):
+            skipped += [(f"{category}/{p.name}", f"folder {category!r}: {plain_name(category)}; rename it")
+                        for p in paths]
+            continue
         first: dict[str, Path] = {}
         for path in paths:
+            if plain_name(path.stem):
+                skipped.append((f"{category}/{path.name}", f"{path.name}: {plain_name(path.stem)}; rename it"))
+                continue
             key = path.stem.casefold()  # Chair.obj and chair.ply share a folder on Windows and macOS
             if key in first:
                 skipped.append((f"{category}/{path.stem}", f"{path.name} has the same name as "

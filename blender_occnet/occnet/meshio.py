@@ -68,12 +68,18 @@ def _read_plain_obj(path: Path) -> MeshData | None:
                         return None  # colours or a w coordinate on some vertex
                     vertices.append(values.reshape(-1, 3))
                 if f:
-                    chunk = _obj_faces(f)
+                    try:
+                        chunk = _obj_faces(f)
+                    except OverflowError:
+                        raise InputError(f"{path}: a face refers to a vertex index beyond any file's (over 19 "
+                                         "digits); the file is broken: export it again") from None
                     if chunk is None:
                         return None
                     triangles.append(chunk)
                 if any(line.rstrip().endswith(b"\\") for line in lines):
                     return None
+    except InputError:
+        raise
     except (OSError, ValueError):
         return None  # let trimesh say what is wrong
     if not vertices:

@@ -165,3 +165,41 @@ def test_a_killed_worker_neither_hangs_the_run_nor_loses_the_other_meshes(tmp_pa
     assert all("died" in why for why in skipped.values())
     data = tmp_path / "data" / "default"
     assert (data / "train.lst").exists() and not [p for p in data.iterdir() if p.name.startswith(".")]
+
+
+def test_prepare_never_removes_what_it_did_not_write(tmp_path: Path) -> None:
+    """Issue 24 item 1: '...obj' once gave the model id '..', and the cleanup of a failed model removed the
+    whole output folder; '..obj' removed the category's models. Names that cannot be folder names are refused,
+    and a folder the user has where a model would go is never replaced."""
+    meshes, out = tmp_path / "in", tmp_path / "out"
+    (meshes / "chair").mkdir(parents=True)
+    box = trimesh.creation.box(extents=(1.0, 0.5, 0.8))
+    for name in ("...obj", "..obj", "a:b.obj", "back\\slash.obj", "good.obj", "mine.obj"):
+        box.export(meshes / "chair" / name)
+    (meshes / "chair" / "huge.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf 1 2 99999999999999999999\n")
+    out.mkdir()
+    (out / "keep").write_text("the user's")
+    (out / "chair" / "mine").mkdir(parents=True)
+    (out / "chair" / "mine" / "notes.txt").write_text("also the user's")
+    result = prepare(meshes, out, SMALL, workers=1, progress=False)
+    assert result["prepared"] == 1 and (out / "chair" / "good" / "points.npz").is_file()
+    skipped = dict(result["skipped"])
+    assert {"chair/...obj", "chair/..obj", "chair/a:b.obj", "chair/back\\slash.obj"} <= set(skipped)
+    assert "rename it" in skipped["chair/...obj"]
+    assert "not a model this command wrote" in skipped["chair/mine"]
+    assert "vertex index beyond" in skipped["chair/huge"]  # one line, and the run went on
+    assert (out / "keep").read_text() == "the user's"
+    assert (out / "chair" / "mine" / "notes.txt").read_text() == "also the user's"
+    # A second run replaces its own model (and only it).
+    assert prepare(meshes, out, SMALL, workers=1, progress=False)["prepared"] == 1
+    assert (out / "keep").is_file() and (out / "chair" / "mine" / "notes.txt").is_file()
+
+
+def test_the_cli_says_one_line_for_a_face_index_too_large(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    from blender_occnet.cli import main as cli_main
+
+    (tmp_path / "huge.obj").write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nv 0 0 1\nf 1 2 99999999999999999999\n")
+    assert cli_main(["reconstruct", str(tmp_path / "huge.obj"), "-o", str(tmp_path / "out.obj"), "--quiet"]) != 0
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "vertex index beyond" in error and "Traceback" not in error
