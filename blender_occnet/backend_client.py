@@ -206,7 +206,15 @@ class BackendClient:
             sock.close()
 
         client = cls(sock.makefile("rb"), sock.sendall, close, None, f"backend at {host}:{port}")
-        client._handshake(timeout)
+        try:
+            client._handshake(timeout)
+        except BackendCrashed:
+            client.close()
+            # A remote server closes a connection before its handshake when it makes room for newer ones (too
+            # many connections waiting to authenticate: a flood), not because it died; its log says which.
+            raise Unreachable(f"the backend at {host}:{port} closed the connection before answering: it is "
+                              "refusing connections (too many unauthenticated ones, or it is stopping; its log "
+                              "says which); try again") from None
         return client
 
     # -- requests -------------------------------------------------------------------------------------

@@ -29,6 +29,8 @@ def main(argv: list[str] | None = None) -> int:
                        help="token clients must present (default: $OCCNET_BACKEND_TOKEN, else a random one "
                             "printed at start)")
     serve.add_argument("--weights-dir", action="append", default=[], help="extra folder of weights (repeatable)")
+    serve.add_argument("--allow-remote-shutdown", action="store_true",
+                       help="TCP: let a client stop the server (off: a shared server outlives its clients)")
     serve.add_argument("--threads", type=int, default=0, metavar="N",
                        help="CPU threads for the network (default: over stdio every core but one, left for "
                             "Blender; over TCP every core)")
@@ -61,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     def ready(port: int) -> None:
         print(f"blender-occnet backend listening on {args.host}:{port}", file=sys.stderr, flush=True)
 
-    serve_tcp(engine, args.host, args.port, token, ready)
+    serve_tcp(engine, args.host, args.port, token, ready, allow_shutdown=args.allow_remote_shutdown)
     return 0
 
 

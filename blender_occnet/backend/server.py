@@ -59,8 +59,10 @@ class Session:
     MAX_PENDING_BYTES = 256 << 20
 
     def __init__(self, engine: Engine, reader: IO[bytes], write: Callable[[bytes], object], remote: bool = False,
-                 on_drop: Callable[[], None] | None = None):
+                 on_drop: Callable[[], None] | None = None, may_shut_down: bool = True):
         self.engine = engine
+        # A shared remote server outlives any one client: only its own flag lets a client stop it.
+        self.may_shut_down = may_shut_down
         self._on_drop = on_drop  # ends the reading side when a client that stopped reading is dropped
         self.remote = remote  # a TCP client: it may name weights in the server's folders only, never a path
         self.reader = reader
@@ -149,6 +151,10 @@ class Session:
                 raise FieldError("op", f"a connection opens with a handshake (op 'handshake', protocol_version "
                                        f"{PROTOCOL_VERSION}); send one, then {str(op)[:60]!r} again")
             request = read_request(frame)
+            if isinstance(request, Shutdown) and not self.may_shut_down:
+                raise FieldError("op", "this server does not stop at a client's request (other clients' jobs "
+                                       "would be lost); stop it where it runs, or start it with "
+                                       "--allow-remote-shutdown")
             HANDLERS[type(request)](self, request)
             return isinstance(request, Shutdown)
         except FieldError as exc:
@@ -237,7 +243,7 @@ MAX_UNAUTHENTICATED = 64  # connections still to authenticate at once; more are 
 
 
 def serve_tcp(engine: Engine, host: str, port: int, token: str,
-              ready: Callable[[int], None] | None = None) -> None:
+              ready: Callable[[int], None] | None = None, allow_shutdown: bool = False) -> None:
     """Accept connections; each must open with AUTH_PREFIX + token + newline before anything is read.
 
     The token line must arrive whole within AUTH_SECONDS (a client trickling bytes gets no longer), at
@@ -248,17 +254,18 @@ def serve_tcp(engine: Engine, host: str, port: int, token: str,
     if ready is not None:
         ready(server.getsockname()[1])
     stopping = threading.Event()
-    waiting = threading.BoundedSemaphore(MAX_UNAUTHENTICATED)
+    waiting = _Waiting()
 
     def handle(conn: socket.socket, peer: Any) -> None:
         with conn:
-            if not waiting.acquire(blocking=False):
-                _log_refusal(peer, f"more than {MAX_UNAUTHENTICATED} connections waiting to authenticate")
-                return
+            evicted = waiting.add(conn)
+            if evicted is not None:
+                _log_refusal(evicted, f"evicted: {MAX_UNAUTHENTICATED} connections were waiting to authenticate and "
+                                      "this one had waited longest")
             try:
                 reason = _authenticate(conn, token, time.monotonic() + AUTH_SECONDS)
             finally:
-                waiting.release()
+                waiting.remove(conn)
             if reason:
                 _log_refusal(peer, reason)
                 try:
@@ -276,8 +283,12 @@ def serve_tcp(engine: Engine, host: str, port: int, token: str,
                 except OSError:
                     pass
 
-            if Session(engine, reader, conn.sendall, remote=True, on_drop=drop).serve():
+            if Session(engine, reader, conn.sendall, remote=True, on_drop=drop, may_shut_down=allow_shutdown).serve():
                 stopping.set()
+                try:
+                    server.shutdown(socket.SHUT_RDWR)  # wakes the accept() below at once (close alone did not)
+                except OSError:
+                    pass
                 server.close()
 
     with server:
@@ -297,6 +308,40 @@ def serve_tcp(engine: Engine, host: str, port: int, token: str,
                 _log_refusal(peer, "no thread available")
                 conn.close()
     _leave(engine)
+
+
+class _Waiting:
+    """The connections still to send their token, oldest first. A full table makes room by closing its oldest
+    (as OpenSSH's MaxStartups drops): a flood of idle connections then only ever holds the newest slots, and
+    a real client, whose token line follows its connect at once, always gets through; refusing the newcomer
+    instead let one idle connection every 10 ms lock every real client out."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._conns: collections.OrderedDict[socket.socket, Any] = collections.OrderedDict()
+
+    def add(self, conn: socket.socket) -> Any:
+        """Admit `conn`; returns the peer of the connection closed to make room, or None."""
+        try:
+            peer = conn.getpeername()
+        except OSError:
+            peer = None
+        with self._lock:
+            oldest: tuple[socket.socket, Any] | None = None
+            if len(self._conns) >= MAX_UNAUTHENTICATED:
+                oldest = self._conns.popitem(last=False)
+            self._conns[conn] = peer
+        if oldest is None:
+            return None
+        try:
+            oldest[0].shutdown(socket.SHUT_RDWR)  # its handler's read ends at once and it leaves
+        except OSError:
+            pass
+        return oldest[1]
+
+    def remove(self, conn: socket.socket) -> None:
+        with self._lock:
+            self._conns.pop(conn, None)
 
 
 def _leave(engine: Engine) -> None:

@@ -764,3 +764,73 @@ def send_frame(stream, header: dict, arrays: dict | None = None) -> None:
     """One frame written straight to a backend's stdin, past the client (to test what the server does)."""
     stream.write(protocol.encode(header, arrays))
     stream.flush()
+
+
+def test_a_connect_flood_does_not_lock_real_clients_out(weights_dir: Path) -> None:
+    """Issue 24 item 2: idle connections every 10 ms once filled all 64 slots for the unauthenticated, and real
+    clients got in 0 times in 30. Now the oldest waiting one makes room: a real client, whose token follows its
+    connect at once, gets in and reconstructs every time. The flood is bounded (loopback only, stops itself)."""
+    import threading
+
+    token = "flood2-" + os.urandom(6).hex()
+    process, port = _tcp_server(weights_dir, token)
+    stop = threading.Event()
+    opened: list[socket.socket] = []
+
+    def flood() -> None:
+        deadline = time.monotonic() + 25
+        while not stop.is_set() and time.monotonic() < deadline and len(opened) < 2500:
+            try:
+                opened.append(socket.create_connection(("127.0.0.1", port), timeout=2))
+            except OSError:
+                pass
+            if len(opened) > 400:  # keep this process's descriptors bounded; the server has seen them anyway
+                opened.pop(0).close()
+            time.sleep(0.01)
+
+    flooder = threading.Thread(target=flood, daemon=True)
+    flooder.start()
+    try:
+        time.sleep(1.5)  # 64 slots fill in under a second
+        served = 0
+        for _ in range(5):
+            _still_serves(port, token)
+            served += 1
+        assert served == 5
+    finally:
+        stop.set()
+        flooder.join(30)
+        for sock in opened:
+            sock.close()
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_a_shared_server_stops_only_when_it_allows_clients_to_stop_it(weights_dir: Path) -> None:
+    """Issue 24 item 6: any token holder could stop a shared server, other clients' jobs lost."""
+    token = "stop-" + os.urandom(6).hex()
+    process, port = _tcp_server(weights_dir, token)
+    try:
+        client = BackendClient.connect("127.0.0.1", port, token)
+        with pytest.raises(RequestRejected, match="--allow-remote-shutdown"):
+            client._request(messages.Shutdown(), messages.ShutdownReply)
+        client.close()
+        _still_serves(port, token)
+        assert process.poll() is None
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    allowing = subprocess.Popen([sys.executable, "-m", "blender_occnet.backend", "serve", "--port", "0", "--token",
+                                 token, "--weights-dir", str(weights_dir), "--allow-remote-shutdown"], cwd=REPO,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        assert allowing.stderr is not None
+        match = re.search(r"listening on 127\.0\.0\.1:(\d+)", allowing.stderr.readline())
+        assert match
+        client = BackendClient.connect("127.0.0.1", int(match.group(1)), token)
+        client._request(messages.Shutdown(), messages.ShutdownReply)
+        client.close()
+        assert allowing.wait(timeout=30) == 0
+    finally:
+        if allowing.poll() is None:
+            allowing.kill()
