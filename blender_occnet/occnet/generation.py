@@ -22,7 +22,7 @@ import torch
 
 from .checkpoints import Weights
 from .errors import Cancelled, GenerationError, InputError
-from .fitting import FitRefused, FitSettings, Observation, fit_features, should_fit
+from .fitting import FitRefused, FitSettings, Observation, fit_features, project_onto_points, should_fit
 from .frames import orient
 from .meshing import extract_mesh
 from .mise import MISE, ValueStore
@@ -281,6 +281,13 @@ class EncodedShape:
             else:
                 vertices = self._refine(vertices, faces, settings, report, should_cancel)
             stats["seconds_refine"] = _since(t)
+
+        if self.fit_stats and observed is not None and len(vertices):
+            # Last, after refinement (which follows the network's surface): the mesh onto the points themselves.
+            t = time.perf_counter()
+            report("projecting", 0.0)
+            vertices, stats["vertices_projected"] = project_onto_points(vertices, observed, should_cancel)
+            stats["seconds_project"] = _since(t)
 
         normals = None
         if settings.normals and len(vertices):

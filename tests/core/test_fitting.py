@@ -183,3 +183,20 @@ def test_a_fitted_mesh_keeps_no_speck_that_no_point_supports(reconstructor: Reco
     fitted = reconstructor.encode(prepared, fit="on").extract(settings)
     assert pieces(fitted.faces, len(fitted.vertices)) == 1 and fitted.stats["pieces_unsupported"] >= 1
     assert np.abs(np.linalg.norm(fitted.vertices, axis=1) - 0.4).max() < 0.03
+
+
+def test_vertices_move_onto_the_points_where_there_are_enough_of_them() -> None:
+    from blender_occnet.occnet.fitting import PROJECTION_RADIUS, project_onto_points
+
+    rng = np.random.default_rng(5)
+    points = sphere_cloud(30_000, 6).astype(np.float64)
+    points = points[points[:, 2] < 0.2]  # the cap above z = 0.2 unseen, as a scan's far side
+    d = rng.normal(size=(5000, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    vertices = (0.4 + 0.012 * np.sign(d[:, 0]))[:, None] * d  # a surface 0.012 off, either way
+    moved, count = project_onto_points(vertices.astype(np.float32), points.astype(np.float32))
+    seen = vertices[:, 2] < 0.15
+    error = np.abs(np.linalg.norm(moved, axis=1) - 0.4)
+    assert np.median(error[seen]) < 0.003 and count >= seen.sum()  # onto the points, their noise averaged
+    far = vertices[:, 2] > 0.2 + PROJECTION_RADIUS
+    assert np.array_equal(moved[far], vertices[far].astype(np.float32))  # no points near: left to the network
