@@ -205,7 +205,14 @@ class Session:
     def _weights(self) -> list[WeightsEntry]:
         from ..occnet.registry import list_weights
 
-        return [WeightsEntry.from_dict(w.to_dict()) for w in list_weights(self.engine.weights_dirs)]
+        entries = []
+        for info in list_weights(self.engine.weights_dirs):
+            try:
+                entries.append(WeightsEntry.from_dict(info.to_dict()))
+            except FieldError as exc:  # never let one file's header break the listing (and so the handshake)
+                entries.append(WeightsEntry(name=info.name[:200], path=str(info.path)[:4096], modality="", arch="",
+                                            threshold=0.0, card={}, error=f"unusable: {exc}"[:4096]))
+        return entries
 
 
 # The server's side of messages.REQUESTS: every request class has its handler (a test checks the two match).

@@ -13,7 +13,9 @@ from safetensors import SafetensorError, safe_open
 
 from ..user_dirs import user_weights_dir
 from .checkpoints import FORMAT_NAME
+from .config import ARCH_MODALITY
 from .errors import CheckpointError
+from .policy import MODALITIES
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"
 ENV_DIRS = "OCCNET_WEIGHTS_PATH"  # extra folders, separated by os.pathsep
@@ -47,20 +49,62 @@ def search_dirs(extra: Iterable[str | os.PathLike[str]] = ()) -> list[Path]:
     return dirs
 
 
+# What a weights file's header may hold before it is read (issue 24: one bad file in a folder broke every
+# handshake): its header, card and texts bounded, the card's nesting shallow, the threshold a probability.
+MAX_HEADER_BYTES = 1 << 20
+MAX_CARD_BYTES = 256 << 10
+MAX_NESTING = 32
+MAX_NAME = 200
+
+
 def describe(path: Path) -> WeightsInfo:
-    info = WeightsInfo(path.stem, path)
+    """What a weights file says about itself, from its header alone, every part of it bounded and checked: a
+    file that is not right is listed as unusable with the reason, and never stops the listing."""
+    info = WeightsInfo(path.stem[:MAX_NAME], path)
     try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            meta = handle.metadata() or {}
+        if len(path.stem) > MAX_NAME:
+            raise ValueError(f"its name is over {MAX_NAME} characters; rename it")
+        with open(path, "rb") as handle:
+            size = int.from_bytes(handle.read(8), "little")
+        if size > MAX_HEADER_BYTES:
+            raise ValueError(f"its header is {size:,} bytes, over the {MAX_HEADER_BYTES:,} a weights file needs")
+        with safe_open(str(path), framework="pt", device="cpu") as opened:
+            meta = opened.metadata() or {}
         if meta.get("format") != FORMAT_NAME:
             raise ValueError("no blender-occnet metadata")
         config = json.loads(meta["config"])
-        info.arch, info.modality = config["arch"], meta["modality"]
-        info.threshold = float(meta["threshold"])
-        info.card = json.loads(meta.get("model_card", "{}"))
-    except (SafetensorError, OSError, ValueError, KeyError, TypeError) as exc:
-        info.error = f"unusable: {exc}"
+        if not isinstance(config, dict) or config.get("arch") not in ARCH_MODALITY:
+            raise ValueError(f"its config names no known architecture ({', '.join(sorted(ARCH_MODALITY))})")
+        if meta.get("modality") not in MODALITIES:
+            raise ValueError(f"its modality is not one of {', '.join(MODALITIES)}")
+        threshold = float(meta["threshold"])
+        if not 0.0 < threshold < 1.0:  # NaN fails too
+            raise ValueError(f"its threshold {meta['threshold'][:20]!r} is not a probability in (0, 1)")
+        card_text = meta.get("model_card", "{}")
+        if len(card_text) > MAX_CARD_BYTES:
+            raise ValueError(f"its model card is {len(card_text):,} bytes, over {MAX_CARD_BYTES:,}")
+        card = json.loads(card_text)
+        if not isinstance(card, dict):
+            raise ValueError("its model card is not a JSON object")
+        if _depth(card) > MAX_NESTING:
+            raise ValueError(f"its model card is nested over {MAX_NESTING} deep")
+        info.arch, info.modality, info.threshold, info.card = config["arch"], meta["modality"], threshold, card
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, RecursionError) as exc:
+        info.error = f"unusable: {str(exc)[:300]}"
     return info
+
+
+def _depth(value: Any) -> int:
+    """How deeply JSON values nest, without recursion (a card nested 50,000 deep must not overflow the stack)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if deepest > MAX_NESTING:
+            return deepest
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def list_weights(extra_dirs: Iterable[str | os.PathLike[str]] = ()) -> list[WeightsInfo]:

@@ -834,3 +834,37 @@ def test_a_shared_server_stops_only_when_it_allows_clients_to_stop_it(weights_di
     finally:
         if allowing.poll() is None:
             allowing.kill()
+
+
+def test_bad_weights_files_are_listed_as_unusable_and_never_break_a_handshake(tmp_path: Path) -> None:
+    """Issue 24 item 3: a threshold of NaN or 5, a card that is a list, a 2 MB card, a card nested 50,000 deep, an
+    arch of 5, a 300-character modality or a 230-character file name once broke every handshake (and
+    `models`)."""
+    import json as json_module
+
+    from safetensors.torch import save_file
+
+    from blender_occnet.occnet.registry import ENV_DIRS, list_weights
+
+    good = json_module.dumps(small_config("onet-voxels").to_dict())
+    base = {"format": "blender-occnet-weights", "format_version": "1", "config": good, "modality": "voxels",
+            "threshold": "0.5", "model_card": "{}"}
+    bad = {"nan": {"threshold": "nan"}, "five": {"threshold": "5"}, "list_card": {"model_card": "[1, 2]"},
+           "big_card": {"model_card": json_module.dumps({"x": "y" * 2_000_000})},
+           "deep_card": {"model_card": "[" * 50_000 + "]" * 50_000},
+           "arch5": {"config": json_module.dumps({**json_module.loads(good), "arch": 5})},
+           "long_modality": {"modality": "m" * 300}, "x" * 230: {}}
+    for name, changes in bad.items():
+        save_file({"w": torch.zeros(1)}, str(tmp_path / f"{name}.safetensors"), metadata={**base, **changes})
+    listed = {info.name: info for info in list_weights([tmp_path])}
+    for name in bad:
+        assert not listed[name[:200]].usable and listed[name[:200]].error.startswith("unusable"), name
+    client = BackendClient.start_local(sys.executable, [str(tmp_path)])
+    try:
+        names = {w.name: w for w in client.list_weights()}
+        assert all(not names[n[:200]].modality and names[n[:200]].error for n in bad)
+    finally:
+        client.close()
+    result = subprocess.run([sys.executable, "-m", "blender_occnet", "models"], cwd=REPO, capture_output=True,
+                            text=True, timeout=120, env={**os.environ, ENV_DIRS: str(tmp_path)})
+    assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
