@@ -396,9 +396,20 @@ def describe_size(obj: bpy.types.Object, resolution: int, scene: bpy.types.Scene
     return f"Size {' x '.join(_length(d, scene) for d in size)}, cells of {_length(cell, scene)} at {resolution}³"
 
 
+# The scene's chosen length unit (Scene > Units > Length): metres each, and its symbol. Adaptive: Blender picks.
+LENGTH_UNITS = {"KILOMETERS": (1e3, "km"), "METERS": (1.0, "m"), "CENTIMETERS": (1e-2, "cm"),
+                "MILLIMETERS": (1e-3, "mm"), "MICROMETERS": (1e-6, "µm"), "MILES": (1609.344, "mi"),
+                "FEET": (0.3048, "ft"), "INCHES": (0.0254, "in"), "THOU": (2.54e-5, "thou")}
+
+
 def _length(value: float, scene: bpy.types.Scene) -> str:
+    """A length as the scene shows lengths: in its unit (a scan in millimetres reads in millimetres)."""
     units = scene.unit_settings
     if units.system == "NONE":
         return f"{value:.4g}"
-    return bpy.utils.units.to_string(units.system, "LENGTH", value * units.scale_length, precision=3,
-                                     split_unit=False, compatible_unit=False)
+    metres = value * units.scale_length
+    if units.length_unit in LENGTH_UNITS:
+        size, symbol = LENGTH_UNITS[units.length_unit]
+        return f"{metres / size:.3g} {symbol}"
+    return bpy.utils.units.to_string(units.system, "LENGTH", metres, precision=3, split_unit=False,
+                                     compatible_unit=False)

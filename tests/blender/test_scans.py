@@ -4,6 +4,7 @@ its size, the sidebar saying that size and the cell the resolution gives."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from types import ModuleType
@@ -14,6 +15,7 @@ import pytest
 from mathutils import Vector
 
 from tests.blender.blender_helpers import REPO, add_vertex_cloud
+from tests.blender.test_panels import draw
 
 pytestmark = pytest.mark.usefixtures("installed")
 
@@ -157,3 +159,29 @@ def test_the_colours_show_in_solid_attribute_shading_and_through_the_material(
     rgb = render(scene, Vector((0.0, 0.0, 0.0)), 5.0, tmp_path / f"{engine.lower()}.png")
     top, bottom = rgb[28:40, 40:56].reshape(-1, 3).mean(axis=0), rgb[56:68, 40:56].reshape(-1, 3).mean(axis=0)
     assert top[0] > top[2] + 0.25 and bottom[2] > bottom[0] + 0.25, (top, bottom)  # a highlight whitens a little
+
+
+def test_a_millimetre_scan_far_from_the_origin_comes_back_in_place_and_the_sidebar_says_its_size(
+        api: ModuleType, addon: ModuleType) -> None:
+    """A scan imported in millimetres (vertices at a room's coordinates, the object at the origin) comes back over
+    itself at its size; the sidebar's line gives that size and the cell of the chosen resolution in millimetres."""
+    scene = bpy.context.scene
+    scene.unit_settings.system, scene.unit_settings.scale_length = "METRIC", 0.001
+    scene.unit_settings.length_unit = "MILLIMETERS"
+    centre, half = np.array([5000.0, -3000.0, 200.0]), np.array([150.0, 100.0, 75.0])
+    d = np.random.default_rng(7).normal(size=(6000, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    points = d * half + centre
+    scan = add_vertex_cloud("Scan", points.astype(np.float32))
+    scene.occnet.resolution = "128"
+    line = addon.scene_io.describe_size(scan, 128, scene)
+    assert line == "Size 300 mm x 200 mm x 150 mm, cells of 2.58 mm at 128³", line
+    assert ("label", line) in draw(addon.panels.OCCNET_PT_main, bpy.context)  # under Resolution in the sidebar
+    result = api.reconstruct(scan, weights=BUNDLED, threshold=None, resolution=64, source_kind="VERTICES")
+    vertices = world_vertices(result)
+    cell = 300 * 1.1 / 64
+    assert np.allclose(vertices.min(axis=0), points.min(axis=0), atol=2 * cell)
+    assert np.allclose(vertices.max(axis=0), points.max(axis=0), atol=2 * cell)
+    shown = addon.scene_io.describe_size(result, 64, scene)  # the result's own line: the scan's size
+    sizes = [float(n) for n in re.findall(r"([\d.]+) mm x|([\d.]+) mm,", shown) for n in n if n]
+    assert np.allclose(sizes, [300, 200, 150], atol=2 * cell) and shown.endswith(" mm at 64³"), shown
