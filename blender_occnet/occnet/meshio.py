@@ -210,7 +210,8 @@ def _colour_source(path: Path, points: np.ndarray, colours: np.ndarray) -> Colou
 # Text clouds are read a chunk of rows at a time and refused beyond this many rows (the wire's own bound):
 # np.loadtxt of a whole file would hold every row as Python objects first.
 MAX_TEXT_ROWS = 5_000_000
-TEXT_CHUNK_ROWS = 1 << 18
+TEXT_CHUNK_ROWS = 1 << 16
+MAX_TEXT_LINE = 1024  # bytes of one row read at once: a file without line breaks cannot fill memory
 
 
 def _load_text_points(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
@@ -222,7 +223,10 @@ def _load_text_points(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         with open(path, "rb") as handle:
             first = True
             while True:
-                lines = [line for line in (handle.readline() for _ in range(TEXT_CHUNK_ROWS)) if line]
+                lines = [line for line in (handle.readline(MAX_TEXT_LINE) for _ in range(TEXT_CHUNK_ROWS)) if line]
+                if any(len(line) == MAX_TEXT_LINE and not line.endswith(b"\n") for line in lines):
+                    raise InputError(f"{path}: a line of over {MAX_TEXT_LINE} bytes; a point cloud's text file holds "
+                                     "rows of x y z [r g b]")
                 if not lines:
                     break
                 if first and len(lines[0].replace(b",", b" ").split()) == 1:
@@ -238,6 +242,8 @@ def _load_text_points(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
                     raise InputError(f"{path}: over {MAX_TEXT_ROWS:,} points in a text file; save the cloud as "
                                      ".npy or .ply (binary), or subsample it")
                 rows.append(block)
+    except InputError:
+        raise
     except ValueError as exc:
         raise InputError(f"{path}: not a text file of x y z [r g b] rows ({exc})") from None
     except OSError as exc:

@@ -146,3 +146,16 @@ def test_the_messages_carry_colours_and_bound_them() -> None:
                         stats=messages.Stats(faces=1, vertices=100, points_evaluated=0, points_reused=0,
                                              points_total=0, device="cpu", seconds_backend=0.0),
                         settings=messages.Settings(), loc=[0.0, 0.0, 0.0], scale=1.0)
+
+
+def test_bad_colour_inputs_get_one_line_saying_what_to_do(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    points, colours = half_red_sphere(100)
+    np.savez(tmp_path / "short.npz", points=points, colors=colours[:50])
+    np.savez(tmp_path / "wide.npz", points=points, colors=colours * 1.0)  # 0-255 as floats
+    (tmp_path / "long.xyz").write_text("1 " * 5000)  # no line breaks: refused before it is held whole
+    for name, says in (("short.npz", "50 colours for 100 points; give one per point"),
+                       ("wide.npz", "float colours must lie in [0, 1] (bytes: 0 to 255 as uint8)"),
+                       ("long.xyz", "a line of over 1024 bytes")):
+        assert cli_main(["reconstruct", str(tmp_path / name), "-o", str(tmp_path / "x.obj"), "--quiet"]) == 1
+        error = capsys.readouterr().err.strip()
+        assert error.startswith("error: ") and says in error and "\n" not in error, error
