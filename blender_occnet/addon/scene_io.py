@@ -348,12 +348,12 @@ def set_colours(obj: bpy.types.Object, colours: np.ndarray | None) -> None:
     old = attributes.get(RESULT_COLOURS)
     if old is not None:
         attributes.remove(old)
-    material = _colour_material()
     if colours is None or len(colours) != len(mesh.vertices):
-        index = mesh.materials.find(material.name)
+        index = mesh.materials.find(COLOUR_MATERIAL)  # looked up, never made: a plain result stays plain
         if index >= 0:
             mesh.materials.pop(index=index)
         return
+    material = _colour_material()
     attribute = attributes.new(RESULT_COLOURS, "BYTE_COLOR", "POINT")
     rgba = np.ones((len(colours), 4), np.float32)
     rgba[:, :3] = colours / 255.0

@@ -95,6 +95,13 @@ def test_a_coloured_point_cloud_gives_a_red_top_and_a_blue_bottom_kept_through_l
 
     plain = api.reconstruct(cloud, weights=BUNDLED, threshold=None, resolution=32, colours=False)
     assert "Color" not in plain.data.color_attributes and not len(plain.data.materials)
+    bpy.data.objects.remove(result)
+    bpy.data.materials.remove(material)
+    plain.occnet.threshold = 0.3  # a plain result's live tweak makes no colour material
+    deadline = time.monotonic() + 120
+    while addon.live.pending(plain.name) and time.monotonic() < deadline:
+        addon.events.pump(timeout=0.2)
+    assert not addon.live.pending(plain.name) and "OccNet colours" not in bpy.data.materials
 
 
 def test_a_vertex_painted_mesh_colours_its_surface_samples_result() -> None:
