@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputError
+from .policy import BOX_SIZE
 
 
 def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -19,6 +20,14 @@ def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """`n` points uniformly distributed over the surface area (deterministic for a seed), float64, and the
     index of the face each lies on. Raises InputError when the faces have no area."""
+    points, face, _ = sample_surface_weights(vertices, faces, n, seed)
+    return points, face
+
+
+def sample_surface_weights(vertices: np.ndarray, faces: np.ndarray, n: int,
+                           seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """sample_surface's points and faces, and each point's barycentric weights (n, 3) on its face's corners (to
+    carry what the corners hold, colours say, onto the samples)."""
     tri = np.asarray(vertices, dtype=np.float64)[faces]  # (F, 3, 3)
     areas = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
     areas = np.where(np.isfinite(areas), areas, 0.0)
@@ -32,7 +41,7 @@ def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, seed: int = 
     u[flip], v[flip] = 1 - u[flip], 1 - v[flip]
     t = tri[face]
     points = t[:, 0] + u[:, None] * (t[:, 1] - t[:, 0]) + v[:, None] * (t[:, 2] - t[:, 0])
-    return points, face
+    return points, face, np.stack([1 - u - v, u, v], axis=1)
 
 
 def unit_cube_frame(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, float]:
@@ -40,3 +49,9 @@ def unit_cube_frame(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, float]:
     longest edge 1): normalised = (p - loc) / scale. The scale is 0 for a box without extent."""
     lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
     return (lo + hi) / 2, float((hi - lo).max())
+
+
+def cell_size(extent: float, resolution: int) -> float:
+    """The edge of one cell of a result extracted at `resolution` from a source whose longest extent is `extent`
+    (in its own units): the networks see that extent as the unit cube and extract over BOX_SIZE of it."""
+    return extent * BOX_SIZE / resolution
