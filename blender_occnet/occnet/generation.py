@@ -30,6 +30,7 @@ from .mise import MISE, ValueStore
 from .model import ConvolutionalOccupancyNetwork, encoding_is_finite, fixed_decoder
 from .policy import BOX_SIZE, MAX_REFINE_STEPS, MAX_SEED, MAX_SIMPLIFY_FACES, REFINE_METHODS, RESOLUTIONS
 from .preprocess import PreparedInput
+from .winding import guide_by_points
 
 STORE_RESOLUTION = 512
 DEFAULT_BATCH = 100_000
@@ -201,6 +202,11 @@ class Reconstructor:
             if not encoding_is_finite(encoding):
                 raise GenerationError("fitting produced NaN or infinite features; reconstruct with fit off")
         decode = fixed_decoder(self.model, encoding)
+        if fit_stats and prepared.modality == "pointcloud" and prepared.observed is not None:
+            # Away from the points, what the points enclose decides over sheets the network spans (winding.py).
+            decode, guide_stats = guide_by_points(decode, prepared.observed, level, self.device, should_cancel)
+            seconds = float(fit_stats["seconds_fit"]) + guide_stats.pop("seconds_guide")  # one "fitting" stage
+            fit_stats.update(guide_stats, seconds_fit=round(seconds, 4))
         shape = EncodedShape(decode, prepared, self.device, self.batch_size)
         shape.encode_seconds = encode_seconds
         shape.fit_stats = fit_stats
