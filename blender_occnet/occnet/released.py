@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError, OccNetError
+from .errors import CheckpointError, InputError, OccNetError
 
 CATALOGUE = Path(__file__).resolve().parent / "released_weights.json"
 ENV_MIRROR = "OCCNET_WEIGHTS_MIRROR"
@@ -106,6 +106,7 @@ def get(name: str, folder: Path | None = None, progress: ProgressFn | None = Non
     default); returns the new .safetensors file. Raises DownloadError, DownloadCancelled or CheckpointError
     with the folder as it was (a partial download stays in .downloads/ to be resumed)."""
     from .checkpoints import file_sha256, load_original_checkpoint, save_weights
+    from .config import default_config
     from .registry import user_weights_dir
 
     entry = find(name)
@@ -135,8 +136,10 @@ def get(name: str, folder: Path | None = None, progress: ProgressFn | None = Non
                             "(deleted; try again, or check OCCNET_WEIGHTS_MIRROR)")
     os.replace(partial, complete)
     try:
-        weights = load_original_checkpoint(complete, entry.arch)
-    except CheckpointError as exc:
+        # Every key and shape must be the release's own before anything is converted: files without a hash in
+        # their name are otherwise trusted on what a mirror serves.
+        weights = load_original_checkpoint(complete, entry.arch, released=default_config(entry.arch))
+    except (CheckpointError, InputError) as exc:
         complete.unlink()
         raise CheckpointError(f"{entry.name}: the downloaded file is not a usable {entry.arch} checkpoint "
                               f"(deleted): {exc}") from None

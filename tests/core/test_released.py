@@ -5,6 +5,7 @@ a cancel; the command line end to end."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -21,6 +22,7 @@ import pytest
 import torch
 
 from blender_occnet.occnet.checkpoints import load_weights
+from blender_occnet.occnet.config import default_config
 from blender_occnet.occnet.errors import CheckpointError
 from blender_occnet.occnet.registry import list_weights
 from blender_occnet.occnet.released import DownloadCancelled, DownloadError, catalogue, find, get
@@ -38,7 +40,8 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
 
 
 def checkpoint_bytes(arch: str, tmp_path: Path) -> tuple[bytes, torch.nn.Module]:
-    model = randomized_model(small_config(arch))
+    """A file as the authors' release of `arch` (ConvONets: its own shapes; ONets, only ever refused here, small)."""
+    model = randomized_model(default_config(arch) if arch.startswith("convonet-") else small_config(arch))
     path = tmp_path / f"{arch}.pt"
     save_original_checkpoint(path, model)
     return path.read_bytes(), model
@@ -71,8 +74,7 @@ def test_a_good_file_lands_converted_with_its_card(server: Server, tmp_path: Pat
     assert card["source_sha256"] == hashlib.sha256(body).hexdigest() and card["url"] == find(POINTS).url
     assert card["frame"] == {"up": "+y", "front": "+x"} and card["licence"] == "MIT" and card["downloaded"]
     assert weights.config.arch == "convonet-pointcloud-3plane"
-    # Every tensor as the authors' file held it (the plane resolution is not in the file: the released
-    # 64 is assumed, so these small test weights are compared tensor by tensor, not by their output).
+    # Every tensor as the authors' file held it.
     original = model.state_dict()
     assert weights.state_dict.keys() == original.keys()
     assert all(torch.equal(weights.state_dict[k], original[k]) for k in original)
@@ -189,3 +191,18 @@ def test_a_download_whose_conversion_was_stopped_is_not_fetched_again(server: Se
     get(POINTS)
     assert server.ranges == [(path, f"bytes={len(body)}-")]
     assert registry_view(tmp_path / "user-weights") == [f"{POINTS}.safetensors"] and not list(downloads.iterdir())
+
+
+def test_a_download_without_a_hash_is_checked_against_the_releases_shapes_and_removed_when_it_fails(
+        server: Server, tmp_path: Path) -> None:
+    """A ConvONet entry has no hash in its name, so a mirror's file is trusted on its content: one of the right
+    keys but other widths (here narrower; a huge one costs gigabytes) is refused before it is converted,
+    and nothing of it stays in .downloads for the next try to reuse."""
+    narrow = dataclasses.replace(default_config("convonet-pointcloud-3plane"), c_dim=16, hidden_size=16)
+    save_original_checkpoint(tmp_path / "narrow.pt", randomized_model(narrow))
+    serve(server, POINTS, (tmp_path / "narrow.pt").read_bytes())
+    with pytest.raises(CheckpointError, match=r"not a usable convonet-pointcloud-3plane checkpoint \(deleted\): .* has "
+                                              r"shape .* the architecture expects"):
+        get(POINTS)
+    folder = tmp_path / "user-weights"
+    assert registry_view(folder) == [] and not list((folder / ".downloads").iterdir())
