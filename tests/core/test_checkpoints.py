@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
@@ -365,3 +366,15 @@ def test_a_pt_archive_that_would_inflate_past_the_bound_is_refused_from_its_dire
     assert not (tmp_path / "out.safetensors").exists()
     with pytest.raises(CheckpointError, match="its members would inflate to [\\d,]+ bytes, over the"):
         load_weights(bomb)
+
+
+def test_a_feature_grid_too_large_to_hold_is_refused_though_its_network_is_small() -> None:
+    """4M values of network, but a 128^3 grid of 128 channels is 1.1 GB per feature map."""
+    from blender_occnet.occnet.errors import InputError
+    from blender_occnet.occnet.model import build_model, network_size
+
+    config = ModelConfig("convonet-voxels-grid", feature_resolution=128, unet_filters=128, unet_depth=2, c_dim=128)
+    assert network_size(config) < 5_000_000
+    with pytest.raises(InputError, match=r"a feature map of 268,435,456 values \(1.1 GB\) is over"):
+        build_model(config)
+    build_model(dataclasses.replace(config, feature_resolution=64))  # 8 times fewer: built
