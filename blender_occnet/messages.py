@@ -645,6 +645,28 @@ REQUESTS: dict[str, type[Request]] = {cls.NAME: cls for cls in (Handshake, Recon
 EVENTS: dict[str, type[Message]] = {cls.NAME: cls for cls in (Accepted, Progress, Result, Error, Cancelled)}
 
 
+# What a request's frame may carry, by its kind, checked before any payload byte is read (issue 24: every frame
+# could declare 1 GiB, read whole before a check). A Reconstruct carries its input at most as large as its
+# checks above accept, in the widest dtype; a request without arrays a little (its check names what it has).
+_WIDEST = max(dtype.itemsize for dtype in DTYPES.values())
+NO_ARRAYS_PAYLOAD = 64 << 10
+RECONSTRUCT_PAYLOAD = {"pointcloud": MAX_POINTS * 3 * _WIDEST, "image": MAX_IMAGE_SIDE ** 2 * 4 * _WIDEST,
+                       "voxels": 32 ** 3 * _WIDEST, "mesh": (MAX_POINTS + MAX_FACES) * 3 * _WIDEST}
+
+
+def request_payload_bound(header: Mapping[str, Any] | None) -> tuple[int, str]:
+    """The most payload bytes a request with this header may carry, and what it is (protocol.read_frame's bound)."""
+    op = header.get("op") if header is not None else None
+    if op != Reconstruct.NAME or header is None:
+        return NO_ARRAYS_PAYLOAD, f"a {_show(op)} request" if isinstance(op, str) else "a request"
+    listing = header.get("arrays")
+    mesh = isinstance(listing, list) and any(isinstance(e, list) and e[:1] == ["faces"] for e in listing)
+    kind = "mesh" if mesh else header.get("modality")
+    if kind not in RECONSTRUCT_PAYLOAD:
+        return NO_ARRAYS_PAYLOAD, "a reconstruct request of no known modality"
+    return RECONSTRUCT_PAYLOAD[kind], f"a {kind} reconstruct request"
+
+
 def read_request(frame: Frame) -> Request:
     """The request a frame holds, by its op; FieldError names what is wrong with it."""
     return _read(frame, REQUESTS, Request.KIND, "operation")

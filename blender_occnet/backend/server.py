@@ -35,6 +35,7 @@ from ..messages import (
     ShutdownReply,
     WeightsEntry,
     read_request,
+    request_payload_bound,
 )
 from ..protocol import (
     AUTH_PREFIX,
@@ -127,7 +128,7 @@ class Session:
         try:
             while True:
                 try:
-                    frame = read_frame(self.reader)
+                    frame = read_frame(self.reader, request_payload_bound)
                 except BadFrame as exc:  # the stream is still in step: answer and go on
                     self.send(Error(field="frame", message=str(exc)))
                     continue
@@ -135,7 +136,10 @@ class Session:
                     return True
         except ConnectionClosed:
             return False
-        except (ProtocolError, OSError) as exc:  # out of step: the connection cannot be trusted any more
+        except ProtocolError as exc:  # out of step: the connection cannot be trusted any more
+            self.send(Error(id=exc.request_id, field="frame", message=f"{exc}; closing the connection"))
+            return False
+        except OSError as exc:
             self.send(Error(field="frame", message=f"{exc}; closing the connection"))
             return False
         finally:

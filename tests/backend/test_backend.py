@@ -868,3 +868,32 @@ def test_bad_weights_files_are_listed_as_unusable_and_never_break_a_handshake(tm
     result = subprocess.run([sys.executable, "-m", "blender_occnet", "models"], cwd=REPO, capture_output=True,
                             text=True, timeout=120, env={**os.environ, ENV_DIRS: str(tmp_path)})
     assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr[-2000:]
+
+
+def test_a_frame_declaring_more_than_its_kind_may_carry_is_refused_before_its_payload(
+        remote: tuple[int, str]) -> None:
+    """Issue 24 item 5: every frame could declare up to 1 GiB and was read whole before any check (one peaked at
+    2.27 GB). Now the header says what the frame is, and a payload over what that kind may carry is refused
+    unread: these frames send no payload at all, and the answer (with the request's id) comes at once."""
+    port, token = remote
+    cases = [({"op": "handshake", "id": 11, "protocol_version": 1,
+               "arrays": [["x", "uint8", [900_000_000]]]}, 900_000_000, "65,536 bytes a 'handshake' request"),
+             ({"op": "reconstruct", "id": 12, "modality": "pointcloud", "weights": "pc",
+               "arrays": [["input", "float64", [20_000_000, 3]]]}, 480_000_000,
+              "120,000,000 bytes a pointcloud reconstruct request"),
+             ({"op": "reconstruct", "id": 13, "modality": "voxels", "weights": "vox",
+               "arrays": [["input", "float64", [64, 64, 64]]]}, 8 * 64 ** 3, "262,144 bytes a voxels reconstruct")]
+    for header, payload_len, message in cases:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            head = json.dumps(header).encode()
+            sock.sendall(protocol.AUTH_PREFIX + token.encode() + b"\n" + protocol.encode(HANDSHAKE)
+                         + struct.pack("<4sIQ", b"OCN1", len(head), payload_len) + head)
+            reader = sock.makefile("rb")
+            assert read_header(reader)["type"] == "reply"
+            reply = read_header(reader)  # within the socket's 10 s: nothing waits for the payload
+            assert reply["type"] == "error" and reply["id"] == header["id"], reply
+            assert message in reply["message"] and "closing the connection" in reply["message"], reply
+            with pytest.raises(protocol.ConnectionClosed):
+                read_header(reader)
+    # A request within its kind's bound is served as before.
+    _valid_request(port, token)
