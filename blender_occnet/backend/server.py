@@ -60,8 +60,11 @@ class Session:
     MAX_PENDING_BYTES = 256 << 20
 
     def __init__(self, engine: Engine, reader: IO[bytes], write: Callable[[bytes], object], remote: bool = False,
-                 on_drop: Callable[[], None] | None = None, may_shut_down: bool = True):
+                 on_drop: Callable[[], None] | None = None, may_shut_down: bool = True,
+                 budget: ReplyBudget | None = None, peer: str = "the client"):
         self.engine = engine
+        self._budget = budget  # what all of a server's clients may have waiting together
+        self.peer = peer  # for the log line when it is dropped
         # A shared remote server outlives any one client: only its own flag lets a client stop it.
         self.may_shut_down = may_shut_down
         self._on_drop = on_drop  # ends the reading side when a client that stopped reading is dropped
@@ -87,17 +90,38 @@ class Session:
         with self._lock:
             if not self.open:
                 return
-            if self._pending_bytes + len(frame) > self.MAX_PENDING_BYTES:
-                self.open = False  # the client is not reading: drop it, its jobs go with it (serve() ends)
-                self._pending.clear()
-                self._pending_bytes = 0
-                self._lock.notify_all()
-                if self._on_drop is not None:
-                    self._on_drop()
+            waiting = self._pending_bytes
+        if waiting + len(frame) > self.MAX_PENDING_BYTES:
+            self._drop(f"{waiting:,} bytes of replies wait unread, over the {self.MAX_PENDING_BYTES:,} one client may "
+                       "have waiting")
+            return
+        if self._budget is not None:
+            # Taken before this session's lock, and each victim dropped under its own lock only: no lock order.
+            for victim, held in self._budget.take(self, len(frame)):
+                victim._drop(f"{held:,} bytes of replies wait unread, the most of any client while all together "
+                             f"were over the {self._budget.limit:,} this server keeps (--reply-buffer-mb)")
+        with self._lock:
+            if not self.open:  # dropped meanwhile (its budget already given back)
                 return
             self._pending.append(frame)
             self._pending_bytes += len(frame)
             self._lock.notify_all()
+
+    def _drop(self, reason: str) -> None:
+        """The client is not reading: drop it (logged), its jobs go with it (serve() ends)."""
+        with self._lock:
+            if not self.open:
+                return
+            self.open = False
+            self._pending.clear()
+            self._pending_bytes = 0
+            self._lock.notify_all()
+        if self._budget is not None:
+            self._budget.forget(self)
+        print(f"blender-occnet backend: dropped {self.peer}, which stopped reading: {reason}", file=sys.stderr,
+              flush=True)
+        if self._on_drop is not None:
+            self._on_drop()
 
     def _write_frames(self) -> None:
         while True:
@@ -114,7 +138,11 @@ class Session:
                 with self._lock:
                     self.open = False
                     self._pending.clear()
+                if self._budget is not None:
+                    self._budget.forget(self)
                 return
+            if self._budget is not None:
+                self._budget.release(self, len(frame))
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until the queued frames are written (or the client is gone), then stop the writer."""
@@ -145,6 +173,8 @@ class Session:
         finally:
             self.flush()  # what was queued (a shutdown's reply) still goes out
             self.engine.cancel_all_from(self.send)
+            if self._budget is not None:
+                self._budget.forget(self)
 
     def _handle(self, frame: Frame) -> bool:
         """Answer one request; True when it asked for shutdown."""
@@ -219,6 +249,46 @@ class Session:
         return entries
 
 
+class ReplyBudget:
+    """The bytes of replies waiting for all of a server's clients together (issue 24: each client that stopped
+    reading could hold 256 MB, and nothing bounded how many did). Past the limit the client with the most waiting,
+    the slowest reader, is dropped (with a log line) rather than the server's memory growing."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._held: dict[Session, int] = {}
+        self._total = 0
+
+    def take(self, session: Session, size: int) -> list[tuple[Session, int]]:
+        """Count `size` more bytes for `session`; returns the sessions to drop (perhaps itself) and what they held,
+        already forgotten."""
+        with self._lock:
+            self._held[session] = self._held.get(session, 0) + size
+            self._total += size
+            dropped = []
+            while self._total > self.limit:
+                victim = max(self._held, key=self._held.__getitem__)
+                held = self._held.pop(victim)
+                self._total -= held
+                dropped.append((victim, held))
+            return dropped
+
+    def release(self, session: Session, size: int) -> None:
+        """`size` bytes of `session`'s were written."""
+        with self._lock:
+            if session in self._held:
+                self._held[session] -= size
+                self._total -= size
+
+    def forget(self, session: Session) -> None:
+        with self._lock:
+            self._total -= self._held.pop(session, 0)
+
+
+DEFAULT_REPLY_BUFFER = 512 << 20  # replies waiting for all clients of a TCP server together
+
+
 # The server's side of messages.REQUESTS: every request class has its handler (a test checks the two match).
 HANDLERS: dict[type[Request], Callable[[Session, Any], None]] = {
     Handshake: Session._handshake, Reconstruct: Session._reconstruct, ReExtract: Session._re_extract,
@@ -254,7 +324,8 @@ MAX_UNAUTHENTICATED = 64  # connections still to authenticate at once; more are 
 
 
 def serve_tcp(engine: Engine, host: str, port: int, token: str,
-              ready: Callable[[int], None] | None = None, allow_shutdown: bool = False) -> None:
+              ready: Callable[[int], None] | None = None, allow_shutdown: bool = False,
+              reply_buffer: int = DEFAULT_REPLY_BUFFER) -> None:
     """Accept connections; each must open with AUTH_PREFIX + token + newline before anything is read.
 
     The token line must arrive whole within AUTH_SECONDS (a client trickling bytes gets no longer), at
@@ -266,6 +337,7 @@ def serve_tcp(engine: Engine, host: str, port: int, token: str,
         ready(server.getsockname()[1])
     stopping = threading.Event()
     waiting = _Waiting()
+    budget = ReplyBudget(reply_buffer)
 
     def handle(conn: socket.socket, peer: Any) -> None:
         with conn:
@@ -294,7 +366,9 @@ def serve_tcp(engine: Engine, host: str, port: int, token: str,
                 except OSError:
                     pass
 
-            if Session(engine, reader, conn.sendall, remote=True, on_drop=drop, may_shut_down=allow_shutdown).serve():
+            session = Session(engine, reader, conn.sendall, remote=True, on_drop=drop, may_shut_down=allow_shutdown,
+                              budget=budget, peer=_address(peer))
+            if session.serve():
                 stopping.set()
                 try:
                     server.shutdown(socket.SHUT_RDWR)  # wakes the accept() below at once (close alone did not)
@@ -364,8 +438,11 @@ def _leave(engine: Engine) -> None:
 
 
 def _log_refusal(peer: Any, reason: str) -> None:
-    address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer)
-    print(f"blender-occnet backend: refused {address}: {reason}", file=sys.stderr, flush=True)
+    print(f"blender-occnet backend: refused {_address(peer)}: {reason}", file=sys.stderr, flush=True)
+
+
+def _address(peer: Any) -> str:
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer)
 
 
 def _authenticate(conn: socket.socket, token: str, deadline: float) -> str:

@@ -897,3 +897,47 @@ def test_a_frame_declaring_more_than_its_kind_may_carry_is_refused_before_its_pa
                 read_header(reader)
     # A request within its kind's bound is served as before.
     _valid_request(port, token)
+
+
+def test_clients_that_stop_reading_are_dropped_when_all_replies_waiting_pass_the_servers_bound(
+        weights_dir: Path) -> None:
+    """Issue 24 item 5: each client that stopped reading could hold 256 MB of replies, and nothing bounded how many
+    did. Here the server keeps 1 MB for all (--reply-buffer-mb 1): two clients ask for thousands of weights listings
+    and read none; the one holding the most is dropped with a log line, and a reading client is still served."""
+    import threading
+
+    token = "buffer-" + os.urandom(6).hex()
+    process = subprocess.Popen([sys.executable, "-m", "blender_occnet.backend", "serve", "--port", "0", "--token",
+                                token, "--weights-dir", str(weights_dir), "--reply-buffer-mb", "1"], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    match = re.search(r"listening on 127\.0\.0\.1:(\d+)", process.stderr.readline())
+    assert match, process.stderr.read()
+    port = int(match.group(1))
+    log: list[str] = []
+    threading.Thread(target=lambda: log.extend(iter(process.stderr.readline, "")), daemon=True).start()
+    stalled = []
+    try:
+        listing = protocol.encode({"op": "list_weights", "id": 1})
+        for _ in range(2):
+            sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.sendall(protocol.AUTH_PREFIX + token.encode() + b"\n" + protocol.encode(HANDSHAKE))
+            stalled.append(sock)
+        deadline = time.monotonic() + 90
+        while not any("dropped" in line for line in log) and time.monotonic() < deadline:
+            for sock in stalled:
+                try:
+                    sock.sendall(listing * 200)
+                except OSError:
+                    pass  # dropped: the server closed it
+            time.sleep(0.05)
+        dropped = [line for line in log if "dropped" in line]
+        assert dropped and "127.0.0.1:" in dropped[0] and "stopped reading" in dropped[0], log[-5:]
+        assert "over the 1,048,576 this server keeps" in dropped[0]
+        _still_serves(port, token)
+    finally:
+        for sock in stalled:
+            sock.close()
+        process.terminate()
+        process.wait(timeout=30)
