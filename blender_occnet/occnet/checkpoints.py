@@ -337,8 +337,10 @@ def load_state_dict_checked(model: Network, state_dict: Mapping[str, torch.Tenso
     model.load_state_dict(dict(state_dict), strict=True)
 
 
-def check_state_dict(config: ModelConfig, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
-    """Every key and shape of the network `config` builds, and nothing else, without building it."""
+def check_state_dict(config: ModelConfig, state_dict: Mapping[str, torch.Tensor], source: str,
+                     hint: str = "Is --arch right?") -> None:
+    """Every key and shape of the network `config` builds, and nothing else, without building it; `hint` ends
+    the message with what to do."""
     expected = state_shapes(config)
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
@@ -349,11 +351,11 @@ def check_state_dict(config: ModelConfig, state_dict: Mapping[str, torch.Tensor]
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected key(s): {_some(unexpected)}")
         raise CheckpointError(f"{source}: does not fit the {config.arch} architecture: "
-                              f"{'; '.join(parts)}. Is --arch right?")
+                              f"{'; '.join(parts)}. {hint}")
     for key, shape in expected.items():
         if tuple(state_dict[key].shape) != shape:
             raise CheckpointError(f"{source}: {key} has shape {tuple(state_dict[key].shape)}, the architecture "
-                                  f"expects {shape}. Is --arch right?")
+                                  f"expects {shape}. {hint}")
 
 
 # ---------------------------------------------------------------------------------------------
