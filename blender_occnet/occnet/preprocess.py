@@ -15,7 +15,7 @@ import numpy as np
 
 from .binvox import pool_grid, read_binvox
 from .errors import InputError
-from .geometry import unit_cube_frame
+from .geometry import CHUNK_ROWS, unit_cube_frame
 from .meshio import MESH_SUFFIXES, MeshData, normalise_mesh, read_normalised_mesh, read_points
 from .policy import MAX_FIT_POINTS, MIN_POINTS
 from .voxelize import voxelize_mesh
@@ -29,7 +29,6 @@ MAX_IMAGE_PIXELS = 8192 * 8192
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 PathOrArray = str | os.PathLike | np.ndarray
-CHUNK_ROWS = 1 << 20  # rows of a large cloud looked at at once: memory stays bounded by this, not the cloud
 
 if TYPE_CHECKING:
     from .config import ModelConfig
