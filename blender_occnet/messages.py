@@ -480,7 +480,11 @@ class Reconstruct(Request, Settings):
         modality = self.modality
         if source.size == 0:
             raise FieldError("input", f"the {modality} array 'input' is empty")
-        if modality == "pointcloud" and source.dtype.kind == "f" and source.ndim == 2:
+        if modality == "pointcloud" and (source.ndim != 2 or source.shape[1] != 3):
+            # Before counting points: a 3 x N array read as 3 points had been told "0 of 3 points with NaN".
+            raise FieldError("input", f"a point cloud 'input' must be N x 3, one point a row, got {source.shape}"
+                                      + ("; transpose it" if source.ndim == 2 and source.shape[0] == 3 else ""))
+        if modality == "pointcloud" and source.dtype.kind == "f":
             # Non-finite points are dropped and counted by the core's preprocessing (the one rule for them);
             # refused here only when too few usable ones would remain.
             usable = int(np.isfinite(source).all(axis=1).sum())

@@ -48,8 +48,18 @@ def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, seed: int = 
     return points, face
 
 
-def unit_cube_frame(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, float]:
+# The largest coordinate a source may have: meshes come back in float32 (at most 3.4e38), and +-1e308 made the
+# box's size infinite ("scale must be finite, got inf"). Far beyond any unit: millimetres of a planet are 1e10.
+MAX_COORDINATE = 1e30
+
+
+def unit_cube_frame(lo: np.ndarray, hi: np.ndarray, name: str = "the input") -> tuple[np.ndarray, float]:
     """The loc and scale that move a bounding box [lo, hi] into the unit cube (its centre at the origin, its
-    longest edge 1): normalised = (p - loc) / scale. The scale is 0 for a box without extent."""
+    longest edge 1): normalised = (p - loc) / scale. The scale is 0 for a box without extent. A box reaching past
+    MAX_COORDINATE is refused, `name` saying whose."""
     lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    reach = float(np.max(np.abs([lo, hi])))
+    if not reach <= MAX_COORDINATE:
+        raise InputError(f"{name}: coordinates reach {reach:.3g}, too large to reconstruct (at most "
+                         f"{MAX_COORDINATE:.0e}); scale it down first")
     return (lo + hi) / 2, float((hi - lo).max())

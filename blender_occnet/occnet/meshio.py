@@ -355,7 +355,7 @@ def normalise_mesh(mesh: MeshData, name: str = "mesh") -> tuple[MeshData, np.nda
     finite = np.isfinite(mesh.vertices).all(axis=1)
     if not finite.all():
         raise InputError(f"{name}: {int((~finite).sum())} vertices have non-finite coordinates")
-    loc, scale = geometry.unit_cube_frame(mesh.vertices.min(axis=0), mesh.vertices.max(axis=0))
+    loc, scale = geometry.unit_cube_frame(mesh.vertices.min(axis=0), mesh.vertices.max(axis=0), name)
     if not scale > 0:
         raise InputError(f"{name}: the mesh has no extent")
     return MeshData((mesh.vertices - loc) / scale, mesh.faces), loc, scale
@@ -387,11 +387,18 @@ def read_points(path: str | os.PathLike[str], n_surface_samples: int = 100_000, 
         raise InputError(f"{path}: unknown point cloud format {suffix!r}; use one of {', '.join(POINT_SUFFIXES)}")
     if not isinstance(points, np.ndarray):
         points = np.asarray(points)
-    if points.ndim != 2 or points.shape[1] < 3:
-        raise InputError(f"{path}: expected an N x 3 array of points, got shape {points.shape}")
+    check_point_rows(points, str(path))
     if points.dtype.kind != "f":
         return points[:, :3].astype(np.float64)
     return points[:, :3]
+
+
+def check_point_rows(points: np.ndarray, name: str) -> None:
+    """Points are the rows of an N x 3 array (further columns, such as normals or colours, are left aside)."""
+    if points.ndim != 2 or points.shape[1] < 3:
+        raise InputError(f"{name}: expected an N x 3 array of points, got shape {points.shape}")
+    if len(points) == 3 and points.shape[1] > 3:  # read as 3 points, it had been told "3 usable point(s)"
+        raise InputError(f"{name}: a 3 x {points.shape[1]:,} array: points must be its rows (N x 3); transpose it")
 
 
 def _existing(path: str | os.PathLike[str]) -> Path:

@@ -16,7 +16,7 @@ import numpy as np
 from .binvox import pool_grid, read_binvox
 from .errors import InputError
 from .geometry import CHUNK_ROWS, unit_cube_frame
-from .meshio import MESH_SUFFIXES, MeshData, normalise_mesh, read_normalised_mesh, read_points
+from .meshio import MESH_SUFFIXES, MeshData, check_point_rows, normalise_mesh, read_normalised_mesh, read_points
 from .policy import MAX_FIT_POINTS, MIN_POINTS
 from .voxelize import voxelize_mesh
 
@@ -184,8 +184,7 @@ def prepare_pointcloud(points: PathOrArray, n_points: int = 300, seed: int = 0,
     """
     name = str(points) if not isinstance(points, np.ndarray) else "point cloud"
     array = read_points(points, seed=seed) if not isinstance(points, np.ndarray) else np.asarray(points)
-    if array.ndim != 2 or array.shape[1] < 3:
-        raise InputError(f"{name}: expected an N x 3 array of points, got shape {array.shape}")
+    check_point_rows(array, name)
     finite = np.empty(len(array), dtype=bool)
     lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
     for start in range(0, len(array), CHUNK_ROWS):
@@ -199,7 +198,7 @@ def prepare_pointcloud(points: PathOrArray, n_points: int = 300, seed: int = 0,
         dropped = f" ({len(array) - usable} non-finite dropped)" if usable < len(array) else ""
         raise InputError(f"{name}: {usable} usable point(s){dropped}; a point cloud needs at least "
                          f"{MIN_POINTS}: give it a denser cloud or a mesh file")
-    loc, scale = unit_cube_frame(lo, hi)
+    loc, scale = unit_cube_frame(lo, hi, name)
     if not scale > 0:
         raise InputError(f"{name}: all points are at the same place; nothing to reconstruct")
     rng = np.random.default_rng(seed)

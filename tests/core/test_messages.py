@@ -220,3 +220,10 @@ def test_messages_import_without_torch_or_bpy() -> None:
             "print(m.RESOLUTIONS)")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip().startswith("(32, 64"), result.stderr
+
+
+def test_a_transposed_cloud_is_told_to_be_n_by_3_not_counted_as_three_points() -> None:
+    """Issue 24 item 10: a 3 x N array was answered '0 of 3 points with NaN or infinite coordinates'."""
+    with pytest.raises(m.FieldError, match=r"must be N x 3, one point a row, got \(3, 1000\); transpose it") as caught:
+        m.Reconstruct.from_dict({"modality": "pointcloud", "input": CLOUD[:, :3].repeat(10, axis=0).T.copy()})
+    assert caught.value.field == "input" and "NaN" not in str(caught.value)

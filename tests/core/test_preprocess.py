@@ -180,10 +180,24 @@ def test_pointcloud_noise() -> None:
     (np.ones((1, 3)), r"1 usable point\(s\); a point cloud needs at least 8: give it a denser cloud"),
     (np.ones((50, 3)), "all points are at the same place"),
     (np.ones((50, 2)), "expected an N x 3 array"),
+    # Issue 24 item 10: a transposed cloud was read as 3 points; +-1e308 made the box's size infinite.
+    (np.random.default_rng(0).random((3, 1000)), r"a 3 x 1,000 array: points must be its rows \(N x 3\); transpose"),
+    (np.array([[1e308, 0, 0], [-1e308, 1, 1]] * 10), r"coordinates reach 1e\+308, too large to reconstruct"),
 ])
 def test_bad_pointclouds(points: np.ndarray, message: str) -> None:
     with pytest.raises(InputError, match=message):
         prepare_pointcloud(points)
+
+
+def test_a_transposed_cloud_file_and_a_mesh_of_huge_coordinates_say_what_to_do(tmp_path: Path) -> None:
+    """Issue 24 item 10: a 3 x N .npy was read as 3 points ('3 usable point(s)'); a mesh of +-1e35 came back in
+    float32 as infinities. Each is one line saying what to do."""
+    np.save(tmp_path / "cloud.npy", np.random.default_rng(0).random((3, 500)).astype(np.float32))
+    with pytest.raises(InputError, match=r"cloud\.npy: a 3 x 500 array: points must be its rows \(N x 3\)"):
+        prepare_pointcloud(tmp_path / "cloud.npy")
+    (tmp_path / "far.obj").write_text("v 1e35 0 0\nv -1e35 1 0\nv 0 1 1e35\nf 1 2 3\n")
+    with pytest.raises(InputError, match=r"far\.obj: coordinates reach 1e\+35, too large to reconstruct .* scale it"):
+        prepare_voxels(tmp_path / "far.obj")
 
 
 def test_missing_and_empty_point_files(tmp_path: Path) -> None:
