@@ -5,9 +5,12 @@ server for a remote GPU machine (loopback unless told otherwise, token required 
 from __future__ import annotations
 
 import collections
+import contextlib
+import dataclasses
 import errno
 import hmac
 import os
+import re
 import socket
 import sys
 import threading
@@ -82,6 +85,8 @@ class Session:
 
     def send(self, message: Message) -> None:
         """Queue one frame for the client (never blocks on the client)."""
+        if self.remote and isinstance(message, Error):
+            message = dataclasses.replace(message, message=without_paths(message.message))
         try:
             frame = encode(*message.to_frame())
         except (ProtocolError, ValueError, TypeError, RecursionError) as exc:  # never let a reply kill the server
@@ -249,6 +254,16 @@ class Session:
         return entries
 
 
+# An absolute path (POSIX or Windows), its last part kept in the second group.
+_PATH = re.compile(r"(?<![\w.~])(/|[A-Za-z]:\\)(?:[^\s/\\:'\"(),;]+[/\\])+([^\s/\\:'\"(),;]*)")
+
+
+def without_paths(text: str) -> str:
+    """`text` with every absolute path cut to its last part: what a remote client is told never shows where the
+    server keeps its files (a weights file's error named its full path on the server)."""
+    return _PATH.sub(lambda found: found.group(2) or "(a folder)", text)
+
+
 class ReplyBudget:
     """The bytes of replies waiting for all of a server's clients together (issue 24: each client that stopped
     reading could hold 256 MB, and nothing bounded how many did). Past the limit the client with the most waiting,
@@ -340,7 +355,8 @@ def serve_tcp(engine: Engine, host: str, port: int, token: str,
     budget = ReplyBudget(reply_buffer)
 
     def handle(conn: socket.socket, peer: Any) -> None:
-        with conn:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(conn)
             evicted = waiting.add(conn)
             if evicted is not None:
                 _log_refusal(evicted, f"evicted: {MAX_UNAUTHENTICATED} connections were waiting to authenticate and "
@@ -359,7 +375,9 @@ def serve_tcp(engine: Engine, host: str, port: int, token: str,
                     pass
                 return
             conn.settimeout(None)  # authenticated: jobs may take as long as they take
-            reader = conn.makefile("rb")
+            # Closed with the connection: a socket's descriptor stays open while a file made from it is (a departed
+            # client's socket had stayed in CLOSE-WAIT).
+            reader = stack.enter_context(conn.makefile("rb"))
             def drop() -> None:
                 try:
                     conn.shutdown(socket.SHUT_RDWR)
