@@ -25,11 +25,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .config import ARCH_MODALITY, ModelConfig, default_config
+from .config import ARCH_MODALITY, MAX_WEIGHTS_FILE_BYTES, ModelConfig, default_config
 from .errors import CheckpointError, InputError
 from .files import atomic_output
 from .frames import SHAPENET_V1_FRAME
-from .model import MAX_NETWORK_VALUES, Network, build_model, check_size, state_shapes
+from .model import Network, build_model, check_size, state_shapes
 
 FORMAT_NAME = "blender-occnet-weights"
 FORMAT_VERSION = 1
@@ -186,9 +186,7 @@ def _check_tensors(tensors: Mapping[str, torch.Tensor], path: Path) -> None:
                               "do: the file is damaged or not a weights file")
 
 
-# What the members of a `.pt` archive may inflate to (1 GB): a network of MAX_NETWORK_VALUES in float32, an
-# optimiser's two moments beside it and room for as much again (the released files are 8 to 160 MB).
-MAX_ARCHIVE_BYTES = MAX_NETWORK_VALUES * 4 * 4
+MAX_ARCHIVE_BYTES = MAX_WEIGHTS_FILE_BYTES  # what the members of a `.pt` archive may inflate to
 
 
 def _check_archive(path: Path) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import ARCHITECTURES, ModelConfig
+from .config import ARCHITECTURES, MAX_FEATURE_VALUES, MAX_NETWORK_VALUES, ModelConfig
 from .decoder import DecoderCBatchNorm
 from .encoders import ImageEncoder, PointNetEncoder, VoxelEncoder
 from .errors import InputError
@@ -87,14 +87,6 @@ class ConvolutionalOccupancyNetwork(nn.Module):
 
 
 Network = OccupancyNetwork | ConvolutionalOccupancyNetwork
-
-
-# What a network may hold (issue 24: a 324-byte weights file asked for a 6-level U-Net of 256 filters, 2 billion
-# values, and ONet widths of 4,096 for a billion; both were built before anything was refused). The largest
-# known architecture (onet-img, a ResNet-18 encoder) holds 13.4M values; a ConvONet's widest feature map
-# (a 32^3 grid of 32 channels) 1M. Each bound leaves room for custom networks several times larger.
-MAX_NETWORK_VALUES = 64_000_000  # 256 MB of float32
-MAX_FEATURE_VALUES = 1 << 27  # one full-resolution feature map of a ConvONet: 512 MB of float32
 
 
 def build_model(config: ModelConfig) -> Network:

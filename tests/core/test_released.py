@@ -206,3 +206,39 @@ def test_a_download_without_a_hash_is_checked_against_the_releases_shapes_and_re
         get(POINTS)
     folder = tmp_path / "user-weights"
     assert registry_view(folder) == [] and not list((folder / ".downloads").iterdir())
+
+
+def test_a_trickling_mirror_is_given_up_on_and_the_bytes_it_sent_are_kept_to_resume(
+        server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 24 item 10: a byte every 5 s never tripped the 30 s read timeout, and the download hung past 100 s.
+    Past its first MIN_RATE_AFTER_S (1 s here instead of 60) a transfer averaging under MIN_RATE is given up."""
+    import time
+
+    import blender_occnet.occnet.released as released
+
+    monkeypatch.setattr(released, "MIN_RATE_AFTER_S", 1.0, raising=False)  # (raising=False: the test runs before)
+    body = bytes(400)  # 20 s at 20 bytes a second
+    server.trickle.add(serve(server, POINTS, body))
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match=r"too slow \(\d+ bytes in \d+ s\); \d+ bytes kept: run the same command"):
+        get(POINTS)
+    assert time.monotonic() - started < 10
+    partial = tmp_path / "user-weights" / ".downloads" / f"{POINTS}.part"
+    assert 0 < partial.stat().st_size < len(body) and registry_view(tmp_path / "user-weights") == []
+
+
+@pytest.mark.parametrize("sized", [True, False], ids=["content-length", "no-content-length"])
+def test_a_mirror_file_larger_than_any_weights_file_is_not_fetched(server: Server, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    sized: bool) -> None:
+    """Issue 24 item 10: nothing bounded a download's size. A file over what the loader accepts (1 GB; 100 KB here)
+    is refused from its Content-Length, or once that many bytes came, and nothing of it is kept."""
+    import blender_occnet.occnet.released as released
+
+    monkeypatch.setattr(released, "MAX_DOWNLOAD_BYTES", 100_000, raising=False)
+    path = serve(server, POINTS, bytes(300_000))
+    if not sized:
+        server.unsized.add(path)
+    with pytest.raises(DownloadError, match=r"at least [\d,]+ bytes, more than the 100,000 any weights file needs"):
+        get(POINTS)
+    assert not list((tmp_path / "user-weights" / ".downloads").iterdir())
