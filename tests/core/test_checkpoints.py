@@ -319,6 +319,9 @@ def test_a_tiny_weights_file_asking_for_a_huge_network_is_refused_before_it_is_b
     assert not (tmp_path / "out.obj").exists()
     with pytest.raises(CheckpointError, match=r"network of [\d,]+ values .* is over the 64,000,000"):
         load_weights(path)
+    from blender_occnet.occnet.registry import describe
+
+    assert "is over the 64,000,000 this project accepts" in describe(path).error  # `models` says so too
 
 
 def test_a_checkpoint_of_zero_size_tensors_is_refused(tmp_path: Path) -> None:
