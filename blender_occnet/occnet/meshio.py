@@ -19,7 +19,7 @@ POINT_SUFFIXES = (".xyz", ".npy", ".npz") + MESH_SUFFIXES
 
 @dataclass
 class MeshData:
-    vertices: np.ndarray  # (V, 3) float64
+    vertices: np.ndarray  # (V, 3) float64 (float32 as a binary STL holds them: three a face, half the memory)
     faces: np.ndarray  # (F, 3) int64; empty (0, 3) for a bare point set
 
 
@@ -288,7 +288,7 @@ def _read_stl(path: Path) -> MeshData | None:
             head = handle.read(84)
             count = int.from_bytes(head[80:84], "little") if len(head) == 84 else -1
             if 84 + _STL_ROW.itemsize * count == path.stat().st_size:
-                corners.append(np.empty((3 * count, 3)))  # filled in place: the largest array held once
+                corners.append(np.empty((3 * count, 3), np.float32))  # filled in place, as the file holds them
                 for start in range(0, count, geometry.CHUNK_ROWS):
                     size = min(geometry.CHUNK_ROWS, count - start) * _STL_ROW.itemsize
                     rows = np.frombuffer(_read_bytes(handle, size), _STL_ROW)

@@ -427,7 +427,7 @@ def test_plain_obj_files_read_with_numpy_as_trimesh_reads_them(tmp_path: Path) -
 def same_triangles(vertices: np.ndarray, faces: np.ndarray, other_vertices: np.ndarray, other: np.ndarray) -> bool:
     """The same triangles, whatever their order and each one's first corner."""
     def key(v: np.ndarray, f: np.ndarray) -> list:
-        return sorted(tuple(sorted(map(tuple, np.round(corners, 6)))) for corners in v[f])
+        return sorted(tuple(sorted(map(tuple, np.round(corners, 6)))) for corners in np.asarray(v, np.float64)[f])
     return key(vertices, faces) == key(other_vertices, other)
 
 
