@@ -9,7 +9,8 @@ takes (the add-on session's jobs.Batch), synchronously. In Blender, with the ext
 Settings are the request fields of the messages (messages.Settings and messages.Reconstruct): threshold (None:
 the weights' own), resolution, refine_steps, refine_method, simplify_faces, normals, seed, weights (None: the
 first for the source's kind), arch, device, input_points, fit ('auto', the default, 'on' or 'off': point clouds'
-features fitted to every point). `source_kind` says how a mesh is read (SURFACE: points on its faces, the
+features fitted to every point), colours (True, the default: a source's colour attribute onto the result).
+`source_kind` says how a mesh is read (SURFACE: points on its faces, the
 default; VERTICES; VOXELIZE: voxelised at 32³ for voxel weights); a voxel object
 is always read as its voxels, a point cloud as its points, and an image (bpy.types.Image) gives a result at
 the 3D cursor. The scene's OccNet panel settings are not read. The backend is the one the preferences set.

@@ -36,7 +36,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     from .occnet.checkpoints import load_weights
     from .occnet.errors import GenerationError
     from .occnet.generation import ExtractionSettings, Reconstructor
-    from .occnet.meshio import MESH_OUTPUT_SUFFIXES, write_mesh
+    from .occnet.meshio import COLOUR_OUTPUT_SUFFIXES, MESH_OUTPUT_SUFFIXES, write_mesh
     from .occnet.preprocess import guess_modality, prepare_for_network
     from .occnet.registry import resolve_weights
 
@@ -57,7 +57,8 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
     settings = ExtractionSettings(
         threshold=weights.threshold if args.threshold is None else args.threshold,
         resolution=args.resolution, resolution_0=coarse_resolution(args.resolution), refine_steps=args.refine,
-        refine_method=args.refine_method, simplify_faces=args.simplify, normals=args.normals, seed=args.seed)
+        refine_method=args.refine_method, simplify_faces=args.simplify, normals=args.normals, seed=args.seed,
+        colours=args.colours)
     progress = None if args.quiet else _ProgressBar()
 
     started = time.perf_counter()
@@ -73,12 +74,12 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         raise GenerationError(f"no surface at threshold {settings.threshold:g}: the network puts every point "
                               "outside; try a lower --threshold, or check that the input suits the weights")
     t = time.perf_counter()
-    write_mesh(output, mesh.vertices, mesh.faces, mesh.normals)
+    write_mesh(output, mesh.vertices, mesh.faces, mesh.normals, mesh.colours)
     stats = {"input": str(source), "output": str(output), "modality": modality,
              "weights": weights.source, "device": str(reconstructor.device), "threads": torch.get_num_threads(),
              "threshold": settings.threshold,
              "resolution": settings.resolution, "seconds_prepare": round(seconds_prepare, 4),
-             **mesh.stats, "seconds_write": round(time.perf_counter() - t, 4)}
+             "colours": mesh.colours is not None, **mesh.stats, "seconds_write": round(time.perf_counter() - t, 4)}
     if args.json:
         print(json.dumps(stats, indent=2))
     elif not args.quiet:
@@ -91,6 +92,11 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
                   "--input-points sets how many)")
         if mesh.stats.get("input_points_outliers"):
             print(f"{mesh.stats['input_points_outliers']:,} stray input point(s) far from the rest left out")
+        if mesh.colours is not None:
+            print(f"vertex colours from the input's ({output.suffix} holds them; --no-colours leaves them out)"
+                  if output.suffix.lower() in COLOUR_OUTPUT_SUFFIXES else
+                  f"the input's colours are not written: {output.suffix} has no vertex colours (use .ply, .obj or "
+                  ".glb to keep them)")
         if mesh.stats.get("fit_points"):
             print(f"fitted to {mesh.stats['fit_points']:,} input points in {mesh.stats['seconds_fit']:.1f} s "
                   "(--fit off: the network's prediction as it is)")
@@ -246,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rec = sub.add_parser("reconstruct", help="reconstruct a mesh from an image, point cloud or voxel file",
                          description="Reconstruct a mesh. Inputs: images (.png .jpg), point clouds (.ply .obj "
-                                     ".off .stl .xyz .npy .npz; a mesh file gives surface samples), voxels "
+                                     ".off .stl .xyz .pts .npy .npz; a mesh file gives surface samples), voxels "
                                      "(.binvox, a 32^3 .npy). Outputs: .obj .ply .off .glb .stl.")
     rec.add_argument("input", help="input file")
     rec.add_argument("-o", "--output", required=True, help="mesh file to write")
@@ -267,6 +273,10 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--simplify", type=int, default=0, metavar="FACES",
                      help="simplify to about this many faces (default: keep all)")
     rec.add_argument("--normals", action="store_true", help="write vertex normals from the network's gradient")
+    rec.add_argument("--colours", "--colors", action=argparse.BooleanOptionalAction, default=True,
+                     help="vertex colours from the input's nearest points, when it has colours (a PLY's red/green/"
+                          "blue, XYZRGB or PTS columns, an .npz's 'colors'); written to .ply, .obj, .off and .glb "
+                          "(default on; --no-colours: a plain mesh)")
     rec.add_argument("--device", default="auto",
                      help="auto (a CUDA GPU, else Apple's GPU, else the CPU), cpu, cuda or mps (default auto)")
     rec.add_argument("--input-points", type=int, default=0, metavar="N",

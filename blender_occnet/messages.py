@@ -344,6 +344,7 @@ class Settings(Checked):
     simplify_faces: int | None = wire(simplify_target, None)  # 0: keep every face
     normals: bool | None = wire(flag, None)  # vertex normals from the network's gradient
     seed: int | None = wire(integer(0, MAX_SEED), None)  # refinement's samples, point-cloud subsampling
+    colours: bool | None = wire(flag, None)  # vertex colours from the input's (Reconstruct.point_colours), if any
 
 
 SETTINGS = tuple(f.name for f in dataclasses.fields(Settings))
@@ -454,12 +455,27 @@ class Reconstruct(Request, Settings):
     device: str = wire(device_name, "auto")
     input_points: int = wire(integer(0, MAX_POINTS), 0)  # points the encoder gets; 0: the network's own rule
     fit: str = wire(one_of(FIT_MODES), "auto")  # point clouds: fit the local features to every point (fitting.py)
+    # One sRGB red, green, blue per point of a cloud (or vertex of a mesh to voxelise): bytes, or floats in [0, 1].
+    point_colours: np.ndarray | None = wire(array("uint8", "float32", shape=(None, 3)), None, array=True)
 
     def check(self) -> None:
         if self.faces is not None:
             self._check_mesh(self.input, self.faces)
         else:
             self._check_source(self.input)
+        if self.point_colours is not None:
+            self._check_colours(self.point_colours)
+
+    def _check_colours(self, colours: np.ndarray) -> None:
+        if self.modality != "pointcloud" and self.faces is None:
+            raise FieldError("point_colours", f"colours belong to a point cloud's points or a mesh's vertices, not "
+                                              f"to {self.modality} input")
+        if len(colours) != len(self.input):
+            raise FieldError("point_colours", f"'point_colours' must be one per point: {len(colours):,} for "
+                                              f"{len(self.input):,} points")
+        if colours.dtype.kind == "f" and not (np.isfinite(colours).all() and colours.min() >= 0
+                                              and colours.max() <= 1):
+            raise FieldError("point_colours", "float 'point_colours' must lie in [0, 1] (send bytes as uint8)")
 
     def _check_mesh(self, vertices: np.ndarray, faces: np.ndarray) -> None:
         if self.modality != "voxels":
@@ -614,6 +630,8 @@ class Result(Message):
     vertices: np.ndarray = wire(array("float32", shape=(None, 3)), array=True)
     faces: np.ndarray = wire(array("int32", shape=(None, 3)), array=True)
     normals: np.ndarray | None = wire(array("float32", shape=(None, 3)), None, array=True)
+    # sRGB red, green, blue per vertex, from the input's colours (when it had them and settings.colours was on).
+    colours: np.ndarray | None = wire(array("uint8", shape=(None, 3)), None, array=True)
     stats: Stats = wire(nested(Stats))
     settings: Settings = wire(nested(Settings))
     loc: list[float] = wire(list_of(number(-math.inf), length=3))  # the normalisation: source = unit * scale + loc
@@ -622,6 +640,9 @@ class Result(Message):
     def check(self) -> None:
         if self.normals is not None and self.normals.shape != self.vertices.shape:
             raise FieldError("normals", f"normals must be one per vertex, got {len(self.normals)} for "
+                                        f"{len(self.vertices)} vertices")
+        if self.colours is not None and len(self.colours) != len(self.vertices):
+            raise FieldError("colours", f"colours must be one per vertex, got {len(self.colours)} for "
                                         f"{len(self.vertices)} vertices")
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..occnet.errors import InputError
-from ..occnet.geometry import sample_surface as surface_samples
+from ..occnet.geometry import sample_surface_weights
 from ..occnet.policy import MIN_POINTS
 
 VOXELS = 32  # the voxel encoder's grid size
@@ -34,14 +34,27 @@ def network_to_blender(points: np.ndarray) -> np.ndarray:
     return blender_to_network(points)
 
 
-def sample_surface(vertices: np.ndarray, triangles: np.ndarray, count: int, seed: int = 0) -> np.ndarray:
+def sample_surface(vertices: np.ndarray, triangles: np.ndarray, count: int, seed: int = 0,
+                   corner_colours: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
     """`count` points on the triangles, area-weighted (uniform over the surface), float32; the vertices
-    themselves when the triangles have no area."""
+    themselves when the triangles have no area. With `corner_colours` ((T, 3, 3) uint8: each triangle's
+    corners'), each point's colour blended from its triangle's corners (else None)."""
     try:
-        points, _ = surface_samples(vertices, triangles, count, seed)
+        points, face, weights = sample_surface_weights(vertices, triangles, count, seed)
     except InputError:
-        return vertices.astype(np.float32)
-    return points.astype(np.float32)
+        return vertices.astype(np.float32), None
+    colours = None
+    if corner_colours is not None:
+        blended = (corner_colours[face].astype(np.float32) * weights[:, :, None].astype(np.float32)).sum(axis=1)
+        colours = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    return points.astype(np.float32), colours
+
+
+def corner_to_vertex(values: np.ndarray, corner_vertex: np.ndarray, n_vertices: int) -> np.ndarray:
+    """Per-corner values (C, K) -> per-vertex (n_vertices, K): the mean of each vertex's corners (0 where none)."""
+    counts = np.maximum(np.bincount(corner_vertex, minlength=n_vertices), 1).astype(np.float32)
+    return np.stack([np.bincount(corner_vertex, weights=values[:, k], minlength=n_vertices) / counts
+                     for k in range(values.shape[1])], axis=1)
 
 
 def check_points(points: np.ndarray, name: str, drop_non_finite: bool = True) -> np.ndarray:

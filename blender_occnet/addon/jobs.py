@@ -169,7 +169,9 @@ class Batch:
         assert self.client is not None and item.source is not None
         source = item.source
         try:
-            item.job = self.client.reconstruct(source.modality, source.array, source.faces, **self.settings)
+            colours = source.colours if self.settings.get("colours") is not False else None  # off: not sent
+            item.job = self.client.reconstruct(source.modality, source.array, source.faces, point_colours=colours,
+                                               **self.settings)
         except RequestRejected as exc:
             hint = "; choose other weights in the OccNet panel or a weights folder in the preferences" \
                 if exc.field == "weights" else ""
@@ -221,6 +223,8 @@ class Batch:
         except (RuntimeError, ValueError, TypeError) as exc:
             return item.end("failed", f"could not create the result object: {exc}")
         item.result = obj.name  # from here a failure removes it again (_on_event)
+        if result.colours is not None:
+            scene_io.set_colours(obj, result.colours)
         used = result.settings
         record = obj.occnet
         # The parameters first: their update callbacks ask for a re-extraction only of a RESULT with a job.
@@ -240,6 +244,8 @@ class Batch:
         fitted = f", fitted to {stats.fit_points:,} points" if stats.fit_points else ""
         if stats.input_points_outliers:
             fitted += f" ({stats.input_points_outliers:,} stray points left out)"
+        if result.colours is not None:
+            fitted += ", coloured from the source"
         item.end("finished", f"{obj.name}: {stats.faces:,} faces in {stats.seconds_backend:.2f} s{fitted}, "
                              f"{stats.points_evaluated:,} points evaluated"
                              + (f"; {dropped:,} source point(s) with NaN or infinite coordinates left out"

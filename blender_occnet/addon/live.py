@@ -86,6 +86,7 @@ def _on_event(session: state.Session, name: str, base: str, event: Event) -> boo
         status.last_error = f"re-extracting '{obj.name}': {problem}"
         return True
     scene_io.replace_geometry(obj.data, geometry.network_to_blender(event.vertices), event.faces)
+    scene_io.set_colours(obj, event.colours)  # the new vertices' own, from the input's kept colours
     obj.occnet.job = event.job  # no update callback: this asks for nothing
     stats = event.stats
     status.last_result = (f"{obj.name}: {stats.faces:,} faces, re-extracted in {stats.seconds_backend:.2f} s "

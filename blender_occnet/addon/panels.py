@@ -36,15 +36,26 @@ class OCCNET_PT_main(bpy.types.Panel):
         if properties.is_original_checkpoint(settings.weights):
             column.prop(settings, "arch")
         column.prop(settings, "resolution")
+        kind = scene_io.chosen_source(settings, obj)
+        if obj is not None and kind not in ("", "IMAGE"):
+            size = scene_io.describe_size(obj, int(settings.resolution), scene)
+            if size:
+                column.label(text=size, icon="DRIVER_DISTANCE")
         column.prop(settings, "use_weights_threshold")
         row = column.row()
         row.enabled = not settings.use_weights_threshold
         row.prop(settings, "threshold")
         for name in ("refine_steps", "simplify_faces", "device"):
             column.prop(settings, name)
-        if scene_io.chosen_source(settings, obj) in ("SURFACE", "VERTICES"):
+        if kind in ("SURFACE", "VERTICES"):
             column.prop(settings, "fit")
             column.prop(settings, "input_points")
+        if obj is not None and kind in ("SURFACE", "VERTICES", "VOXELIZE"):
+            attribute = scene_io.colour_attribute(obj.data)
+            row = column.row()
+            row.enabled = attribute is not None  # nothing to take: said, not hidden
+            row.prop(settings, "colours", text=f"Colours from '{attribute.name}'" if attribute is not None
+                     else "Colours (the source has none)")
         if obj is None or obj.occnet.kind != "VOXELS":  # type: ignore[attr-defined]
             column.prop(settings, "source_kind")
         column.prop(settings, "hide_source")
@@ -61,10 +72,10 @@ class OCCNET_PT_main(bpy.types.Panel):
             for i, line in enumerate(_wrap(status.last_error)):
                 box.label(text=line, icon="ERROR" if i == 0 else "BLANK1")
         if obj is not None and obj.occnet.kind == "RESULT":  # type: ignore[attr-defined]
-            _draw_result(layout, obj)
+            _draw_result(layout, obj, scene)
 
 
-def _draw_result(layout: bpy.types.UILayout, obj: bpy.types.Object) -> None:
+def _draw_result(layout: bpy.types.UILayout, obj: bpy.types.Object, scene: bpy.types.Scene | None) -> None:
     """A reconstructed object's own threshold and resolution: changing them re-extracts it (live)."""
     box = layout.box()
     record = obj.occnet  # type: ignore[attr-defined]
@@ -73,6 +84,10 @@ def _draw_result(layout: bpy.types.UILayout, obj: bpy.types.Object) -> None:
     column.use_property_split = True
     column.prop(record, "threshold")
     column.prop(record, "resolution")
+    source = bpy.data.objects.get(record.source) if record.source else None
+    size = scene_io.describe_size(source or obj, int(record.resolution), scene) if scene is not None else ""
+    if size:
+        column.label(text=size, icon="DRIVER_DISTANCE")
     if live.pending(obj.name):
         box.label(text="Re-extracting...", icon="SORTTIME")
 

@@ -73,9 +73,13 @@ def request_settings(settings: Any) -> dict[str, Any]:
             "arch": settings.arch if original and settings.arch != "AUTO" else None,
             "device": settings.device, "resolution": int(settings.resolution),
             "threshold": None if settings.use_weights_threshold else float(settings.threshold),
-            "refine_steps": int(settings.refine_steps), "fit": settings.fit.lower(),
+            "refine_steps": int(settings.refine_steps), "fit": settings.fit.lower(), "colours": bool(settings.colours),
             "simplify_faces": int(settings.simplify_faces), "input_points": int(settings.input_points)}
 
+
+COLOURS_DESCRIPTION = ("Give the result the source's colours (its colour attribute: a scan's vertex colours), each "
+                       "vertex the colour of the source points nearest it; shown in Solid (Attribute colour) and "
+                       "Material Preview. Off: a plain mesh. Sources without colours are not affected")
 
 FIT_CHOICES = [("AUTO", "Auto", "Fit where it helps: local-feature weights (the bundled ones) on point clouds"),
                ("ON", "On", "Always fit (an error for weights or inputs that cannot be fitted)"),
@@ -108,6 +112,8 @@ class OCCNET_PG_settings(bpy.types.PropertyGroup):
     threshold: FloatProperty(  # type: ignore[valid-type]
         name="Threshold", default=0.2, min=0.01, max=0.99, precision=3,
         description="Occupancy probability at the surface: lower grows the shape, higher shrinks it")
+    colours: BoolProperty(  # type: ignore[valid-type]
+        name="Colours", default=True, description=COLOURS_DESCRIPTION)
     refine_steps: IntProperty(  # type: ignore[valid-type]
         name="Refine steps", default=0, min=0, max=200,
         description="At most this many steps that move each vertex onto the network's surface (the paper used "

@@ -11,6 +11,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
+from ..occnet.geometry import cell_size
 from . import geometry
 from .geometry import SourceError
 
@@ -34,6 +35,7 @@ class Source:
     faces: np.ndarray | None = None  # a mesh to voxelise (modality voxels): `array` holds its vertices
     parent: str = ""  # the source object's parent, which the result gets too
     object_name: str = ""  # the source object ('' for an image), hidden after success when asked
+    colours: np.ndarray | None = None  # (N, 3) uint8 sRGB, one per point of `array`: the object's colour attribute
 
 
 def object_kind(obj: bpy.types.Object, preferred: str) -> str:
@@ -116,13 +118,19 @@ def read_source(obj: bpy.types.Object | None, depsgraph: bpy.types.Depsgraph, ki
             raise SourceError(f"the voxel object '{obj.name}' has no filled voxels")
         return Source(obj.name, "voxels", grid, matrix, collections, parent=_parent(obj), object_name=obj.name)
     evaluated = obj.evaluated_get(depsgraph)
+    colours: np.ndarray | None
     if obj.type == "POINTCLOUD":
         points = _attribute(evaluated.data, "position", np.float32, 3)
+        colours, _ = _colours(evaluated.data, len(points))
     else:
         mesh = evaluated.to_mesh()
         try:
             points = _positions(mesh)
             tris = _triangles(mesh) if kind in ("SURFACE", "VOXELIZE") else np.zeros((0, 3), np.int32)
+            colours, per_corner = _colours(mesh, len(points))
+            corners = None  # (T, 3, 3): each triangle's corners' colours, for the surface samples
+            if kind == "SURFACE" and colours is not None:
+                corners = colours[tris] if per_corner is None else per_corner[_triangle_corners(mesh)]
         finally:
             evaluated.to_mesh_clear()
         if kind == "VOXELIZE":
@@ -131,16 +139,60 @@ def read_source(obj: bpy.types.Object | None, depsgraph: bpy.types.Depsgraph, ki
                                   "Vertices for bare points")
             points = geometry.check_points(points, obj.name, drop_non_finite=False)
             return Source(obj.name, "voxels", geometry.blender_to_network(points), matrix, collections, tris,
-                          parent=_parent(obj), object_name=obj.name)
+                          parent=_parent(obj), object_name=obj.name, colours=colours)
         if kind == "SURFACE" and len(tris) and np.isfinite(points).all():
-            points = geometry.sample_surface(points, tris, SURFACE_SAMPLES)
+            points, colours = geometry.sample_surface(points, tris, SURFACE_SAMPLES, corner_colours=corners)
     if kind == "VOXELIZE":
         raise SourceError(f"'{obj.name}' is a point cloud: only meshes can be voxelised; use Source: Vertices")
     points = geometry.check_points(points, obj.name)
     if len(points) > MAX_POINTS:  # the backend gives a network 20,000 at most; keep the request small
-        points = points[np.random.default_rng(0).choice(len(points), MAX_POINTS, replace=False)]
+        keep = np.random.default_rng(0).choice(len(points), MAX_POINTS, replace=False)
+        points, colours = points[keep], None if colours is None else colours[keep]
     return Source(obj.name, "pointcloud", geometry.blender_to_network(points), matrix, collections,
-                  parent=_parent(obj), object_name=obj.name)
+                  parent=_parent(obj), object_name=obj.name, colours=colours)
+
+
+COLOUR_TYPES = ("FLOAT_COLOR", "BYTE_COLOR")
+
+
+def colour_attribute(data: Any) -> Any:
+    """The colour attribute of a mesh or point cloud that a reconstruction takes its colours from: the one it
+    renders with (Material Preview's), else the active one, else the first; None when it has none."""
+    attributes = getattr(data, "color_attributes", None)
+    if attributes is None or not len(attributes):
+        return None
+    render = getattr(attributes, "render_color_index", -1)
+    if 0 <= render < len(attributes):
+        return attributes[render]
+    return getattr(attributes, "active_color", None) or attributes[0]  # a point cloud's have no active one
+
+
+def _colours(data: Any, count: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The colour attribute's sRGB bytes per point (N, 3) and, when it is stored per face corner, per corner (C,
+    3) (whose mean is each point's); (None, None) without one."""
+    attribute = colour_attribute(data)
+    if attribute is None or attribute.data_type not in COLOUR_TYPES or attribute.domain not in ("POINT", "CORNER"):
+        return None, None
+    values = np.empty(len(attribute.data) * 4, np.float32)
+    attribute.data.foreach_get("color_srgb", values)  # the sRGB values files hold, whichever way it is stored
+    rgb = np.clip(np.nan_to_num(values.reshape(-1, 4)[:, :3]), 0.0, 1.0)
+    if attribute.domain == "POINT":
+        return _bytes(rgb) if len(rgb) == count else None, None
+    corner_vertex = np.empty(len(data.loops), np.int32)
+    data.loops.foreach_get("vertex_index", corner_vertex)
+    per_vertex = geometry.corner_to_vertex(rgb, corner_vertex, count)
+    return _bytes(per_vertex), _bytes(rgb)
+
+
+def _bytes(rgb: np.ndarray) -> np.ndarray:
+    return np.rint(rgb * 255.0).astype(np.uint8)
+
+
+def _triangle_corners(mesh: bpy.types.Mesh) -> np.ndarray:
+    """Each loop triangle's three corners (face-corner indices), (T, 3), in the order of _triangles."""
+    corners = np.empty(len(mesh.loop_triangles) * 3, np.int32)
+    mesh.loop_triangles.foreach_get("loops", corners)
+    return corners.reshape(-1, 3)
 
 
 def _parent(obj: bpy.types.Object) -> str:
@@ -280,3 +332,84 @@ def add_object(name: str, vertices: np.ndarray, faces: np.ndarray, matrix_world:
             bpy.data.objects.remove(obj)
         bpy.data.meshes.remove(mesh)
         raise
+
+
+RESULT_COLOURS = "Color"  # the result's colour attribute (the name Blender's own importers give theirs)
+COLOUR_MATERIAL = "OccNet colours"
+
+
+def set_colours(obj: bpy.types.Object, colours: np.ndarray | None) -> None:
+    """Give a result the input's colours ((V, 3) uint8 sRGB, one per vertex) as its active and render colour
+    attribute, and a material whose Base Color reads it, so Solid (Attribute colour) and Material Preview show
+    them; None takes both away again (a re-extraction with colours off)."""
+    mesh = obj.data
+    assert isinstance(mesh, bpy.types.Mesh)
+    attributes: Any = mesh.color_attributes
+    old = attributes.get(RESULT_COLOURS)
+    if old is not None:
+        attributes.remove(old)
+    if colours is None or len(colours) != len(mesh.vertices):
+        index = mesh.materials.find(COLOUR_MATERIAL)  # looked up, never made: a plain result stays plain
+        if index >= 0:
+            mesh.materials.pop(index=index)
+        return
+    material = _colour_material()
+    attribute = attributes.new(RESULT_COLOURS, "BYTE_COLOR", "POINT")
+    rgba = np.ones((len(colours), 4), np.float32)
+    rgba[:, :3] = colours / 255.0
+    attribute.data.foreach_set("color_srgb", rgba.ravel())
+    attributes.active_color = attribute
+    attributes.render_color_index = attributes.find(RESULT_COLOURS)
+    if mesh.materials.find(material.name) < 0 and not len(mesh.materials):
+        mesh.materials.append(material)
+
+
+def _colour_material() -> bpy.types.Material:
+    """The material every coloured result shares: Principled BSDF, Base Color from the 'Color' attribute (made once;
+    a user's changes to it are kept)."""
+    material = bpy.data.materials.get(COLOUR_MATERIAL)
+    if material is not None:
+        return material
+    material = bpy.data.materials.new(COLOUR_MATERIAL)
+    material.use_nodes = True
+    tree = material.node_tree
+    assert tree is not None
+    shader = next((node for node in tree.nodes if node.type == "BSDF_PRINCIPLED"), None)
+    if shader is None:
+        shader = tree.nodes.new("ShaderNodeBsdfPrincipled")
+        output = next(node for node in tree.nodes if node.type == "OUTPUT_MATERIAL")
+        tree.links.new(shader.outputs["BSDF"], output.inputs["Surface"])
+    source: Any = tree.nodes.new("ShaderNodeVertexColor")  # the Color Attribute node
+    source.layer_name = RESULT_COLOURS
+    source.location = (shader.location[0] - 300, shader.location[1])
+    tree.links.new(source.outputs["Color"], shader.inputs["Base Color"])
+    return material
+
+
+def describe_size(obj: bpy.types.Object, resolution: int, scene: bpy.types.Scene) -> str:
+    """'Size 300 mm x 280 mm x 300 mm, cells of 2.6 mm at 128³': the source's extent in the scene's units and the
+    cell the resolution gives it (the detail to expect: nothing much finer than a cell or two)."""
+    size = [float(obj.dimensions[axis]) for axis in range(3)]
+    if not max(size) > 0:
+        return ""
+    cell = cell_size(max(size), resolution)
+    return f"Size {' x '.join(_length(d, scene) for d in size)}, cells of {_length(cell, scene)} at {resolution}³"
+
+
+# The scene's chosen length unit (Scene > Units > Length): metres each, and its symbol. Adaptive: Blender picks.
+LENGTH_UNITS = {"KILOMETERS": (1e3, "km"), "METERS": (1.0, "m"), "CENTIMETERS": (1e-2, "cm"),
+                "MILLIMETERS": (1e-3, "mm"), "MICROMETERS": (1e-6, "µm"), "MILES": (1609.344, "mi"),
+                "FEET": (0.3048, "ft"), "INCHES": (0.0254, "in"), "THOU": (2.54e-5, "thou")}
+
+
+def _length(value: float, scene: bpy.types.Scene) -> str:
+    """A length as the scene shows lengths: in its unit (a scan in millimetres reads in millimetres)."""
+    units = scene.unit_settings
+    if units.system == "NONE":
+        return f"{value:.4g}"
+    metres = value * units.scale_length
+    if units.length_unit in LENGTH_UNITS:
+        size, symbol = LENGTH_UNITS[units.length_unit]
+        return f"{metres / size:.3g} {symbol}"
+    return bpy.utils.units.to_string(units.system, "LENGTH", metres, precision=3, split_unit=False,
+                                     compatible_unit=False)

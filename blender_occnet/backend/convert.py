@@ -33,8 +33,8 @@ def prepare_input(request: Reconstruct, config: ModelConfig) -> PreparedInput:
     the network that will see it."""
     try:
         if request.faces is not None:
-            return prepare_voxels_from_mesh(request.input, request.faces, "the mesh")
+            return prepare_voxels_from_mesh(request.input, request.faces, "the mesh", colours=request.point_colours)
         return prepare_for_network(config, request.modality, request.input, seed=request.seed or 0,
-                                   input_points=request.input_points)
+                                   input_points=request.input_points, colours=request.point_colours)
     except InputError as exc:
         raise FieldError("input", str(exc)) from None

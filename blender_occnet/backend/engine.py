@@ -54,7 +54,10 @@ class FinishedJob:
 
     @property
     def nbytes(self) -> int:
-        return len(self.shape.store) * 16 + 4096  # int64 key + float64 value per evaluated point
+        colours = self.shape.prepared.colours if self.shape.prepared is not None else None
+        # int64 key + float64 value per evaluated point; a coloured input's points twice (their search tree's copy)
+        return len(self.shape.store) * 16 + 4096 + \
+            (2 * colours.points.nbytes + colours.colours.nbytes if colours is not None else 0)
 
 
 class Engine:
@@ -266,7 +269,7 @@ class _Throttled:
 def _result(job_id: str, mesh: MeshResult, shape: EncodedShape, settings: ExtractionSettings,
             stats: dict[str, Any]) -> Result:
     prepared = shape.prepared
-    return Result(job=job_id, vertices=mesh.vertices, faces=mesh.faces, normals=mesh.normals,
+    return Result(job=job_id, vertices=mesh.vertices, faces=mesh.faces, normals=mesh.normals, colours=mesh.colours,
                   stats=Stats.from_dict(stats), settings=used_settings(settings),
                   loc=prepared.loc.tolist() if prepared is not None else [0.0, 0.0, 0.0],
                   scale=prepared.scale if prepared is not None else 1.0)

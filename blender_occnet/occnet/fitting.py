@@ -17,9 +17,12 @@ optimised with the decoder frozen, so that
 Designs measured and left (BENCHMARKS.md, "Fitting"): blending the network with an implicit moving-least-
 squares surface of the points (as good on smooth shapes, but spurious sheets where the two disagreed); free-
 space and inside labels from the points' oriented normals (2% better, twice the code); maps upsampled 4x
-(no better, slower); fitting the decoder's weights too (worse in 60 steps). What no variant removed: a
-sheet the network spans between thin parts (a chair's star base), which even true labels did not carve away
-with the decoder frozen: the three planes cannot say "empty" between the arms and "solid" on them.
+(no better, slower); fitting the decoder's weights too (worse in 60 steps); a 32^3 or 48^3 feature grid added
+to the planes (organic shapes 15-20% better, some procedural ones 20-30% worse from 20,000 points, 1.6-2.5x the
+time). What no variant removed: a sheet the network spans between thin parts (a chair's star base, a creature's
+legs), which even true labels did not carve away with the decoder frozen: the three planes cannot say "empty"
+between the arms and "solid" on them. The fitted field is therefore held to the points' winding number away
+from them (winding.py), which takes those sheets away.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from .checkpoints import Weights
+from .colours import vertex_colours
 from .errors import Cancelled, GenerationError, InputError
 from .fitting import FitRefused, FitSettings, Observation, fit_features, project_onto_points, should_fit
 from .frames import orient
@@ -29,6 +30,7 @@ from .mise import MISE, ValueStore
 from .model import ConvolutionalOccupancyNetwork, encoding_is_finite, fixed_decoder
 from .policy import BOX_SIZE, MAX_REFINE_STEPS, MAX_SEED, MAX_SIMPLIFY_FACES, REFINE_METHODS, RESOLUTIONS
 from .preprocess import PreparedInput
+from .winding import guide_by_points
 
 STORE_RESOLUTION = 512
 DEFAULT_BATCH = 100_000
@@ -50,6 +52,7 @@ class ExtractionSettings:
     simplify_faces: int = 0  # quadric simplification target; 0 keeps every face
     normals: bool = False  # vertex normals from the network's gradient
     seed: int = 0  # for refinement's random face samples
+    colours: bool = True  # vertex colours from the input's, when it has them (colours.py)
 
     def __post_init__(self) -> None:
         if not (isinstance(self.threshold, (int, float)) and 0.0 < self.threshold < 1.0):
@@ -68,6 +71,8 @@ class ExtractionSettings:
                 raise InputError(f"{name} must be a non-negative integer, got {value!r}")
             if value > bound:
                 raise InputError(f"{name} must be at most {bound:,}, got {value:,}")
+        if not isinstance(self.colours, bool):
+            raise InputError(f"colours must be true or false, got {self.colours!r}")
         if self.refine_method not in REFINE_METHODS:
             raise InputError(f"refine_method must be one of {', '.join(REFINE_METHODS)}, got {self.refine_method!r}")
         if 0 < self.simplify_faces < 4:
@@ -90,6 +95,7 @@ class MeshResult:
     faces: np.ndarray  # (F, 3) int32, wound counter-clockwise seen from outside
     normals: np.ndarray | None  # (V, 3) float32 or None
     stats: dict[str, float | int] = field(default_factory=dict)
+    colours: np.ndarray | None = None  # (V, 3) uint8, sRGB red green blue: the input's colours where it had them
 
 
 def mps_available() -> bool:
@@ -196,6 +202,11 @@ class Reconstructor:
             if not encoding_is_finite(encoding):
                 raise GenerationError("fitting produced NaN or infinite features; reconstruct with fit off")
         decode = fixed_decoder(self.model, encoding)
+        if fit_stats and prepared.modality == "pointcloud" and prepared.observed is not None:
+            # Away from the points, what the points enclose decides over sheets the network spans (winding.py).
+            decode, guide_stats = guide_by_points(decode, prepared.observed, level, self.device, should_cancel)
+            seconds = float(fit_stats["seconds_fit"]) + guide_stats.pop("seconds_guide")  # one "fitting" stage
+            fit_stats.update(guide_stats, seconds_fit=round(seconds, 4))
         shape = EncodedShape(decode, prepared, self.device, self.batch_size)
         shape.encode_seconds = encode_seconds
         shape.fit_stats = fit_stats
@@ -296,12 +307,20 @@ class EncodedShape:
             normals = self._normals(vertices, should_cancel)
             stats["seconds_normals"] = _since(t)
 
+        colours = None
         if self.prepared is not None:
             vertices = self.prepared.to_source(vertices)
             normals = None if normals is None else self.prepared.directions_to_source(normals)
+            if settings.colours and self.prepared.colours is not None:
+                # In the source's frame, where the input's colours are: after every step that moves a vertex, so
+                # that a live re-extraction colours its new vertices from the same input.
+                t = time.perf_counter()
+                report("colouring", 0.0)
+                colours = vertex_colours(vertices, self.prepared.colours)
+                stats["seconds_colours"] = _since(t)
         stats.update(vertices=len(vertices), faces=len(faces), seconds_total=_since(started))
         report("done", 1.0)
-        return MeshResult(vertices.astype(np.float32), faces.astype(np.int32), normals, stats)
+        return MeshResult(vertices.astype(np.float32), faces.astype(np.int32), normals, stats, colours)
 
     def _evaluate_grid(self, settings: ExtractionSettings, report: ProgressFn,
                        should_cancel: CancelFn | None) -> tuple[np.ndarray, MISE]:

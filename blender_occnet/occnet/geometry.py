@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InputError
+from .policy import BOX_SIZE
 
 
 def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
@@ -28,6 +29,14 @@ CHUNK_BYTES = 16 * CHUNK_ROWS  # text read at once: about CHUNK_ROWS short lines
 def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """`n` points uniformly distributed over the surface area (deterministic for a seed), float64, and the
     index of the face each lies on. Raises InputError when the faces have no area."""
+    points, face, _ = sample_surface_weights(vertices, faces, n, seed)
+    return points, face
+
+
+def sample_surface_weights(vertices: np.ndarray, faces: np.ndarray, n: int,
+                           seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """sample_surface's points and faces, and each point's barycentric weights (n, 3) on its face's corners (to
+    carry what the corners hold, colours say, onto the samples)."""
     vertices, faces = np.asarray(vertices), np.asarray(faces)
     areas = np.empty(len(faces))
     for start in range(0, len(faces), CHUNK_ROWS):
@@ -45,7 +54,7 @@ def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, seed: int = 
     u[flip], v[flip] = 1 - u[flip], 1 - v[flip]
     t = np.asarray(vertices[faces[face]], dtype=np.float64)  # the sampled faces' corners only
     points = t[:, 0] + u[:, None] * (t[:, 1] - t[:, 0]) + v[:, None] * (t[:, 2] - t[:, 0])
-    return points, face
+    return points, face, np.stack([1 - u - v, u, v], axis=1)
 
 
 # The largest coordinate a source may have: meshes come back in float32 (at most 3.4e38), and +-1e308 made the
@@ -63,3 +72,9 @@ def unit_cube_frame(lo: np.ndarray, hi: np.ndarray, name: str = "the input") -> 
         raise InputError(f"{name}: coordinates reach {reach:.3g}, too large to reconstruct (at most "
                          f"{MAX_COORDINATE:.0e}); scale it down first")
     return (lo + hi) / 2, float((hi - lo).max())
+
+
+def cell_size(extent: float, resolution: int) -> float:
+    """The edge of one cell of a result extracted at `resolution` from a source whose longest extent is `extent`
+    (in its own units): the networks see that extent as the unit cube and extract over BOX_SIZE of it."""
+    return extent * BOX_SIZE / resolution

@@ -11,16 +11,20 @@ from typing import Any
 import numpy as np
 
 from . import geometry
+from .colours import ColourSource, colour_source, text_colours
 from .errors import InputError
 
 MESH_SUFFIXES = (".obj", ".ply", ".off", ".stl", ".glb", ".gltf")
-POINT_SUFFIXES = (".xyz", ".npy", ".npz") + MESH_SUFFIXES
+TEXT_SUFFIXES = (".xyz", ".xyzrgb", ".pts", ".txt")  # rows of x y z [r g b] or x y z intensity r g b
+POINT_SUFFIXES = TEXT_SUFFIXES + (".npy", ".npz") + MESH_SUFFIXES
+NPZ_COLOUR_KEYS = ("colors", "colours", "rgb")
 
 
 @dataclass
 class MeshData:
     vertices: np.ndarray  # (V, 3) float64 (float32 as a binary STL holds them: three a face, half the memory)
     faces: np.ndarray  # (F, 3) int64; empty (0, 3) for a bare point set
+    colours: np.ndarray | None = None  # (V, 3 or 4) per-vertex colours as the file holds them, when it has them
 
 
 def read_mesh(path: str | os.PathLike[str]) -> MeshData:
@@ -43,7 +47,20 @@ def read_mesh(path: str | os.PathLike[str]) -> MeshData:
     faces = np.asarray(getattr(loaded, "faces", np.zeros((0, 3))), dtype=np.int64).reshape(-1, 3)
     if len(vertices) == 0:
         raise InputError(f"{path}: the file holds no vertices")
-    return MeshData(vertices, faces)
+    return MeshData(vertices, faces, _trimesh_colours(loaded, len(vertices)))
+
+
+def _trimesh_colours(loaded: Any, count: int) -> np.ndarray | None:
+    """Per-vertex colours trimesh read (a point cloud's `colors`, a mesh's vertex colours), else None: a mesh
+    without any gets trimesh's made-up grey, which is no colour of the source's."""
+    visual = getattr(loaded, "visual", None)
+    if visual is not None and getattr(visual, "kind", None) == "vertex":
+        colours = np.asarray(visual.vertex_colors)
+    elif visual is None and len(getattr(loaded, "colors", ())):
+        colours = np.asarray(loaded.colors)
+    else:
+        return None
+    return colours if colours.ndim == 2 and len(colours) == count and colours.shape[1] in (3, 4) else None
 
 
 # The plain readers: OBJ, OFF, PLY and STL read with numpy, geometry.CHUNK_BYTES of text or CHUNK_ROWS binary rows
@@ -54,10 +71,11 @@ def read_mesh(path: str | os.PathLike[str]) -> MeshData:
 
 def _read_plain_obj(path: Path) -> MeshData | None:
     """An OBJ of 'v x y z' and 'f a b c ...' lines (a/b/c and polygon forms too), a chunk of lines at a time (a
-    10-million-face file costs a few hundred MB rather than trimesh's 2.8 GB). None when the file uses vertex
-    colours, negative or relative indices or line continuations."""
+    10-million-face file costs a few hundred MB rather than trimesh's 2.8 GB); `v x y z r g b` gives vertex colours.
+    None when the file uses a w coordinate, negative or relative indices or line continuations."""
     vertices: list[np.ndarray] = []
     triangles: list[np.ndarray] = []
+    rgb: list[np.ndarray] = []
     try:
         with open(path, "rb") as handle:
             while True:
@@ -67,10 +85,14 @@ def _read_plain_obj(path: Path) -> MeshData | None:
                 v = [line[2:] for line in lines if line.startswith(b"v ")]
                 f = [line[2:].split() for line in lines if line.startswith(b"f ")]
                 if v:
-                    values = _vertex_rows(v, 3)
-                    if values is None:
-                        return None  # colours or a w coordinate on some vertex
-                    vertices.append(values)
+                    values = np.array(b" ".join(v).split(), dtype=np.float64)
+                    if values.size == 6 * len(v):  # `v x y z r g b` on every vertex: colours in [0, 1]
+                        values = values.reshape(-1, 6)
+                        rgb.append(values[:, 3:])
+                        values = values[:, :3]
+                    elif values.size != 3 * len(v):
+                        return None  # a w coordinate, or colours on some vertices only
+                    vertices.append(values.reshape(-1, 3))
                 if f:
                     chunk = _obj_faces(f)
                     if chunk is None:
@@ -82,7 +104,13 @@ def _read_plain_obj(path: Path) -> MeshData | None:
         raise _index_overflow(path) from None
     except (OSError, ValueError):
         return None  # let trimesh say what is wrong
-    return _mesh_of(path, vertices, triangles, base=1)
+    if rgb and len(rgb) != len(vertices):
+        return None  # colours on some chunks' vertices only: trimesh sorts it out
+    colours = text_colours(np.concatenate(rgb)) if rgb else None
+    mesh = _mesh_of(path, vertices, triangles, base=1)
+    if mesh is not None:
+        mesh.colours = colours
+    return mesh
 
 
 def _obj_faces(rows: list[list[bytes]]) -> np.ndarray | None:
@@ -230,31 +258,54 @@ def _read_ply(path: Path) -> MeshData | None:
         raise _index_overflow(path) from None
     except (OSError, ValueError, KeyError, IndexError, UnicodeDecodeError):
         return None
-    return None if parts is None else _mesh_of(path, *parts, base=0)
+    if parts is None:
+        return None
+    mesh = _mesh_of(path, parts[0], parts[1], base=0)
+    if mesh is not None and parts[2]:
+        mesh.colours = np.concatenate(parts[2])
+    return mesh
 
 
 _PlyElement = tuple[int, list[_PlyProperty]]
-_Parts = tuple[list[np.ndarray], list[np.ndarray]]
+_Parts = tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]  # vertices, triangles, colours
+_PLY_COLOURS = ("red", "green", "blue", "alpha")
+
+
+def _ply_colour_names(vertex: _PlyElement) -> list[str]:
+    """The vertex's colour properties (red, green, blue and any alpha), or none unless all three are there."""
+    names = [name for name, _, _ in vertex[1]]
+    return [name for name in _PLY_COLOURS if name in names] if {"red", "green", "blue"} <= set(names) else []
 
 
 def _ply_ascii(handle: Any, order: str, vertex: _PlyElement, face: _PlyElement) -> _Parts | None:
     names = [name for name, _, _ in vertex[1]]
-    columns = (names.index("x"), names.index("y"), names.index("z"))
-    parts: _Parts = ([], [])
+    kinds = {name: kind for name, kind, _ in vertex[1]}
+    colour_names = _ply_colour_names(vertex)
+    columns = tuple(names.index(name) for name in ("x", "y", "z", *colour_names))
+    parts: _Parts = ([], [], [])
     for section, lines in _sections(handle, [vertex[0], face[0]]):
         chunk = _vertex_rows(lines, len(names), columns) if section == 0 else _polygon_rows(lines)
         if chunk is None:
             return None
-        parts[section].append(chunk)
+        if section == 0:
+            parts[0].append(chunk[:, :3])
+            if colour_names:  # as the file holds them: bytes stay bytes (colours.unit_colours reads either)
+                parts[2].append(chunk[:, 3:].astype(np.dtype(kinds[colour_names[0]])))
+        else:
+            parts[1].append(chunk)
     return parts
 
 
 def _ply_binary(handle: Any, order: str, vertex: _PlyElement, face: _PlyElement) -> _Parts | None:
     row = np.dtype([(name, order + kind) for name, kind, _ in vertex[1]])
-    parts: _Parts = ([], [])
+    colour_names = _ply_colour_names(vertex)
+    parts: _Parts = ([], [], [])
     for start in range(0, vertex[0], geometry.CHUNK_ROWS):
         rows = np.frombuffer(_read_bytes(handle, min(geometry.CHUNK_ROWS, vertex[0] - start) * row.itemsize), row)
         parts[0].append(np.stack([rows["x"], rows["y"], rows["z"]], axis=1).astype(np.float64))
+        if colour_names:
+            parts[2].append(np.stack([rows[name] for name in colour_names], axis=1).astype(
+                rows.dtype[colour_names[0]].newbyteorder("=")))
     if not face[0]:
         return parts
     _, count_type, item_type = face[1][0]
@@ -366,19 +417,29 @@ def read_points(path: str | os.PathLike[str], n_surface_samples: int = 100_000, 
 
     A `.npy` file is memory-mapped and floating-point data is returned as it is stored (a view, not a
     float64 copy): a cloud of tens of millions of points costs its subsample, not its size."""
+    return read_coloured_points(path, n_surface_samples, seed)[0]
+
+
+def read_coloured_points(path: str | os.PathLike[str], n_surface_samples: int = 100_000,
+                         seed: int = 0) -> tuple[np.ndarray, ColourSource | None]:
+    """read_points' points, and the colours the file gives them when it has any: a PLY's red/green/blue, an
+    OBJ's `v x y z r g b`, a glTF's COLOR_0, a text file's colour columns, an .npz's 'colors' array. A mesh's
+    colours stay on its vertices (the colour source), its points are samples of its faces."""
     path = _existing(path)
     suffix = path.suffix.lower()
+    colours: ColourSource | None = None
     if suffix == ".npy":
         points = _load_npy(path)
     elif suffix == ".npz":
-        points = _load_npz_points(path)
-    elif suffix == ".xyz":
-        try:
-            points = np.loadtxt(path, dtype=np.float64, ndmin=2, comments="#")
-        except ValueError as exc:
-            raise InputError(f"{path}: not a text file of x y z rows ({exc})") from None
+        points, rgb = _load_npz_points(path)
+        colours = None if rgb is None else _colour_source(path, points, rgb)
+    elif suffix in TEXT_SUFFIXES:
+        points, rgb = _load_text_points(path)
+        colours = None if rgb is None else _colour_source(path, points, rgb)
     elif suffix in MESH_SUFFIXES:
         mesh = read_mesh(path)
+        if mesh.colours is not None:
+            colours = _colour_source(path, mesh.vertices, mesh.colours)
         if len(mesh.faces) == 0:
             points = mesh.vertices  # a PLY/OBJ point cloud without faces
         else:
@@ -389,8 +450,64 @@ def read_points(path: str | os.PathLike[str], n_surface_samples: int = 100_000, 
         points = np.asarray(points)
     check_point_rows(points, str(path))
     if points.dtype.kind != "f":
-        return points[:, :3].astype(np.float64)
-    return points[:, :3]
+        return points[:, :3].astype(np.float64), colours
+    return points[:, :3], colours
+
+
+def _colour_source(path: Path, points: np.ndarray, colours: np.ndarray) -> ColourSource | None:
+    if np.asarray(points).ndim != 2 or np.asarray(points).shape[1] < 3:
+        return None  # the caller says what is wrong with the points
+    return colour_source(points, colours, str(path))
+
+
+# Text clouds are read a chunk of rows at a time and refused beyond this many rows (the wire's own bound):
+# np.loadtxt of a whole file would hold every row as Python objects first.
+MAX_TEXT_ROWS = 5_000_000
+TEXT_CHUNK_ROWS = 1 << 16
+MAX_TEXT_LINE = 1024  # bytes of one row read at once: a file without line breaks cannot fill memory
+
+
+def _load_text_points(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Rows of `x y z`, `x y z r g b` or `x y z intensity r g b` (Leica PTS, whose first line is the count);
+    commas or spaces between values, `#` comments. Colours 0-255 (any above 1) or in [0, 1]."""
+    rows: list[np.ndarray] = []
+    count, width = 0, 0
+    try:
+        with open(path, "rb") as handle:
+            first = True
+            while True:
+                lines = [line for line in (handle.readline(MAX_TEXT_LINE) for _ in range(TEXT_CHUNK_ROWS)) if line]
+                if any(len(line) == MAX_TEXT_LINE and not line.endswith(b"\n") for line in lines):
+                    raise InputError(f"{path}: a line of over {MAX_TEXT_LINE} bytes; a point cloud's text file holds "
+                                     "rows of x y z [r g b]")
+                if not lines:
+                    break
+                if first and len(lines[0].replace(b",", b" ").split()) == 1:
+                    lines = lines[1:]  # a PTS header: the point count
+                first = False
+                text = b"".join(lines).replace(b",", b" ").decode("latin-1")
+                block = np.loadtxt(text.splitlines(), dtype=np.float64, ndmin=2, comments="#")
+                if not block.size:
+                    continue
+                width = width or block.shape[1]
+                count += len(block)
+                if count > MAX_TEXT_ROWS:
+                    raise InputError(f"{path}: over {MAX_TEXT_ROWS:,} points in a text file; save the cloud as "
+                                     ".npy or .ply (binary), or subsample it")
+                rows.append(block)
+    except InputError:
+        raise
+    except ValueError as exc:
+        raise InputError(f"{path}: not a text file of x y z [r g b] rows ({exc})") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc})") from None
+    if not rows:
+        raise InputError(f"{path}: the file holds no points")
+    values = np.concatenate(rows)
+    colour_columns = {6: slice(3, 6), 7: slice(4, 7)}.get(values.shape[1])
+    if colour_columns is None:
+        return values, None
+    return values[:, :3], text_colours(values[:, colour_columns])
 
 
 def check_point_rows(points: np.ndarray, name: str) -> None:
@@ -419,7 +536,8 @@ def _load_npy(path: Path) -> np.ndarray:
         raise InputError(f"{path}: not a readable .npy array ({exc})") from None
 
 
-def _load_npz_points(path: Path) -> np.ndarray:
+def _load_npz_points(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """The points (under 'points', or the only array) and their colours (under 'colors', 'colours' or 'rgb')."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             names = list(archive.keys())
@@ -427,7 +545,8 @@ def _load_npz_points(path: Path) -> np.ndarray:
             key = "points" if "points" in names else (names[0] if len(names) == 1 else None)
             if key is None:
                 raise InputError(f"{path}: holds arrays {names}; put the points under 'points'")
-            return archive[key]
+            colour_key = next((name for name in NPZ_COLOUR_KEYS if name in names), None)
+            return archive[key], None if colour_key is None else archive[colour_key]
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"{path}: not a readable .npz archive ({exc})") from None
 
@@ -435,9 +554,14 @@ def _load_npz_points(path: Path) -> np.ndarray:
 MESH_OUTPUT_SUFFIXES = (".obj", ".ply", ".off", ".glb", ".stl")
 
 
+COLOUR_OUTPUT_SUFFIXES = (".obj", ".ply", ".off", ".glb")  # the formats that can hold vertex colours
+
+
 def write_mesh(path: str | os.PathLike[str], vertices: np.ndarray, faces: np.ndarray,
-               normals: np.ndarray | None = None) -> None:
-    """Write a mesh; the format follows the suffix. The file appears whole or not at all.
+               normals: np.ndarray | None = None, colours: np.ndarray | None = None) -> None:
+    """Write a mesh; the format follows the suffix. The file appears whole or not at all. `colours` ((V, 3)
+    uint8, sRGB) go where the format holds them: PLY red/green/blue, OBJ `v x y z r g b`, OFF as COFF, glTF
+    COLOR_0; STL has no place for them.
 
     OBJ, PLY (binary), OFF and STL (binary) are written with numpy alone: importing trimesh costs about two
     seconds of a command-line run, more than writing a mesh of a million faces. glTF goes through trimesh."""
@@ -451,19 +575,25 @@ def write_mesh(path: str | os.PathLike[str], vertices: np.ndarray, faces: np.nda
     vertices = np.asarray(vertices, dtype=np.float32).reshape(-1, 3)
     faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
     normals = None if normals is None else np.asarray(normals, dtype=np.float32).reshape(-1, 3)
+    colours = None if colours is None else np.asarray(colours, dtype=np.uint8).reshape(-1, 3)
     with atomic_output(path) as tmp:
         writer = _WRITERS.get(suffix)
         if writer is not None:
             with open(tmp, "wb") as handle:
-                writer(handle, vertices, faces, normals)
+                writer(handle, vertices, faces, normals, colours)
             return
         import trimesh
 
-        trimesh.Trimesh(vertices, faces, vertex_normals=normals, process=False).export(tmp, file_type=suffix[1:])
+        trimesh.Trimesh(vertices, faces, vertex_normals=normals, process=False,
+                        vertex_colors=colours).export(tmp, file_type=suffix[1:])
 
 
-def _write_obj(handle: Any, vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray | None) -> None:
-    np.savetxt(handle, vertices, fmt="v %.7g %.7g %.7g")
+def _write_obj(handle: Any, vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray | None,
+               colours: np.ndarray | None) -> None:
+    if colours is not None:  # the common extension: each vertex line followed by its red, green, blue in [0, 1]
+        np.savetxt(handle, np.hstack([vertices, colours / 255.0]), fmt="v %.7g %.7g %.7g %.4g %.4g %.4g")
+    else:
+        np.savetxt(handle, vertices, fmt="v %.7g %.7g %.7g")
     if normals is not None:
         np.savetxt(handle, normals, fmt="vn %.5g %.5g %.5g")
         np.savetxt(handle, np.repeat(faces + 1, 2, axis=1), fmt="f %d//%d %d//%d %d//%d")
@@ -471,17 +601,25 @@ def _write_obj(handle: Any, vertices: np.ndarray, faces: np.ndarray, normals: np
         np.savetxt(handle, faces + 1, fmt="f %d %d %d")
 
 
-def _write_off(handle: Any, vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray | None) -> None:
-    handle.write(f"OFF\n{len(vertices)} {len(faces)} 0\n".encode())
-    np.savetxt(handle, vertices, fmt="%.7g %.7g %.7g")
+def _write_off(handle: Any, vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray | None,
+               colours: np.ndarray | None) -> None:
+    if colours is not None:
+        handle.write(f"COFF\n{len(vertices)} {len(faces)} 0\n".encode())
+        rows = np.hstack([vertices, colours, np.full((len(vertices), 1), 255)]).astype(np.float64)
+        np.savetxt(handle, rows, fmt="%.7g %.7g %.7g %d %d %d %d")
+    else:
+        handle.write(f"OFF\n{len(vertices)} {len(faces)} 0\n".encode())
+        np.savetxt(handle, vertices, fmt="%.7g %.7g %.7g")
     np.savetxt(handle, faces, fmt="3 %d %d %d")
 
 
-def _write_ply(handle: Any, vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray | None) -> None:
+def _write_ply(handle: Any, vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray | None,
+               colours: np.ndarray | None) -> None:
     fields = [("x", "<f4"), ("y", "<f4"), ("z", "<f4")] + (
-        [("nx", "<f4"), ("ny", "<f4"), ("nz", "<f4")] if normals is not None else [])
+        [("nx", "<f4"), ("ny", "<f4"), ("nz", "<f4")] if normals is not None else []) + (
+        [("red", "u1"), ("green", "u1"), ("blue", "u1")] if colours is not None else [])
     header = ["ply", "format binary_little_endian 1.0", f"element vertex {len(vertices)}"]
-    header += [f"property float {name}" for name, _ in fields]
+    header += [f"property {'uchar' if kind == 'u1' else 'float'} {name}" for name, kind in fields]
     header += [f"element face {len(faces)}", "property list uchar int vertex_indices", "end_header"]
     handle.write(("\n".join(header) + "\n").encode())
     rows = np.empty(len(vertices), dtype=fields)
@@ -489,13 +627,17 @@ def _write_ply(handle: Any, vertices: np.ndarray, faces: np.ndarray, normals: np
         rows[name] = vertices[:, axis]
         if normals is not None:
             rows["n" + name] = normals[:, axis]
+    if colours is not None:
+        for axis, name in enumerate(("red", "green", "blue")):
+            rows[name] = colours[:, axis]
     handle.write(rows.tobytes())
     polygons = np.empty(len(faces), dtype=[("n", "u1"), ("v", "<i4", (3,))])
     polygons["n"], polygons["v"] = 3, faces
     handle.write(polygons.tobytes())
 
 
-def _write_stl(handle: Any, vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray | None) -> None:
+def _write_stl(handle: Any, vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray | None,
+               colours: np.ndarray | None) -> None:
     corners = vertices[faces]
     normal = geometry.face_normals(vertices, faces)
     rows = np.zeros(len(faces), dtype=[("normal", "<f4", (3,)), ("corners", "<f4", (3, 3)), ("attr", "<u2")])

@@ -14,9 +14,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .binvox import pool_grid, read_binvox
+from .colours import ColourSource, colour_source
 from .errors import InputError
 from .geometry import CHUNK_ROWS, unit_cube_frame
-from .meshio import MESH_SUFFIXES, MeshData, check_point_rows, normalise_mesh, read_normalised_mesh, read_points
+from .meshio import (
+    MESH_SUFFIXES,
+    MeshData,
+    check_point_rows,
+    normalise_mesh,
+    read_coloured_points,
+    read_normalised_mesh,
+)
 from .policy import MAX_FIT_POINTS, MIN_POINTS
 from .voxelize import voxelize_mesh
 
@@ -47,6 +55,8 @@ class PreparedInput:
     rotation: np.ndarray | None = None
     # Point clouds prepared for fitting: every usable point (up to MAX_FIT_POINTS) in the same frame as `array`.
     observed: np.ndarray | None = None
+    # The input's colours on its points, in the source's frame (colours.py): the mesh's vertices get theirs.
+    colours: ColourSource | None = None
 
     def to_source(self, vertices: np.ndarray) -> np.ndarray:
         """Unit-cube coordinates of the network's frame -> the source's coordinates."""
@@ -171,7 +181,8 @@ def _border_colour(rgb: np.ndarray) -> np.ndarray:
 
 
 def prepare_pointcloud(points: PathOrArray, n_points: int = 300, seed: int = 0,
-                       noise_std: float = 0.0, at_most: bool = False, keep_observed: bool = False) -> PreparedInput:
+                       noise_std: float = 0.0, at_most: bool = False, keep_observed: bool = False,
+                       colours: np.ndarray | None = None) -> PreparedInput:
     """N x 3 points -> `n_points` points in the unit cube (bbox centre at 0, longest edge 1).
 
     Points with a NaN or infinite coordinate are dropped and counted (info["input_points_dropped"]): the
@@ -181,10 +192,15 @@ def prepare_pointcloud(points: PathOrArray, n_points: int = 300, seed: int = 0,
     bounding box is that of every point, computed in chunks, so a cloud of millions of points costs little
     beyond itself. `noise_std` adds Gaussian noise as the reference does in training. `keep_observed` also
     keeps every usable point (a random MAX_FIT_POINTS beyond that) as `observed`, for test-time fitting.
+    `colours` (one row per point of an array; a file's own are read with it) become the `colours` source.
     """
     name = str(points) if not isinstance(points, np.ndarray) else "point cloud"
-    array = read_points(points, seed=seed) if not isinstance(points, np.ndarray) else np.asarray(points)
-    check_point_rows(array, name)
+    if isinstance(points, np.ndarray):
+        array = np.asarray(points)
+        check_point_rows(array, name)
+        coloured = None if colours is None else colour_source(array, colours, name, seed)
+    else:
+        array, coloured = read_coloured_points(points, seed=seed)  # checked as it is read
     finite = np.empty(len(array), dtype=bool)
     lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
     for start in range(0, len(array), CHUNK_ROWS):
@@ -222,7 +238,7 @@ def prepare_pointcloud(points: PathOrArray, n_points: int = 300, seed: int = 0,
     observed = _observed_points(array, rows, usable, loc, scale, rng) if keep_observed else None
     return PreparedInput("pointcloud", sampled.astype(np.float32), loc, scale,
                          {"input_points_given": len(array), "input_points_used": int(count),
-                          "input_points_dropped": len(array) - usable}, observed=observed)
+                          "input_points_dropped": len(array) - usable}, observed=observed, colours=coloured)
 
 
 def _observed_points(array: np.ndarray, rows: np.ndarray | None, usable: int, loc: np.ndarray, scale: float,
@@ -291,12 +307,13 @@ def without_outliers(prepared: PreparedInput, seed: int = 0) -> PreparedInput:
 
 
 def prepare_for_network(config: ModelConfig, modality: str, source: PathOrArray, seed: int = 0,
-                        input_points: int = 0) -> PreparedInput:
+                        input_points: int = 0, colours: np.ndarray | None = None) -> PreparedInput:
     """The one rule for sizing an input for a network: what the command line and the backend both use.
 
     Point clouds: a global (ONet) encoder gets exactly its n_input_points (or `input_points`); a local
     (ConvONet) one every point up to `input_points`, by default up to MAX_LOCAL_INPUT_POINTS. Images:
-    the network's image_size. Voxels: the 32^3 grid as it is."""
+    the network's image_size. Voxels: the 32^3 grid as it is. `colours`: one per point of a cloud given as an
+    array (a file's own colours are read with it)."""
     from .config import MAX_LOCAL_INPUT_POINTS
 
     if modality == "pointcloud":
@@ -305,9 +322,9 @@ def prepare_for_network(config: ModelConfig, modality: str, source: PathOrArray,
         if config.local:
             cap = min(input_points or MAX_LOCAL_INPUT_POINTS, MAX_LOCAL_INPUT_POINTS)
             return without_outliers(prepare_pointcloud(source, n_points=cap, seed=seed, at_most=True,
-                                                       keep_observed=True))
+                                                       keep_observed=True, colours=colours))
         return prepare_pointcloud(source, n_points=min(input_points or config.n_input_points,
-                                                       MAX_LOCAL_INPUT_POINTS), seed=seed)
+                                                       MAX_LOCAL_INPUT_POINTS), seed=seed, colours=colours)
     if modality == "image":
         return prepare_image(source, size=config.image_size)
     if modality == "voxels":
@@ -361,9 +378,11 @@ def _voxelize_mesh_file(path: Path) -> tuple[np.ndarray, np.ndarray, float]:
     return voxelize_mesh(mesh, VOXEL_RESOLUTION), loc, scale
 
 
-def prepare_voxels_from_mesh(vertices: np.ndarray, faces: np.ndarray, name: str = "mesh") -> PreparedInput:
+def prepare_voxels_from_mesh(vertices: np.ndarray, faces: np.ndarray, name: str = "mesh",
+                             colours: np.ndarray | None = None) -> PreparedInput:
     """A triangle mesh given as arrays (a Blender object's, say), moved into the unit cube and voxelised at
-    32^3 by inside tests that tolerate holes and flipped faces; loc/scale map the result back."""
+    32^3 by inside tests that tolerate holes and flipped faces; loc/scale map the result back. `colours`, one
+    per vertex, colour the result."""
     vertices = np.asarray(vertices, dtype=np.float64)
     faces = np.asarray(faces)
     if vertices.ndim != 2 or vertices.shape[1] != 3:
@@ -376,7 +395,9 @@ def prepare_voxels_from_mesh(vertices: np.ndarray, faces: np.ndarray, name: str 
         raise InputError(f"{name}: face indices run outside the {len(vertices)} vertices")
     mesh, loc, scale = normalise_mesh(MeshData(vertices, faces.astype(np.int64)), name)
     grid = voxelize_mesh(mesh, VOXEL_RESOLUTION)
-    return PreparedInput("voxels", grid.astype(np.float32), np.asarray(loc, dtype=np.float64), scale)
+    coloured = None if colours is None else colour_source(vertices, colours, name)
+    return PreparedInput("voxels", grid.astype(np.float32), np.asarray(loc, dtype=np.float64), scale,
+                         colours=coloured)
 
 
 def prepare(modality: str, source: PathOrArray, **options: object) -> PreparedInput:

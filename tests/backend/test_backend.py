@@ -143,6 +143,33 @@ def test_a_reconstruction_fits_by_default_and_re_extraction_does_not_fit_again(c
     assert isinstance(again[-1], Result) and again[-1].stats.fit_steps == FitSettings().steps  # the kept fit
 
 
+def test_colours_reach_the_result_and_stay_through_live_re_extraction(client: BackendClient) -> None:
+    """A half-red, half-blue cloud (fitted, as by default): the red half's vertices come back red; a threshold and
+    resolution move re-extracts from the kept field and colours its new vertices from the kept input; colours
+    off leaves them out."""
+    bundled = str(REPO / "blender_occnet" / "weights" / "pointcloud.safetensors")
+    d = np.random.default_rng(3).normal(size=(3000, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    cloud = (d * 0.4).astype(np.float32)
+    colours = np.where(d[:, 2:3] > 0, [255, 0, 0], [0, 0, 255]).astype(np.uint8)
+
+    def red_above_blue_below(result: Event) -> None:
+        assert isinstance(result, Result) and result.colours is not None
+        up, down = result.vertices[:, 2] > 0.05, result.vertices[:, 2] < -0.05
+        assert up.sum() > 100 and down.sum() > 100
+        assert (result.colours[up, 0] > 200).all() and (result.colours[down, 2] > 200).all()
+
+    made = events_until_done(client, client.reconstruct("pointcloud", cloud, weights=bundled, resolution=32,
+                                                        point_colours=colours))[-1]
+    red_above_blue_below(made)
+    assert isinstance(made, Result) and made.stats.fit_points == 3000
+    again = events_until_done(client, client.re_extract(made.job, threshold=0.35, resolution=64))[-1]
+    red_above_blue_below(again)
+    assert isinstance(again, Result) and len(again.vertices) > len(made.vertices)
+    plain = events_until_done(client, client.re_extract(made.job, colours=False))[-1]
+    assert isinstance(plain, Result) and plain.colours is None and plain.settings.colours is False
+
+
 def box_mesh(lo: tuple[float, float, float], hi: tuple[float, float, float]) -> tuple[np.ndarray, np.ndarray]:
     """A closed box as vertices (8, 3) float32 and triangles (12, 3) int32."""
     corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])],

@@ -41,12 +41,19 @@ def test_frames_are_a_proper_rotation_and_inverse() -> None:
 
 def test_surface_samples_lie_on_the_triangles_and_follow_area() -> None:
     vertices = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 5], [3, 0, 5], [0, 3, 5]], np.float32)
-    samples = geometry.sample_surface(vertices, np.array([[0, 1, 2], [3, 4, 5]]), 4000)
+    corners = np.zeros((2, 3, 3), np.uint8)
+    corners[0, :, 0] = 255  # the small triangle red at every corner
+    corners[1, 1:, 2] = 255  # the big one black at its first corner, blue at the two others
+    samples, colours = geometry.sample_surface(vertices, np.array([[0, 1, 2], [3, 4, 5]]), 4000,
+                                               corner_colours=corners)
     assert samples.dtype == np.float32 and samples.shape == (4000, 3)
     big = samples[:, 2] == 5
     assert ((samples[:, 2] == 0) | big).all() and 0.85 < big.mean() < 0.95  # areas 0.5 and 4.5
     inside = samples[big]
     assert (inside[:, :2] >= 0).all() and (inside[:, 0] + inside[:, 1] <= 3 + 1e-5).all()
+    assert colours is not None and (colours[~big] == [255, 0, 0]).all()
+    # Blended by where a sample lies: blue grows from 0 at the first corner to 255 on the far edge.
+    assert np.allclose(colours[big, 2], 255 * (inside[:, 0] + inside[:, 1]) / 3, atol=1)
 
 
 def test_voxel_cubes_are_closed_and_keep_their_cells() -> None:

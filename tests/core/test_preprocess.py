@@ -415,10 +415,14 @@ def test_plain_obj_files_read_with_numpy_as_trimesh_reads_them(tmp_path: Path) -
     normals = np.cross(corners[:, 1] - corners[:, 0], corners[:, 2] - corners[:, 0])
     assert set(read.faces[:2].ravel()) == {0, 1, 2, 3} and np.allclose(normals, [[0, 0, 1]] * 2)
     for name, text in (("relative", "v 0 0 0\nv 1 0 0\nv 1 1 0\nf -3 -2 -1\n"),
-                       ("coloured", "v 0 0 0 1 0 0\nv 1 0 0 1 0 0\nv 1 1 0 1 0 0\nf 1 2 3\n")):
+                       ("partly coloured", "v 0 0 0 1 0 0\nv 1 0 0\nv 1 1 0\nf 1 2 3\n")):
         (tmp_path / f"{name}.obj").write_text(text)
         assert meshio._read_plain_obj(tmp_path / f"{name}.obj") is None  # trimesh reads these
         assert meshio.read_mesh(tmp_path / f"{name}.obj").faces.tolist() == [[0, 1, 2]]
+    (tmp_path / "coloured.obj").write_text("v 0 0 0 1 0 0\nv 1 0 0 0 1 0\nv 1 1 0 0 0 255\nf 1 2 3\n")
+    coloured = meshio._read_plain_obj(tmp_path / "coloured.obj")  # `v x y z r g b`: ours, colours kept
+    assert coloured is not None and coloured.faces.tolist() == [[0, 1, 2]] and coloured.colours is not None
+    assert np.allclose(coloured.colours, [[1 / 255, 0, 0], [0, 1 / 255, 0], [0, 0, 1]])  # one above 1: bytes
     (tmp_path / "past.obj").write_text("v 0 0 0\nv 1 0 0\nv 1 1 0\nf 1 2 9\n")
     with pytest.raises(InputError, match="refers to vertex 9, but the file has 3 vertices"):
         meshio.read_mesh(tmp_path / "past.obj")
@@ -469,6 +473,10 @@ def test_off_ply_and_stl_files_read_with_numpy_as_trimesh_reads_them(tmp_path: P
         assert np.allclose(read.vertices, expected.vertices), name
         assert same_triangles(read.vertices, read.faces, np.asarray(expected.vertices),
                               np.asarray(expected.faces)), name
+    colours = (np.random.default_rng(0).random((len(sphere.vertices), 3)) * 255).astype(np.uint8)
+    meshio.write_mesh(tmp_path / "coloured.ply", sphere.vertices, sphere.faces, colours=colours)
+    coloured = meshio._read_ply(tmp_path / "coloured.ply")
+    assert coloured is not None and np.array_equal(coloured.colours, colours)  # red, green, blue as the file holds
     samples = Path(meshio.__file__).resolve().parents[1] / "samples"
     assert meshio.read_mesh(samples / "chair_pointcloud.ply").faces.shape == (0, 3)  # a cloud: vertices only
     (tmp_path / "colour.off").write_text("COFF\n3 1 0\n0 0 0 1 0 0 1\n1 0 0 1 0 0 1\n0 1 0 1 0 0 1\n3 0 1 2\n")

@@ -14,7 +14,8 @@ from .modal import TimerModal
 
 # What the redo panel (Adjust Last Operation) offers: the settings that make sense after the fact. Each
 # starts from the scene's value (SKIP_SAVE: never from an earlier run's) and is sent as that request field.
-REDO_SETTINGS = ("resolution", "use_weights_threshold", "threshold", "fit", "refine_steps", "simplify_faces")
+REDO_SETTINGS = ("resolution", "use_weights_threshold", "threshold", "fit", "colours", "refine_steps",
+                 "simplify_faces")
 
 SYNC_TIMEOUT = 3600.0
 
@@ -57,6 +58,8 @@ class OCCNET_OT_reconstruct(TimerModal, bpy.types.Operator):
                       options={"SKIP_SAVE"})
     threshold: FloatProperty(name="Threshold", default=0.2, min=0.01, max=0.99, precision=3,  # type: ignore[valid-type]
                              options={"SKIP_SAVE"})
+    colours: BoolProperty(name="Colours", default=True, options={"SKIP_SAVE"},  # type: ignore[valid-type]
+                          description=properties.COLOURS_DESCRIPTION)
     refine_steps: IntProperty(name="Refine steps", default=0, min=0, max=200,  # type: ignore[valid-type]
                               options={"SKIP_SAVE"})
     simplify_faces: IntProperty(name="Simplify to", default=0, min=0, options={"SKIP_SAVE"})  # type: ignore[valid-type]
@@ -112,6 +115,7 @@ class OCCNET_OT_reconstruct(TimerModal, bpy.types.Operator):
                 setattr(self, name, getattr(scene_settings, name))
         return {"resolution": int(self.resolution),
                 "threshold": None if self.use_weights_threshold else float(self.threshold), "fit": self.fit.lower(),
+                "colours": bool(self.colours),
                 "refine_steps": int(self.refine_steps), "simplify_faces": int(self.simplify_faces)}
 
     def _begin(self, context: bpy.types.Context, block: bool) -> jobs.Batch | None:
@@ -126,6 +130,10 @@ class OCCNET_OT_reconstruct(TimerModal, bpy.types.Operator):
         self.report({"ERROR"}, message)
 
     def _end(self, batch: jobs.Batch) -> set[Any]:
+        made = [bpy.data.objects.get(name) for name in batch.results]
+        if any(obj is not None and isinstance(obj.data, bpy.types.Mesh)
+               and scene_io.RESULT_COLOURS in obj.data.color_attributes for obj in made):
+            show_colours(bpy.context)
         if batch.state == "finished":
             if batch.failures:  # the others were made: a warning, and their undo step
                 self.report({"WARNING"}, f"{batch.message}; {len(batch.failures)} failed: {batch.failure_summary()}")
@@ -137,6 +145,17 @@ class OCCNET_OT_reconstruct(TimerModal, bpy.types.Operator):
             return {"FINISHED"} if batch.results else {"CANCELLED"}
         self._fail(batch.message)
         return {"CANCELLED"}
+
+
+def show_colours(context: bpy.types.Context) -> None:
+    """Solid shading draws a material's viewport colour unless told to draw colour attributes: the 3D views of this
+    window that show Solid with Material colours switch to Attribute colours, so a coloured result shows at once
+    (Material Preview and renders use its material). Only the button does this; the API leaves views alone."""
+    for area in context.screen.areas if context.screen is not None else ():
+        for space in area.spaces if area.type == "VIEW_3D" else ():
+            shading = getattr(space, "shading", None)
+            if shading is not None and shading.type == "SOLID" and shading.color_type == "MATERIAL":
+                shading.color_type = "VERTEX"  # the UI's "Attribute": the active colour attribute
 
 
 CLASSES = (OCCNET_OT_reconstruct,)

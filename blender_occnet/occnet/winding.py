@@ -1,0 +1,149 @@
+"""The points' own say away from them: where a dense cloud decisively encloses space, or decisively leaves it
+empty, the fitted network is not allowed to draw otherwise.
+
+A fitted network still draws sheets the points do not support: a decoder trained on boxes spans a panel between
+a creature's legs, or under a chair's seat, and no fit of its feature planes carved them away (fitting.py). Those
+sheets are most of what separated the fitted result from screened Poisson on dense clouds: the mesh's accuracy
+(mesh to truth) was 2.5-5x Poisson's, its completeness (truth to mesh) about the same (BENCHMARKS.md, "Fitting").
+
+The points say where those sheets cannot be. With normals (principal directions of 16 neighbours, turned the way
+the fitted field falls, then made to agree with their neighbours), the generalised winding number of the oriented
+cloud (Barill et al., "Fast winding numbers for soups and clouds", 2018) is near 1 inside a closed surface and
+near 0 outside it; where the cloud has holes or a side is missing it takes values in between. So at points
+farther than GUIDE_CLEARANCE from every observed point, where the winding number is decisive (beyond
+DECISIVE of 0 or 1), the field is held on that side of the level; near the points, and wherever the winding number
+is undecided (the unseen underside of a scan), the fitted network decides as before.
+
+The winding number is evaluated once on a coarse lattice and interpolated: far from the points it is smooth.
+When the normals cannot be oriented (a thin shell's two sides lie closer together than the neighbourhoods), the
+winding number disagrees with the network far from the surface; the guide then stays off (GUIDE_AGREEMENT).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+from torch.nn import functional as F
+
+from .errors import Cancelled
+from .policy import BOX_SIZE
+
+DecodeFn = Callable[[torch.Tensor], torch.Tensor]
+CancelFn = Callable[[], bool]
+
+WINDING_POINTS = 6000  # oriented points the winding number sums over (a subsample of denser clouds)
+NORMAL_NEIGHBOURS = 16
+ORIENTATION_ROUNDS = 10  # rounds of "agree with most of your neighbours" after the field's own orientation
+LATTICE = 33  # winding-number samples along each side of the box
+# Nearer than this to a point the network decides (box units: the unit cube's side is 1): at least GUIDE_CLEARANCE,
+# and SPACINGS times the median distance between neighbouring points (around sparse points the surface the network
+# draws strays farther from them; holding the field just beyond a sparse cloud broke it into a point's-width beads).
+GUIDE_CLEARANCE = 0.015
+SPACINGS = 2.0
+DECISIVE = 0.8  # a winding number above this is inside, below 1 - this outside
+GUIDE_AGREEMENT = 0.9  # least share of decisive far lattice points on which network and winding number agree
+HOLD_MARGIN = 2.0  # logits: how far to the right side of the level a held point is put
+TREE_POINTS = 100_000  # clearance looked up among at most this many points (denser clouds lie closer anyway)
+
+
+class WindingGuide:
+    """A decode function (box points (N, 3) -> logits (N,)) whose values are held to the points' winding number
+    where it is decisive and the points are far; build with `guide_by_points`."""
+
+    def __init__(self, decode: DecodeFn, lattice: torch.Tensor, tree: cKDTree, clearance: float, level: float):
+        self.decode, self.lattice, self.tree, self.level = decode, lattice, tree, level
+        self.clearance = clearance
+
+    def __call__(self, points: torch.Tensor) -> torch.Tensor:
+        logits = self.decode(points)
+        winding = self.winding_at(points.detach())
+        distance, _ = self.tree.query(points.detach().cpu().numpy(), distance_upper_bound=self.clearance,
+                                      workers=-1)
+        far = torch.from_numpy(~np.isfinite(distance)).to(points.device)
+        inside = far & (winding > DECISIVE)
+        outside = far & (winding < 1 - DECISIVE)
+        logits = torch.where(inside, torch.clamp(logits, min=self.level + HOLD_MARGIN), logits)
+        return torch.where(outside, torch.clamp(logits, max=self.level - HOLD_MARGIN), logits)
+
+    def winding_at(self, points: torch.Tensor) -> torch.Tensor:
+        """The lattice's winding number, trilinearly interpolated at box points (N, 3)."""
+        coords = (2.0 * points / BOX_SIZE).clamp(-1.0, 1.0)
+        # grid_sample reads (x, y, z) as (W, H, D): the lattice is indexed [x, y, z], so reverse the axes.
+        sampled = F.grid_sample(self.lattice[None, None], coords.flip(-1)[None, :, None, None].to(self.lattice),
+                                mode="bilinear", padding_mode="border", align_corners=True)
+        return sampled.reshape(-1).to(points.device)
+
+
+def guide_by_points(decode: DecodeFn, observed: np.ndarray, level: float, device: torch.device | str = "cpu",
+                    should_cancel: CancelFn | None = None) -> tuple[DecodeFn, dict[str, float | int]]:
+    """`decode` (the fitted field) guided by the observed box points' winding number, or `decode` itself when
+    the points cannot be oriented consistently; with statistics (winding_guided, winding_agreement,
+    guide_clearance, seconds_guide)."""
+    started = time.perf_counter()
+    rng = np.random.default_rng(0)
+    sample = observed if len(observed) <= WINDING_POINTS else \
+        observed[rng.choice(len(observed), WINDING_POINTS, replace=False)]
+    points, normals, area = oriented_points(decode, sample, device)
+    axis = np.linspace(-BOX_SIZE / 2, BOX_SIZE / 2, LATTICE)
+    nodes = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+    winding = winding_numbers(nodes, points, normals, area, device, should_cancel)
+    tree_points = observed if len(observed) <= TREE_POINTS else \
+        observed[rng.choice(len(observed), TREE_POINTS, replace=False)]
+    tree = cKDTree(tree_points)
+    spacing = float(np.median(tree.query(tree_points[:10_000], k=2, workers=-1)[0][:, 1]))
+    clearance = max(GUIDE_CLEARANCE, SPACINGS * spacing)
+    far = tree.query(nodes, distance_upper_bound=clearance, workers=-1)[0] == np.inf
+    decisive = far & ((winding > DECISIVE) | (winding < 1 - DECISIVE))
+    with torch.no_grad():
+        network_inside = (decode(torch.from_numpy(nodes[decisive].astype(np.float32)).to(device)) > level).cpu()
+    agreement = float((network_inside.numpy() == (winding[decisive] > 0.5)).mean()) if decisive.any() else 0.0
+    stats: dict[str, float | int] = {"winding_agreement": round(agreement, 4), "guide_clearance": round(clearance, 4)}
+    guided: DecodeFn = decode
+    if agreement >= GUIDE_AGREEMENT:
+        lattice = torch.from_numpy(winding.reshape(LATTICE, LATTICE, LATTICE).astype(np.float32)).to(device)
+        guided = WindingGuide(decode, lattice, tree, clearance, level)
+    stats.update(winding_guided=int(guided is not decode), seconds_guide=time.perf_counter() - started)
+    return guided, stats
+
+
+def oriented_points(decode: DecodeFn, points: np.ndarray, device: torch.device | str
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Points (float64), unit normals pointing out of the field's solid side, and the surface area each stands
+    for (a disc reaching its NORMAL_NEIGHBOURS-th neighbour, shared among them)."""
+    points = points.astype(np.float64)
+    distance, index = cKDTree(points).query(points, k=min(NORMAL_NEIGHBOURS, len(points)), workers=-1)
+    spread = points[index] - points[index].mean(1, keepdims=True)
+    normals = np.linalg.eigh(np.einsum("nki,nkj->nij", spread, spread))[1][:, :, 0]
+    at = torch.from_numpy(points.astype(np.float32)).to(device).requires_grad_()
+    with torch.enable_grad():
+        gradient = torch.autograd.grad(decode(at).sum(), at)[0].cpu().numpy()
+    normals *= np.where((gradient * normals).sum(1) > 0, -1.0, 1.0)[:, None]  # occupancy falls outward
+    for _ in range(ORIENTATION_ROUNDS):  # a normal the field turned against most of its neighbours turns back
+        normals[np.einsum("nj,nkj->n", normals, normals[index]) < 0] *= -1
+    area = np.pi * distance[:, -1] ** 2 / distance.shape[1]
+    return points, normals, area
+
+
+def winding_numbers(queries: np.ndarray, points: np.ndarray, normals: np.ndarray, area: np.ndarray,
+                    device: torch.device | str = "cpu", should_cancel: CancelFn | None = None,
+                    chunk: int = 1024) -> np.ndarray:
+    """The generalised winding number of oriented points (each a small disc of `area`) at each query point:
+    the sum of area * n . (p - q) / (4 pi |p - q|^3)."""
+    p, n, a = (torch.from_numpy(x.astype(np.float32)).to(device) for x in (points, normals, area))
+    weighted = n * a[:, None] / (4 * np.pi)
+    # n . (p - q) and |p - q|^2 as matrix products: (chunk, P) arrays instead of (chunk, P, 3).
+    own = (weighted * p).sum(1)
+    squared = (p * p).sum(1)
+    out = np.empty(len(queries), np.float32)
+    for start in range(0, len(queries), chunk):
+        if should_cancel is not None and should_cancel():
+            raise Cancelled("cancelled")
+        q = torch.from_numpy(queries[start:start + chunk].astype(np.float32)).to(device)
+        facing = own[None] - q @ weighted.t()
+        reach = (squared[None] + (q * q).sum(1, keepdim=True) - 2.0 * q @ p.t()).clamp_min(1e-8)
+        out[start:start + len(q)] = (facing * reach.rsqrt() / reach).sum(1).cpu().numpy()
+    return out
