@@ -674,9 +674,10 @@ EVENTS: dict[str, type[Message]] = {cls.NAME: cls for cls in (Accepted, Progress
 # could declare 1 GiB, read whole before a check). A Reconstruct carries its input at most as large as its
 # checks above accept, in the widest dtype; a request without arrays a little (its check names what it has).
 _WIDEST = max(dtype.itemsize for dtype in DTYPES.values())
+_COLOURS = MAX_POINTS * 3 * 4  # point_colours, float32 at widest, one a point or vertex
 NO_ARRAYS_PAYLOAD = 64 << 10
-RECONSTRUCT_PAYLOAD = {"pointcloud": MAX_POINTS * 3 * _WIDEST, "image": MAX_IMAGE_SIDE ** 2 * 4 * _WIDEST,
-                       "voxels": 32 ** 3 * _WIDEST, "mesh": (MAX_POINTS + MAX_FACES) * 3 * _WIDEST}
+RECONSTRUCT_PAYLOAD = {"pointcloud": MAX_POINTS * 3 * _WIDEST + _COLOURS, "image": MAX_IMAGE_SIDE ** 2 * 4 * _WIDEST,
+                       "voxels": 32 ** 3 * _WIDEST, "mesh": (MAX_POINTS + MAX_FACES) * 3 * _WIDEST + _COLOURS}
 
 
 def request_payload_bound(header: Mapping[str, Any] | None) -> tuple[int, str]:

@@ -908,7 +908,7 @@ def test_a_frame_declaring_more_than_its_kind_may_carry_is_refused_before_its_pa
                "arrays": [["x", "uint8", [900_000_000]]]}, 900_000_000, "65,536 bytes a 'handshake' request"),
              ({"op": "reconstruct", "id": 12, "modality": "pointcloud", "weights": "pc",
                "arrays": [["input", "float64", [20_000_000, 3]]]}, 480_000_000,
-              "120,000,000 bytes a pointcloud reconstruct request"),
+              "180,000,000 bytes a pointcloud reconstruct request"),
              ({"op": "reconstruct", "id": 13, "modality": "voxels", "weights": "vox",
                "arrays": [["input", "float64", [64, 64, 64]]]}, 8 * 64 ** 3, "262,144 bytes a voxels reconstruct")]
     for header, payload_len, message in cases:
