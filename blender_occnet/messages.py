@@ -496,7 +496,11 @@ class Reconstruct(Request, Settings):
         modality = self.modality
         if source.size == 0:
             raise FieldError("input", f"the {modality} array 'input' is empty")
-        if modality == "pointcloud" and source.dtype.kind == "f" and source.ndim == 2:
+        if modality == "pointcloud" and (source.ndim != 2 or source.shape[1] != 3):
+            # Before counting points: a 3 x N array read as 3 points had been told "0 of 3 points with NaN".
+            raise FieldError("input", f"a point cloud 'input' must be N x 3, one point a row, got {source.shape}"
+                                      + ("; transpose it" if source.ndim == 2 and source.shape[0] == 3 else ""))
+        if modality == "pointcloud" and source.dtype.kind == "f":
             # Non-finite points are dropped and counted by the core's preprocessing (the one rule for them);
             # refused here only when too few usable ones would remain.
             usable = int(np.isfinite(source).all(axis=1).sum())
@@ -664,6 +668,29 @@ class Cancelled(Message):
 REQUESTS: dict[str, type[Request]] = {cls.NAME: cls for cls in (Handshake, Reconstruct, ReExtract, Cancel,
                                                                   ListWeights, Shutdown)}
 EVENTS: dict[str, type[Message]] = {cls.NAME: cls for cls in (Accepted, Progress, Result, Error, Cancelled)}
+
+
+# What a request's frame may carry, by its kind, checked before any payload byte is read (issue 24: every frame
+# could declare 1 GiB, read whole before a check). A Reconstruct carries its input at most as large as its
+# checks above accept, in the widest dtype; a request without arrays a little (its check names what it has).
+_WIDEST = max(dtype.itemsize for dtype in DTYPES.values())
+_COLOURS = MAX_POINTS * 3 * 4  # point_colours, float32 at widest, one a point or vertex
+NO_ARRAYS_PAYLOAD = 64 << 10
+RECONSTRUCT_PAYLOAD = {"pointcloud": MAX_POINTS * 3 * _WIDEST + _COLOURS, "image": MAX_IMAGE_SIDE ** 2 * 4 * _WIDEST,
+                       "voxels": 32 ** 3 * _WIDEST, "mesh": (MAX_POINTS + MAX_FACES) * 3 * _WIDEST + _COLOURS}
+
+
+def request_payload_bound(header: Mapping[str, Any] | None) -> tuple[int, str]:
+    """The most payload bytes a request with this header may carry, and what it is (protocol.read_frame's bound)."""
+    op = header.get("op") if header is not None else None
+    if op != Reconstruct.NAME or header is None:
+        return NO_ARRAYS_PAYLOAD, f"a {_show(op)} request" if isinstance(op, str) else "a request"
+    listing = header.get("arrays")
+    mesh = isinstance(listing, list) and any(isinstance(e, list) and e[:1] == ["faces"] for e in listing)
+    kind = "mesh" if mesh else header.get("modality")
+    if kind not in RECONSTRUCT_PAYLOAD:
+        return NO_ARRAYS_PAYLOAD, "a reconstruct request of no known modality"
+    return RECONSTRUCT_PAYLOAD[kind], f"a {kind} reconstruct request"
 
 
 def read_request(frame: Frame) -> Request:

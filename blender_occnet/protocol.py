@@ -7,7 +7,8 @@ A frame on the wire:
 
     magic   4 bytes   b"OCN1"
     hlen    4 bytes   little-endian uint32, length of the JSON header (at most MAX_HEADER_BYTES)
-    plen    8 bytes   little-endian uint64, total length of the payloads (at most the reader's bound)
+    plen    8 bytes   little-endian uint64, total length of the payloads (at most the reader's bound for
+                      what the header says the frame is: checked before any payload byte is read)
     header  hlen bytes of UTF-8 JSON: an object; its "arrays" entry lists [name, dtype, shape] per array
     payload the arrays' bytes, C order, little-endian, in the listed order, back to back
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 import json
 import math
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -48,6 +50,10 @@ DTYPES = {
 
 class ProtocolError(Exception):
     """A frame that breaks the format; the connection cannot be trusted to stay in sync after it."""
+
+    def __init__(self, message: str, request_id: Any = None):
+        super().__init__(message)
+        self.request_id = request_id  # the frame's id, where its header could be read (the answer echoes it)
 
 
 class ConnectionClosed(ProtocolError):
@@ -90,27 +96,32 @@ def encode(header: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) 
     return b"".join([PREFIX.pack(MAGIC, len(head), payload_len), head, *chunks])
 
 
-def read_frame(stream: IO[bytes], max_payload: int = MAX_PAYLOAD_BYTES) -> Frame:
-    """Read one frame. Raises ConnectionClosed at a clean end of stream, ProtocolError otherwise."""
+# What a frame may carry, told from its header (None when the header cannot be read): (bytes, what it is).
+PayloadBound = Callable[[dict[str, Any] | None], tuple[int, str]]
+
+
+def read_frame(stream: IO[bytes], max_payload: int | PayloadBound = MAX_PAYLOAD_BYTES) -> Frame:
+    """Read one frame. Raises ConnectionClosed at a clean end of stream, ProtocolError otherwise.
+
+    max_payload: a bound for every frame, or one told from the frame's header, which is read and parsed before
+    any payload byte: a frame that declares more than its kind may carry is refused unread."""
     prefix = _read_exactly(stream, PREFIX.size, allow_eof=True)
     magic, header_len, payload_len = PREFIX.unpack(prefix)
     if magic != MAGIC:
         raise ProtocolError(f"bad frame start {magic!r} (expected {MAGIC!r}): not this protocol, or out of sync")
     if header_len > MAX_HEADER_BYTES:
         raise ProtocolError(f"header length {header_len} is over the {MAX_HEADER_BYTES} byte bound")
-    if payload_len > max_payload:
-        raise ProtocolError(f"payload length {payload_len} is over the {max_payload} byte bound")
-    head = _read_exactly(stream, header_len)
-    payload = _read_exactly(stream, payload_len) if payload_len else b""
+    if payload_len > MAX_PAYLOAD_BYTES:
+        raise ProtocolError(f"payload length {payload_len} is over the {MAX_PAYLOAD_BYTES} byte bound")
+    header, problem = _parse_header(_read_exactly(stream, header_len))
+    bound, what = max_payload(header) if callable(max_payload) else (max_payload, "a frame")
+    if payload_len > bound:
+        raise ProtocolError(f"payload length {payload_len:,} is over the {bound:,} bytes {what} may carry",
+                            plain_id(header.get("id")) if header is not None else None)
+    payload = _read_payload(stream, payload_len)
     # The whole frame is consumed: from here on a problem is a BadFrame and the stream stays in step.
-    try:
-        header = json.loads(head.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite_float)
-    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, NaN/Infinity, 1e999, 5,000 digits
-        raise BadFrame(f"header is not UTF-8 JSON of finite numbers ({_short(exc)})") from None
-    except RecursionError:
-        raise BadFrame("header nests too deeply") from None
-    if not isinstance(header, dict):
-        raise BadFrame("header must be a JSON object")
+    if header is None:
+        raise BadFrame(problem)
     listing = _check_listing(header.pop("arrays", []), payload_len)
     arrays: dict[str, np.ndarray] = {}
     offset = 0
@@ -119,6 +130,19 @@ def read_frame(stream: IO[bytes], max_payload: int = MAX_PAYLOAD_BYTES) -> Frame
                                      offset=offset).reshape(shape)
         offset += nbytes
     return Frame(header, arrays)
+
+
+def _parse_header(head: bytes) -> tuple[dict[str, Any] | None, str]:
+    """The header as a dict, or None and why it cannot be read."""
+    try:
+        header = json.loads(head.decode("utf-8"), parse_constant=_no_constant, parse_float=_finite_float)
+    except (UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, NaN/Infinity, 1e999, 5,000 digits
+        return None, f"header is not UTF-8 JSON of finite numbers ({_short(exc)})"
+    except RecursionError:
+        return None, "header nests too deeply"
+    if not isinstance(header, dict):
+        return None, "header must be a JSON object"
+    return header, ""
 
 
 def _check_listing(listing: Any, payload_len: int) -> list[tuple[str, np.dtype, tuple[int, ...], int]]:
@@ -178,16 +202,26 @@ def plain_id(value: Any) -> Any:
 
 
 def _read_exactly(stream: IO[bytes], n: int, allow_eof: bool = False) -> bytes:
-    chunks, remaining = [], n
-    while remaining:
-        chunk = stream.read(min(remaining, 1 << 24))
-        if not chunk:
-            if allow_eof and remaining == n:
+    return bytes(_read_into_buffer(stream, n, allow_eof))
+
+
+def _read_payload(stream: IO[bytes], n: int) -> memoryview:
+    """The payload, read-only, read straight into one buffer: it costs its size once (joining chunks had cost
+    it twice)."""
+    return memoryview(_read_into_buffer(stream, n)).toreadonly()
+
+
+def _read_into_buffer(stream: IO[bytes], n: int, allow_eof: bool = False) -> bytearray:
+    buffer = bytearray(n)
+    view, done = memoryview(buffer), 0
+    while done < n:
+        got = stream.readinto(view[done:done + (1 << 24)])  # type: ignore[attr-defined]
+        if not got:
+            if allow_eof and done == 0:
                 raise ConnectionClosed("the other side closed the connection")
-            raise ProtocolError(f"stream ended {remaining} bytes short of a {n}-byte block (truncated frame)")
-        chunks.append(chunk)
-        remaining -= len(chunk)
-    return b"".join(chunks)
+            raise ProtocolError(f"stream ended {n - done} bytes short of a {n}-byte block (truncated frame)")
+        done += got
+    return buffer
 
 
 def _dtype_name(dtype: np.dtype) -> str:

@@ -3,10 +3,13 @@ output is known exactly, original-format files."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from blender_occnet.occnet.config import ModelConfig
@@ -191,3 +194,23 @@ def reference_refinement(decode: Callable[[torch.Tensor], torch.Tensor], vertice
         (loss / len(faces)).backward()
         optimizer.step()
     return v.detach().numpy()
+
+
+@contextlib.contextmanager
+def small_disk(folder: Path, size: str = "64k") -> Iterator[Path]:
+    """A real file system of `size` at `folder` (a tmpfs mounted for the test), filled but for a few KB: writes
+    there fail for want of space as on a full disk. Skips the test where mounting is not permitted."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                                 capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"cannot mount a small tmpfs here ({exc}): the disk-full tests need one")
+    if mounted.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here ({mounted.stderr.strip()}): the disk-full tests need one")
+    try:
+        with open(folder / "filler", "wb") as handle:  # leaves a few KB: every later write of any size fails
+            handle.write(bytes(48 << 10))
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True, timeout=30)

@@ -17,6 +17,8 @@ class Server(http.server.ThreadingHTTPServer):
     files: dict[str, bytes]
     cut_once: set[str]  # paths whose next GET stops half-way (the connection drops)
     slow: set[str]  # paths sent 4 KB at a time, 20 ms apart
+    trickle: set[str]  # paths sent a byte at a time, 50 ms apart (a hostile mirror)
+    unsized: set[str]  # paths sent without a Content-Length (the end of the connection ends them)
     ranges: list[tuple[str, str]]
 
 
@@ -50,8 +52,18 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
         else:
             self.send_response(200)
-        self.send_header("Content-Length", str(len(body) - start))
+        if self.path not in self.server.unsized:
+            self.send_header("Content-Length", str(len(body) - start))
         self.end_headers()
+        if self.path in self.server.trickle:
+            try:
+                for offset in range(start, len(body)):
+                    self.wfile.write(body[offset:offset + 1])
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except OSError:  # the client gave up
+                pass
+            return
         if self.path in self.server.cut_once:
             self.server.cut_once.discard(self.path)
             self.wfile.write(body[start:start + (len(body) - start) // 2])
@@ -72,6 +84,7 @@ def serving(monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
     """The server, with OCCNET_WEIGHTS_MIRROR pointing every download at it."""
     httpd = Server(("127.0.0.1", 0), Handler)
     httpd.files, httpd.cut_once, httpd.slow, httpd.ranges = {}, set(), set(), []
+    httpd.trickle, httpd.unsized = set(), set()
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
     monkeypatch.setenv("OCCNET_WEIGHTS_MIRROR", f"http://127.0.0.1:{httpd.server_address[1]}")

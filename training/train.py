@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from blender_occnet.occnet.checkpoints import check_state_dict
 from blender_occnet.occnet.errors import InputError, OccNetError
 from blender_occnet.occnet.files import atomic_output
 from blender_occnet.occnet.generation import resolve_device
@@ -234,6 +235,10 @@ class Trainer:
     def resume(self, path: Path) -> None:
         """Continue from a checkpoint: weights, optimiser, step and state (the best so far, seconds trained)."""
         saved = load_checkpoint(path)
+        # Checked first: a checkpoint of another config (wider, another architecture) was an 18-line RuntimeError.
+        check_state_dict(self.config.model_config, saved["model"], str(path),
+                         hint="It was written by a run of another model config: resume with that config, or start "
+                              "again with --overwrite")
         self.network.load_state_dict(saved["model"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.steps, self.state = int(saved["step"]), dict(saved["state"])

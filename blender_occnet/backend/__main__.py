@@ -31,10 +31,15 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--weights-dir", action="append", default=[], help="extra folder of weights (repeatable)")
     serve.add_argument("--allow-remote-shutdown", action="store_true",
                        help="TCP: let a client stop the server (off: a shared server outlives its clients)")
+    serve.add_argument("--reply-buffer-mb", type=int, default=512, metavar="MB",
+                       help="TCP: replies waiting for all clients together; past it the client with the most waiting "
+                            "(one that stopped reading) is dropped (default 512)")
     serve.add_argument("--threads", type=int, default=0, metavar="N",
                        help="CPU threads for the network (default: over stdio every core but one, left for "
                             "Blender; over TCP every core)")
     args = parser.parse_args(argv)
+    if args.reply_buffer_mb < 1:
+        parser.error(f"--reply-buffer-mb must be at least 1, got {args.reply_buffer_mb}")
     if not 0 <= args.threads <= MAX_THREADS:
         parser.error(f"--threads must be between 0 (automatic) and {MAX_THREADS}, got {args.threads}")
     # Before anything imports torch: libgomp reads these once, when it loads.
@@ -63,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     def ready(port: int) -> None:
         print(f"blender-occnet backend listening on {args.host}:{port}", file=sys.stderr, flush=True)
 
-    serve_tcp(engine, args.host, args.port, token, ready, allow_shutdown=args.allow_remote_shutdown)
+    serve_tcp(engine, args.host, args.port, token, ready, allow_shutdown=args.allow_remote_shutdown,
+              reply_buffer=args.reply_buffer_mb << 20)
     return 0
 
 

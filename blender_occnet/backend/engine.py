@@ -102,12 +102,15 @@ class Engine:
         return False
 
     def cancel_all_from(self, send: Send) -> None:
-        """A connection went away: drop its queued jobs and stop its running one."""
+        """A connection went away: drop its queued jobs, stop its running one and forget its finished ones (only it
+        could re-extract them; kept, they held its memory and, through `send`, its connection open)."""
         with self._lock:
             # == not `is`: each `session.send` is a new bound-method object, equal to the others of its session.
             self._queue = collections.deque(j for j in self._queue if j.send != send)
             if self._running is not None and self._running.send == send:
                 self._running.cancel.set()
+            for job_id in [k for k, finished in self._finished.items() if finished.owner == send]:
+                del self._finished[job_id]
 
     def finished_job(self, job_id: str) -> FinishedJob | None:
         with self._lock:

@@ -5,9 +5,12 @@ server for a remote GPU machine (loopback unless told otherwise, token required 
 from __future__ import annotations
 
 import collections
+import contextlib
+import dataclasses
 import errno
 import hmac
 import os
+import re
 import socket
 import sys
 import threading
@@ -35,6 +38,7 @@ from ..messages import (
     ShutdownReply,
     WeightsEntry,
     read_request,
+    request_payload_bound,
 )
 from ..protocol import (
     AUTH_PREFIX,
@@ -59,8 +63,11 @@ class Session:
     MAX_PENDING_BYTES = 256 << 20
 
     def __init__(self, engine: Engine, reader: IO[bytes], write: Callable[[bytes], object], remote: bool = False,
-                 on_drop: Callable[[], None] | None = None, may_shut_down: bool = True):
+                 on_drop: Callable[[], None] | None = None, may_shut_down: bool = True,
+                 budget: ReplyBudget | None = None, peer: str = "the client"):
         self.engine = engine
+        self._budget = budget  # what all of a server's clients may have waiting together
+        self.peer = peer  # for the log line when it is dropped
         # A shared remote server outlives any one client: only its own flag lets a client stop it.
         self.may_shut_down = may_shut_down
         self._on_drop = on_drop  # ends the reading side when a client that stopped reading is dropped
@@ -78,6 +85,8 @@ class Session:
 
     def send(self, message: Message) -> None:
         """Queue one frame for the client (never blocks on the client)."""
+        if self.remote and isinstance(message, Error):
+            message = dataclasses.replace(message, message=without_paths(message.message))
         try:
             frame = encode(*message.to_frame())
         except (ProtocolError, ValueError, TypeError, RecursionError) as exc:  # never let a reply kill the server
@@ -86,17 +95,38 @@ class Session:
         with self._lock:
             if not self.open:
                 return
-            if self._pending_bytes + len(frame) > self.MAX_PENDING_BYTES:
-                self.open = False  # the client is not reading: drop it, its jobs go with it (serve() ends)
-                self._pending.clear()
-                self._pending_bytes = 0
-                self._lock.notify_all()
-                if self._on_drop is not None:
-                    self._on_drop()
+            waiting = self._pending_bytes
+        if waiting + len(frame) > self.MAX_PENDING_BYTES:
+            self._drop(f"{waiting:,} bytes of replies wait unread, over the {self.MAX_PENDING_BYTES:,} one client may "
+                       "have waiting")
+            return
+        if self._budget is not None:
+            # Taken before this session's lock, and each victim dropped under its own lock only: no lock order.
+            for victim, held in self._budget.take(self, len(frame)):
+                victim._drop(f"{held:,} bytes of replies wait unread, the most of any client while all together "
+                             f"were over the {self._budget.limit:,} this server keeps (--reply-buffer-mb)")
+        with self._lock:
+            if not self.open:  # dropped meanwhile (its budget already given back)
                 return
             self._pending.append(frame)
             self._pending_bytes += len(frame)
             self._lock.notify_all()
+
+    def _drop(self, reason: str) -> None:
+        """The client is not reading: drop it (logged), its jobs go with it (serve() ends)."""
+        with self._lock:
+            if not self.open:
+                return
+            self.open = False
+            self._pending.clear()
+            self._pending_bytes = 0
+            self._lock.notify_all()
+        if self._budget is not None:
+            self._budget.forget(self)
+        print(f"blender-occnet backend: dropped {self.peer}, which stopped reading: {reason}", file=sys.stderr,
+              flush=True)
+        if self._on_drop is not None:
+            self._on_drop()
 
     def _write_frames(self) -> None:
         while True:
@@ -113,7 +143,11 @@ class Session:
                 with self._lock:
                     self.open = False
                     self._pending.clear()
+                if self._budget is not None:
+                    self._budget.forget(self)
                 return
+            if self._budget is not None:
+                self._budget.release(self, len(frame))
 
     def flush(self, timeout: float = 10.0) -> None:
         """Wait until the queued frames are written (or the client is gone), then stop the writer."""
@@ -127,7 +161,7 @@ class Session:
         try:
             while True:
                 try:
-                    frame = read_frame(self.reader)
+                    frame = read_frame(self.reader, request_payload_bound)
                 except BadFrame as exc:  # the stream is still in step: answer and go on
                     self.send(Error(field="frame", message=str(exc)))
                     continue
@@ -135,12 +169,17 @@ class Session:
                     return True
         except ConnectionClosed:
             return False
-        except (ProtocolError, OSError) as exc:  # out of step: the connection cannot be trusted any more
+        except ProtocolError as exc:  # out of step: the connection cannot be trusted any more
+            self.send(Error(id=exc.request_id, field="frame", message=f"{exc}; closing the connection"))
+            return False
+        except OSError as exc:
             self.send(Error(field="frame", message=f"{exc}; closing the connection"))
             return False
         finally:
             self.flush()  # what was queued (a shutdown's reply) still goes out
             self.engine.cancel_all_from(self.send)
+            if self._budget is not None:
+                self._budget.forget(self)
 
     def _handle(self, frame: Frame) -> bool:
         """Answer one request; True when it asked for shutdown."""
@@ -215,6 +254,56 @@ class Session:
         return entries
 
 
+# An absolute path (POSIX or Windows), its last part kept in the second group.
+_PATH = re.compile(r"(?<![\w.~])(/|[A-Za-z]:\\)(?:[^\s/\\:'\"(),;]+[/\\])+([^\s/\\:'\"(),;]*)")
+
+
+def without_paths(text: str) -> str:
+    """`text` with every absolute path cut to its last part: what a remote client is told never shows where the
+    server keeps its files (a weights file's error named its full path on the server)."""
+    return _PATH.sub(lambda found: found.group(2) or "(a folder)", text)
+
+
+class ReplyBudget:
+    """The bytes of replies waiting for all of a server's clients together (issue 24: each client that stopped
+    reading could hold 256 MB, and nothing bounded how many did). Past the limit the client with the most waiting,
+    the slowest reader, is dropped (with a log line) rather than the server's memory growing."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._held: dict[Session, int] = {}
+        self._total = 0
+
+    def take(self, session: Session, size: int) -> list[tuple[Session, int]]:
+        """Count `size` more bytes for `session`; returns the sessions to drop (perhaps itself) and what they held,
+        already forgotten."""
+        with self._lock:
+            self._held[session] = self._held.get(session, 0) + size
+            self._total += size
+            dropped = []
+            while self._total > self.limit:
+                victim = max(self._held, key=self._held.__getitem__)
+                held = self._held.pop(victim)
+                self._total -= held
+                dropped.append((victim, held))
+            return dropped
+
+    def release(self, session: Session, size: int) -> None:
+        """`size` bytes of `session`'s were written."""
+        with self._lock:
+            if session in self._held:
+                self._held[session] -= size
+                self._total -= size
+
+    def forget(self, session: Session) -> None:
+        with self._lock:
+            self._total -= self._held.pop(session, 0)
+
+
+DEFAULT_REPLY_BUFFER = 512 << 20  # replies waiting for all clients of a TCP server together
+
+
 # The server's side of messages.REQUESTS: every request class has its handler (a test checks the two match).
 HANDLERS: dict[type[Request], Callable[[Session, Any], None]] = {
     Handshake: Session._handshake, Reconstruct: Session._reconstruct, ReExtract: Session._re_extract,
@@ -250,7 +339,8 @@ MAX_UNAUTHENTICATED = 64  # connections still to authenticate at once; more are 
 
 
 def serve_tcp(engine: Engine, host: str, port: int, token: str,
-              ready: Callable[[int], None] | None = None, allow_shutdown: bool = False) -> None:
+              ready: Callable[[int], None] | None = None, allow_shutdown: bool = False,
+              reply_buffer: int = DEFAULT_REPLY_BUFFER) -> None:
     """Accept connections; each must open with AUTH_PREFIX + token + newline before anything is read.
 
     The token line must arrive whole within AUTH_SECONDS (a client trickling bytes gets no longer), at
@@ -262,9 +352,11 @@ def serve_tcp(engine: Engine, host: str, port: int, token: str,
         ready(server.getsockname()[1])
     stopping = threading.Event()
     waiting = _Waiting()
+    budget = ReplyBudget(reply_buffer)
 
     def handle(conn: socket.socket, peer: Any) -> None:
-        with conn:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(conn)
             evicted = waiting.add(conn)
             if evicted is not None:
                 _log_refusal(evicted, f"evicted: {MAX_UNAUTHENTICATED} connections were waiting to authenticate and "
@@ -283,14 +375,18 @@ def serve_tcp(engine: Engine, host: str, port: int, token: str,
                     pass
                 return
             conn.settimeout(None)  # authenticated: jobs may take as long as they take
-            reader = conn.makefile("rb")
+            # Closed with the connection: a socket's descriptor stays open while a file made from it is (a departed
+            # client's socket had stayed in CLOSE-WAIT).
+            reader = stack.enter_context(conn.makefile("rb"))
             def drop() -> None:
                 try:
                     conn.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
 
-            if Session(engine, reader, conn.sendall, remote=True, on_drop=drop, may_shut_down=allow_shutdown).serve():
+            session = Session(engine, reader, conn.sendall, remote=True, on_drop=drop, may_shut_down=allow_shutdown,
+                              budget=budget, peer=_address(peer))
+            if session.serve():
                 stopping.set()
                 try:
                     server.shutdown(socket.SHUT_RDWR)  # wakes the accept() below at once (close alone did not)
@@ -360,8 +456,11 @@ def _leave(engine: Engine) -> None:
 
 
 def _log_refusal(peer: Any, reason: str) -> None:
-    address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer)
-    print(f"blender-occnet backend: refused {address}: {reason}", file=sys.stderr, flush=True)
+    print(f"blender-occnet backend: refused {_address(peer)}: {reason}", file=sys.stderr, flush=True)
+
+
+def _address(peer: Any) -> str:
+    return f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else str(peer)
 
 
 def _authenticate(conn: socket.socket, token: str, deadline: float) -> str:

@@ -14,6 +14,7 @@ import math
 import os
 import pickle
 import re
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +25,11 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .config import ARCH_MODALITY, ModelConfig, default_config
+from .config import ARCH_MODALITY, MAX_WEIGHTS_FILE_BYTES, ModelConfig, default_config
 from .errors import CheckpointError, InputError
 from .files import atomic_output
 from .frames import SHAPENET_V1_FRAME
-from .model import Network, build_model
+from .model import Network, build_model, check_size, state_shapes
 
 FORMAT_NAME = "blender-occnet-weights"
 FORMAT_VERSION = 1
@@ -85,25 +86,27 @@ def load_safetensors_weights(path: Path) -> Weights:
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             metadata = handle.metadata() or {}
+            if metadata.get("format") != FORMAT_NAME:
+                raise CheckpointError(
+                    f"{path}: a .safetensors file without blender-occnet metadata (no model configuration); "
+                    f"convert an original checkpoint with `python -m blender_occnet convert IN.pt OUT.safetensors`")
+            version = int(metadata.get("format_version", "0"))
+            if version > FORMAT_VERSION:
+                raise CheckpointError(f"{path}: written by a newer blender-occnet (format {version}, this one "
+                                      f"reads up to {FORMAT_VERSION}); update the extension")
+            try:
+                config = ModelConfig.from_dict(json.loads(metadata["config"]))
+                threshold = float(metadata.get("threshold", DEFAULT_THRESHOLD))
+                card = json.loads(metadata.get("model_card", "{}"))
+            except (KeyError, json.JSONDecodeError, InputError, TypeError) as exc:
+                raise CheckpointError(f"{path}: its metadata is damaged ({exc}); re-export the weights") from None
+            _check_size(config, path)  # before any tensor is read
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable .safetensors file ({exc}); "
                               "re-export or re-copy it") from None
-    if metadata.get("format") != FORMAT_NAME:
-        raise CheckpointError(
-            f"{path}: a .safetensors file without blender-occnet metadata (no model configuration); "
-            f"convert an original checkpoint with `python -m blender_occnet convert IN.pt OUT.safetensors`")
-    version = int(metadata.get("format_version", "0"))
-    if version > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: written by a newer blender-occnet (format {version}, this one reads "
-                              f"up to {FORMAT_VERSION}); update the extension")
-    try:
-        config = ModelConfig.from_dict(json.loads(metadata["config"]))
-        threshold = float(metadata.get("threshold", DEFAULT_THRESHOLD))
-        card = json.loads(metadata.get("model_card", "{}"))
-    except (KeyError, json.JSONDecodeError, InputError, TypeError) as exc:
-        raise CheckpointError(f"{path}: its metadata is damaged ({exc}); re-export the weights") from None
     _check_threshold(threshold, path)
+    _check_tensors(tensors, path)
     _check_widths(config, tensors, path)
     # Weights stored in half precision (see save_weights) compute in float32 like every other.
     tensors = {k: v.float() if v.dtype == torch.float16 else v for k, v in tensors.items()}
@@ -123,8 +126,11 @@ def _check_widths(config: ModelConfig, tensors: Mapping[str, torch.Tensor], path
                                   f"shape {tuple(tensor.shape)}; the file is damaged or was edited")
 
 
-def load_original_checkpoint(path: Path, arch: str | None = None) -> Weights:
-    """An original Occupancy Networks `.pt` file (a dict with `model`, or a bare state_dict)."""
+def load_original_checkpoint(path: Path, arch: str | None = None, released: ModelConfig | None = None) -> Weights:
+    """An original Occupancy Networks `.pt` file (a dict with `model`, or a bare state_dict).
+
+    released: the configuration of the authors' release the file claims to be (a download): every key and
+    shape must be that architecture's, checked before a config is read off the file's tensors."""
     data = _safe_torch_load(path)
     state_dict = data.get("model", data) if isinstance(data, dict) else None
     if not isinstance(state_dict, dict) or not state_dict or not all(
@@ -132,6 +138,7 @@ def load_original_checkpoint(path: Path, arch: str | None = None) -> Weights:
         raise CheckpointError(f"{path}: no state_dict found (expected a dict with a 'model' entry of "
                               "tensors, as the original project saves)")
     state_dict = _strip_prefix(state_dict)
+    _check_tensors(state_dict, path)
     try:
         inferred = infer_arch(state_dict)
     except CheckpointError as exc:
@@ -144,7 +151,13 @@ def load_original_checkpoint(path: Path, arch: str | None = None) -> Weights:
     if arch is None:
         raise CheckpointError(f"{path}: cannot tell the architecture from its keys; pass --arch "
                               f"({', '.join(ARCH_MODALITY)})")
-    config = infer_config(arch, state_dict)
+    if released is not None:
+        check_state_dict(released, state_dict, str(path))
+    try:
+        config = infer_config(arch, state_dict)
+    except InputError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+    _check_size(config, path)
     # The authors trained on ShapeNetCore v1 (up +y, front +x); frames.py turns inputs to match. A training
     # checkpoint of this project (it records its config) stands in the project's frame.
     ours = isinstance(data, dict) and "config" in data and "state" in data
@@ -153,11 +166,48 @@ def load_original_checkpoint(path: Path, arch: str | None = None) -> Weights:
         card["frame"] = dict(SHAPENET_V1_FRAME)
     weights = Weights(config, state_dict, DEFAULT_THRESHOLD, card, source=str(path))
     # Fail here, at load time, with the key names rather than later inside the backend.
-    load_state_dict_checked(build_model(config), state_dict, str(path))
+    check_state_dict(config, state_dict, str(path))
     return weights
 
 
+def _check_size(config: ModelConfig, path: Path) -> None:
+    try:
+        check_size(config)
+    except InputError as exc:
+        raise CheckpointError(f"{path}: {exc}") from None
+
+
+def _check_tensors(tensors: Mapping[str, torch.Tensor], path: Path) -> None:
+    """No tensor of a network is empty: a file of zero-size tensors is made to pass shape checks cheaply while
+    its shapes ask for a huge network."""
+    empty = [key for key, tensor in tensors.items() if tensor.numel() == 0]
+    if empty:
+        raise CheckpointError(f"{path}: {len(empty)} tensor(s) hold no values ({_some(empty)}); a network's never "
+                              "do: the file is damaged or not a weights file")
+
+
+MAX_ARCHIVE_BYTES = MAX_WEIGHTS_FILE_BYTES  # what the members of a `.pt` archive may inflate to
+
+
+def _check_archive(path: Path) -> None:
+    """A zip `.pt` (torch's format since 1.6) whose members would inflate past MAX_ARCHIVE_BYTES is refused from
+    its directory alone, before torch.load reads any member whole (a 7 MB file of deflated zeros made 7 GB)."""
+    if not zipfile.is_zipfile(path):
+        return  # torch's legacy format: tensors are read as the file holds them
+    try:
+        with zipfile.ZipFile(path) as archive:
+            total = sum(member.file_size for member in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)}); is it a weights "
+                              "file, and complete?") from None
+    if total > MAX_ARCHIVE_BYTES:
+        raise CheckpointError(f"{path}: refused: its members would inflate to {total:,} bytes, over the "
+                              f"{MAX_ARCHIVE_BYTES:,} any weights file needs; the file is damaged or not a weights "
+                              "file")
+
+
 def _safe_torch_load(path: Path) -> Any:
+    _check_archive(path)
     try:
         with torch.serialization.safe_globals(_numpy_scalar_globals()):
             return torch.load(str(path), map_location="cpu", weights_only=True)
@@ -281,7 +331,15 @@ def infer_config(arch: str, state_dict: Mapping[str, torch.Tensor]) -> ModelConf
 def load_state_dict_checked(model: Network, state_dict: Mapping[str, torch.Tensor],
                             source: str) -> None:
     """Load strictly; on mismatch name the missing and unexpected keys or the first wrong shape."""
-    expected = model.state_dict()
+    check_state_dict(model.config, state_dict, source)
+    model.load_state_dict(dict(state_dict), strict=True)
+
+
+def check_state_dict(config: ModelConfig, state_dict: Mapping[str, torch.Tensor], source: str,
+                     hint: str = "Is --arch right?") -> None:
+    """Every key and shape of the network `config` builds, and nothing else, without building it; `hint` ends
+    the message with what to do."""
+    expected = state_shapes(config)
     missing = [k for k in expected if k not in state_dict]
     unexpected = [k for k in state_dict if k not in expected]
     if missing or unexpected:
@@ -290,13 +348,12 @@ def load_state_dict_checked(model: Network, state_dict: Mapping[str, torch.Tenso
             parts.append(f"{len(missing)} missing key(s): {_some(missing)}")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected key(s): {_some(unexpected)}")
-        raise CheckpointError(f"{source}: does not fit the {model.config.arch} architecture: "
-                              f"{'; '.join(parts)}. Is --arch right?")
-    for key, tensor in expected.items():
-        if tuple(state_dict[key].shape) != tuple(tensor.shape):
+        raise CheckpointError(f"{source}: does not fit the {config.arch} architecture: "
+                              f"{'; '.join(parts)}. {hint}")
+    for key, shape in expected.items():
+        if tuple(state_dict[key].shape) != shape:
             raise CheckpointError(f"{source}: {key} has shape {tuple(state_dict[key].shape)}, the architecture "
-                                  f"expects {tuple(tensor.shape)}. Is --arch right?")
-    model.load_state_dict(dict(state_dict), strict=True)
+                                  f"expects {shape}. {hint}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -35,6 +35,17 @@ FIELD_BOUNDS = {"c_dim": 4096, "hidden_size": 4096, "encoder_hidden": 4096, "n_i
                 "image_size": 1024, "feature_resolution": 256, "unet_depth": 6, "unet_filters": 256}
 GRID_RESOLUTION_BOUND = 128  # a 3D feature grid of 128^3 is already 8M cells per channel
 
+# What a network may hold, counted by model.check_size before anything is built (issue 24: a 324-byte weights file
+# asked for a 6-level U-Net of 256 filters, 2 billion values, and ONet widths of 4,096 for a billion). The largest
+# known architecture (onet-img, a ResNet-18 encoder) holds 13.4M values; a ConvONet's widest feature map (a 32^3
+# grid of 32 channels) 1M. Each bound leaves room for custom networks several times larger.
+MAX_NETWORK_VALUES = 64_000_000  # 256 MB of float32
+MAX_FEATURE_VALUES = 1 << 27  # one full-resolution feature map of a ConvONet: 512 MB of float32
+# What a weights file (a .pt archive's members inflated, a download) may hold (1 GB): a network of
+# MAX_NETWORK_VALUES in float32, an optimiser's two moments beside it and room for as much again (the released
+# files are 8 to 160 MB).
+MAX_WEIGHTS_FILE_BYTES = MAX_NETWORK_VALUES * 4 * 4
+
 # Which fields mean something to which architectures; the others are kept at their defaults.
 _GLOBAL_FIELDS = ("c_dim", "hidden_size")
 _FIELDS_USED = {

@@ -9,6 +9,10 @@ class InputError(OccNetError, ValueError):
     """An input (image, point cloud, voxel grid, option value) that cannot be used."""
 
 
+class OutputError(OccNetError):
+    """A result that could not be written where it was asked for (a full disk, a folder gone)."""
+
+
 class CheckpointError(OccNetError):
     """A weights file that cannot be read, is unsafe, or does not fit the architecture."""
 

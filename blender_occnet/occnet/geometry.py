@@ -17,6 +17,15 @@ def face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
     return normals / np.maximum(np.linalg.norm(normals, axis=1, keepdims=True), 1e-12)
 
 
+# Rows (points, faces, lines of a text file) looked at at once wherever a large input is read or walked: memory
+# then grows with the arrays kept, not with temporaries over the whole input (issue 24: a 10-million-face mesh
+# was sampled through (F, 3, 3) corner arrays, 2.5 GB). The one rule for every reader and pass over big inputs.
+# A chunk of faces costs about 200 bytes a row while it is worked on (corners, edges, cross products), a chunk of
+# text about 15 times its size once split into Python objects: 50 to 60 MB each.
+CHUNK_ROWS = 1 << 18
+CHUNK_BYTES = 16 * CHUNK_ROWS  # text read at once: about CHUNK_ROWS short lines
+
+
 def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """`n` points uniformly distributed over the surface area (deterministic for a seed), float64, and the
     index of the face each lies on. Raises InputError when the faces have no area."""
@@ -28,9 +37,13 @@ def sample_surface_weights(vertices: np.ndarray, faces: np.ndarray, n: int,
                            seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """sample_surface's points and faces, and each point's barycentric weights (n, 3) on its face's corners (to
     carry what the corners hold, colours say, onto the samples)."""
-    tri = np.asarray(vertices, dtype=np.float64)[faces]  # (F, 3, 3)
-    areas = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]), axis=1)
-    areas = np.where(np.isfinite(areas), areas, 0.0)
+    vertices, faces = np.asarray(vertices), np.asarray(faces)
+    areas = np.empty(len(faces))
+    for start in range(0, len(faces), CHUNK_ROWS):
+        tri = np.asarray(vertices[faces[start:start + CHUNK_ROWS]], dtype=np.float64)
+        areas[start:start + CHUNK_ROWS] = 0.5 * np.linalg.norm(np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]),
+                                                               axis=1)
+    areas[~np.isfinite(areas)] = 0.0
     total = areas.sum()
     if not total > 0:
         raise InputError("the mesh has no surface area (all faces are degenerate)")
@@ -39,15 +52,25 @@ def sample_surface_weights(vertices: np.ndarray, faces: np.ndarray, n: int,
     u, v = rng.random(n), rng.random(n)
     flip = u + v > 1  # fold the unit square onto the triangle
     u[flip], v[flip] = 1 - u[flip], 1 - v[flip]
-    t = tri[face]
+    t = np.asarray(vertices[faces[face]], dtype=np.float64)  # the sampled faces' corners only
     points = t[:, 0] + u[:, None] * (t[:, 1] - t[:, 0]) + v[:, None] * (t[:, 2] - t[:, 0])
     return points, face, np.stack([1 - u - v, u, v], axis=1)
 
 
-def unit_cube_frame(lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, float]:
+# The largest coordinate a source may have: meshes come back in float32 (at most 3.4e38), and +-1e308 made the
+# box's size infinite ("scale must be finite, got inf"). Far beyond any unit: millimetres of a planet are 1e10.
+MAX_COORDINATE = 1e30
+
+
+def unit_cube_frame(lo: np.ndarray, hi: np.ndarray, name: str = "the input") -> tuple[np.ndarray, float]:
     """The loc and scale that move a bounding box [lo, hi] into the unit cube (its centre at the origin, its
-    longest edge 1): normalised = (p - loc) / scale. The scale is 0 for a box without extent."""
+    longest edge 1): normalised = (p - loc) / scale. The scale is 0 for a box without extent. A box reaching past
+    MAX_COORDINATE is refused, `name` saying whose."""
     lo, hi = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    reach = float(np.max(np.abs([lo, hi])))
+    if not reach <= MAX_COORDINATE:
+        raise InputError(f"{name}: coordinates reach {reach:.3g}, too large to reconstruct (at most "
+                         f"{MAX_COORDINATE:.0e}); scale it down first")
     return (lo + hi) / 2, float((hi - lo).max())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ NPZ_COLOUR_KEYS = ("colors", "colours", "rgb")
 
 @dataclass
 class MeshData:
-    vertices: np.ndarray  # (V, 3) float64
+    vertices: np.ndarray  # (V, 3) float64 (float32 as a binary STL holds them: three a face, half the memory)
     faces: np.ndarray  # (F, 3) int64; empty (0, 3) for a bare point set
     colours: np.ndarray | None = None  # (V, 3 or 4) per-vertex colours as the file holds them, when it has them
 
@@ -29,8 +30,9 @@ class MeshData:
 def read_mesh(path: str | os.PathLike[str]) -> MeshData:
     """Vertices and triangles of a mesh file (a scene's meshes are merged, transforms applied)."""
     path = _existing(path)
-    if path.suffix.lower() == ".obj":
-        plain = _read_plain_obj(path)
+    plain_reader = _PLAIN_READERS.get(path.suffix.lower())
+    if plain_reader is not None:
+        plain = plain_reader(path)
         if plain is not None:
             return plain
     import trimesh  # imported here: the add-on side never needs it
@@ -61,22 +63,23 @@ def _trimesh_colours(loaded: Any, count: int) -> np.ndarray | None:
     return colours if colours.ndim == 2 and len(colours) == count and colours.shape[1] in (3, 4) else None
 
 
-OBJ_CHUNK_BYTES = 1 << 24  # text read at once by the OBJ reader: memory is the arrays', not the file's
+# The plain readers: OBJ, OFF, PLY and STL read with numpy, geometry.CHUNK_BYTES of text or CHUNK_ROWS binary rows
+# at a time, so a file costs its arrays rather than trimesh's copies of it (a 5M-face OFF had peaked at 3.3 GB).
+# Each returns None for what only trimesh handles (vertex colours in an OFF, negative OBJ indices, mixed polygon
+# sizes in a binary PLY, ...): the caller then uses trimesh.
 
 
 def _read_plain_obj(path: Path) -> MeshData | None:
-    """An OBJ of 'v x y z' and 'f a b c ...' lines (a/b/c and polygon forms too), read with numpy a chunk
-    of lines at a time: a 10-million-face file costs its arrays (a few hundred MB) rather than trimesh's
-    2.8 GB, and no trimesh import; `v x y z r g b` gives vertex colours. None when the file uses what only
-    trimesh handles (a w coordinate, negative or relative indices, line continuations): the caller then uses
-    trimesh."""
+    """An OBJ of 'v x y z' and 'f a b c ...' lines (a/b/c and polygon forms too), a chunk of lines at a time (a
+    10-million-face file costs a few hundred MB rather than trimesh's 2.8 GB); `v x y z r g b` gives vertex colours.
+    None when the file uses a w coordinate, negative or relative indices or line continuations."""
     vertices: list[np.ndarray] = []
     triangles: list[np.ndarray] = []
     rgb: list[np.ndarray] = []
     try:
         with open(path, "rb") as handle:
             while True:
-                lines = handle.readlines(OBJ_CHUNK_BYTES)
+                lines = handle.readlines(geometry.CHUNK_BYTES)
                 if not lines:
                     break
                 v = [line[2:] for line in lines if line.startswith(b"v ")]
@@ -91,33 +94,23 @@ def _read_plain_obj(path: Path) -> MeshData | None:
                         return None  # a w coordinate, or colours on some vertices only
                     vertices.append(values.reshape(-1, 3))
                 if f:
-                    try:
-                        chunk = _obj_faces(f)
-                    except OverflowError:
-                        raise InputError(f"{path}: a face refers to a vertex index beyond any file's (over 19 "
-                                         "digits); the file is broken: export it again") from None
+                    chunk = _obj_faces(f)
                     if chunk is None:
                         return None
                     triangles.append(chunk)
                 if any(line.rstrip().endswith(b"\\") for line in lines):
                     return None
-    except InputError:
-        raise
+    except OverflowError:
+        raise _index_overflow(path) from None
     except (OSError, ValueError):
         return None  # let trimesh say what is wrong
-    if not vertices:
-        return None
-    points = np.concatenate(vertices)
-    faces = np.concatenate(triangles) - 1 if triangles else np.zeros((0, 3), np.int64)
-    if len(faces) and (faces.min() < 0 or faces.max() >= len(points)):
-        raise InputError(f"{path}: a face refers to vertex {int(faces.max()) + 1 if faces.max() >= len(points) else 0},"
-                         f" but the file has {len(points):,} vertices")
-    colours = None
-    if rgb:
-        if len(rgb) != len(vertices):
-            return None  # colours on some chunks' vertices only: trimesh sorts it out
-        colours = text_colours(np.concatenate(rgb))
-    return MeshData(points, faces, colours)
+    if rgb and len(rgb) != len(vertices):
+        return None  # colours on some chunks' vertices only: trimesh sorts it out
+    colours = text_colours(np.concatenate(rgb)) if rgb else None
+    mesh = _mesh_of(path, vertices, triangles, base=1)
+    if mesh is not None:
+        mesh.colours = colours
+    return mesh
 
 
 def _obj_faces(rows: list[list[bytes]]) -> np.ndarray | None:
@@ -126,17 +119,278 @@ def _obj_faces(rows: list[list[bytes]]) -> np.ndarray | None:
     counts = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
     if (counts < 3).any():
         raise ValueError("a face with fewer than three vertices")
-    tokens = [t.split(b"/", 1)[0] for r in rows for t in r]
-    index = np.array(tokens, dtype=np.int64)
+    index = np.array([t.split(b"/", 1)[0] for r in rows for t in r], dtype=np.int64)
     if (index <= 0).any():
         return None
+    return _fan(counts, index)
+
+
+def _fan(counts: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """Triangles (K, 3) of polygons given by their vertex counts and their indices back to back: each polygon
+    fanned, (first, k, k + 1) for k in 1..n-2."""
     starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    # Fan each polygon: (first, k, k + 1) for k in 1..n-2.
     fans = counts - 2
-    owner = np.repeat(np.arange(len(rows)), fans)
+    owner = np.repeat(np.arange(len(counts)), fans)
     k = np.arange(int(fans.sum())) - np.repeat(np.cumsum(fans) - fans, fans) + 1
     first = starts[owner]
     return np.stack([index[first], index[first + k], index[first + k + 1]], axis=1)
+
+
+def _vertex_rows(lines: list[bytes], width: int, columns: tuple[int, ...] = (0, 1, 2)) -> np.ndarray | None:
+    """(N, 3) float64 from N text lines of `width` numbers each (the x, y, z at `columns`); None when a line holds
+    another count."""
+    values = np.array(b" ".join(lines).split(), dtype=np.float64)
+    if values.size != width * len(lines):
+        return None
+    return values.reshape(-1, width)[:, list(columns)]
+
+
+def _polygon_rows(lines: list[bytes]) -> np.ndarray | None:
+    """0-based triangles from OFF or ASCII PLY face lines ('n i j k ...', anything after the n indices ignored)."""
+    rows = [line.split() for line in lines]
+    counts = np.array([row[0] for row in rows], dtype=np.int64)
+    if (counts < 3).any():
+        return None
+    index = np.array([t for row, n in zip(rows, counts.tolist()) for t in row[1:1 + n]], dtype=np.int64)
+    if index.size != counts.sum():
+        return None
+    return _fan(counts, index)
+
+
+def _sections(handle: Any, counts: list[int], comments: bool = False) -> Iterator[tuple[int, list[bytes]]]:
+    """(section, lines) of a text body made of consecutive sections of `counts` lines, CHUNK_BYTES at a time; blank
+    lines (and '#' comments) are not counted. Raises ValueError when the file ends early."""
+    section = 0
+    left = counts[0] if counts else 0
+    while True:
+        while section < len(counts) and left == 0:
+            section += 1
+            left = counts[section] if section < len(counts) else 0
+        if section == len(counts):
+            return
+        lines = handle.readlines(geometry.CHUNK_BYTES)
+        if not lines:
+            raise ValueError("the file ends early")
+        lines = [line for line in lines if line.strip() and not (comments and line.lstrip().startswith(b"#"))]
+        while lines and section < len(counts):
+            if left:
+                yield section, lines[:left]
+                taken = min(left, len(lines))
+                lines, left = lines[taken:], left - taken
+            if left == 0:
+                section += 1
+                left = counts[section] if section < len(counts) else 0
+
+
+def _read_off(path: Path) -> MeshData | None:
+    """An OFF file: 'OFF', the counts 'V F E', V lines 'x y z', F lines 'n i j k ...'. None for COFF, NOFF and
+    vertex colours."""
+    vertices: list[np.ndarray] = []
+    triangles: list[np.ndarray] = []
+    try:
+        with open(path, "rb") as handle:
+            words = handle.readline().split(b"#", 1)[0].split()
+            if words[:1] != [b"OFF"]:
+                return None
+            words = words[1:]  # the counts may follow on the same line
+            while len(words) < 3:
+                line = handle.readline()
+                if not line:
+                    return None
+                words += line.split(b"#", 1)[0].split()
+            for section, lines in _sections(handle, [int(words[0]), int(words[1])], comments=True):
+                chunk = _vertex_rows(lines, 3) if section == 0 else _polygon_rows(lines)
+                if chunk is None:
+                    return None
+                (vertices if section == 0 else triangles).append(chunk)
+    except OverflowError:
+        raise _index_overflow(path) from None
+    except (OSError, ValueError, IndexError):
+        return None
+    return _mesh_of(path, vertices, triangles, base=0)
+
+
+_PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
+              "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
+              "float": "f4", "float32": "f4", "double": "f8", "float64": "f8"}
+_PLY_FORMATS = {b"binary_little_endian": "<", b"binary_big_endian": ">", b"ascii": ""}
+# (name, numpy type, list item type or None for a scalar)
+_PlyProperty = tuple[str, str, "str | None"]
+
+
+def _read_ply(path: Path) -> MeshData | None:
+    """A PLY file whose elements are 'vertex' (scalar properties with x, y, z) then, optionally, 'face' (one list
+    property), ASCII or binary; a binary file's polygons all of one size. Later elements are not read."""
+    try:
+        with open(path, "rb") as handle:
+            if handle.readline().strip() != b"ply":
+                return None
+            order: str | None = None
+            elements: list[tuple[str, int, list[_PlyProperty]]] = []
+            while True:
+                words = handle.readline().split()
+                if not words or words[0] in (b"comment", b"obj_info"):
+                    continue
+                if words[0] == b"end_header":
+                    break
+                if words[0] == b"format":
+                    order = _PLY_FORMATS[words[1]]
+                elif words[0] == b"element":
+                    elements.append((words[1].decode(), int(words[2]), []))
+                elif words[0] == b"property" and elements and words[1] == b"list":
+                    elements[-1][2].append((words[4].decode(), _PLY_TYPES[words[2].decode()],
+                                            _PLY_TYPES[words[3].decode()]))
+                elif words[0] == b"property" and elements:
+                    elements[-1][2].append((words[2].decode(), _PLY_TYPES[words[1].decode()], None))
+                else:
+                    return None
+            names = [element[0] for element in elements]
+            if order is None or names[:1] != ["vertex"] or names[1:2] not in ([], ["face"]):
+                return None
+            vertex, face = elements[0][1:], elements[1][1:] if len(elements) > 1 else (0, [])
+            if any(item is not None for _, _, item in vertex[1]) or not {"x", "y", "z"} <= {n for n, _, _ in vertex[1]}:
+                return None
+            if face[0] and (len(face[1]) != 1 or face[1][0][2] is None):
+                return None
+            read = _ply_binary if order else _ply_ascii
+            parts = read(handle, order, vertex, face)
+    except OverflowError:
+        raise _index_overflow(path) from None
+    except (OSError, ValueError, KeyError, IndexError, UnicodeDecodeError):
+        return None
+    if parts is None:
+        return None
+    mesh = _mesh_of(path, parts[0], parts[1], base=0)
+    if mesh is not None and parts[2]:
+        mesh.colours = np.concatenate(parts[2])
+    return mesh
+
+
+_PlyElement = tuple[int, list[_PlyProperty]]
+_Parts = tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]  # vertices, triangles, colours
+_PLY_COLOURS = ("red", "green", "blue", "alpha")
+
+
+def _ply_colour_names(vertex: _PlyElement) -> list[str]:
+    """The vertex's colour properties (red, green, blue and any alpha), or none unless all three are there."""
+    names = [name for name, _, _ in vertex[1]]
+    return [name for name in _PLY_COLOURS if name in names] if {"red", "green", "blue"} <= set(names) else []
+
+
+def _ply_ascii(handle: Any, order: str, vertex: _PlyElement, face: _PlyElement) -> _Parts | None:
+    names = [name for name, _, _ in vertex[1]]
+    kinds = {name: kind for name, kind, _ in vertex[1]}
+    colour_names = _ply_colour_names(vertex)
+    columns = tuple(names.index(name) for name in ("x", "y", "z", *colour_names))
+    parts: _Parts = ([], [], [])
+    for section, lines in _sections(handle, [vertex[0], face[0]]):
+        chunk = _vertex_rows(lines, len(names), columns) if section == 0 else _polygon_rows(lines)
+        if chunk is None:
+            return None
+        if section == 0:
+            parts[0].append(chunk[:, :3])
+            if colour_names:  # as the file holds them: bytes stay bytes (colours.unit_colours reads either)
+                parts[2].append(chunk[:, 3:].astype(np.dtype(kinds[colour_names[0]])))
+        else:
+            parts[1].append(chunk)
+    return parts
+
+
+def _ply_binary(handle: Any, order: str, vertex: _PlyElement, face: _PlyElement) -> _Parts | None:
+    row = np.dtype([(name, order + kind) for name, kind, _ in vertex[1]])
+    colour_names = _ply_colour_names(vertex)
+    parts: _Parts = ([], [], [])
+    for start in range(0, vertex[0], geometry.CHUNK_ROWS):
+        rows = np.frombuffer(_read_bytes(handle, min(geometry.CHUNK_ROWS, vertex[0] - start) * row.itemsize), row)
+        parts[0].append(np.stack([rows["x"], rows["y"], rows["z"]], axis=1).astype(np.float64))
+        if colour_names:
+            parts[2].append(np.stack([rows[name] for name in colour_names], axis=1).astype(
+                rows.dtype[colour_names[0]].newbyteorder("=")))
+    if not face[0]:
+        return parts
+    _, count_type, item_type = face[1][0]
+    # The first polygon's size is every polygon's (checked): rows of one length, read CHUNK_ROWS at a time.
+    size_bytes = np.dtype(count_type).itemsize
+    sides = int(np.frombuffer(_read_bytes(handle, size_bytes), order + str(count_type))[0])
+    polygon = np.dtype([("n", order + str(count_type)), ("v", order + str(item_type), (sides,))])
+    pending = np.frombuffer(_read_bytes(handle, polygon.itemsize - size_bytes), order + str(item_type))
+    if sides < 3:
+        return None
+    parts[1].append(_fan(np.array([sides]), pending.astype(np.int64)))
+    for start in range(1, face[0], geometry.CHUNK_ROWS):
+        rows = np.frombuffer(_read_bytes(handle, min(geometry.CHUNK_ROWS, face[0] - start) * polygon.itemsize),
+                             polygon)
+        if (rows["n"] != sides).any():
+            return None  # polygons of mixed sizes: trimesh reads those
+        index = rows["v"].astype(np.int64)
+        parts[1].append(index if sides == 3 else _fan(np.full(len(rows), sides), index.reshape(-1)))
+    return parts
+
+
+_STL_ROW = np.dtype([("normal", "<f4", (3,)), ("corners", "<f4", (3, 3)), ("attr", "<u2")])
+
+
+def _read_stl(path: Path) -> MeshData | None:
+    """A binary STL (told by its size: 84 bytes and 50 a triangle), or an ASCII one's 'vertex x y z' lines. Every
+    triangle has its own three vertices, as trimesh reads them unprocessed."""
+    corners: list[np.ndarray] = []
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(84)
+            count = int.from_bytes(head[80:84], "little") if len(head) == 84 else -1
+            if 84 + _STL_ROW.itemsize * count == path.stat().st_size:
+                corners.append(np.empty((3 * count, 3), np.float32))  # filled in place, as the file holds them
+                for start in range(0, count, geometry.CHUNK_ROWS):
+                    size = min(geometry.CHUNK_ROWS, count - start) * _STL_ROW.itemsize
+                    rows = np.frombuffer(_read_bytes(handle, size), _STL_ROW)
+                    corners[0][3 * start:3 * (start + len(rows))] = rows["corners"].reshape(-1, 3)
+            elif head.lstrip().startswith(b"solid"):
+                handle.seek(0)
+                while lines := handle.readlines(geometry.CHUNK_BYTES):
+                    found = [line.split(None, 1)[1] for line in lines if line.lstrip().startswith(b"vertex ")]
+                    chunk = _vertex_rows(found, 3) if found else np.zeros((0, 3))
+                    if chunk is None:
+                        return None
+                    corners.append(chunk)
+            else:
+                return None
+    except (OSError, ValueError, IndexError):
+        return None
+    total = sum(len(chunk) for chunk in corners)
+    if not total or total % 3:
+        return None
+    return _mesh_of(path, corners, [np.arange(total, dtype=np.int64).reshape(-1, 3)], base=0)
+
+
+def _read_bytes(handle: Any, size: int) -> bytes:
+    data = handle.read(size)
+    if len(data) != size:
+        raise ValueError("the file ends early")
+    return bytes(data)
+
+
+def _mesh_of(path: Path, vertices: list[np.ndarray], triangles: list[np.ndarray], base: int) -> MeshData | None:
+    """The chunks read as one mesh, its face indices checked against its vertices; `base`: the file's first index."""
+    if not vertices:
+        return None
+    points = vertices[0] if len(vertices) == 1 else np.concatenate(vertices)
+    vertices.clear()
+    faces = (triangles[0] if len(triangles) == 1 else np.concatenate(triangles)) if triangles else \
+        np.zeros((0, 3), np.int64)
+    triangles.clear()
+    faces -= base
+    if len(faces) and (faces.min() < 0 or faces.max() >= len(points)):
+        named = int(faces.max()) + base if faces.max() >= len(points) else int(faces.min()) + base
+        raise InputError(f"{path}: a face refers to vertex {named}, but the file has {len(points):,} vertices")
+    return MeshData(points, faces)
+
+
+def _index_overflow(path: Path) -> InputError:
+    return InputError(f"{path}: a face refers to a vertex index beyond any file's (over 19 digits); the file is "
+                      "broken: export it again")
+
+
+_PLAIN_READERS = {".obj": _read_plain_obj, ".off": _read_off, ".ply": _read_ply, ".stl": _read_stl}
 
 
 def read_normalised_mesh(path: str | os.PathLike[str]) -> tuple[MeshData, np.ndarray, float]:
@@ -152,7 +406,7 @@ def normalise_mesh(mesh: MeshData, name: str = "mesh") -> tuple[MeshData, np.nda
     finite = np.isfinite(mesh.vertices).all(axis=1)
     if not finite.all():
         raise InputError(f"{name}: {int((~finite).sum())} vertices have non-finite coordinates")
-    loc, scale = geometry.unit_cube_frame(mesh.vertices.min(axis=0), mesh.vertices.max(axis=0))
+    loc, scale = geometry.unit_cube_frame(mesh.vertices.min(axis=0), mesh.vertices.max(axis=0), name)
     if not scale > 0:
         raise InputError(f"{name}: the mesh has no extent")
     return MeshData((mesh.vertices - loc) / scale, mesh.faces), loc, scale
@@ -194,8 +448,7 @@ def read_coloured_points(path: str | os.PathLike[str], n_surface_samples: int = 
         raise InputError(f"{path}: unknown point cloud format {suffix!r}; use one of {', '.join(POINT_SUFFIXES)}")
     if not isinstance(points, np.ndarray):
         points = np.asarray(points)
-    if points.ndim != 2 or points.shape[1] < 3:
-        raise InputError(f"{path}: expected an N x 3 array of points, got shape {points.shape}")
+    check_point_rows(points, str(path))
     if points.dtype.kind != "f":
         return points[:, :3].astype(np.float64), colours
     return points[:, :3], colours
@@ -255,6 +508,14 @@ def _load_text_points(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
     if colour_columns is None:
         return values, None
     return values[:, :3], text_colours(values[:, colour_columns])
+
+
+def check_point_rows(points: np.ndarray, name: str) -> None:
+    """Points are the rows of an N x 3 array (further columns, such as normals or colours, are left aside)."""
+    if points.ndim != 2 or points.shape[1] < 3:
+        raise InputError(f"{name}: expected an N x 3 array of points, got shape {points.shape}")
+    if len(points) == 3 and points.shape[1] > 3:  # read as 3 points, it had been told "3 usable point(s)"
+        raise InputError(f"{name}: a 3 x {points.shape[1]:,} array: points must be its rows (N x 3); transpose it")
 
 
 def _existing(path: str | os.PathLike[str]) -> Path:

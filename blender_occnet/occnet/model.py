@@ -7,15 +7,18 @@ Two families share one interface (encode, decode, forward, and `fixed_decoder` f
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import functools
+import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from .config import ModelConfig
+from .config import ARCHITECTURES, MAX_FEATURE_VALUES, MAX_NETWORK_VALUES, ModelConfig
 from .decoder import DecoderCBatchNorm
 from .encoders import ImageEncoder, PointNetEncoder, VoxelEncoder
+from .errors import InputError
 from .local import Features, FixedLocalDecoder, LocalDecoder, LocalPoolPointNet, LocalVoxelEncoder
 
 DecodeFn = Callable[[torch.Tensor], torch.Tensor]  # box points (N, 3) -> logits (N,)
@@ -87,10 +90,47 @@ Network = OccupancyNetwork | ConvolutionalOccupancyNetwork
 
 
 def build_model(config: ModelConfig) -> Network:
-    """A freshly initialised network for a configuration."""
+    """A freshly initialised network for a configuration (refused first when it is beyond any known size)."""
+    check_size(config)
+    return _construct(config)
+
+
+def _construct(config: ModelConfig) -> Network:
     if config.local:
         return ConvolutionalOccupancyNetwork(config)
     return OccupancyNetwork(config)
+
+
+@functools.lru_cache(maxsize=64)
+def state_shapes(config: ModelConfig) -> Mapping[str, tuple[int, ...]]:
+    """Every parameter's and buffer's shape in the network a config builds, from a build on the meta device:
+    the sizes are the network's own, and nothing is allocated (a config of billions of values costs nothing)."""
+    with torch.device("meta"):
+        model = _construct(config)
+    return {key: tuple(tensor.shape) for key, tensor in model.state_dict().items()}
+
+
+def network_size(config: ModelConfig) -> int:
+    """How many values (parameters and buffers) the network a config builds holds."""
+    return sum(math.prod(shape) for shape in state_shapes(config).values())
+
+
+def check_size(config: ModelConfig) -> None:
+    """Refuse a config whose network, or a ConvONet's feature map, is beyond MAX_*_VALUES; nothing built."""
+    values = network_size(config)
+    if values > MAX_NETWORK_VALUES:
+        largest = max(ARCHITECTURES.values(), key=network_size)
+        raise InputError(f"model config: a {config.arch} network of {values:,} values ({values * 4 / 1e9:.1f} GB) "
+                         f"is over the {MAX_NETWORK_VALUES:,} this project accepts (the largest known, "
+                         f"{largest.arch}, holds {network_size(largest):,}): a weights file that asks for it is "
+                         "damaged, a training config must ask for less")
+    if config.local:
+        cells = len(config.planes) * config.feature_resolution ** (3 if config.planes == ("grid",) else 2)
+        features = cells * max(config.c_dim, config.unet_filters)
+        if features > MAX_FEATURE_VALUES:
+            raise InputError(f"model config: a feature map of {features:,} values ({features * 4 / 1e9:.1f} GB) is "
+                             f"over the {MAX_FEATURE_VALUES:,} this project accepts; lower feature_resolution or "
+                             "unet_filters")
 
 
 def fixed_decoder(model: Network, encoding: torch.Tensor | Features) -> DecodeFn:

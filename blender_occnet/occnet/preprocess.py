@@ -16,8 +16,15 @@ import numpy as np
 from .binvox import pool_grid, read_binvox
 from .colours import ColourSource, colour_source
 from .errors import InputError
-from .geometry import unit_cube_frame
-from .meshio import MESH_SUFFIXES, MeshData, normalise_mesh, read_coloured_points, read_normalised_mesh
+from .geometry import CHUNK_ROWS, unit_cube_frame
+from .meshio import (
+    MESH_SUFFIXES,
+    MeshData,
+    check_point_rows,
+    normalise_mesh,
+    read_coloured_points,
+    read_normalised_mesh,
+)
 from .policy import MAX_FIT_POINTS, MIN_POINTS
 from .voxelize import voxelize_mesh
 
@@ -30,7 +37,6 @@ MAX_IMAGE_PIXELS = 8192 * 8192
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 PathOrArray = str | os.PathLike | np.ndarray
-CHUNK_ROWS = 1 << 20  # rows of a large cloud looked at at once: memory stays bounded by this, not the cloud
 
 if TYPE_CHECKING:
     from .config import ModelConfig
@@ -191,11 +197,10 @@ def prepare_pointcloud(points: PathOrArray, n_points: int = 300, seed: int = 0,
     name = str(points) if not isinstance(points, np.ndarray) else "point cloud"
     if isinstance(points, np.ndarray):
         array = np.asarray(points)
-        coloured = None if colours is None or array.ndim != 2 else colour_source(array, colours, name, seed)
+        check_point_rows(array, name)
+        coloured = None if colours is None else colour_source(array, colours, name, seed)
     else:
-        array, coloured = read_coloured_points(points, seed=seed)
-    if array.ndim != 2 or array.shape[1] < 3:
-        raise InputError(f"{name}: expected an N x 3 array of points, got shape {array.shape}")
+        array, coloured = read_coloured_points(points, seed=seed)  # checked as it is read
     finite = np.empty(len(array), dtype=bool)
     lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
     for start in range(0, len(array), CHUNK_ROWS):
@@ -209,7 +214,7 @@ def prepare_pointcloud(points: PathOrArray, n_points: int = 300, seed: int = 0,
         dropped = f" ({len(array) - usable} non-finite dropped)" if usable < len(array) else ""
         raise InputError(f"{name}: {usable} usable point(s){dropped}; a point cloud needs at least "
                          f"{MIN_POINTS}: give it a denser cloud or a mesh file")
-    loc, scale = unit_cube_frame(lo, hi)
+    loc, scale = unit_cube_frame(lo, hi, name)
     if not scale > 0:
         raise InputError(f"{name}: all points are at the same place; nothing to reconstruct")
     rng = np.random.default_rng(seed)

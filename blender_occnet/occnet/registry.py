@@ -13,8 +13,9 @@ from safetensors import SafetensorError, safe_open
 
 from ..user_dirs import user_weights_dir
 from .checkpoints import FORMAT_NAME
-from .config import ARCH_MODALITY
+from .config import ARCH_MODALITY, ModelConfig
 from .errors import CheckpointError
+from .model import check_size
 from .policy import MODALITIES
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"
@@ -75,6 +76,7 @@ def describe(path: Path) -> WeightsInfo:
         config = json.loads(meta["config"])
         if not isinstance(config, dict) or config.get("arch") not in ARCH_MODALITY:
             raise ValueError(f"its config names no known architecture ({', '.join(sorted(ARCH_MODALITY))})")
+        check_size(ModelConfig.from_dict(config))  # a network too large to build is listed as unusable, with why
         if meta.get("modality") not in MODALITIES:
             raise ValueError(f"its modality is not one of {', '.join(MODALITIES)}")
         threshold = float(meta["threshold"])

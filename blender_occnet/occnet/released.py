@@ -17,6 +17,7 @@ import http.client
 import json
 import os
 import re
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,13 +26,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import CheckpointError, OccNetError
+from .config import MAX_WEIGHTS_FILE_BYTES
+from .errors import CheckpointError, InputError, OccNetError
 
 CATALOGUE = Path(__file__).resolve().parent / "released_weights.json"
 ENV_MIRROR = "OCCNET_WEIGHTS_MIRROR"
 DOWNLOADS = ".downloads"  # inside the user weights folder; the registry reads *.safetensors only
 CHUNK = 1 << 16
-TIMEOUT_S = 30.0
+TIMEOUT_S = 30.0  # for each read: a server silent this long has gone
+# A server that trickles (a byte every 5 s never trips TIMEOUT_S: one such hung past 100 s) is given up on once a
+# transfer, past its first MIN_RATE_AFTER_S, averages under MIN_RATE bytes a second; what came is kept to resume.
+MIN_RATE = 16 << 10
+MIN_RATE_AFTER_S = 60.0
+MAX_DOWNLOAD_BYTES = MAX_WEIGHTS_FILE_BYTES  # a file larger than the loader accepts is not fetched
 HASH_PREFIX = re.compile(r"-([a-f0-9]{8,})\.pt$")  # torch.hub: name-<first hex digits of the SHA-256>.pt
 
 ProgressFn = Callable[[int, int], None]  # (bytes so far, total bytes or 0 when unknown)
@@ -106,6 +113,7 @@ def get(name: str, folder: Path | None = None, progress: ProgressFn | None = Non
     default); returns the new .safetensors file. Raises DownloadError, DownloadCancelled or CheckpointError
     with the folder as it was (a partial download stays in .downloads/ to be resumed)."""
     from .checkpoints import file_sha256, load_original_checkpoint, save_weights
+    from .config import default_config
     from .registry import user_weights_dir
 
     entry = find(name)
@@ -135,8 +143,10 @@ def get(name: str, folder: Path | None = None, progress: ProgressFn | None = Non
                             "(deleted; try again, or check OCCNET_WEIGHTS_MIRROR)")
     os.replace(partial, complete)
     try:
-        weights = load_original_checkpoint(complete, entry.arch)
-    except CheckpointError as exc:
+        # Every key and shape must be the release's own before anything is converted: files without a hash in
+        # their name are otherwise trusted on what a mirror serves.
+        weights = load_original_checkpoint(complete, entry.arch, released=default_config(entry.arch))
+    except (CheckpointError, InputError) as exc:
         complete.unlink()
         raise CheckpointError(f"{entry.name}: the downloaded file is not a usable {entry.arch} checkpoint "
                               f"(deleted): {exc}") from None
@@ -170,6 +180,10 @@ def _fetch(url: str, partial: Path, progress: ProgressFn | None, should_cancel: 
             have = 0  # the server sent the whole file: start over
         length = int(response.headers.get("Content-Length") or 0)
         total = have + length if length else 0
+        if total > MAX_DOWNLOAD_BYTES:
+            partial.unlink(missing_ok=True)
+            raise DownloadError(_too_large(url, total))
+        started = time.monotonic()
         with open(partial, "ab" if resumed else "wb") as out:
             done = have
             while True:
@@ -177,7 +191,7 @@ def _fetch(url: str, partial: Path, progress: ProgressFn | None, should_cancel: 
                     raise DownloadCancelled(f"download cancelled; {done:,} bytes kept in {partial} for the next "
                                             "try to resume")
                 try:
-                    chunk = response.read(CHUNK)
+                    chunk = response.read1(CHUNK)  # what has come, not a whole CHUNK: the checks run as bytes trickle
                 except (OSError, ValueError, http.client.HTTPException) as exc:
                     raise DownloadError(f"{url}: the transfer broke off after {done:,} bytes ({exc}); run the "
                                         "same command again to resume") from None
@@ -185,11 +199,25 @@ def _fetch(url: str, partial: Path, progress: ProgressFn | None, should_cancel: 
                     break
                 out.write(chunk)
                 done += len(chunk)
+                if done > MAX_DOWNLOAD_BYTES:
+                    out.close()
+                    partial.unlink()
+                    raise DownloadError(_too_large(url, done))
+                seconds = time.monotonic() - started
+                if seconds > MIN_RATE_AFTER_S and done - have < MIN_RATE * seconds:
+                    raise DownloadError(f"{url}: the transfer is too slow ({done - have:,} bytes in {seconds:.0f} s); "
+                                        f"{done:,} bytes kept: run the same command again to resume (or check "
+                                        "OCCNET_WEIGHTS_MIRROR)")
                 if progress is not None:
                     progress(done, total)
     if total and done < total:
         raise DownloadError(f"{url}: the transfer broke off after {done:,} of {total:,} bytes; run the same "
                             "command again to resume")
+
+
+def _too_large(url: str, size: int) -> str:
+    return (f"{url}: the file is at least {size:,} bytes, more than the {MAX_DOWNLOAD_BYTES:,} any weights file needs: "
+            "not the authors' file (nothing kept; check OCCNET_WEIGHTS_MIRROR)")
 
 
 def _network_message(url: str, exc: BaseException) -> str:

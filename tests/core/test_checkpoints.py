@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pickle
+import resource
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -271,3 +275,109 @@ def test_a_config_that_would_build_gigabytes_is_refused_before_building(tmp_path
     save_file(tensors, str(path), metadata=meta)
     with pytest.raises(CheckpointError, match=message):
         load_weights(path)
+
+
+# Issue 24 item 4: small files that asked for gigabytes. The command line runs in a child process whose address
+# space is capped at 3 GiB, so a file that still made it build or inflate gigabytes fails (with a traceback)
+# rather than taking the machine's memory.
+REPO = Path(__file__).resolve().parents[2]
+ADDRESS_SPACE = 3 << 30
+
+
+def run_capped(*args: str) -> subprocess.CompletedProcess:
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
+
+    return subprocess.run([sys.executable, "-m", "blender_occnet", *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=300, preexec_fn=cap)
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    for fragment in fragments:
+        assert fragment in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("config", [
+    {"arch": "convonet-pointcloud-3plane", "c_dim": 256, "hidden_size": 256, "feature_resolution": 256,
+     "unet_depth": 6, "unet_filters": 256},  # a 6-level U-Net of 256 filters: 2 billion values
+    {"arch": "onet-pointcloud", "c_dim": 4096, "hidden_size": 4096, "encoder_hidden": 4096},  # ONet widths of 4,096
+], ids=["unet-6-levels-256-filters", "onet-widths-4096"])
+def test_a_tiny_weights_file_asking_for_a_huge_network_is_refused_before_it_is_built(tmp_path: Path,
+                                                                                    config: dict) -> None:
+    from safetensors.torch import save_file
+
+    path = tmp_path / "tiny.safetensors"
+    save_file({}, str(path), metadata={"format": "blender-occnet-weights", "format_version": "1",
+                                       "config": json.dumps(config), "modality": "pointcloud", "threshold": "0.2",
+                                       "model_card": "{}"})
+    assert path.stat().st_size < 400
+    done = run_capped("reconstruct", str(REPO / "blender_occnet/samples/chair_pointcloud.ply"), "-o",
+                      str(tmp_path / "out.obj"), "--weights", str(path), "--quiet")
+    assert_one_line_error(done, str(path), "is over the 64,000,000 this project accepts")
+    assert not (tmp_path / "out.obj").exists()
+    with pytest.raises(CheckpointError, match=r"network of [\d,]+ values .* is over the 64,000,000"):
+        load_weights(path)
+    from blender_occnet.occnet.registry import describe
+
+    assert "is over the 64,000,000 this project accepts" in describe(path).error  # `models` says so too
+
+
+def test_a_checkpoint_of_zero_size_tensors_is_refused(tmp_path: Path) -> None:
+    """Zero-size tensors whose other dimensions say ONet widths of 4,096: a 9 KB file whose config, read off
+    the shapes, is a network of a billion values."""
+    wide = ModelConfig("onet-pointcloud", c_dim=4096, hidden_size=4096, encoder_hidden=4096)
+    from blender_occnet.occnet.model import OccupancyNetwork
+
+    with torch.device("meta"):  # its shapes, nothing allocated
+        shapes = {key: tuple(t.shape) for key, t in OccupancyNetwork(wide).state_dict().items()}
+    # The last dimension zero: the widths the loader reads off the first ones stay 4,096.
+    empty = {key: torch.zeros((*shape[:-1], 0) if len(shape) > 1 else (0,)) for key, shape in shapes.items()}
+    source = tmp_path / "empty.pt"
+    torch.save({"model": empty}, source)
+    assert source.stat().st_size < 100_000
+    done = run_capped("convert", str(source), str(tmp_path / "out.safetensors"))
+    assert_one_line_error(done, str(source), "hold no values")
+    assert list(tmp_path.iterdir()) == [source]
+    with pytest.raises(CheckpointError, match="tensor.s. hold no values"):
+        load_weights(source)
+
+
+def test_a_pt_archive_that_would_inflate_past_the_bound_is_refused_from_its_directory(tmp_path: Path) -> None:
+    """A real checkpoint whose largest tensor's data is followed by 1 GB of deflated zeros (a 5 MB file)."""
+    import zipfile
+
+    good = tmp_path / "good.pt"
+    save_original_checkpoint(good, randomized_model(small_config("onet-pointcloud")))
+    bomb = tmp_path / "bomb.pt"
+    with (zipfile.ZipFile(good) as source,
+          zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as out):
+        biggest = max(source.infolist(), key=lambda member: member.file_size)
+        for member in source.infolist():
+            if member is not biggest:
+                out.writestr(member, source.read(member))  # as torch wrote it (stored)
+                continue
+            with out.open(member.filename, "w", force_zip64=True) as data:
+                data.write(source.read(member))
+                chunk = bytes(1 << 24)
+                for _ in range(66):  # 1.1 GB, over the 1.02 GB bound (checkpoints.MAX_ARCHIVE_BYTES)
+                    data.write(chunk)
+    assert bomb.stat().st_size < 20_000_000
+    done = run_capped("convert", str(bomb), str(tmp_path / "out.safetensors"))
+    assert_one_line_error(done, str(bomb), "would inflate to")
+    assert not (tmp_path / "out.safetensors").exists()
+    with pytest.raises(CheckpointError, match="its members would inflate to [\\d,]+ bytes, over the"):
+        load_weights(bomb)
+
+
+def test_a_feature_grid_too_large_to_hold_is_refused_though_its_network_is_small() -> None:
+    """4M values of network, but a 128^3 grid of 128 channels is 1.1 GB per feature map."""
+    from blender_occnet.occnet.errors import InputError
+    from blender_occnet.occnet.model import build_model, network_size
+
+    config = ModelConfig("convonet-voxels-grid", feature_resolution=128, unet_filters=128, unet_depth=2, c_dim=128)
+    assert network_size(config) < 5_000_000
+    with pytest.raises(InputError, match=r"a feature map of 268,435,456 values \(1.1 GB\) is over"):
+        build_model(config)
+    build_model(dataclasses.replace(config, feature_resolution=64))  # 8 times fewer: built

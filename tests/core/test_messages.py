@@ -220,3 +220,23 @@ def test_messages_import_without_torch_or_bpy() -> None:
             "print(m.RESOLUTIONS)")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip().startswith("(32, 64"), result.stderr
+
+
+def test_a_transposed_cloud_is_told_to_be_n_by_3_not_counted_as_three_points() -> None:
+    """Issue 24 item 10: a 3 x N array was answered '0 of 3 points with NaN or infinite coordinates'."""
+    with pytest.raises(m.FieldError, match=r"must be N x 3, one point a row, got \(3, 1000\); transpose it") as caught:
+        m.Reconstruct.from_dict({"modality": "pointcloud", "input": CLOUD[:, :3].repeat(10, axis=0).T.copy()})
+    assert caught.value.field == "input" and "NaN" not in str(caught.value)
+
+
+def test_the_largest_request_each_check_accepts_fits_its_payload_bound() -> None:
+    """The server refuses a frame declaring more than its kind may carry (issue 24 item 5); the bound must hold the
+    largest request the checks accept: 5M float64 points with their float32 colours, a mesh of 5M vertices and
+    faces with colours, a 2048-px RGBA float64 image, a float64 voxel grid."""
+    largest = {"pointcloud": m.MAX_POINTS * 3 * (8 + 4), "image": m.MAX_IMAGE_SIDE ** 2 * 4 * 8, "voxels": 32 ** 3 * 8,
+               "mesh": (m.MAX_POINTS + m.MAX_FACES) * 3 * 8 + m.MAX_POINTS * 3 * 4}
+    for kind, size in largest.items():
+        header = {"op": "reconstruct", "modality": "voxels" if kind == "mesh" else kind,
+                  "arrays": [["input", "float64", [1, 3]]] + ([["faces", "int64", [1, 3]]] if kind == "mesh" else [])}
+        assert m.request_payload_bound(header)[0] >= size, kind
+    assert m.request_payload_bound({"op": "handshake"})[0] == m.request_payload_bound(None)[0] == 64 << 10

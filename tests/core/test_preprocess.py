@@ -180,10 +180,24 @@ def test_pointcloud_noise() -> None:
     (np.ones((1, 3)), r"1 usable point\(s\); a point cloud needs at least 8: give it a denser cloud"),
     (np.ones((50, 3)), "all points are at the same place"),
     (np.ones((50, 2)), "expected an N x 3 array"),
+    # Issue 24 item 10: a transposed cloud was read as 3 points; +-1e308 made the box's size infinite.
+    (np.random.default_rng(0).random((3, 1000)), r"a 3 x 1,000 array: points must be its rows \(N x 3\); transpose"),
+    (np.array([[1e308, 0, 0], [-1e308, 1, 1]] * 10), r"coordinates reach 1e\+308, too large to reconstruct"),
 ])
 def test_bad_pointclouds(points: np.ndarray, message: str) -> None:
     with pytest.raises(InputError, match=message):
         prepare_pointcloud(points)
+
+
+def test_a_transposed_cloud_file_and_a_mesh_of_huge_coordinates_say_what_to_do(tmp_path: Path) -> None:
+    """Issue 24 item 10: a 3 x N .npy was read as 3 points ('3 usable point(s)'); a mesh of +-1e35 came back in
+    float32 as infinities. Each is one line saying what to do."""
+    np.save(tmp_path / "cloud.npy", np.random.default_rng(0).random((3, 500)).astype(np.float32))
+    with pytest.raises(InputError, match=r"cloud\.npy: a 3 x 500 array: points must be its rows \(N x 3\)"):
+        prepare_pointcloud(tmp_path / "cloud.npy")
+    (tmp_path / "far.obj").write_text("v 1e35 0 0\nv -1e35 1 0\nv 0 1 1e35\nf 1 2 3\n")
+    with pytest.raises(InputError, match=r"far\.obj: coordinates reach 1e\+35, too large to reconstruct .* scale it"):
+        prepare_voxels(tmp_path / "far.obj")
 
 
 def test_missing_and_empty_point_files(tmp_path: Path) -> None:
@@ -378,17 +392,18 @@ def test_plain_obj_files_read_with_numpy_as_trimesh_reads_them(tmp_path: Path) -
     """The chunked OBJ reader gives trimesh's vertices and triangles (fans for polygons, a/b/c tokens,
     comments, vt/vn and groups ignored), across chunk boundaries; what it does not handle goes to
     trimesh; a face past the last vertex is named."""
+    import blender_occnet.occnet.geometry as geometry
     import blender_occnet.occnet.meshio as meshio
 
     sphere = trimesh.creation.icosphere(3)
     path = tmp_path / "ball.obj"
     sphere.export(path)
-    small_chunks = meshio.OBJ_CHUNK_BYTES
+    small_chunks = geometry.CHUNK_BYTES
     try:
-        meshio.OBJ_CHUNK_BYTES = 4096  # many chunks, faces and vertices split between them
+        geometry.CHUNK_BYTES = 4096  # many chunks, faces and vertices split between them
         read = meshio.read_mesh(path)
     finally:
-        meshio.OBJ_CHUNK_BYTES = small_chunks
+        geometry.CHUNK_BYTES = small_chunks
     assert np.allclose(read.vertices, sphere.vertices) and np.array_equal(read.faces, sphere.faces)
     quads = tmp_path / "quads.obj"
     quads.write_text("# a quad and a triangle\nv 0 0 0\nv 1 0 0\nv 1 1 0\nv 0 1 0\nvt 0 0\nvn 0 0 1\ng part\n"
@@ -411,3 +426,122 @@ def test_plain_obj_files_read_with_numpy_as_trimesh_reads_them(tmp_path: Path) -
     (tmp_path / "past.obj").write_text("v 0 0 0\nv 1 0 0\nv 1 1 0\nf 1 2 9\n")
     with pytest.raises(InputError, match="refers to vertex 9, but the file has 3 vertices"):
         meshio.read_mesh(tmp_path / "past.obj")
+
+
+def same_triangles(vertices: np.ndarray, faces: np.ndarray, other_vertices: np.ndarray, other: np.ndarray) -> bool:
+    """The same triangles, whatever their order and each one's first corner."""
+    def key(v: np.ndarray, f: np.ndarray) -> list:
+        return sorted(tuple(sorted(map(tuple, np.round(corners, 6)))) for corners in np.asarray(v, np.float64)[f])
+    return key(vertices, faces) == key(other_vertices, other)
+
+
+def test_off_ply_and_stl_files_read_with_numpy_as_trimesh_reads_them(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 24 item 9: OFF, PLY and STL went through trimesh whole (a 5M-face OFF peaked at 4 GB). The chunked
+    readers give trimesh's vertices and triangles (binary and ASCII, comments, quads fanned, colour properties
+    skipped), across chunk boundaries; what they do not handle goes to trimesh."""
+    import blender_occnet.occnet.geometry as geometry
+    import blender_occnet.occnet.meshio as meshio
+
+    monkeypatch.setattr(geometry, "CHUNK_BYTES", 4096)  # many chunks: sections and rows split between them
+    monkeypatch.setattr(geometry, "CHUNK_ROWS", 64)
+    sphere = trimesh.creation.icosphere(3)
+    files = {"ball.off": None, "ball.ply": None, "ball.stl": None, "ascii.ply": "ascii", "ascii.stl": "stl_ascii"}
+    for name, encoding in files.items():
+        if encoding is None:
+            meshio.write_mesh(tmp_path / name, sphere.vertices, sphere.faces)
+        elif encoding == "ascii":
+            sphere.export(tmp_path / name, encoding="ascii")
+        else:
+            sphere.export(tmp_path / name, file_type=encoding)
+    (tmp_path / "quads.off").write_text("OFF\n# a quad with a colour, then a triangle\n4 2 0\n0 0 0\n1 0 0\n\n"
+                                        "1 1 0\n0 1 0\n4 0 1 2 3 255 0 0\n3 0 1 2\n")
+    (tmp_path / "quads.ply").write_text("ply\nformat ascii 1.0\ncomment made by hand\nelement vertex 4\n"
+                                        "property float x\nproperty float y\nproperty float z\nproperty uchar red\n"
+                                        "element face 1\nproperty list uchar int vertex_indices\nend_header\n"
+                                        "0 0 0 9\n1 0 0 9\n1 1 0 9\n0 1 0 9\n4 0 1 2 3\n")
+    head = (b"ply\nformat binary_little_endian 1.0\nelement vertex 6\nproperty float x\nproperty float y\n"
+            b"property float z\nelement face 2\nproperty list uchar int vertex_indices\nend_header\n")
+    corners = np.array([[0, 0, 0], [1, 0, 0], [1, 1, 0], [0, 1, 0], [0, 0, 1], [1, 0, 1]], "<f4")
+    quads = np.array([(4, [0, 1, 2, 3]), (4, [0, 1, 5, 4])], dtype=[("n", "u1"), ("v", "<i4", (4,))])
+    (tmp_path / "binquads.ply").write_bytes(head + corners.tobytes() + quads.tobytes())
+    for name in [*files, "quads.off", "quads.ply", "binquads.ply"]:
+        path = tmp_path / name
+        read = meshio._PLAIN_READERS[path.suffix](path)
+        expected = trimesh.load(path, process=False)
+        assert read is not None, name
+        assert np.allclose(read.vertices, expected.vertices), name
+        assert same_triangles(read.vertices, read.faces, np.asarray(expected.vertices),
+                              np.asarray(expected.faces)), name
+    colours = (np.random.default_rng(0).random((len(sphere.vertices), 3)) * 255).astype(np.uint8)
+    meshio.write_mesh(tmp_path / "coloured.ply", sphere.vertices, sphere.faces, colours=colours)
+    coloured = meshio._read_ply(tmp_path / "coloured.ply")
+    assert coloured is not None and np.array_equal(coloured.colours, colours)  # red, green, blue as the file holds
+    samples = Path(meshio.__file__).resolve().parents[1] / "samples"
+    assert meshio.read_mesh(samples / "chair_pointcloud.ply").faces.shape == (0, 3)  # a cloud: vertices only
+    (tmp_path / "colour.off").write_text("COFF\n3 1 0\n0 0 0 1 0 0 1\n1 0 0 1 0 0 1\n0 1 0 1 0 0 1\n3 0 1 2\n")
+    assert meshio._read_off(tmp_path / "colour.off") is None  # trimesh reads these
+    assert meshio.read_mesh(tmp_path / "colour.off").faces.tolist() == [[0, 1, 2]]
+    (tmp_path / "past.off").write_text("OFF\n3 1 0\n0 0 0\n1 0 0\n0 1 0\n3 0 1 7\n")
+    with pytest.raises(InputError, match="refers to vertex 7, but the file has 3 vertices"):
+        meshio.read_mesh(tmp_path / "past.off")
+
+
+def peak_growth_mb(code: str) -> int:
+    """How far a fresh interpreter's peak resident memory (VmHWM: its own, not what it inherits from the process that
+    started it, as ru_maxrss does) grows over what `code`'s part before the line '# measured' took, in MB."""
+    import subprocess
+    import sys
+
+    setup, measured = code.split("# measured\n")
+    peak = "int([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0].split()[1]) // 1024"
+    program = f"{setup}\nbefore = {peak}\n{measured}\nprint({peak} - before)"
+    result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=300,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr[-2000:]
+    return int(result.stdout.split()[-1])
+
+
+def test_surface_samples_of_millions_of_faces_cost_their_areas_not_their_corners() -> None:
+    """Issue 24 item 9: sampling went through (F, 3, 3) corner arrays and their cross products (a 10M-face OBJ
+    reconstructed at 2.5 GB). Faces are now looked at CHUNK_ROWS at a time: on 4.5 million faces the peak grew by
+    788 MB, now by 7 (the areas fit under what building the mesh took)."""
+    growth = peak_growth_mb("""
+import numpy as np
+from blender_occnet.occnet.geometry import sample_surface
+n = 1500
+u, v = np.meshgrid(np.linspace(0, 6.28, n), np.linspace(0.01, 3.13, n), indexing="ij")
+vertices = np.stack([np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v)], -1).reshape(-1, 3)
+i, j = np.meshgrid(np.arange(n - 1), np.arange(n - 1), indexing="ij")
+a, b = (i * n + j).ravel(), ((i + 1) * n + j).ravel()
+faces = np.concatenate([np.stack([a, b, a + 1], 1), np.stack([b, b + 1, a + 1], 1)])
+# measured
+points, _ = sample_surface(vertices, faces, 100_000)
+assert len(faces) > 4_000_000 and points.shape == (100_000, 3)
+""")
+    assert growth < 250, growth
+
+
+@pytest.mark.parametrize("suffix", [".off", ".ply", ".stl"])
+def test_a_mesh_file_of_a_million_faces_is_read_and_sampled_in_bounded_memory(tmp_path: Path, suffix: str) -> None:
+    """Issue 24 item 9: the trimesh path for OFF, PLY and STL held the file several times over (a 5M-face OFF of
+    200 MB peaked at 4 GB). Read and sampled by the chunked readers, a million faces cost their arrays."""
+    from blender_occnet.occnet.meshio import write_mesh
+
+    n = 710
+    u, v = np.meshgrid(np.linspace(0, 6.28, n), np.linspace(0.01, 3.13, n), indexing="ij")
+    vertices = np.stack([np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v)], -1).reshape(-1, 3)
+    i, j = np.meshgrid(np.arange(n - 1), np.arange(n - 1), indexing="ij")
+    a, b = (i * n + j).ravel(), ((i + 1) * n + j).ravel()
+    faces = np.concatenate([np.stack([a, b, a + 1], 1), np.stack([b, b + 1, a + 1], 1)])
+    assert len(faces) > 1_000_000
+    path = tmp_path / f"sphere{suffix}"
+    write_mesh(path, vertices, faces)
+    growth = peak_growth_mb(f"""
+from blender_occnet.occnet.meshio import read_points
+# measured
+assert read_points({str(path)!r}).shape == (100_000, 3)
+""")
+    # The mesh as float64 vertices and int64 faces is 36 MB (an STL's own vertices per face: 96 MB); through trimesh
+    # it grew by 762 (OFF), 313 (PLY) and 423 MB (STL); read in chunks, 130, 95 and 184.
+    assert growth < {".off": 300, ".ply": 200, ".stl": 300}[suffix], growth

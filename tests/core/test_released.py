@@ -5,6 +5,7 @@ a cancel; the command line end to end."""
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -21,6 +22,7 @@ import pytest
 import torch
 
 from blender_occnet.occnet.checkpoints import load_weights
+from blender_occnet.occnet.config import default_config
 from blender_occnet.occnet.errors import CheckpointError
 from blender_occnet.occnet.registry import list_weights
 from blender_occnet.occnet.released import DownloadCancelled, DownloadError, catalogue, find, get
@@ -38,7 +40,8 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
 
 
 def checkpoint_bytes(arch: str, tmp_path: Path) -> tuple[bytes, torch.nn.Module]:
-    model = randomized_model(small_config(arch))
+    """A file as the authors' release of `arch` (ConvONets: its own shapes; ONets, only ever refused here, small)."""
+    model = randomized_model(default_config(arch) if arch.startswith("convonet-") else small_config(arch))
     path = tmp_path / f"{arch}.pt"
     save_original_checkpoint(path, model)
     return path.read_bytes(), model
@@ -71,8 +74,7 @@ def test_a_good_file_lands_converted_with_its_card(server: Server, tmp_path: Pat
     assert card["source_sha256"] == hashlib.sha256(body).hexdigest() and card["url"] == find(POINTS).url
     assert card["frame"] == {"up": "+y", "front": "+x"} and card["licence"] == "MIT" and card["downloaded"]
     assert weights.config.arch == "convonet-pointcloud-3plane"
-    # Every tensor as the authors' file held it (the plane resolution is not in the file: the released
-    # 64 is assumed, so these small test weights are compared tensor by tensor, not by their output).
+    # Every tensor as the authors' file held it.
     original = model.state_dict()
     assert weights.state_dict.keys() == original.keys()
     assert all(torch.equal(weights.state_dict[k], original[k]) for k in original)
@@ -189,3 +191,54 @@ def test_a_download_whose_conversion_was_stopped_is_not_fetched_again(server: Se
     get(POINTS)
     assert server.ranges == [(path, f"bytes={len(body)}-")]
     assert registry_view(tmp_path / "user-weights") == [f"{POINTS}.safetensors"] and not list(downloads.iterdir())
+
+
+def test_a_download_without_a_hash_is_checked_against_the_releases_shapes_and_removed_when_it_fails(
+        server: Server, tmp_path: Path) -> None:
+    """A ConvONet entry has no hash in its name, so a mirror's file is trusted on its content: one of the right
+    keys but other widths (here narrower; a huge one costs gigabytes) is refused before it is converted,
+    and nothing of it stays in .downloads for the next try to reuse."""
+    narrow = dataclasses.replace(default_config("convonet-pointcloud-3plane"), c_dim=16, hidden_size=16)
+    save_original_checkpoint(tmp_path / "narrow.pt", randomized_model(narrow))
+    serve(server, POINTS, (tmp_path / "narrow.pt").read_bytes())
+    with pytest.raises(CheckpointError, match=r"not a usable convonet-pointcloud-3plane checkpoint \(deleted\): .* has "
+                                              r"shape .* the architecture expects"):
+        get(POINTS)
+    folder = tmp_path / "user-weights"
+    assert registry_view(folder) == [] and not list((folder / ".downloads").iterdir())
+
+
+def test_a_trickling_mirror_is_given_up_on_and_the_bytes_it_sent_are_kept_to_resume(
+        server: Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 24 item 10: a byte every 5 s never tripped the 30 s read timeout, and the download hung past 100 s.
+    Past its first MIN_RATE_AFTER_S (1 s here instead of 60) a transfer averaging under MIN_RATE is given up."""
+    import time
+
+    import blender_occnet.occnet.released as released
+
+    monkeypatch.setattr(released, "MIN_RATE_AFTER_S", 1.0, raising=False)  # (raising=False: the test runs before)
+    body = bytes(400)  # 20 s at 20 bytes a second
+    server.trickle.add(serve(server, POINTS, body))
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match=r"too slow \(\d+ bytes in \d+ s\); \d+ bytes kept: run the same command"):
+        get(POINTS)
+    assert time.monotonic() - started < 10
+    partial = tmp_path / "user-weights" / ".downloads" / f"{POINTS}.part"
+    assert 0 < partial.stat().st_size < len(body) and registry_view(tmp_path / "user-weights") == []
+
+
+@pytest.mark.parametrize("sized", [True, False], ids=["content-length", "no-content-length"])
+def test_a_mirror_file_larger_than_any_weights_file_is_not_fetched(server: Server, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch,
+                                                                    sized: bool) -> None:
+    """Issue 24 item 10: nothing bounded a download's size. A file over what the loader accepts (1 GB; 100 KB here)
+    is refused from its Content-Length, or once that many bytes came, and nothing of it is kept."""
+    import blender_occnet.occnet.released as released
+
+    monkeypatch.setattr(released, "MAX_DOWNLOAD_BYTES", 100_000, raising=False)
+    path = serve(server, POINTS, bytes(300_000))
+    if not sized:
+        server.unsized.add(path)
+    with pytest.raises(DownloadError, match=r"at least [\d,]+ bytes, more than the 100,000 any weights file needs"):
+        get(POINTS)
+    assert not list((tmp_path / "user-weights" / ".downloads").iterdir())

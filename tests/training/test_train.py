@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -199,3 +200,38 @@ def test_resume_refuses_a_damaged_or_hostile_checkpoint_with_what_to_do(tmp_path
             train(small_config(tmp_path / "run", tiny_dataset, max_steps=4), resume=True, progress=False)
         assert "weights_only=False" not in str(caught.value) and "--overwrite" in str(caught.value)
         assert not marker.exists()
+
+
+def run_cli(config: Config, path: Path, *args: str) -> subprocess.CompletedProcess:
+    path.write_text(json.dumps(config.to_dict()))
+    return subprocess.run([sys.executable, "-m", "training.train", str(path), "--quiet", *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_resume_on_a_checkpoint_of_other_shapes_is_one_line(tmp_path: Path, tiny_dataset: Path) -> None:
+    """Issue 24 item 8: --resume with a config wider than the run's checkpoint was an 18-line traceback."""
+    train(small_config(tmp_path, tiny_dataset, max_steps=2), progress=False)
+    wider = small_config(tmp_path, tiny_dataset, max_steps=4)
+    wider.model["hidden_size"] = 32
+    done = run_cli(wider, tmp_path / "wider.yaml", "--resume")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {Path(wider.training.out_dir) / CHECKPOINT}: ") and "has shape" in last
+    assert "resume with that config, or start again with --overwrite" in last
+    assert load_checkpoint(Path(wider.training.out_dir) / CHECKPOINT)["step"] == 2  # left as it was
+
+
+def test_a_full_disk_while_saving_a_checkpoint_is_one_line(tmp_path: Path, tiny_dataset: Path) -> None:
+    """Issue 24 item 8: torch.save on a full disk said only `inline_container.cc:672 ... unexpected pos`, in a
+    traceback. A real small file system fills up under the run folder."""
+    from tests.helpers import small_disk
+
+    with small_disk(tmp_path / "disk") as disk:
+        config = small_config(disk, tiny_dataset, max_steps=2)
+        done = run_cli(config, tmp_path / "run.yaml")
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-3000:]
+        last = done.stderr.strip().splitlines()[-1]
+        run = Path(config.training.out_dir)
+        assert re.match(rf"error: {re.escape(str(run))}/(best|checkpoint)\.pt: not written: No space left on device",
+                        last), last
+        assert not list(run.glob(".*.part")) and not list(run.glob("*.pt"))  # nothing partial left
