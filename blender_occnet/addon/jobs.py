@@ -188,7 +188,11 @@ class Batch:
             item.device = event.device or item.device
             self._publish()
             return False
-        if isinstance(event, Result):
+        if isinstance(event, Result) and self._cancel_requested:
+            # Cancel came after the backend's last check (while meshing): the result was on its way. What had
+            # not finished when Cancel was clicked leaves nothing in the scene.
+            item.end("cancelled", "cancelled")
+        elif isinstance(event, Result):
             try:
                 self._finish(item, event)
             except Exception as exc:  # the source fails, not the batch: else it would wait for it forever

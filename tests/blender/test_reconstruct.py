@@ -120,6 +120,24 @@ def test_cancel_leaves_no_new_object(addon: ModuleType) -> None:
     assert scene_snapshot() == before and not bpy.context.window_manager.occnet_job.running
 
 
+def test_cancel_after_the_backend_finished_leaves_the_scene_as_it_was(addon: ModuleType) -> None:
+    """Cancel clicked while meshing, past the backend's last check: its result is already on its way. It is
+    dropped; the scene is as it was, the source shown, and the panel says cancelled."""
+    ball = add_sphere()
+    before = scene_snapshot()
+    batch = addon.operators.reconstruct.begin(bpy.context, block=False)
+    while batch.step(timeout=0.1) == "starting":
+        pass
+    deadline = time.monotonic() + 60
+    while not any(type(e).__name__ == "Result" for e in list(batch.client.events.queue)):  # not handled yet
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert bpy.ops.occnet.cancel() == {"FINISHED"}
+    assert addon.jobs.wait(batch, 60) == "cancelled" and batch.items[0].state == "cancelled"
+    assert scene_snapshot() == before and not ball.hide_get()
+    assert bpy.context.window_manager.occnet_job.last_result == "Ball: cancelled"
+
+
 def test_one_undo_step_removes_the_result() -> None:
     """In module mode operators push no undo steps themselves (the UI does, after the operator
     finishes); pushing them by hand shows the result is one step."""
