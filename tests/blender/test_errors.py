@@ -140,7 +140,7 @@ def test_broken_weights_are_named_and_the_rest_still_work(tmp_path: Path, weight
 
 @pytest.mark.parametrize("name, content, match", [
     ("corrupt.safetensors", bytes(range(256)) * 4, r"corrupt\.safetensors: not a readable \.safetensors file"),
-    ("notweights.pt", b"hello world, not weights", r"notweights\.pt: not a readable PyTorch checkpoint"),
+    ("notweights.pt", b"hello world, not weights", r"notweights\.pt: not a PyTorch checkpoint: it is text"),
 ])
 def test_malformed_weights_file_is_named_not_an_internal_error(tmp_path: Path, name: str, content: bytes,
                                                                match: str) -> None:

@@ -9,6 +9,7 @@ import pytest
 import trimesh
 from PIL import Image
 
+from blender_occnet.cli import main as cli_main
 from blender_occnet.occnet.binvox import read_binvox, write_binvox
 from blender_occnet.occnet.errors import InputError
 from blender_occnet.occnet.meshio import MeshData
@@ -184,6 +185,23 @@ def test_pointcloud_noise() -> None:
 def test_bad_pointclouds(points: np.ndarray, message: str) -> None:
     with pytest.raises(InputError, match=message):
         prepare_pointcloud(points)
+
+
+@pytest.mark.parametrize("header, rows, message", [
+    ("property float x\nproperty float z", "0 0\n1 1\n2 2\n",
+     r"broken\.ply: its vertices have no y property \(they have x, z\); a point cloud needs x, y and z"),
+    ("property float x\nproperty float y\nproperty float z", "0 0 0\n1 1\n",
+     r"broken\.ply: what follows its header does not match it \(a damaged or incomplete file\)"),
+])
+def test_a_broken_ply_says_what_is_wrong_in_one_line(tmp_path: Path, header: str, rows: str, message: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "broken.ply"
+    path.write_text(f"ply\nformat ascii 1.0\nelement vertex 3\n{header}\nend_header\n{rows}")
+    with pytest.raises(InputError, match=message):
+        prepare_pointcloud(path)
+    assert cli_main(["reconstruct", str(path), "-o", str(tmp_path / "out.obj"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}") and err.count("\n") == 1 and "Error" not in err, err
 
 
 def test_missing_and_empty_point_files(tmp_path: Path) -> None:
