@@ -240,6 +240,7 @@ class Batch:
             self.settings.get("threshold", record.threshold)
         record.resolution = str(used.resolution or self.settings.get("resolution", record.resolution))
         record.weights = self.settings.get("weights") or ""
+        record.extracted = scene_io.extraction_key(record.threshold, record.resolution)
         record.source, record.job, record.kind = source.name, result.job, "RESULT"
         source_object = bpy.data.objects.get(source.object_name) if source.object_name else None
         if self.hide_source and source_object is not None and view_layer is not None \

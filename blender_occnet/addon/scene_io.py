@@ -89,6 +89,11 @@ def describe_source(settings: Any, obj: bpy.types.Object | None,
     return f"'{obj.name}', {what}"
 
 
+def extraction_key(threshold: float, resolution: int | str) -> str:
+    """What a result's `extracted` record holds: the threshold (as the float property stores it) and resolution."""
+    return f"{float(np.float32(threshold)):.6g}@{int(resolution)}"
+
+
 def result_name(source: str, modality: str) -> str:
     """'Chair' -> 'Chair.occnet'; never 'Chair.occnet.occnet' (a result reconstructed again) nor
     'photo.png.occnet' (an image's file suffix)."""
