@@ -215,6 +215,16 @@ def test_missing_and_empty_point_files(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------ image
 
 
+@pytest.mark.parametrize("rgba", [np.full((64, 80, 4), 255, np.uint8),  # white
+                                  np.zeros((64, 80, 4), np.uint8),  # fully transparent
+                                  np.dstack([np.full((64, 80, 3), 90, np.uint8), np.full((64, 80), 255, np.uint8)])])
+def test_a_blank_image_is_refused_saying_so(rgba: np.ndarray) -> None:
+    """Not 'no surface at this threshold' later: the image has no object for the network to see."""
+    with pytest.raises(InputError, match=r"image: the image appears blank \(one colour throughout\): it shows no "
+                                         r"object; give a picture of the object on a plain background"):
+        prepare_image(rgba)
+
+
 def _rgba_drawing(width: int = 300, height: int = 200) -> np.ndarray:
     """A red rectangle on a transparent background, off-centre."""
     image = np.zeros((height, width, 4), dtype=np.uint8)
