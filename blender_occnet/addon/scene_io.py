@@ -235,7 +235,12 @@ def _voxels_as_shown(obj: bpy.types.Object, depsgraph: bpy.types.Depsgraph) -> n
         mesh.polygons.foreach_get("center", centres)
     finally:
         evaluated.to_mesh_clear()
-    return geometry.grid_from_faces(index, centres.reshape(-1, 3))
+    grid, outside = geometry.grid_from_faces(index, centres.reshape(-1, 3))
+    if outside:  # the grid cannot hold them: refused rather than reconstructed without them
+        cubes = outside + int(grid.sum())
+        raise SourceError(f"'{obj.name}': {outside} of {cubes} voxel cubes lie outside its 32³ box (moved or scaled "
+                          "in Edit Mode or by a modifier); scale the object in Object Mode instead, or move them back")
+    return grid
 
 
 def _positions(mesh: bpy.types.Mesh) -> np.ndarray:
