@@ -621,6 +621,23 @@ class Progress(Message):
     device: str = wire(text(), "")  # where the network runs, once its model is loaded
 
 
+# The stages a job's Progress passes through, in order, each with about the share of the job it takes (a stage's
+# own fraction restarts at 0): what a bar over the whole job shows, forward only. Optional stages are skipped.
+JOB_STAGES = (("loading", 0.05), ("encoding", 0.05), ("fitting", 0.15), ("evaluating", 0.55), ("meshing", 0.05),
+              ("simplifying", 0.03), ("refining", 0.05), ("projecting", 0.02), ("normals", 0.02),
+              ("colouring", 0.03), ("done", 0.0))
+
+
+def job_fraction(stage: str, fraction: float) -> float | None:
+    """How far a job is, 0 to 1, at `fraction` of `stage` (None for a stage not in JOB_STAGES)."""
+    start = 0.0
+    for name, share in JOB_STAGES:
+        if name == stage:
+            return 1.0 if name == "done" else min(1.0, start + share * min(max(fraction, 0.0), 1.0))
+        start += share
+    return None
+
+
 @dataclass(kw_only=True, eq=False)
 class Result(Message):
     """A job's mesh in the source's frame, what it measured and the settings it used."""

@@ -15,9 +15,9 @@ Blender-facing modules (live, preferences, properties, panels, operators, events
 from __future__ import annotations
 
 # backend_session is loaded for code that drives the add-on from outside (demo.py, the benches).
-from . import backend_session, events, operators, panels, preferences, properties, state  # noqa: F401
+from . import backend_session, events, live, operators, panels, preferences, properties, state  # noqa: F401
 
-MODULES = (properties, preferences, operators, panels, events)
+MODULES = (properties, preferences, operators, panels, events, live)
 
 
 def register() -> None:

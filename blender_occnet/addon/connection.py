@@ -114,6 +114,12 @@ class Backend:
 def _start(settings: BackendSettings) -> BackendClient:
     if settings.mode == "REMOTE":
         return BackendClient.connect(settings.host, settings.port, settings.token)
+    return BackendClient.start_local(local_python(settings), list(settings.weights_dirs), threads=settings.threads)
+
+
+def local_python(settings: BackendSettings) -> str:
+    """The interpreter a local backend (and a weights download) runs with; raises InterpreterNotFound saying
+    what to do when there is none yet."""
     if settings.mode == "MANAGED" and not os.path.isfile(settings.python):
         raise InterpreterNotFound("the backend is not installed yet: click Install backend in Edit > Preferences > "
                                   "Add-ons > OccNet Reconstruction (it downloads PyTorch, about 1 GB), or choose "
@@ -122,4 +128,4 @@ def _start(settings: BackendSettings) -> BackendClient:
         raise InterpreterNotFound("no backend interpreter is set: in Edit > Preferences > Add-ons > OccNet "
                                   "Reconstruction, set 'Python interpreter' to a Python with PyTorch (or use a "
                                   "remote backend)")
-    return BackendClient.start_local(settings.python.strip(), list(settings.weights_dirs), threads=settings.threads)
+    return settings.python.strip()

@@ -133,15 +133,15 @@ def voxel_cubes(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return vertices, faces, index
 
 
-def grid_from_faces(index: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    """The 32^3 grid of a voxel object from its faces: `index` each face's cube (its import-time cell),
-    `centres` each face's centre (Blender object frame). A cube's cell is where its faces' mean centre is
-    now, rounded to the nearest cell centre (half a cell of tolerance for cubes missing faces); cubes
-    moved outside the grid's box are left out."""
+def grid_from_faces(index: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, int]:
+    """The 32^3 grid of a voxel object from its faces, and how many of its cubes lie outside the grid's box:
+    `index` each face's cube (its import-time cell), `centres` each face's centre (Blender object frame). A
+    cube's cell is where its faces' mean centre is now, rounded to the nearest cell centre (half a cell of
+    tolerance for cubes missing faces); cubes moved outside the box have no cell and are counted."""
     valid = (index >= 0) & (index < VOXELS ** 3)
     index, centres = index[valid], centres[valid]
     if not len(index):
-        return np.zeros((VOXELS,) * 3, np.uint8)
+        return np.zeros((VOXELS,) * 3, np.uint8), 0
     cubes, inverse = np.unique(index, return_inverse=True)
     counts = np.bincount(inverse).astype(np.float64)
     mean = np.stack([np.bincount(inverse, weights=centres[:, a]) for a in range(3)], axis=1) / counts[:, None]
@@ -149,4 +149,4 @@ def grid_from_faces(index: np.ndarray, centres: np.ndarray) -> np.ndarray:
     inside = ((cells >= 0) & (cells < VOXELS)).all(axis=1)
     grid = np.zeros((VOXELS,) * 3, np.uint8)
     grid[tuple(cells[inside].T)] = 1
-    return grid
+    return grid, int((~inside).sum())

@@ -28,7 +28,7 @@ from ..backend_client import (
     RequestRejected,
     VersionMismatch,
 )
-from ..messages import Cancelled, Progress, Result
+from ..messages import Cancelled, Progress, Result, job_fraction
 from . import geometry, router, scene_io
 from .connection import Backend, BackendSettings
 from .geometry import SourceError
@@ -56,13 +56,15 @@ class ReconstructJob:
     def __init__(self, name: str, source: Source | None, message: str = ""):
         self.name, self.source = name, source  # no source: it could not be read, and `message` says why
         self.state = "waiting" if source is not None else "failed"
-        self.stage, self.device, self.progress, self.message = "", "", 0.0, message
+        self.stage, self.device, self.progress, self.message = "", "", 0.0, message  # progress: of the stage
+        self.done = 0.0  # of the whole job (messages.job_fraction), forward only: what the bar shows
         self.job = ""  # the backend's job id, once queued
         self.result = ""  # the new object's name, once finished
 
     def end(self, state: str, message: str) -> None:
         self.state, self.message, self.stage = state, message, ""
         self.progress = 1.0 if state == "finished" else self.progress
+        self.done = 1.0 if state == "finished" else self.done
 
 
 class Batch:
@@ -185,10 +187,15 @@ class Batch:
     def _on_event(self, item: ReconstructJob, event: Event) -> bool:
         if isinstance(event, Progress):
             item.stage, item.progress = event.stage, event.fraction
+            item.done = max(item.done, job_fraction(event.stage, event.fraction) or 0.0)
             item.device = event.device or item.device
             self._publish()
             return False
-        if isinstance(event, Result):
+        if isinstance(event, Result) and self._cancel_requested:
+            # Cancel came after the backend's last check (while meshing): the result was on its way. What had
+            # not finished when Cancel was clicked leaves nothing in the scene.
+            item.end("cancelled", "cancelled")
+        elif isinstance(event, Result):
             try:
                 self._finish(item, event)
             except Exception as exc:  # the source fails, not the batch: else it would wait for it forever
@@ -233,6 +240,7 @@ class Batch:
             self.settings.get("threshold", record.threshold)
         record.resolution = str(used.resolution or self.settings.get("resolution", record.resolution))
         record.weights = self.settings.get("weights") or ""
+        record.extracted = scene_io.extraction_key(record.threshold, record.resolution)
         record.source, record.job, record.kind = source.name, result.job, "RESULT"
         source_object = bpy.data.objects.get(source.object_name) if source.object_name else None
         if self.hide_source and source_object is not None and view_layer is not None \
@@ -319,9 +327,9 @@ class Batch:
             return self.stage, self.progress
         if len(self.items) == 1:
             stage = f"{current.stage} on {current.device.upper()}" if current.device else current.stage
-            return stage, current.progress
+            return stage, current.done
         place = self.items.index(current) + 1
-        overall = (ended + current.progress) / len(self.items)
+        overall = (ended + current.done) / len(self.items)
         return f"{place} of {len(self.items)}: {current.name} — {current.stage} {current.progress:.0%}", overall
 
 

@@ -8,6 +8,7 @@ import contextlib
 from typing import Any
 
 import bpy
+from bpy.app.handlers import persistent
 
 from ..backend_client import BackendError, Event
 from ..messages import Cancelled, Progress, Result
@@ -87,10 +88,40 @@ def _on_event(session: state.Session, name: str, base: str, event: Event) -> boo
         return True
     scene_io.replace_geometry(obj.data, geometry.network_to_blender(event.vertices), event.faces)
     scene_io.set_colours(obj, event.colours)  # the new vertices' own, from the input's kept colours
-    obj.occnet.job = event.job  # no update callback: this asks for nothing
+    record = obj.occnet
+    record.job = event.job  # no update callback: this asks for nothing
+    used = event.settings
+    record.extracted = scene_io.extraction_key(record.threshold if used.threshold is None else used.threshold,
+                                               used.resolution or record.resolution)
     stats = event.stats
     status.last_result = (f"{obj.name}: {stats.faces:,} faces, re-extracted in {stats.seconds_backend:.2f} s "
                           f"({stats.points_evaluated:,} new points)")
-    if bpy.ops.ed.undo_push.poll():  # type: ignore[call-arg]  # the stubs want a context; it is optional
-        bpy.ops.ed.undo_push(message="OccNet re-extraction")
+    # No undo step of its own: the mesh belongs to the slider's change, whose step the UI pushed. Undo goes back
+    # past both at once; a step that holds the new value over the old mesh is extracted again (reconcile).
     return True
+
+
+@persistent
+def reconcile(*_args: Any) -> None:
+    """After an undo or redo: each result whose threshold or resolution is not the one its mesh was extracted
+    at (a step pushed between the slider's change and its mesh) is extracted again for them."""
+    for obj in bpy.data.objects:
+        record = obj.occnet  # type: ignore[attr-defined]
+        if record.kind == "RESULT" and record.job and record.extracted and \
+                record.extracted != scene_io.extraction_key(record.threshold, record.resolution):
+            request(obj)
+
+
+HANDLERS = (bpy.app.handlers.undo_post, bpy.app.handlers.redo_post)
+
+
+def register() -> None:
+    for handlers in HANDLERS:
+        if reconcile not in handlers:
+            handlers.append(reconcile)
+
+
+def unregister() -> None:
+    for handlers in HANDLERS:
+        if reconcile in handlers:
+            handlers.remove(reconcile)

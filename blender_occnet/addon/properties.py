@@ -172,6 +172,9 @@ class OCCNET_PG_object(bpy.types.PropertyGroup):
         description="Change to re-extract this reconstruction from the backend's kept grid")
     resolution: EnumProperty(  # type: ignore[valid-type]
         name="Resolution", items=RESOLUTIONS, default="128", update=live.on_parameter_changed)
+    # The threshold and resolution the mesh was extracted at (scene_io.extraction_key): an undo step can hold a
+    # slider's new value over the mesh of the old one, which live.reconcile then extracts again.
+    extracted: StringProperty(name="Extracted at", default="", options={"HIDDEN"})  # type: ignore[valid-type]
 
 
 class OCCNET_PG_job(bpy.types.PropertyGroup):

@@ -89,6 +89,11 @@ def describe_source(settings: Any, obj: bpy.types.Object | None,
     return f"'{obj.name}', {what}"
 
 
+def extraction_key(threshold: float, resolution: int | str) -> str:
+    """What a result's `extracted` record holds: the threshold (as the float property stores it) and resolution."""
+    return f"{float(np.float32(threshold)):.6g}@{int(resolution)}"
+
+
 def result_name(source: str, modality: str) -> str:
     """'Chair' -> 'Chair.occnet'; never 'Chair.occnet.occnet' (a result reconstructed again) nor
     'photo.png.occnet' (an image's file suffix)."""
@@ -230,7 +235,12 @@ def _voxels_as_shown(obj: bpy.types.Object, depsgraph: bpy.types.Depsgraph) -> n
         mesh.polygons.foreach_get("center", centres)
     finally:
         evaluated.to_mesh_clear()
-    return geometry.grid_from_faces(index, centres.reshape(-1, 3))
+    grid, outside = geometry.grid_from_faces(index, centres.reshape(-1, 3))
+    if outside:  # the grid cannot hold them: refused rather than reconstructed without them
+        cubes = outside + int(grid.sum())
+        raise SourceError(f"'{obj.name}': {outside} of {cubes} voxel cubes lie outside its 32³ box (moved or scaled "
+                          "in Edit Mode or by a modifier); scale the object in Object Mode instead, or move them back")
+    return grid
 
 
 def _positions(mesh: bpy.types.Mesh) -> np.ndarray:

@@ -207,6 +207,7 @@ def _check_archive(path: Path) -> None:
 
 
 def _safe_torch_load(path: Path) -> Any:
+    _check_torch_format(path)
     _check_archive(path)
     try:
         with torch.serialization.safe_globals(_numpy_scalar_globals()):
@@ -225,9 +226,22 @@ def _safe_torch_load(path: Path) -> Any:
             "numbers.") from None
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError, TypeError, AttributeError,
             UnicodeDecodeError, SafetensorError) as exc:
-        # The safe unpickler meets arbitrary bytes with any of these (a text file gives KeyError: 101).
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({type(exc).__name__}: "
                               f"{_first_line(exc)}); is it a weights file, and complete?") from None
+
+
+def _check_torch_format(path: Path) -> None:
+    """torch.save writes a zip archive, or (the legacy format) a pickle of protocol 2 or later; anything else is
+    not a checkpoint, which the safe unpickler meets with an arbitrary exception (a text file: KeyError: 101)."""
+    with open(path, "rb") as handle:
+        head = handle.read(32)
+    if head.startswith(b"PK") or head.startswith(b"\x80"):
+        return
+    text = head.decode("ascii") if all(32 <= b < 127 or b in b"\t\r\n" for b in head) else None
+    what = f"it is text ({text.strip()[:20]!r}...)" if text is not None else \
+        "its bytes are neither a zip archive nor a pickle, the two formats torch.save writes"
+    raise CheckpointError(f"{path}: not a PyTorch checkpoint: {what}; use the authors' released .pt files or "
+                          "weights exported by blender-occnet")
 
 
 def _numpy_scalar_globals() -> list[Any]:

@@ -37,17 +37,50 @@ def read_mesh(path: str | os.PathLike[str]) -> MeshData:
             return plain
     import trimesh  # imported here: the add-on side never needs it
 
+    ply = path.suffix.lower() == ".ply"
+    if ply:
+        _check_ply_header(path)
     try:
         loaded: Any = trimesh.load(str(path), process=False)
         if isinstance(loaded, trimesh.Scene):  # glTF and multi-object files: merge, transforms applied
             loaded = loaded.to_geometry() if loaded.geometry else None
     except Exception as exc:  # trimesh raises many types for unreadable files
+        if ply:  # its header was read above: the rest is what is wrong, not which exception trimesh met
+            raise InputError(f"{path}: what follows its header does not match it (a damaged or incomplete "
+                             "file)") from None
         raise InputError(f"{path}: cannot read as a mesh ({type(exc).__name__}: {exc})") from None
     vertices = np.asarray(getattr(loaded, "vertices", np.zeros((0, 3))), dtype=np.float64).reshape(-1, 3)
     faces = np.asarray(getattr(loaded, "faces", np.zeros((0, 3))), dtype=np.int64).reshape(-1, 3)
     if len(vertices) == 0:
         raise InputError(f"{path}: the file holds no vertices")
     return MeshData(vertices, faces, _trimesh_colours(loaded, len(vertices)))
+
+
+PLY_HEADER_BYTES = 1 << 16
+
+
+def _check_ply_header(path: Path) -> None:
+    """A PLY's header, read before trimesh reads the file (which meets a vertex without y with KeyError: 'y'):
+    raises InputError naming what is missing."""
+    with open(path, "rb") as handle:
+        head = handle.read(PLY_HEADER_BYTES)
+    end = head.find(b"end_header")
+    if not head.startswith(b"ply") or end < 0:
+        raise InputError(f"{path}: not a PLY file (no 'ply' ... 'end_header' header at its start)")
+    element, vertex_properties, has_vertices = "", [], False
+    for line in head[:end].decode("ascii", "replace").splitlines():
+        words = line.split()
+        if words[:1] == ["element"] and len(words) >= 2:
+            element = words[1]
+            has_vertices = has_vertices or element == "vertex"
+        elif words[:1] == ["property"] and element == "vertex" and len(words) >= 3:
+            vertex_properties.append(words[-1])
+    if not has_vertices:
+        raise InputError(f"{path}: the PLY has no vertex element; a point cloud or mesh needs one with x, y and z")
+    missing = [axis for axis in "xyz" if axis not in vertex_properties]
+    if missing:
+        raise InputError(f"{path}: its vertices have no {' or '.join(missing)} property (they have "
+                         f"{', '.join(vertex_properties) or 'none'}); a point cloud needs x, y and z")
 
 
 def _trimesh_colours(loaded: Any, count: int) -> np.ndarray | None:

@@ -71,6 +71,9 @@ class PreparedInput:
 # Image
 
 
+BLANK_IMAGE_RANGE = 4 / 255  # an image whose pixels (on white) all lie within this of each other shows nothing
+
+
 def prepare_image(image: PathOrArray, size: int = IMAGE_SIZE, object_fraction: float = 0.85,
                   crop: bool = True) -> PreparedInput:
     """RGB(A) image -> (3, size, size) float32 in [0, 1] on white, cropped to the object and padded square.
@@ -83,6 +86,9 @@ def prepare_image(image: PathOrArray, size: int = IMAGE_SIZE, object_fraction: f
     rgba = _as_rgba(image, name)
     rgb, alpha = rgba[..., :3], rgba[..., 3:4]
     rgb = rgb * alpha + (1.0 - alpha)  # composite onto white, as the training renderings are
+    if float(np.ptp(rgb)) < BLANK_IMAGE_RANGE:  # else the network sees nothing and "no surface" follows
+        raise InputError(f"{name}: the image appears blank (one colour throughout): it shows no object; give a "
+                         "picture of the object on a plain background")
     mask = _object_mask(rgb, alpha[..., 0]) if crop else None
     # Pad with the background: white after compositing, or the uniform colour found around the object.
     background = _border_colour(rgb) if mask is not None else np.ones(3, dtype=np.float32)

@@ -123,6 +123,27 @@ def test_cancelling_mid_batch_keeps_the_finished_and_leaves_no_partial_object(tm
     assert not status.running and status.last_result == batch.message
 
 
+def test_the_batch_bar_only_moves_forward(addon: ModuleType) -> None:
+    """The sidebar's bar over a batch never goes back: within a source it follows the stages in their order
+    (each stage's own fraction restarts at 0, which the bar must not show as going back)."""
+    ball = add_sphere()
+    cloud = add_point_cloud()
+    select([ball, cloud])
+    bpy.context.scene.occnet.resolution = "256"  # evaluating takes several steps; meshing is then a step apart
+    status = bpy.context.window_manager.occnet_job
+    batch = addon.operators.reconstruct.begin(bpy.context, block=False)
+    seen = []
+    deadline = time.monotonic() + 300
+    while batch.step(timeout=0.02) not in addon.jobs.DONE and time.monotonic() < deadline:
+        seen.append((status.progress, status.stage))
+    assert batch.state == "finished", batch.message
+    stages = {stage.split(" — ")[-1].split()[0] for _, stage in seen if " — " in stage}
+    assert {"evaluating", "meshing"} <= stages, stages  # the steps saw the stage change the bar used to undo
+    fractions = [fraction for fraction, _ in seen]
+    back = [(seen[i], seen[i + 1]) for i in range(len(seen) - 1) if fractions[i + 1] < fractions[i] - 1e-6]
+    assert not back, back[:3]
+
+
 def test_one_undo_step_removes_every_result_and_shows_every_source(tmp_path: Path) -> None:
     """The batch is one undo step (pushed by hand: module mode has no UI to push it after the operator)."""
     sources = three_sources(tmp_path)

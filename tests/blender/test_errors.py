@@ -12,6 +12,7 @@ import bpy
 import numpy as np
 import pytest
 
+from blender_occnet.occnet.binvox import write_binvox
 from tests.blender.blender_helpers import MODULE, add_sphere, scene_snapshot
 
 pytestmark = pytest.mark.usefixtures("installed")
@@ -67,6 +68,22 @@ def test_voxelising_a_mesh_without_faces() -> None:
     mesh_object("Dots", [(float(i), float(i % 3), float(i % 5)) for i in range(20)])
     bpy.context.scene.occnet.source_kind = "VOXELIZE"
     fails("'Dots' has no faces to voxelise; use Source: Surface samples or Vertices")
+
+
+def test_voxels_scaled_out_of_their_box_are_refused_not_lost(tmp_path: Path) -> None:
+    """A voxel object's cubes scaled (in Edit Mode) beyond its 32^3 box: the grid cannot hold them; the click
+    says so and how to scale it instead, rather than reconstructing what is left without a word."""
+    grid = np.zeros((32, 32, 32), bool)
+    grid[4:28, 10:22, 4:28] = True
+    write_binvox(tmp_path / "crate.binvox", grid)
+    assert bpy.ops.occnet.import_binvox(filepath=str(tmp_path / "crate.binvox")) == {"FINISHED"}
+    crate = bpy.data.objects["crate"]
+    points = np.empty(len(crate.data.vertices) * 3, np.float32)
+    crate.data.vertices.foreach_get("co", points)
+    crate.data.vertices.foreach_set("co", points * 1.5)  # what S 1.5 in Edit Mode does
+    crate.data.update()
+    message = fails(r"'crate': \d+ of \d+ voxel cubes lie outside its 32³ box")
+    assert "scale the object in Object Mode instead" in message
 
 
 @pytest.mark.parametrize("python, match", [
@@ -140,7 +157,7 @@ def test_broken_weights_are_named_and_the_rest_still_work(tmp_path: Path, weight
 
 @pytest.mark.parametrize("name, content, match", [
     ("corrupt.safetensors", bytes(range(256)) * 4, r"corrupt\.safetensors: not a readable \.safetensors file"),
-    ("notweights.pt", b"hello world, not weights", r"notweights\.pt: not a readable PyTorch checkpoint"),
+    ("notweights.pt", b"hello world, not weights", r"notweights\.pt: not a PyTorch checkpoint: it is text"),
 ])
 def test_malformed_weights_file_is_named_not_an_internal_error(tmp_path: Path, name: str, content: bytes,
                                                                match: str) -> None:

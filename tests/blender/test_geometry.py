@@ -61,14 +61,15 @@ def test_voxel_cubes_are_closed_and_keep_their_cells() -> None:
     vertices, quads, index = geometry.voxel_cubes(cells)
     assert vertices.shape == (16, 3) and quads.shape == (12, 4) and len(index) == 12
     centres = vertices[quads].mean(axis=1)
-    grid = geometry.grid_from_faces(index, centres)
-    assert grid.sum() == 2 and grid[31, 5, 7] and grid[0, 0, 0]
+    grid, outside = geometry.grid_from_faces(index, centres)
+    assert grid.sum() == 2 and outside == 0 and grid[31, 5, 7] and grid[0, 0, 0]
     # Where the faces are decides: the cubes squeezed to half size about the box centre move inwards,
-    # a cube pushed out of the box is left out, one missing five faces keeps its cell.
-    half = geometry.grid_from_faces(index, centres * 0.5)
+    # a cube pushed out of the box is counted, one missing five faces keeps its cell.
+    half, _ = geometry.grid_from_faces(index, centres * 0.5)
     assert half.sum() == 2 and half[8, 8, 8] and half[23, 10, 11]
-    assert geometry.grid_from_faces(index, centres + np.array([0.0, 0.0, 0.9])).sum() == 1
-    assert geometry.grid_from_faces(index[:1], centres[:1])[0, 0, 0]
+    pushed, outside = geometry.grid_from_faces(index, centres + np.array([0.0, 0.0, 0.9]))
+    assert pushed.sum() == 1 and outside == 1
+    assert geometry.grid_from_faces(index[:1], centres[:1])[0][0, 0, 0]
     edges = np.sort(np.concatenate([quads[:, [i, (i + 1) % 4]] for i in range(4)]), axis=1)
     _, counts = np.unique(edges, axis=0, return_counts=True)
     assert (counts == 2).all()

@@ -90,6 +90,38 @@ def test_threshold_and_resolution_changes_replace_the_mesh_in_place(addon: Modul
     assert ball.name in bpy.data.objects
 
 
+def wait_for_re_extraction(addon: ModuleType, name: str) -> None:
+    deadline = time.monotonic() + 60
+    while addon.live.pending(name) and time.monotonic() < deadline:
+        addon.events.pump(timeout=0.2)
+    assert not addon.live.pending(name), bpy.context.window_manager.occnet_job.last_error
+
+
+def test_one_undo_takes_back_a_threshold_change_and_its_mesh(addon: ModuleType) -> None:
+    """The slider's change is an undo step (the UI pushes it; here by hand); the mesh that arrives for it belongs
+    to that step, not to a step of its own: one Ctrl+Z restores the old threshold with the old mesh, and Redo the
+    new threshold with a mesh of it."""
+    add_sphere()
+    bpy.ops.occnet.reconstruct()
+    bpy.ops.ed.undo_push(message="Reconstruct")
+    result = bpy.data.objects["Ball.occnet"]
+    old = len(result.data.vertices)
+    result.occnet.threshold = 0.45
+    bpy.ops.ed.undo_push(message="Threshold")  # what the UI pushes when the slider is let go
+    wait_for_re_extraction(addon, "Ball.occnet")
+    new = len(bpy.data.objects["Ball.occnet"].data.vertices)
+    assert new != old
+    bpy.ops.ed.undo()
+    result = bpy.data.objects["Ball.occnet"]
+    assert result.occnet.threshold == pytest.approx(0.5) and len(result.data.vertices) == old
+    assert not addon.live.pending("Ball.occnet")  # consistent as it is: nothing to re-extract
+    bpy.ops.ed.redo()
+    result = bpy.data.objects["Ball.occnet"]
+    assert result.occnet.threshold == pytest.approx(0.45)
+    wait_for_re_extraction(addon, "Ball.occnet")  # the step holds the old mesh: it is made again for 0.45
+    assert len(bpy.data.objects["Ball.occnet"].data.vertices) == new
+
+
 def test_binvox_import_makes_a_voxel_source(tmp_path: Path) -> None:
     grid = np.zeros((32, 32, 32), bool)
     grid[6:26, 10:22, 4:28] = True
@@ -118,6 +150,24 @@ def test_cancel_leaves_no_new_object(addon: ModuleType) -> None:
     assert bpy.ops.occnet.cancel() == {"FINISHED"}
     assert addon.jobs.wait(batch, 60) == "cancelled"
     assert scene_snapshot() == before and not bpy.context.window_manager.occnet_job.running
+
+
+def test_cancel_after_the_backend_finished_leaves_the_scene_as_it_was(addon: ModuleType) -> None:
+    """Cancel clicked while meshing, past the backend's last check: its result is already on its way. It is
+    dropped; the scene is as it was, the source shown, and the panel says cancelled."""
+    ball = add_sphere()
+    before = scene_snapshot()
+    batch = addon.operators.reconstruct.begin(bpy.context, block=False)
+    while batch.step(timeout=0.1) == "starting":
+        pass
+    deadline = time.monotonic() + 60
+    while not any(type(e).__name__ == "Result" for e in list(batch.client.events.queue)):  # not handled yet
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert bpy.ops.occnet.cancel() == {"FINISHED"}
+    assert addon.jobs.wait(batch, 60) == "cancelled" and batch.items[0].state == "cancelled"
+    assert scene_snapshot() == before and not ball.hide_get()
+    assert bpy.context.window_manager.occnet_job.last_result == "Ball: cancelled"
 
 
 def test_one_undo_step_removes_the_result() -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from blender_occnet.occnet.released import find
 from blender_occnet.user_dirs import user_weights_dir
-from tests.blender.blender_helpers import add_vertex_cloud, scene_snapshot
+from tests.blender.blender_helpers import MODULE, add_vertex_cloud, scene_snapshot
 from tests.blender.test_reconstruct import assert_result
 from tests.helpers import randomized_model, save_original_checkpoint, small_config
 from tests.weights_server import Server, serving
@@ -88,3 +88,22 @@ def test_cancel_mid_download_keeps_nothing_in_sight_and_get_resumes(server: Serv
     server.slow.discard(path)
     assert bpy.ops.occnet.get_weights(name=NAME) == {"FINISHED"}
     assert downloaded() == [f"{NAME}.safetensors"] and server.ranges  # resumed, not started over
+
+
+def test_get_before_install_backend_says_to_install_it(server: Server) -> None:
+    """Managed mode before Install backend: there is no interpreter to run the download with; Get says what to
+    do (as Reconstruct does), not 'could not run .../python: No such file'."""
+    prefs = bpy.context.preferences.addons[MODULE].preferences
+    prefs.backend_mode = "MANAGED"  # the managed environment of this throw-away user folder was never installed
+    with pytest.raises(RuntimeError, match=r"the backend is not installed yet: click Install backend") as caught:
+        bpy.ops.occnet.get_weights(name=NAME)
+    assert "No such file" not in str(caught.value) and downloaded() == []
+
+
+def test_test_backend_lists_weights_got_while_it_runs(server: Server) -> None:
+    """Get with the backend running: Test backend lists the new weights without a restart."""
+    assert bpy.ops.occnet.test_backend() == {"FINISHED"}
+    assert NAME not in bpy.context.window_manager.occnet_job.backend_info
+    assert bpy.ops.occnet.get_weights(name=NAME) == {"FINISHED"}
+    assert bpy.ops.occnet.test_backend() == {"FINISHED"}
+    assert NAME in bpy.context.window_manager.occnet_job.backend_info

@@ -47,3 +47,18 @@ def test_reconstruct_follows_the_selection_after_the_image_sample(addon) -> None
     bpy.context.view_layer.objects.active = None
     assert addon.scene_io.chosen_source(settings, None) == "IMAGE"
     assert bpy.ops.occnet.reconstruct() == {"FINISHED"} and "sofa_image.occnet" in bpy.data.objects
+
+
+def test_the_image_sample_is_the_source_after_an_earlier_reconstruct() -> None:
+    """A new user doing the samples in order: the chair's result is still active when the image sample is loaded;
+    Reconstruct then uses the image (its empty selected and active), not the chair's result again."""
+    assert bpy.ops.occnet.load_sample(modality="pointcloud") == {"FINISHED"}
+    chair = bpy.context.active_object
+    assert bpy.ops.occnet.reconstruct() == {"FINISHED"}
+    assert bpy.context.active_object.name == f"{chair.name}.occnet"
+    assert bpy.ops.occnet.load_sample(modality="image") == {"FINISHED"}
+    empty = bpy.context.active_object
+    assert empty is not None and empty.type == "EMPTY" and list(bpy.context.selected_objects) == [empty]
+    assert bpy.ops.occnet.reconstruct() == {"FINISHED"}, bpy.context.window_manager.occnet_job.last_error
+    assert "sofa_image.occnet" in bpy.data.objects
+    assert not [o for o in bpy.data.objects if o.name.startswith(f"{chair.name}.occnet.")]

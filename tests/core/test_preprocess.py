@@ -9,6 +9,7 @@ import pytest
 import trimesh
 from PIL import Image
 
+from blender_occnet.cli import main as cli_main
 from blender_occnet.occnet.binvox import read_binvox, write_binvox
 from blender_occnet.occnet.errors import InputError
 from blender_occnet.occnet.meshio import MeshData
@@ -200,6 +201,23 @@ def test_a_transposed_cloud_file_and_a_mesh_of_huge_coordinates_say_what_to_do(t
         prepare_voxels(tmp_path / "far.obj")
 
 
+@pytest.mark.parametrize("header, rows, message", [
+    ("property float x\nproperty float z", "0 0\n1 1\n2 2\n",
+     r"broken\.ply: its vertices have no y property \(they have x, z\); a point cloud needs x, y and z"),
+    ("property float x\nproperty float y\nproperty float z", "0 0 0\n1 1\n",
+     r"broken\.ply: what follows its header does not match it \(a damaged or incomplete file\)"),
+])
+def test_a_broken_ply_says_what_is_wrong_in_one_line(tmp_path: Path, header: str, rows: str, message: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "broken.ply"
+    path.write_text(f"ply\nformat ascii 1.0\nelement vertex 3\n{header}\nend_header\n{rows}")
+    with pytest.raises(InputError, match=message):
+        prepare_pointcloud(path)
+    assert cli_main(["reconstruct", str(path), "-o", str(tmp_path / "out.obj"), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}") and err.count("\n") == 1 and "Error" not in err, err
+
+
 def test_missing_and_empty_point_files(tmp_path: Path) -> None:
     with pytest.raises(InputError, match=r"nope\.ply: no such file"):
         prepare_pointcloud(tmp_path / "nope.ply")
@@ -209,6 +227,16 @@ def test_missing_and_empty_point_files(tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------------------ image
+
+
+@pytest.mark.parametrize("rgba", [np.full((64, 80, 4), 255, np.uint8),  # white
+                                  np.zeros((64, 80, 4), np.uint8),  # fully transparent
+                                  np.dstack([np.full((64, 80, 3), 90, np.uint8), np.full((64, 80), 255, np.uint8)])])
+def test_a_blank_image_is_refused_saying_so(rgba: np.ndarray) -> None:
+    """Not 'no surface at this threshold' later: the image has no object for the network to see."""
+    with pytest.raises(InputError, match=r"image: the image appears blank \(one colour throughout\): it shows no "
+                                         r"object; give a picture of the object on a plain background"):
+        prepare_image(rgba)
 
 
 def _rgba_drawing(width: int = 300, height: int = 200) -> np.ndarray:

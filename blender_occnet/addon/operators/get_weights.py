@@ -6,7 +6,8 @@ from __future__ import annotations
 import bpy
 from bpy.props import StringProperty
 
-from .. import preferences, state, weights_download
+from ...backend_client import BackendError
+from .. import connection, preferences, state, weights_download
 from .modal import CancelJob, PreferencesJobModal, running, session_job
 
 
@@ -43,11 +44,12 @@ class OCCNET_OT_get_weights(PreferencesJobModal, bpy.types.Operator):
             self._fail("a remote backend reads its own weights folder: run `python -m blender_occnet weights get "
                        f"{self.name}` on that machine")
             return None
-        if not settings.python.strip():
-            self._fail("getting weights needs the backend's interpreter (it checks and converts them): install "
-                       "the backend or set a Python interpreter in the preferences")
+        try:
+            python = connection.local_python(settings)  # the backend's: it checks and converts what it gets
+        except BackendError as exc:
+            self._fail(str(exc))
             return None
-        job = state.session().download = weights_download.Download(settings.python.strip(), self.name)
+        job = state.session().download = weights_download.Download(python, self.name)
         job.start()
         return job
 

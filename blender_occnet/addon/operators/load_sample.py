@@ -51,6 +51,8 @@ class OCCNET_OT_load_sample(bpy.types.Operator):
             empty.location = scene.cursor.location
             empty.rotation_euler = (math.pi / 2, 0.0, 0.0)  # upright, facing -y (the front view)
             (context.collection or scene.collection).objects.link(empty)
+            # Selected and active, so that no object left active (an earlier result) is what Reconstruct uses.
+            make_source(context, empty)
             self.report({"INFO"}, f"'{image.name}' is the source; click Reconstruct")
             return {"FINISHED"}
         return self._point_cloud(context, path)
@@ -65,20 +67,26 @@ class OCCNET_OT_load_sample(bpy.types.Operator):
             self.report({"ERROR"}, f"Blender could not import {path.name}")
             return {"CANCELLED"}
         obj = new[0]
-        view_layer = context.view_layer
-        assert view_layer is not None
-        for other in view_layer.objects:
-            other.select_set(False)
-        obj.select_set(True)
-        view_layer.objects.active = obj
+        make_source(context, obj)
         bpy.ops.object.convert(target="POINTCLOUD")  # the points as what they are: a point cloud object
         settings = context.scene.occnet  # type: ignore[union-attr]
         if settings.source_kind not in ("SURFACE", "VERTICES"):
             settings.source_kind = "SURFACE"
         router.status().last_error = ""
-        active = view_layer.objects.active
+        active = context.view_layer.objects.active  # type: ignore[union-attr]
         self.report({"INFO"}, f"Loaded '{active.name if active else obj.name}'; click Reconstruct")
         return {"FINISHED"}
+
+
+def make_source(context: bpy.types.Context, obj: bpy.types.Object) -> None:
+    """What a sample loaded becomes what Reconstruct uses (scene_io.chosen_targets): the only selected object,
+    and the active one."""
+    view_layer = context.view_layer
+    assert view_layer is not None
+    for other in view_layer.objects:
+        other.select_set(False)
+    obj.select_set(True)
+    view_layer.objects.active = obj
 
 
 class OCCNET_MT_samples(bpy.types.Menu):

@@ -26,9 +26,16 @@ class OCCNET_OT_test_backend(bpy.types.Operator):
             self.report({"ERROR"}, f"Backend test failed: {exc}")
             return {"CANCELLED"}
         info = client.info
-        weights = [w.name for w in info.weights if not w.error]
+        try:  # scanned now: weights got (or copied in) since the backend started are listed
+            listed = client.list_weights()
+        except BackendError as exc:
+            status.backend_info = ""
+            status.last_error = f"the backend could not list its weights: {exc}"
+            self.report({"ERROR"}, f"Backend test failed: {status.last_error}")
+            return {"CANCELLED"}
+        weights = [w.name for w in listed if not w.error]
         # Broken or foreign files in a weights folder do not stop the rest from being offered.
-        unusable = [f"{w.name} ({w.error})" for w in info.weights if w.error]
+        unusable = [f"{w.name} ({w.error})" for w in listed if w.error]
         status.backend_info = (f"torch {info.torch_version} on Python {info.python}; devices: "
                               f"{', '.join(info.devices)} (Auto uses {info.auto_device}; "
                               f"{info.cpu_threads} CPU threads); weights: {', '.join(weights) or 'none'}")
