@@ -21,3 +21,10 @@ def test_lint_is_clean() -> None:
                           capture_output=True, text=True, timeout=300)
     assert "No module named ruff" not in done.stderr, "install requirements/dev.txt (./dev setup)"
     assert done.returncode == 0, done.stdout[-5000:] + done.stderr[-2000:]
+
+
+def test_test_files_have_unique_names() -> None:
+    """The test folders have no __init__.py, so pytest imports each test file by its bare name: two files of one
+    name in different folders stop the whole suite at collection (tests/blender/test_scans.py did)."""
+    names = [path.name for path in (REPO / "tests").rglob("test_*.py")]
+    assert not {name for name in names if names.count(name) > 1}
