@@ -198,6 +198,7 @@ def _fetch(url: str, partial: Path, progress: ProgressFn | None, should_cancel: 
                 if not chunk:
                     break
                 out.write(chunk)
+                out.flush()  # on disk at once: a cancel that ends the process keeps every byte reported
                 done += len(chunk)
                 if done > MAX_DOWNLOAD_BYTES:
                     out.close()

@@ -14,11 +14,12 @@ import bpy
 import numpy as np
 import pytest
 
+from blender_occnet.occnet.config import default_config
 from blender_occnet.occnet.released import find
 from blender_occnet.user_dirs import user_weights_dir
 from tests.blender.blender_helpers import MODULE, add_vertex_cloud, scene_snapshot
 from tests.blender.test_reconstruct import assert_result
-from tests.helpers import randomized_model, save_original_checkpoint, small_config
+from tests.helpers import randomized_model, save_original_checkpoint
 from tests.weights_server import Server, serving
 
 pytestmark = pytest.mark.usefixtures("installed")
@@ -34,7 +35,8 @@ def server(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, addon: ModuleType) -
     addon.state.session().backend.shutdown()  # the next backend starts with this folder (a user's never changes)
     with serving(monkeypatch) as httpd:
         checkpoint = tmp_path / "grid.pt"
-        save_original_checkpoint(checkpoint, randomized_model(small_config("convonet-pointcloud-grid")))
+        # The release's own shapes: a download without a published hash must hold them (released.py).
+        save_original_checkpoint(checkpoint, randomized_model(default_config("convonet-pointcloud-grid")))
         httpd.files[urllib.parse.urlparse(find(NAME).url).path] = checkpoint.read_bytes()
         yield httpd
     system.use_online_access = online

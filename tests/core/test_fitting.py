@@ -126,7 +126,9 @@ def test_a_fitted_voxel_grid_keeps_its_empty_cells_empty_and_its_solid_cells_sol
 def test_images_and_training_inputs_are_not_fitted() -> None:
     images = Reconstructor(load_weights(BUNDLED / "image.safetensors"), "cpu")
     with pytest.raises(FitRefused, match="an image reconstructs with fit off"):
-        images.encode(prepare_image(np.full((64, 64, 3), 255, np.uint8)), fit="on")
+        picture = np.full((64, 64, 3), 255, np.uint8)
+        picture[16:48, 16:48] = 60  # a dark square: a blank picture is refused before fitting is asked about
+        images.encode(prepare_image(picture), fit="on")
     # What the trainer prepares per item keeps no copy of the whole cloud.
     assert prepare_pointcloud(bumpy_sphere(500, 0), n_points=300).observed is None
 
