@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from .occnet.config import ARCH_MODALITY
 from .occnet.policy import FIT_MODES, MODALITIES, REFINE_METHODS, RESOLUTIONS, coarse_resolution
@@ -30,56 +31,84 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_reconstruct(args: argparse.Namespace) -> int:
-    import torch
+class _Networks:
+    """The weights and network of each modality, loaded once for every input of a command."""
 
-    from .occnet.checkpoints import load_weights
+    def __init__(self, args: argparse.Namespace):
+        self.args = args
+        self.loaded: dict[str, Any] = {}
+
+    def for_modality(self, modality: str, source: Path) -> Any:
+        from .occnet.checkpoints import load_weights
+        from .occnet.generation import Reconstructor
+        from .occnet.registry import resolve_weights
+
+        if modality not in self.loaded:
+            weights = load_weights(resolve_weights(self.args.weights, modality), self.args.arch)
+            if weights.modality != modality:
+                raise UsageError(f"{source} is a {modality} input but the weights take {weights.modality}; choose "
+                                 f"{modality} weights or pass --modality {weights.modality}")
+            self.loaded[modality] = Reconstructor(weights, self.args.device, batch_size=self.args.batch_size)
+        return self.loaded[modality]
+
+
+def _reconstruct_file(source: Path, output: Path, args: argparse.Namespace, networks: _Networks,
+                      progress: Callable[[str, float], None] | None) -> tuple[dict[str, Any], Any]:
+    """One input -> one mesh file written (atomically); its statistics and the mesh."""
     from .occnet.errors import GenerationError
-    from .occnet.generation import ExtractionSettings, Reconstructor
-    from .occnet.meshio import COLOUR_OUTPUT_SUFFIXES, MESH_OUTPUT_SUFFIXES, write_mesh
+    from .occnet.generation import ExtractionSettings
+    from .occnet.meshio import write_mesh
     from .occnet.preprocess import guess_modality, prepare_for_network
-    from .occnet.registry import resolve_weights
 
-    source, output = Path(args.input), Path(args.output)
-    # Everything that can be checked cheaply is checked before the network runs.
-    if not source.exists():
-        raise UsageError(f"{source}: no such file")
-    if output.suffix.lower() not in MESH_OUTPUT_SUFFIXES:
-        raise UsageError(f"{output}: the output must end in one of {', '.join(MESH_OUTPUT_SUFFIXES)}")
-    folder = output.parent if str(output.parent) else Path(".")
-    if not folder.is_dir():
-        raise UsageError(f"{output}: folder {folder} does not exist")
+    started = time.perf_counter()
     modality = args.modality or guess_modality(source)
-    weights = load_weights(resolve_weights(args.weights, modality), args.arch)
-    if weights.modality != modality:
-        raise UsageError(f"{source} is a {modality} input but the weights take {weights.modality}; "
-                         f"choose {modality} weights or pass --modality {weights.modality}")
+    reconstructor = networks.for_modality(modality, source)
+    weights = reconstructor.weights
     settings = ExtractionSettings(
         threshold=weights.threshold if args.threshold is None else args.threshold,
         resolution=args.resolution, resolution_0=coarse_resolution(args.resolution), refine_steps=args.refine,
         refine_method=args.refine_method, simplify_faces=args.simplify, normals=args.normals, seed=args.seed,
         colours=args.colours)
-    progress = None if args.quiet else _ProgressBar()
-
-    started = time.perf_counter()
-    prepared = prepare_for_network(weights.config, modality, source, seed=args.seed,
-                                   input_points=args.input_points)
+    prepared = prepare_for_network(weights.config, modality, source, seed=args.seed, input_points=args.input_points)
     seconds_prepare = time.perf_counter() - started
-    reconstructor = Reconstructor(weights, args.device, batch_size=args.batch_size)
     shape = reconstructor.encode(prepared, fit=args.fit, progress=progress, fit_threshold=settings.threshold)
     mesh = shape.extract(settings, progress=progress)
-    if progress is not None:
-        progress.close()
     if not len(mesh.faces):
         raise GenerationError(f"no surface at threshold {settings.threshold:g}: the network puts every point "
                               "outside; try a lower --threshold, or check that the input suits the weights")
     t = time.perf_counter()
     write_mesh(output, mesh.vertices, mesh.faces, mesh.normals, mesh.colours)
+    import torch
+
     stats = {"input": str(source), "output": str(output), "modality": modality,
              "weights": weights.source, "device": str(reconstructor.device), "threads": torch.get_num_threads(),
              "threshold": settings.threshold,
              "resolution": settings.resolution, "seconds_prepare": round(seconds_prepare, 4),
              "colours": mesh.colours is not None, **mesh.stats, "seconds_write": round(time.perf_counter() - t, 4)}
+    return stats, mesh
+
+
+def _cmd_reconstruct(args: argparse.Namespace) -> int:
+    from .batch import is_many, reconstruct_many
+    from .occnet.meshio import COLOUR_OUTPUT_SUFFIXES, MESH_OUTPUT_SUFFIXES
+
+    if is_many(args):
+        return reconstruct_many(args)
+    source, output = Path(args.input[0]), Path(args.output)
+    # Everything that can be checked cheaply is checked before the network runs.
+    if not source.exists():
+        raise UsageError(f"{source}: no such file")
+    if output.suffix.lower() not in MESH_OUTPUT_SUFFIXES:
+        raise UsageError(f"{output}: the output must end in one of {', '.join(MESH_OUTPUT_SUFFIXES)} (or give a "
+                         "folder, several inputs or a pattern to reconstruct many)")
+    folder = output.parent if str(output.parent) else Path(".")
+    if not folder.is_dir():
+        raise UsageError(f"{output}: folder {folder} does not exist")
+    progress = None if args.quiet else _ProgressBar()
+    started = time.perf_counter()
+    stats, mesh = _reconstruct_file(source, output, args, _Networks(args), progress)
+    if progress is not None:
+        progress.close()
     if args.json:
         print(json.dumps(stats, indent=2))
     elif not args.quiet:
@@ -254,8 +283,18 @@ def build_parser() -> argparse.ArgumentParser:
                          description="Reconstruct a mesh. Inputs: images (.png .jpg), point clouds (.ply .obj "
                                      ".off .stl .xyz .pts .npy .npz; a mesh file gives surface samples), voxels "
                                      "(.binvox, a 32^3 .npy). Outputs: .obj .ply .off .glb .stl.")
-    rec.add_argument("input", help="input file")
-    rec.add_argument("-o", "--output", required=True, help="mesh file to write")
+    rec.add_argument("input", nargs="+", help="input file; or several, a folder, or a pattern such as 'scans/*.ply' "
+                     "to reconstruct many (the network loaded once)")
+    rec.add_argument("-o", "--output", required=True, help="mesh file to write (many inputs: the folder for the "
+                     "results, named after their inputs)")
+    rec.add_argument("--format", default="obj", choices=("obj", "ply", "off", "glb", "stl"),
+                     help="many inputs: the results' file format (default obj)")
+    rec.add_argument("--jobs", type=int, default=1, metavar="N",
+                     help="many inputs: worker processes, each loading the network once (default 1)")
+    rec.add_argument("--skip-existing", action="store_true",
+                     help="many inputs: leave inputs whose result exists (resume an interrupted run)")
+    rec.add_argument("--overwrite", action="store_true", help="many inputs: replace results that exist")
+    rec.add_argument("--worker-list", action="store_true", help=argparse.SUPPRESS)  # a --jobs worker's inputs
     rec.add_argument("--modality", choices=MODALITIES, help="input kind (guessed from the file when left out)")
     rec.add_argument("--weights", help="name of installed weights, or a path (.safetensors or original .pt); "
                                        "default: the bundled weights for the input's modality")
