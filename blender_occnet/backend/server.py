@@ -11,6 +11,7 @@ import errno
 import hmac
 import os
 import re
+import select
 import socket
 import sys
 import threading
@@ -335,7 +336,7 @@ def serve_stdio(engine: Engine) -> None:
 
 
 AUTH_SECONDS = 10.0  # a connection has this long in all to send its token line
-MAX_UNAUTHENTICATED = 64  # connections still to authenticate at once; more are refused at once
+MAX_UNAUTHENTICATED = 64  # connections still to authenticate at once; a newcomer beyond makes room (_Waiting)
 
 
 def serve_tcp(engine: Engine, host: str, port: int, token: str,
@@ -415,9 +416,10 @@ def serve_tcp(engine: Engine, host: str, port: int, token: str,
 
 class _Waiting:
     """The connections still to send their token, oldest first. A full table makes room by closing its oldest
-    (as OpenSSH's MaxStartups drops): a flood of idle connections then only ever holds the newest slots, and
-    a real client, whose token line follows its connect at once, always gets through; refusing the newcomer
-    instead let one idle connection every 10 ms lock every real client out."""
+    idle one (as OpenSSH's MaxStartups drops; one whose bytes wait unread is passed over): a flood of idle
+    connections then only ever holds the newest slots, and a real client, whose token line follows its connect
+    at once, always gets through; refusing the newcomer instead let one idle connection every 10 ms lock every
+    real client out."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -432,7 +434,8 @@ class _Waiting:
         with self._lock:
             oldest: tuple[socket.socket, Any] | None = None
             if len(self._conns) >= MAX_UNAUTHENTICATED:
-                oldest = self._conns.popitem(last=False)
+                idle = next((c for c in self._conns if not _has_sent(c)), next(iter(self._conns)))
+                oldest = (idle, self._conns.pop(idle))
             self._conns[conn] = peer
         if oldest is None:
             return None
@@ -445,6 +448,17 @@ class _Waiting:
     def remove(self, conn: socket.socket) -> None:
         with self._lock:
             self._conns.pop(conn, None)
+
+
+def _has_sent(conn: socket.socket) -> bool:
+    """Whether bytes from the peer wait unread: a real client whose handler has not read its token yet (the
+    server busy), which the eviction passes over for an idle connection (a loaded server had evicted real
+    clients that were merely not read within the flood's window)."""
+    try:  # select, not MSG_DONTWAIT: Windows has no such flag
+        readable, _, _ = select.select([conn], [], [], 0)
+        return bool(readable) and bool(conn.recv(1, socket.MSG_PEEK))
+    except (OSError, ValueError):
+        return False
 
 
 def _leave(engine: Engine) -> None:

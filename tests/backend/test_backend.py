@@ -1046,3 +1046,27 @@ def test_a_remote_client_is_never_told_where_the_server_keeps_its_files(tmp_path
         process.wait(timeout=30)
     assert "damaged.safetensors: its configuration says hidden_size 64" in message, message
     assert str(tmp_path) not in message and "server-side-folder" not in message
+
+
+def test_a_full_waiting_table_closes_an_idle_connection_not_one_whose_token_waits_unread() -> None:
+    """Under load a real client's token can sit unread past the flood's window; the oldest waiting connection
+    was closed regardless (a loaded CI run saw the flood test's real client refused). An idle one goes first."""
+    from blender_occnet.backend.server import MAX_UNAUTHENTICATED, _Waiting
+
+    pairs = [socket.socketpair() for _ in range(MAX_UNAUTHENTICATED + 1)]
+    for a, b in pairs:
+        a.settimeout(2)
+        b.settimeout(2)
+    try:
+        waiting = _Waiting()
+        real, real_peer = pairs[0]
+        real_peer.sendall(b"token line")  # sent, not yet read by the server
+        for server_side, _ in pairs[:-1]:  # the real client is the oldest
+            waiting.add(server_side)
+        waiting.add(pairs[-1][0])
+        assert real.recv(4, socket.MSG_PEEK) == b"toke"  # still open, its bytes still there
+        assert pairs[1][1].recv(1) == b""  # the oldest idle one was shut down: its peer reads the end
+    finally:
+        for a, b in pairs:
+            a.close()
+            b.close()
