@@ -97,7 +97,7 @@ def reconstruct_many(args: argparse.Namespace) -> int:
                                   for s, r in plan if args.skip_existing and r.exists()]
     todo = [(s, r) for s, r in plan if not (args.skip_existing and r.exists())]
     started = time.perf_counter()
-    bar = _bar(len(todo), args.quiet)
+    bar = _Bar(len(todo), args.quiet)
     if args.jobs > 1 and len(todo) > 1:
         rows += _in_workers(todo, args, bar)
     else:
@@ -155,10 +155,6 @@ class _Bar:
     def close(self) -> None:
         if self.tqdm is not None:
             self.tqdm.close()
-
-
-def _bar(total: int, quiet: bool) -> _Bar:
-    return _Bar(total, quiet)
 
 
 def _in_process(todo: list[tuple[Path, Path]], args: argparse.Namespace, bar: _Bar) -> list[dict[str, Any]]:
@@ -221,8 +217,10 @@ def _in_workers(todo: list[tuple[Path, Path]], args: argparse.Namespace, bar: _B
             listing.write_text("".join(f"{s}\t{r}\n" for s, r in share), encoding="utf-8")
             command = [sys.executable, "-m", "blender_occnet", "reconstruct", str(listing), "--worker-list", "-o",
                        str(args.output), "--quiet", *settings]
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-            workers.append((process, share))
+            # stderr to a file: a pipe nobody reads until the end would stall a worker that warns a lot.
+            errors = open(Path(folder) / f"errors-{index}.txt", "w+", encoding="utf-8", errors="replace")
+            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True)
+            workers.append((process, share, errors))
             threading.Thread(target=_read_lines, args=(index, process, lines), daemon=True).start()
         finished = 0
         answered: list[set[str]] = [set() for _ in workers]
@@ -238,9 +236,11 @@ def _in_workers(todo: list[tuple[Path, Path]], args: argparse.Namespace, bar: _B
             answered[index].add(row["input"])
             rows.append(row)
             bar.advance(row)
-        for (process, share), got in zip(workers, answered):
-            error = process.stderr.read().strip().splitlines() if process.stderr else []
+        for (process, share, errors), got in zip(workers, answered):
             process.wait()
+            errors.seek(max(0, errors.seek(0, os.SEEK_END) - 4096))  # its last words: why it ended
+            error = errors.read().strip().splitlines()
+            errors.close()
             for source, result in share:  # a worker that ended early: what it never answered failed
                 if str(source) not in got:
                     row = {"input": str(source), "output": str(result), "status": "failed",

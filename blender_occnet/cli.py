@@ -55,6 +55,8 @@ class _Networks:
 def _reconstruct_file(source: Path, output: Path, args: argparse.Namespace, networks: _Networks,
                       progress: Callable[[str, float], None] | None) -> tuple[dict[str, Any], Any]:
     """One input -> one mesh file written (atomically); its statistics and the mesh."""
+    import torch
+
     from .occnet.errors import GenerationError
     from .occnet.generation import ExtractionSettings
     from .occnet.meshio import write_mesh
@@ -78,8 +80,6 @@ def _reconstruct_file(source: Path, output: Path, args: argparse.Namespace, netw
                               "outside; try a lower --threshold, or check that the input suits the weights")
     t = time.perf_counter()
     write_mesh(output, mesh.vertices, mesh.faces, mesh.normals, mesh.colours)
-    import torch
-
     stats = {"input": str(source), "output": str(output), "modality": modality,
              "weights": weights.source, "device": str(reconstructor.device), "threads": torch.get_num_threads(),
              "threshold": settings.threshold,
