@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import gc
 import json
 import logging
 import math
@@ -380,6 +381,11 @@ def train(config: Config, resume: bool = False, overwrite: bool = False, progres
         summary["ranks_in_sync"] = _ranks_in_sync(trainer.network, device)
     if dist.main:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    # DDP's reducer holds the process group and tensors Gloo's threads may still touch: left to the interpreter's
+    # shutdown, their destruction aborted a finished run now and then ('terminate called without an active
+    # exception', seen under load). Release them while Python is whole, then leave the group.
+    del trainer
+    gc.collect()
     dist.finish()
     return summary
 
