@@ -28,7 +28,7 @@ import yaml
 from blender_occnet.occnet.errors import InputError
 from blender_occnet.occnet.preprocess import prepare_image, prepare_pointcloud, prepare_voxels
 
-from .scans import scan_like
+from .scans import ScanSettings, scan_like
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +92,10 @@ class ShapeDataset:
     def __init__(self, root: str | Path, split: str, modality: str, categories: list[str] | None = None,
                  points_per_shape: int = 2048, near_surface_fraction: float = 0.5, n_input_points: int = 300,
                  pointcloud_noise: float = 0.0, cache: bool = True, limit: int = 0, image_size: int = 224,
-                 voxel_shift: float = 0.0, scan_like: float = 0.0):
+                 voxel_shift: float = 0.0, scan_like: float = 0.0, scan_settings: ScanSettings | None = None):
         self.modality = modality
         self.scan_like = scan_like  # point clouds: share of inputs degraded as a scan is (training/scans.py)
+        self.scan_settings = scan_settings or ScanSettings()
         self.voxel_shift = voxel_shift
         self.points_per_shape = points_per_shape
         self.near_surface_fraction = near_surface_fraction
@@ -211,8 +212,8 @@ class ShapeDataset:
             # No draw from rng when scan_like is 0: datasets without it take the very steps they always did.
             if self.scan_like and rng.random() < self.scan_like:
                 points, normals = self._load(model.folder / "pointcloud.npz", "surface_normals")
-                return prepare_pointcloud(scan_like(points, normals, rng), n_points=n_input_points,
-                                          seed=int(rng.integers(2**31)))  # scan_like adds its own noise
+                scan = scan_like(points, normals, rng, self.scan_settings)  # with its own noise
+                return prepare_pointcloud(scan, n_points=n_input_points, seed=int(rng.integers(2**31)))
             surface = self._load(model.folder / "pointcloud.npz", "surface")
             return prepare_pointcloud(surface, n_points=n_input_points, seed=int(rng.integers(2**31)),
                                       noise_std=self.pointcloud_noise)

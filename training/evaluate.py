@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from blender_occnet.occnet.checkpoints import load_weights
-from blender_occnet.occnet.errors import OccNetError
+from blender_occnet.occnet.errors import InputError, OccNetError
 from blender_occnet.occnet.files import atomic_output
 from blender_occnet.occnet.frames import SHAPENET_V1_FRAME, relative_frame
 from blender_occnet.occnet.generation import ExtractionSettings, Reconstructor
@@ -28,6 +28,7 @@ from blender_occnet.occnet.preprocess import PreparedInput
 
 from .data import ShapeDataset
 from .metrics import SurfaceSample, inside_mesh, iou, sample_mesh, surface_metrics
+from .scans import EVALUATION_SCANS
 
 METRICS = ("iou", "chamfer_l1", "chamfer_l1_x10", "normal_consistency", "f_score")
 
@@ -35,19 +36,22 @@ METRICS = ("iou", "chamfer_l1", "chamfer_l1_x10", "normal_consistency", "f_score
 def evaluate(weights_path: str | Path, data: str | Path, split: str = "test", resolution: int = 128,
              limit: int = 0, categories: list[str] | None = None, device: str = "auto",
              surface_samples: int = 100_000, progress: bool = True, input_points: int = 0,
-             refine_steps: int = 0, data_frame: dict[str, str] | None = None) -> dict[str, Any]:
+             refine_steps: int = 0, data_frame: dict[str, str] | None = None, scan: str = "") -> dict[str, Any]:
     """input_points: the size of each input cloud (default: the weights' n_input_points, a local network's
     too: scores are measured at a stated count, not at the every point up to 20,000 that
     preprocess.prepare_for_network gives a reconstruction); refine_steps: vertex refinement after
     extraction (the paper's setting is 30), to measure what it buys; data_frame: how the dataset's shapes
-    stand when not in the project's frame (the authors' ShapeNet data: v1's)."""
+    stand when not in the project's frame (the authors' ShapeNet data: v1's); scan: a name of
+    scans.EVALUATION_SCANS (point clouds: 'partial', the points seen from one direction), else the whole
+    clean surface sample."""
     weights = load_weights(weights_path)
     if data_frame is not None:  # the inputs are not in the project's frame: turn them from theirs
         weights.card = {**weights.card, "frame": relative_frame(data_frame, weights.card.get("frame"))}
     reconstructor = Reconstructor(weights, device)
     dataset = ShapeDataset(data, split, weights.modality, categories,
                            n_input_points=input_points or weights.config.n_input_points,
-                           cache=False, image_size=weights.config.image_size)
+                           cache=False, image_size=weights.config.image_size,
+                           **_scan_options(scan, weights.modality))
     settings = ExtractionSettings(threshold=weights.threshold, resolution=resolution,
                                   resolution_0=coarse_resolution(resolution), refine_steps=refine_steps)
     per_category: dict[str, list[dict[str, float]]] = defaultdict(list)
@@ -80,7 +84,19 @@ def evaluate(weights_path: str | Path, data: str | Path, split: str = "test", re
     report = _summarise(per_category, weights, split, resolution, time.perf_counter() - started, refine_steps)
     if weights.modality == "pointcloud":
         report["input_points"] = dataset.n_input_points
+    if scan:
+        report["scan"] = scan
     return report
+
+
+def _scan_options(scan: str, modality: str) -> dict[str, Any]:
+    if not scan:
+        return {}
+    if scan not in EVALUATION_SCANS:
+        raise InputError(f"unknown scan {scan!r}; choose from {', '.join(EVALUATION_SCANS)}")
+    if modality != "pointcloud":
+        raise InputError(f"--scan {scan} is for point-cloud weights; these take {modality}")
+    return {"scan_like": 1.0, "scan_settings": EVALUATION_SCANS[scan]}
 
 
 def _truth_surface(folder: Path, item: dict[str, np.ndarray]) -> SurfaceSample:
@@ -166,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-frame", choices=("project", "shapenet-v1"), default="project",
                         help="how the dataset's shapes stand: this project's (its own and prepared data) or "
                              "ShapeNetCore v1's (the authors' preprocessed ShapeNet)")
+    parser.add_argument("--scan", choices=tuple(EVALUATION_SCANS), default="",
+                        help="point clouds: score inputs as a scanner gives them ('partial': the points seen "
+                             "from one direction) instead of the whole surface")
     parser.add_argument("--json", help="also write the report as JSON to this file")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
@@ -173,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         report = evaluate(args.weights, args.data, args.split, args.resolution, args.limit,
                           args.categories.split(",") if args.categories else None, args.device,
                           progress=not args.quiet, input_points=args.input_points, refine_steps=args.refine,
-                          data_frame=SHAPENET_V1_FRAME if args.data_frame == "shapenet-v1" else None)
+                          data_frame=SHAPENET_V1_FRAME if args.data_frame == "shapenet-v1" else None,
+                          scan=args.scan)
     except OccNetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -15,7 +15,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class ScanSettings:
-    partial: float = 0.3  # chance that only the points seen from one to three directions are kept
+    partial: float = 0.3  # chance that only the points seen from `views` directions are kept
+    views: tuple[int, int] = (1, 3)  # the fewest and most directions a partial scan is seen from
     uneven: float = 0.5  # chance of a density that varies smoothly over the shape (up to `uneven_ratio`)
     uneven_ratio: float = 8.0
     holes: float = 0.4  # chance of one to four holes
@@ -25,13 +26,21 @@ class ScanSettings:
     noise: tuple[float, float] = (0.0, 0.01)  # Gaussian noise's sigma, drawn uniformly, of the shape's size
 
 
+# What training.evaluate --scan measures: the points seen from one direction (as ConvONet's partial model is
+# scored), with ONet's 0.005 input noise and nothing else.
+EVALUATION_SCANS = {
+    "partial": ScanSettings(partial=1.0, views=(1, 1), uneven=0.0, holes=0.0, outliers=0.0, noise=(0.005, 0.005)),
+}
+
+
 def scan_like(points: np.ndarray, normals: np.ndarray, rng: np.random.Generator,
-              settings: ScanSettings = ScanSettings()) -> np.ndarray:
+              settings: ScanSettings | None = None) -> np.ndarray:
     """Surface samples (N, 3) of a normalised shape with their outward normals -> a scan-like cloud (M, 3),
     M <= N plus the outliers; never fewer than 8 points of the surface."""
+    settings = settings or ScanSettings()
     keep = np.ones(len(points), dtype=bool)
     if rng.random() < settings.partial:
-        views = rng.normal(size=(int(rng.integers(1, 4)), 3))
+        views = rng.normal(size=(int(rng.integers(settings.views[0], settings.views[1] + 1)), 3))
         views /= np.linalg.norm(views, axis=1, keepdims=True)
         # A point is seen from a direction when its surface faces it (no occlusion test: a concave shape
         # keeps a little more than a real scan would).

@@ -8,8 +8,12 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial import cKDTree
 
+from tests.training.test_train import small_config
 from training.data import ShapeDataset
-from training.scans import ScanSettings, scan_like
+from training.evaluate import evaluate
+from training.export import export_run
+from training.scans import EVALUATION_SCANS, ScanSettings, scan_like
+from training.train import train
 
 NONE = ScanSettings(partial=0, uneven=0, holes=0, outliers=0, noise=(0.0, 0.0))
 
@@ -66,3 +70,23 @@ def test_a_dataset_without_scans_draws_as_before(tiny_dataset: Path) -> None:
     c = scans.item(0, np.random.default_rng(5))
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert not np.array_equal(a["inputs"], c["inputs"]) and c["inputs"].shape == (300, 3)
+
+
+def test_the_partial_evaluation_scan_sees_one_side_and_evaluate_scores_it(tmp_path: Path,
+                                                                            tiny_dataset: Path) -> None:
+    points, normals = sphere(20_000)
+    for seed in range(5):
+        seen = scan_like(points, normals, np.random.default_rng(seed), EVALUATION_SCANS["partial"])
+        # One direction of a sphere: a cap a little short of half, all its normals within 90 degrees of one.
+        mean_normal = (seen / np.linalg.norm(seen, axis=1, keepdims=True)).mean(axis=0)
+        assert 0.4 * len(points) < len(seen) < 0.5 * len(points)
+        assert np.linalg.norm(mean_normal) > 0.45
+
+    config = small_config(tmp_path, tiny_dataset, max_steps=4, validate_every=4)
+    train(config, progress=False)
+    export_run(config.training.out_dir, tmp_path / "w.safetensors")
+    whole = evaluate(tmp_path / "w.safetensors", tiny_dataset, resolution=32, surface_samples=2000, progress=False)
+    partial = evaluate(tmp_path / "w.safetensors", tiny_dataset, resolution=32, surface_samples=2000,
+                       progress=False, scan="partial")
+    assert partial["scan"] == "partial" and "scan" not in whole
+    assert partial["mean"]["iou"] != whole["mean"]["iou"]  # other inputs, another reconstruction
