@@ -15,14 +15,17 @@ import glob
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from .messages import several_objects_warning
 from .occnet.meshio import POINT_SUFFIXES
 from .occnet.preprocess import IMAGE_SUFFIXES
 
@@ -98,10 +101,17 @@ def reconstruct_many(args: argparse.Namespace) -> int:
     todo = [(s, r) for s, r in plan if not (args.skip_existing and r.exists())]
     started = time.perf_counter()
     bar = _Bar(len(todo), args.quiet)
-    if args.jobs > 1 and len(todo) > 1:
-        rows += _in_workers(todo, args, bar)
-    else:
-        rows += _in_process(todo, args, bar)
+    try:
+        if args.jobs > 1 and len(todo) > 1:
+            rows += _in_workers(todo, args, bar)
+        else:
+            rows += _in_process(todo, args, bar)
+    except KeyboardInterrupt:
+        bar.close()
+        # Results are written whole (atomically) or not at all, so what is there can be kept.
+        print(f"interrupted after {bar.ok} of {len(todo)} reconstructed (each result written is whole): run the same "
+              "command again with --skip-existing to do the rest", file=sys.stderr)
+        return 130
     bar.close()
     failed = [row for row in rows if row["status"] == "failed"]
     if args.json:
@@ -123,6 +133,7 @@ def summary(rows: list[dict[str, Any]], seconds: float) -> str:
     lines.append(f"{done} reconstructed, {len(failed)} failed, {len(rows) - done - len(failed)} skipped in "
                  f"{seconds:.1f} s")
     lines += [failure(row) for row in failed]
+    lines += [f"warning: {row['input']}: {row['warning']}" for row in rows if row.get("warning")]
     return "\n".join(lines)
 
 
@@ -141,15 +152,19 @@ class _Bar:
 
     def __init__(self, total: int, quiet: bool):
         self.tqdm = None
+        self.ok = 0  # inputs reconstructed so far
         if not quiet:
             from tqdm import tqdm
 
             self.tqdm = tqdm(total=total, unit="input", file=sys.stderr)
 
     def advance(self, row: dict[str, Any]) -> None:
+        self.ok += row["status"] == "ok"
         if self.tqdm is not None:
             if row["status"] == "failed":
                 self.tqdm.write(failure(row), file=sys.stderr)
+            if row.get("warning"):
+                self.tqdm.write(f"warning: {row['input']}: {row['warning']}", file=sys.stderr)
             self.tqdm.update(1)
 
     def close(self) -> None:
@@ -170,6 +185,9 @@ def _in_process(todo: list[tuple[Path, Path]], args: argparse.Namespace, bar: _B
             result.parent.mkdir(parents=True, exist_ok=True)
             stats, _ = _reconstruct_file(source, result, args, networks, None)
             row.update(status="ok", faces=int(stats["faces"]), vertices=int(stats["vertices"]))
+            warning = several_objects_warning(stats.get("input_point_groups"))
+            if warning:
+                row["warning"] = warning
         except (OccNetError, UsageError, OSError) as exc:
             row.update(status="failed", error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         row["seconds"] = round(time.perf_counter() - started, 3)
@@ -188,7 +206,7 @@ def _work_through_list(listing: Path, args: argparse.Namespace) -> int:
 
     class Lines(_Bar):
         def __init__(self) -> None:
-            self.tqdm = None
+            super().__init__(0, quiet=True)
 
         def advance(self, row: dict[str, Any]) -> None:
             print(json.dumps(row), flush=True)
@@ -222,33 +240,60 @@ def _in_workers(todo: list[tuple[Path, Path]], args: argparse.Namespace, bar: _B
             process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, text=True)
             workers.append((process, share, errors))
             threading.Thread(target=_read_lines, args=(index, process, lines), daemon=True).start()
-        finished = 0
-        answered: list[set[str]] = [set() for _ in workers]
-        while finished < len(workers):
-            index, line = lines.get()
-            if line is None:
-                finished += 1
-                continue
-            try:
-                row = json.loads(line)
-            except ValueError:
-                continue
-            answered[index].add(row["input"])
-            rows.append(row)
-            bar.advance(row)
-        for (process, share, errors), got in zip(workers, answered):
-            process.wait()
-            errors.seek(max(0, errors.seek(0, os.SEEK_END) - 4096))  # its last words: why it ended
-            error = errors.read().strip().splitlines()
-            errors.close()
-            for source, result in share:  # a worker that ended early: what it never answered failed
-                if str(source) not in got:
-                    row = {"input": str(source), "output": str(result), "status": "failed",
-                           "error": f"the worker process ended ({error[-1] if error else process.returncode})"}
-                    rows.append(row)
-                    bar.advance(row)
+        try:
+            rows += _answers(workers, lines, bar)
+        finally:  # interrupted (Ctrl+C): the workers end with it, not carry on unseen
+            _stop(process for process, _, _ in workers)
     order = {str(s): i for i, (s, _) in enumerate(todo)}
     return sorted(rows, key=lambda row: order.get(row["input"], len(order)))
+
+
+def _stop(processes: Iterable[subprocess.Popen[str]]) -> None:
+    """End workers still running as Ctrl+C ends the parent (on POSIX an interrupt, so that a result being
+    written is removed by its writer, not left as a partial file), and wait for them."""
+    running = [process for process in processes if process.poll() is None]
+    for process in running:
+        if os.name == "posix":
+            process.send_signal(signal.SIGINT)
+        else:
+            process.terminate()
+    for process in running:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _answers(workers: list[tuple[subprocess.Popen[str], list[tuple[Path, Path]], Any]],
+             lines: queue.Queue[tuple[int, str | None]], bar: _Bar) -> list[dict[str, Any]]:
+    """The workers' rows as they come, and a failed row for each input a worker ended without answering."""
+    rows: list[dict[str, Any]] = []
+    finished = 0
+    answered: list[set[str]] = [set() for _ in workers]
+    while finished < len(workers):
+        index, line = lines.get()
+        if line is None:
+            finished += 1
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        answered[index].add(row["input"])
+        rows.append(row)
+        bar.advance(row)
+    for (process, share, errors), got in zip(workers, answered):
+        process.wait()
+        errors.seek(max(0, errors.seek(0, os.SEEK_END) - 4096))  # its last words: why it ended
+        error = errors.read().strip().splitlines()
+        errors.close()
+        for source, result in share:  # a worker that ended early: what it never answered failed
+            if str(source) not in got:
+                row = {"input": str(source), "output": str(result), "status": "failed",
+                       "error": f"the worker process ended ({error[-1] if error else process.returncode})"}
+                rows.append(row)
+                bar.advance(row)
+    return rows
 
 
 def _read_lines(index: int, process: subprocess.Popen[str], lines: queue.Queue[tuple[int, str | None]]) -> None:

@@ -371,6 +371,16 @@ def _scalars(value: Any) -> dict[str, Any]:
     return values
 
 
+def several_objects_warning(groups: int | None) -> str | None:
+    """The line the command line, a batch and the add-on all give when a cloud's points form separate groups
+    (Stats.input_point_groups): a scene or several objects, which the networks draw as one shape."""
+    if not groups or groups < 2:
+        return None
+    return (f"the points form {groups} separate groups far apart, a scene or several objects: the network "
+            "reconstructs them as one shape, each at a fraction of the detail; crop the scan to one object (or "
+            "split the file)")
+
+
 @dataclass(kw_only=True)
 class Stats(Checked):
     """What a job measured: the core's extraction statistics and the backend's own. Statistics not named
@@ -400,6 +410,7 @@ class Stats(Checked):
     fit_steps: int | None = wire(COUNT, None)
     fit_points: int | None = wire(COUNT, None)  # observed points the fit drew from
     input_points_outliers: int | None = wire(COUNT, None)  # stray points left out (preprocess.without_outliers)
+    input_point_groups: int | None = wire(COUNT, None)  # 2 or more: a scene or several objects (preprocess)
     pieces_unsupported: int | None = wire(COUNT, None)  # pieces of a fitted mesh no point came near, dropped
     extra: dict[str, Any] = wire(_scalars, factory=dict)
 

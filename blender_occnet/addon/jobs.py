@@ -28,7 +28,7 @@ from ..backend_client import (
     RequestRejected,
     VersionMismatch,
 )
-from ..messages import Cancelled, Progress, Result, job_fraction
+from ..messages import Cancelled, Progress, Result, job_fraction, several_objects_warning
 from . import geometry, router, scene_io
 from .connection import Backend, BackendSettings
 from .geometry import SourceError
@@ -254,10 +254,12 @@ class Batch:
             fitted += f" ({stats.input_points_outliers:,} stray points left out)"
         if result.colours is not None:
             fitted += ", coloured from the source"
+        warning = several_objects_warning(stats.input_point_groups)
         item.end("finished", f"{obj.name}: {stats.faces:,} faces in {stats.seconds_backend:.2f} s{fitted}, "
                              f"{stats.points_evaluated:,} points evaluated"
                              + (f"; {dropped:,} source point(s) with NaN or infinite coordinates left out"
-                                if dropped else ""))
+                                if dropped else "")
+                             + (f"; {warning}" if warning else ""))
 
     def _discard(self, item: ReconstructJob) -> None:
         """Remove what a failed placement made of `item`: the scene keeps nothing of a failed source."""

@@ -312,6 +312,37 @@ def without_outliers(prepared: PreparedInput, seed: int = 0) -> PreparedInput:
                    loc=prepared.loc + inner_loc * prepared.scale, scale=prepared.scale * inner_scale, info=info)
 
 
+# Separate groups: a cloud whose points fall into groups of GROUP_MIN_SHARE or more with gaps between them wider than
+# what makes a point stray (OUTLIER_FACTOR times the spacing) is a scene or several objects, not one object: the
+# networks see it as one shape in one cube, each object at a fraction of the detail. Looked at on GROUP_POINTS.
+GROUP_MIN_SHARE = 0.1
+GROUP_POINTS = 2000
+
+
+def separate_groups(points: np.ndarray, seed: int = 0) -> int:
+    """How many groups of at least GROUP_MIN_SHARE of the points lie apart from each other (1 for one object)."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    if len(points) > GROUP_POINTS:
+        points = points[np.random.default_rng(seed).choice(len(points), GROUP_POINTS, replace=False)]
+    if len(points) <= 4 * OUTLIER_NEIGHBOUR:
+        return 1
+    tree = cKDTree(points)
+    spacing = float(np.median(tree.query(points, k=OUTLIER_NEIGHBOUR + 1)[0][:, -1]))
+    pairs = tree.query_pairs(OUTLIER_FACTOR * spacing, output_type="ndarray")
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(points), len(points)))
+    labels = connected_components(graph, directed=False)[1]
+    return max(1, int((np.bincount(labels) >= GROUP_MIN_SHARE * len(points)).sum()))
+
+
+def with_groups(prepared: PreparedInput, seed: int = 0) -> PreparedInput:
+    """A prepared cloud with info["input_point_groups"] when its points form separate groups (separate_groups)."""
+    groups = separate_groups(prepared.array, seed)
+    return prepared if groups < 2 else replace(prepared, info={**prepared.info, "input_point_groups": groups})
+
+
 def prepare_for_network(config: ModelConfig, modality: str, source: PathOrArray, seed: int = 0,
                         input_points: int = 0, colours: np.ndarray | None = None) -> PreparedInput:
     """The one rule for sizing an input for a network: what the command line and the backend both use.
@@ -327,10 +358,12 @@ def prepare_for_network(config: ModelConfig, modality: str, source: PathOrArray,
             raise InputError(f"input_points must be 0 (automatic) or positive, got {input_points}")
         if config.local:
             cap = min(input_points or MAX_LOCAL_INPUT_POINTS, MAX_LOCAL_INPUT_POINTS)
-            return without_outliers(prepare_pointcloud(source, n_points=cap, seed=seed, at_most=True,
-                                                       keep_observed=True, colours=colours))
-        return prepare_pointcloud(source, n_points=min(input_points or config.n_input_points,
-                                                       MAX_LOCAL_INPUT_POINTS), seed=seed, colours=colours)
+            prepared = without_outliers(prepare_pointcloud(source, n_points=cap, seed=seed, at_most=True,
+                                                           keep_observed=True, colours=colours))
+        else:
+            prepared = prepare_pointcloud(source, n_points=min(input_points or config.n_input_points,
+                                                               MAX_LOCAL_INPUT_POINTS), seed=seed, colours=colours)
+        return with_groups(prepared, seed)
     if modality == "image":
         return prepare_image(source, size=config.image_size)
     if modality == "voxels":

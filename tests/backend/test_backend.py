@@ -143,6 +143,20 @@ def test_a_reconstruction_fits_by_default_and_re_extraction_does_not_fit_again(c
     assert isinstance(again[-1], Result) and again[-1].stats.fit_steps == FitSettings().steps  # the kept fit
 
 
+def test_a_cloud_of_two_objects_far_apart_comes_back_with_its_warning(client: BackendClient) -> None:
+    """The add-on says what the command line says: the count of separate groups travels in the result's stats."""
+    bundled = str(REPO / "blender_occnet" / "weights" / "pointcloud.safetensors")
+    d = np.random.default_rng(2).normal(size=(2000, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    two = np.vstack([d, d + (10, 0, 0)]).astype(np.float32)
+    result = events_until_done(client, client.reconstruct("pointcloud", two, weights=bundled, resolution=32,
+                                                          fit="off"))[-1]
+    assert isinstance(result, Result) and result.stats.input_point_groups == 2
+    one = events_until_done(client, client.reconstruct("pointcloud", d.astype(np.float32), weights=bundled,
+                                                       resolution=32, fit="off"))[-1]
+    assert isinstance(one, Result) and one.stats.input_point_groups is None
+
+
 def test_colours_reach_the_result_and_stay_through_live_re_extraction(client: BackendClient) -> None:
     """A half-red, half-blue cloud (fitted, as by default): the red half's vertices come back red; a threshold and
     resolution move re-extracts from the kept field and colours its new vertices from the kept input; colours

@@ -12,7 +12,13 @@ import pytest
 from mathutils import Matrix
 
 from blender_occnet.occnet.binvox import write_binvox
-from tests.blender.blender_helpers import add_point_cloud, add_sphere, edge_use_counts, scene_snapshot
+from tests.blender.blender_helpers import (
+    add_point_cloud,
+    add_sphere,
+    add_vertex_cloud,
+    edge_use_counts,
+    scene_snapshot,
+)
 
 pytestmark = pytest.mark.usefixtures("installed")
 
@@ -69,6 +75,16 @@ def test_point_cloud_object_and_the_non_blocking_path(addon: ModuleType) -> None
     assert batch.state == "starting"  # connecting on a thread
     assert addon.jobs.wait(batch, 120) == "finished", batch.message
     assert_result(cloud)
+
+
+def test_a_scan_of_two_objects_far_apart_says_so_in_the_result_line() -> None:
+    d = np.random.default_rng(5).normal(size=(2000, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    add_vertex_cloud("Two", np.vstack([d, d + (10, 0, 0)]))
+    bpy.context.scene.occnet.resolution = "32"
+    assert bpy.ops.occnet.reconstruct() == {"FINISHED"}
+    line = bpy.context.window_manager.occnet_job.last_result
+    assert line.startswith("Two.occnet") and "the points form 2 separate groups far apart" in line, line
 
 
 def test_threshold_and_resolution_changes_replace_the_mesh_in_place(addon: ModuleType) -> None:

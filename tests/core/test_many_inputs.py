@@ -5,6 +5,11 @@ replaced unless asked, and a run resumed with --skip-existing; --jobs N workers 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +97,32 @@ def test_a_pattern_that_matches_nothing_and_an_output_file_say_what_to_do(
     with pytest.raises(SystemExit):
         cli_main(["reconstruct", str(scans), "-o", str(tmp_path / "out.obj"), *FAST])
     assert "-o names the folder" in capsys.readouterr().err and not (tmp_path / "out.obj").exists()
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_ctrl_c_mid_folder_leaves_whole_results_one_line_and_resumes(tmp_path: Path, jobs: str) -> None:
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for seed in range(6):
+        ellipsoid(scans / f"{seed}.xyz", (0.5, 0.3, 0.4), seed)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "blender_occnet", "reconstruct", str(scans), "-o", str(out), "--jobs", jobs,
+               "--quiet", *FAST]  # fitted, as by default: a second or more a file, so the interrupt comes midway
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (out.is_dir() and any(p.suffix == ".obj" for p in out.iterdir())) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and stderr.strip().splitlines()[-1].startswith("interrupted after ")
+    assert "run the same command again with --skip-existing" in stderr
+    kept = sorted(out.iterdir())
+    assert 1 <= len(kept) < 6 and all(p.suffix == ".obj" for p in kept), kept  # no partial file left
+    before = {p.name: p.read_bytes() for p in kept}
+    time.sleep(1.0)  # workers, interrupted too, have ended: nothing more appears
+    assert sorted(out.iterdir()) == kept
+    resumed = subprocess.run([*command, "--skip-existing", "--fit", "off"], capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert len(list(out.iterdir())) == 6 and {name: (out / name).read_bytes() for name in before} == before
