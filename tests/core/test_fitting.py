@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from scipy.spatial import cKDTree
 
 from blender_occnet.cli import main as cli_main
@@ -18,7 +19,7 @@ from blender_occnet.occnet.generation import EncodedShape, ExtractionSettings, R
 from blender_occnet.occnet.geometry import sample_surface
 from blender_occnet.occnet.policy import FIT_AUTO_MIN_POINTS
 from blender_occnet.occnet.preprocess import prepare_for_network, prepare_image, prepare_pointcloud, prepare_voxels
-from blender_occnet.occnet.winding import WindingGuide
+from blender_occnet.occnet.winding import WindingGuide, guide_by_points
 
 BUNDLED = Path(__file__).resolve().parents[2] / "blender_occnet" / "weights"
 
@@ -169,8 +170,9 @@ def test_stray_points_are_left_out_before_the_network_sees_them(reconstructor: R
 
 
 def test_a_fitted_mesh_keeps_no_speck_that_no_point_supports(reconstructor: Reconstructor) -> None:
-    """The network draws specks in the empty corners of a sphere's box (its training boxes fill theirs); the
-    fitted surface passes through the points, so a piece no point comes near is dropped."""
+    """A field that draws a speck in an empty corner of a sphere's box (the procedural-only network did; the
+    wider one no longer does, so the speck is added to the fitted field here): the points' winding number holds
+    the corner empty (winding.py), and without it the piece no point comes near is dropped after meshing."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
@@ -181,16 +183,23 @@ def test_a_fitted_mesh_keeps_no_speck_that_no_point_supports(reconstructor: Reco
 
     prepared = prepare_for_network(reconstructor.weights.config, "pointcloud", sphere_cloud(3000, 0))
     settings = ExtractionSettings(threshold=reconstructor.weights.threshold, resolution=128)
-    plain = reconstructor.encode(prepared, fit="off").extract(settings)
-    assert pieces(plain.faces, len(plain.vertices)) > 1, "the test needs the network's speck"
     fitted_shape = reconstructor.encode(prepared, fit="on")
-    fitted = fitted_shape.extract(settings)
-    assert pieces(fitted.faces, len(fitted.vertices)) == 1
-    assert np.abs(np.linalg.norm(fitted.vertices, axis=1) - 0.4).max() < 0.03
-    # The points' winding number already holds the corners empty (winding.py); without it the fitted field
-    # keeps the speck, and the piece no point supports is dropped after meshing.
     assert isinstance(fitted_shape.decode, WindingGuide)
-    unguided = EncodedShape(fitted_shape.decode.decode, prepared)
+    fitted_field = fitted_shape.decode.decode  # the fitted network's field, before the winding number's hold
+    corner = torch.tensor([0.42, 0.42, 0.42])
+
+    def with_speck(points: torch.Tensor) -> torch.Tensor:  # a ball of radius 0.04 in the corner
+        return torch.maximum(fitted_field(points), 50.0 * (0.04 - torch.linalg.norm(points - corner, dim=-1)))
+
+    speckled = EncodedShape(with_speck, prepared).extract(settings)  # no fit recorded: nothing pruned
+    assert pieces(speckled.faces, len(speckled.vertices)) >= 2, "the test needs the speck"
+    level = float(np.log(settings.threshold) - np.log1p(-settings.threshold))
+    guided = EncodedShape(guide_by_points(with_speck, prepared.observed, level)[0], prepared)
+    guided.fit_stats = fitted_shape.fit_stats
+    kept = guided.extract(settings)
+    assert pieces(kept.faces, len(kept.vertices)) == 1
+    assert np.abs(np.linalg.norm(kept.vertices, axis=1) - 0.4).max() < 0.03
+    unguided = EncodedShape(with_speck, prepared)
     unguided.fit_stats = fitted_shape.fit_stats
     dropped = unguided.extract(settings)
     assert pieces(dropped.faces, len(dropped.vertices)) == 1 and dropped.stats["pieces_unsupported"] >= 1
