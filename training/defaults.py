@@ -23,23 +23,44 @@ from blender_occnet.occnet.registry import describe
 from .config import CONFIG_DIR, load_config
 from .evaluate import evaluate, format_table
 from .export import export_run
-from .shapes import Settings, build_dataset
+from .shapes import CATEGORIES, ORGANIC_CATEGORIES, Settings, build_dataset, model_id
 from .train import CHECKPOINT, train
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "blender_occnet" / "weights"
 MODALITIES = ("pointcloud", "voxels", "image")
 # The configuration behind each bundled weights file (pointcloud.yaml and voxels.yaml hold the earlier
-# global-code networks, kept for comparison).
-CONFIGS = {"pointcloud": "pointcloud_local.yaml", "voxels": "voxels_local.yaml", "image": "image.yaml"}
-# Point-cloud weights are also scored from this many input points (the sparse end of what users have).
+# global-code networks, pointcloud_local.yaml the procedural-only run the wide one continued).
+CONFIGS = {"pointcloud": "pointcloud_wide.yaml", "voxels": "voxels_local.yaml", "image": "image.yaml"}
+# Point-cloud weights are also scored from this many input points (the sparse end of what users have) and
+# from the points seen from one direction (a partial scan).
 SPARSE_INPUT_POINTS = 300
-DATASET = {"per_category": 150, "seed": 0}
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetRecipe:
+    """The procedural collection a modality's weights train on (python -m training.shapes makes it)."""
+
+    folder: str
+    per_category: int
+    categories: tuple[str, ...] = CATEGORIES
+    seed: int = 0
+
+
+# The point-cloud network learns the man-made and the organic world (issue 23); the voxel and image networks
+# are still the procedural-only runs.
+DATASETS = {
+    "pointcloud": DatasetRecipe("data/shapes_wide", 100, CATEGORIES + ORGANIC_CATEGORIES),
+    "voxels": DatasetRecipe("data/shapes", 150),
+    "image": DatasetRecipe("data/shapes", 150),
+}
 HISTORY = "continued_from.json"
 DATASET_SETTINGS = Settings(n_uniform=32768, n_surface=30000)
 NOTES = {
     "pointcloud": "a Convolutional Occupancy Network with three 32x32 feature planes (the released ShapeNet model "
-                  "has 64x64 and a deeper U-Net), trained on the CPU on clouds of 300 to 5,000 noisy points of "
-                  "1,200 procedural shapes of 10 categories; python -m training.defaults continues it",
+                  "has 64x64 and a deeper U-Net), trained on the CPU on clouds of 300 to 20,000 points of 1,500 "
+                  "procedural shapes of 15 categories (10 man-made, 5 organic), half of them degraded as scans "
+                  "are (partial views, uneven density, holes, noise, stray points); python -m training.defaults "
+                  "continues it",
     "voxels": "a Convolutional Occupancy Network with three 32x32 feature planes on the 32^3 grid, trained on the "
               "CPU on 1,200 procedural shapes of 10 categories, half of the grids shifted within their free room; "
               "python -m training.defaults continues it",
@@ -53,7 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.defaults", description=__doc__.splitlines()[0])
     parser.add_argument("--minutes", type=float, default=60.0, help="training time per modality in this call")
     parser.add_argument("--modalities", default=",".join(MODALITIES))
-    parser.add_argument("--data", default="data/shapes")
+    parser.add_argument("--data", help="dataset folder for every modality asked for (default: each modality's "
+                                       "own, built when missing: " + ", ".join(
+                                           f"{m} {r.folder}" for m, r in DATASETS.items()) + ")")
     parser.add_argument("--eval-per-category", type=int, default=10,
                         help="test shapes per category evaluated into the model card (0: none)")
     args = parser.parse_args(argv)
@@ -63,14 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown modalities {unknown}; choose from {', '.join(MODALITIES)}")
     try:
-        build_dataset(args.data, per_category=DATASET["per_category"], seed=DATASET["seed"],
-                      settings=DATASET_SETTINGS, workers=2, progress=True)
-        if "image" in modalities:  # renders of models that have none yet (needs the bpy module)
-            from .render import render_models, report
-            from .shapes import CATEGORIES, model_id
-
-            folders = [Path(args.data) / c / model_id(c, i) for c in CATEGORIES for i in range(DATASET["per_category"])]
-            print(report(render_models(folders)))
+        for modality in modalities:
+            _build_data(modality, args.data)
         for modality in modalities:
             config = load_config(CONFIG_DIR / CONFIGS[modality])
             run = Path(config.training.out_dir)
@@ -80,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
                 from .train import load_checkpoint
 
                 spent = float(load_checkpoint(run / CHECKPOINT)["state"]["seconds"]) / 60
-            config.data = dataclasses.replace(config.data, path=args.data)
+            data = args.data or DATASETS[modality].folder
+            config.data = dataclasses.replace(config.data, path=data)
             config.training = dataclasses.replace(config.training, max_minutes=spent + args.minutes)
             # A fresh machine has no run folder: continue from the bundled weights rather than from scratch,
             # and keep what they had been through in the card.
@@ -99,13 +117,28 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{modality}: step {summary['step']}, best validation IoU {summary['best_iou']:.3f}, not above "
                       f"the bundled weights' {shipped:.3f}: kept them; the next call resumes this run")
                 continue
-            weights = export_default(modality, run, bundled, earlier, args.data, args.eval_per_category)
+            weights = export_default(modality, run, bundled, earlier, data, args.eval_per_category)
             print(f"{modality}: step {summary['step']}, best validation IoU {summary['best_iou']:.3f}; "
                   f"wrote {bundled} ({weights.config.arch})")
     except OccNetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _build_data(modality: str, folder: str | None) -> None:
+    """The modality's procedural collection where it is missing (a folder the user names is theirs as it is)."""
+    if folder is not None:
+        return
+    recipe = DATASETS[modality]
+    build_dataset(recipe.folder, categories=recipe.categories, per_category=recipe.per_category, seed=recipe.seed,
+                  settings=DATASET_SETTINGS, workers=2, progress=True)
+    if modality == "image":  # renders of models that have none yet (needs the bpy module)
+        from .render import render_models, report
+
+        folders = [Path(recipe.folder) / c / model_id(c, i) for c in recipe.categories
+                   for i in range(recipe.per_category)]
+        print(report(render_models(folders)))
 
 
 def export_default(modality: str, run: Path, target: Path, earlier: dict, data: str,
@@ -124,21 +157,29 @@ def export_default(modality: str, run: Path, target: Path, earlier: dict, data: 
         print(format_table(report))
         card["test_metrics"] = _card_metrics(report)
         if modality == "pointcloud":
-            sparse = evaluate(target, data, "test", limit=eval_per_category, progress=False,
-                              input_points=SPARSE_INPUT_POINTS)
-            print(f"from {SPARSE_INPUT_POINTS} input points:\n{format_table(sparse)}")
-            card["test_metrics_sparse"] = _card_metrics(sparse)
+            for key, options in (("test_metrics_sparse", {"input_points": SPARSE_INPUT_POINTS}),
+                                 ("test_metrics_partial", {"scan": "partial"})):
+                scored = evaluate(target, data, "test", limit=eval_per_category, progress=False, **options)
+                print(f"{key}:\n{format_table(scored)}")
+                card[key] = _card_metrics(scored)
         weights = export_run(run, target, card, half=True)
     return weights
 
 
 def _card_metrics(report: dict) -> dict:
-    """What a model card keeps of an evaluation: the means, and IoU per category."""
-    extra = {"input_points": report["input_points"]} if "input_points" in report else {}
+    """What a model card keeps of an evaluation: the means, the means of the man-made and the organic
+    categories where both were scored, and IoU per category."""
+    extra = {key: report[key] for key in ("input_points", "scan") if key in report}
+    categories = report["categories"]
+    groups = {"man_made": [c for c in categories if c not in ORGANIC_CATEGORIES],
+              "organic": [c for c in categories if c in ORGANIC_CATEGORIES]}
+    if all(groups.values()):
+        extra["groups"] = {name: {k: round(float(sum(categories[c][k] for c in members) / len(members)), 4)
+                                  for k in report["mean"]} for name, members in groups.items()}
     return {"split": "test", "resolution": report["resolution"], "threshold": report["threshold"], **extra,
-            "shapes": sum(c["shapes"] for c in report["categories"].values()),
+            "shapes": sum(c["shapes"] for c in categories.values()),
             **{k: round(v, 4) for k, v in report["mean"].items()},
-            "iou_per_category": {name: round(c["iou"], 4) for name, c in report["categories"].items()}}
+            "iou_per_category": {name: round(c["iou"], 4) for name, c in categories.items()}}
 
 
 def _earlier_training(bundled: Path) -> dict:

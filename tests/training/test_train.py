@@ -171,11 +171,27 @@ def test_default_weights_card_keeps_the_history_and_test_metrics(tmp_path: Path,
     assert "Convolutional Occupancy Network" in card["note"] and card["frame"] == {"up": "+y", "front": "-z"}
     metrics = card["test_metrics"]
     assert card["test_metrics_sparse"]["input_points"] == 300  # point clouds are scored from sparse inputs too
+    assert card["test_metrics_partial"]["scan"] == "partial"  # and from one side
+    assert "groups" not in metrics  # no organic category in this dataset
     assert metrics["shapes"] == 2 and {"iou", "chamfer_l1", "normal_consistency", "f_score"} <= set(metrics)
     assert 0.0 <= metrics["iou"] <= 1.0
     history = _earlier_training(target)
     assert history["steps"] == 100 + card["steps"] and history["learning_curve"][0] == [100, 0.3, 5.0]
     assert len(history["learning_curve"]) == 1 + len(card["learning_curve"])
+
+
+def test_a_card_of_a_collection_with_organic_shapes_keeps_each_group_s_means() -> None:
+    from training.defaults import _card_metrics
+
+    def scores(iou: float) -> dict:
+        return {"shapes": 2, "iou": iou, "f_score": iou / 2}
+
+    report = {"resolution": 128, "threshold": 0.3, "input_points": 3000,
+              "categories": {"chair": scores(0.8), "car": scores(0.6), "blob": scores(0.9)},
+              "mean": {"iou": 0.7667, "f_score": 0.3833}}
+    card = _card_metrics(report)
+    assert card["groups"] == {"man_made": {"iou": 0.7, "f_score": 0.35}, "organic": {"iou": 0.9, "f_score": 0.45}}
+    assert card["input_points"] == 3000 and card["shapes"] == 6 and card["iou_per_category"]["blob"] == 0.9
 
 
 def test_resume_refuses_a_damaged_or_hostile_checkpoint_with_what_to_do(tmp_path: Path, tiny_dataset: Path) -> None:
