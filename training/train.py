@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
 import gc
 import json
 import logging
@@ -39,6 +40,8 @@ from .data import ShapeDataset, collate
 log = logging.getLogger("training")
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
+# Model settings that shape no tensor: --init-weights may start a run whose values differ.
+SHAPE_FREE = ("feature_resolution", "n_input_points")
 
 
 # ------------------------------------------------------------------------------------------- helpers
@@ -229,8 +232,10 @@ class Trainer:
         from blender_occnet.occnet.checkpoints import load_state_dict_checked, load_weights
 
         start = load_weights(weights)
-        if start.config != self.config.model_config:
-            raise InputError(f"{weights}: holds {start.config}, the config asks for {self.config.model_config}")
+        wanted = self.config.model_config
+        # Settings that shape no tensor may differ: the convolutional networks run on planes of any size.
+        if dataclasses.replace(start.config, **{name: getattr(wanted, name) for name in SHAPE_FREE}) != wanted:
+            raise InputError(f"{weights}: holds {start.config}, the config asks for {wanted}")
         load_state_dict_checked(self.network, start.state_dict, str(weights))
 
     def resume(self, path: Path) -> None:

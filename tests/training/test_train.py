@@ -156,6 +156,35 @@ def test_a_new_run_can_start_from_exported_weights(tmp_path: Path, tiny_dataset:
         train(other, progress=False, init_weights=tmp_path / "w.safetensors")
 
 
+def test_a_convolutional_network_starts_on_larger_planes_from_smaller_planes_weights(tmp_path: Path,
+                                                                                    tiny_dataset: Path) -> None:
+    """feature_resolution shapes no tensor: 8x8-plane weights start a 16x16-plane run (issue 23's 64x64 trial)."""
+    def planes(folder: str, resolution: int, steps: int = 1) -> Config:
+        config = small_config(tmp_path / folder, tiny_dataset, max_steps=steps, validate_every=steps)
+        config.model.update(arch="convonet-pointcloud-3plane", feature_resolution=resolution, unet_depth=2,
+                            unet_filters=8, n_input_points=256)
+        return config
+
+    small = planes("small", 8, steps=10)  # far enough from the (seeded) initialisation to tell apart
+    train(small, progress=False)
+    export_run(small.training.out_dir, tmp_path / "w8.safetensors")
+    larger = planes("larger", 16)
+    train(larger, progress=False, init_weights=tmp_path / "w8.safetensors")
+    fresh = planes("fresh", 16)
+    train(fresh, progress=False)
+    start = load_weights(tmp_path / "w8.safetensors").state_dict
+
+    def distance(config: Config) -> float:
+        state = load_checkpoint(Path(config.training.out_dir) / CHECKPOINT)["model"]
+        return sum(float((state[k].float() - start[k].float()).norm()) for k in start)
+
+    assert distance(larger) < 0.5 * distance(fresh)  # one step from the 8x8 weights, not from scratch
+    wider = planes("wider", 16)
+    wider.model["unet_filters"] = 16  # shapes tensors: refused
+    with pytest.raises(InputError, match="the config asks for"):
+        train(wider, progress=False, init_weights=tmp_path / "w8.safetensors")
+
+
 def test_default_weights_card_keeps_the_history_and_test_metrics(tmp_path: Path, tiny_dataset: Path) -> None:
     """training.defaults' export: a run that started from earlier weights carries their steps, minutes and
     learning curve forward, plus the evaluation command's test metrics; a second round adds up."""
