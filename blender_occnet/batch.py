@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .messages import several_objects_warning
+from .messages import input_warnings
 from .occnet.meshio import POINT_SUFFIXES
 from .occnet.preprocess import IMAGE_SUFFIXES
 
@@ -185,9 +185,9 @@ def _in_process(todo: list[tuple[Path, Path]], args: argparse.Namespace, bar: _B
             result.parent.mkdir(parents=True, exist_ok=True)
             stats, _ = _reconstruct_file(source, result, args, networks, None)
             row.update(status="ok", faces=int(stats["faces"]), vertices=int(stats["vertices"]))
-            warning = several_objects_warning(stats.get("input_point_groups"))
-            if warning:
-                row["warning"] = warning
+            warnings = input_warnings(stats)
+            if warnings:
+                row["warning"] = "; ".join(warnings)
         except (OccNetError, UsageError, OSError) as exc:
             row.update(status="failed", error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         row["seconds"] = round(time.perf_counter() - started, 3)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .messages import several_objects_warning
+from .messages import input_warnings
 from .occnet.config import ARCH_MODALITY
 from .occnet.policy import FIT_MODES, MODALITIES, REFINE_METHODS, RESOLUTIONS, coarse_resolution
 from .torch_env import MAX_THREADS, apply_to_torch, configure_before_torch
@@ -122,8 +122,7 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
                   "--input-points sets how many)")
         if mesh.stats.get("input_points_outliers"):
             print(f"{mesh.stats['input_points_outliers']:,} stray input point(s) far from the rest left out")
-        warning = several_objects_warning(mesh.stats.get("input_point_groups"))
-        if warning:
+        for warning in input_warnings(mesh.stats):
             print(f"warning: {warning}")
         if mesh.colours is not None:
             print(f"vertex colours from the input's ({output.suffix} holds them; --no-colours leaves them out)"

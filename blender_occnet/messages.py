@@ -26,6 +26,7 @@ import numpy as np
 
 # RESOLUTIONS and coarse_resolution are also for the add-on, which takes policy's rules from here.
 from .occnet.policy import (
+    FEW_POINTS,
     FIT_MODES,
     MAX_REFINE_STEPS,
     MAX_SEED,
@@ -371,14 +372,21 @@ def _scalars(value: Any) -> dict[str, Any]:
     return values
 
 
-def several_objects_warning(groups: int | None) -> str | None:
-    """The line the command line, a batch and the add-on all give when a cloud's points form separate groups
-    (Stats.input_point_groups): a scene or several objects, which the networks draw as one shape."""
-    if not groups or groups < 2:
-        return None
-    return (f"the points form {groups} separate groups far apart, a scene or several objects: the network "
-            "reconstructs them as one shape, each at a fraction of the detail; crop the scan to one object (or "
-            "split the file)")
+def input_warnings(stats: Mapping[str, Any]) -> list[str]:
+    """What the person should know about the input a result came from, a line each: the command line, a batch
+    and the add-on all say these (from a job's stats: Stats.to_dict() or the core's)."""
+    warnings = []
+    given = stats.get("input_points_given")
+    if given is not None and given < FEW_POINTS:
+        warnings.append(f"only {given:,} points: too few for the network to tell the shape (it learned from 300 to "
+                        "20,000), so most of the mesh is its guess and may come in pieces; give it a cloud of "
+                        f"{FEW_POINTS:,} points or more")
+    groups = stats.get("input_point_groups")
+    if groups is not None and groups > 1:
+        warnings.append(f"the points form {groups} separate groups far apart, a scene or several objects: the "
+                        "network reconstructs them as one shape, each at a fraction of the detail; crop the scan "
+                        "to one object (or split the file)")
+    return warnings
 
 
 @dataclass(kw_only=True)

@@ -28,7 +28,7 @@ from ..backend_client import (
     RequestRejected,
     VersionMismatch,
 )
-from ..messages import Cancelled, Progress, Result, job_fraction, several_objects_warning
+from ..messages import Cancelled, Progress, Result, input_warnings, job_fraction
 from . import geometry, router, scene_io
 from .connection import Backend, BackendSettings
 from .geometry import SourceError
@@ -254,7 +254,7 @@ class Batch:
             fitted += f" ({stats.input_points_outliers:,} stray points left out)"
         if result.colours is not None:
             fitted += ", coloured from the source"
-        warning = several_objects_warning(stats.input_point_groups)
+        warning = "; ".join(input_warnings(stats.to_dict()))
         item.end("finished", f"{obj.name}: {stats.faces:,} faces in {stats.seconds_backend:.2f} s{fitted}, "
                              f"{stats.points_evaluated:,} points evaluated"
                              + (f"; {dropped:,} source point(s) with NaN or infinite coordinates left out"

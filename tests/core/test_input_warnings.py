@@ -1,5 +1,6 @@
-"""A scan of several objects or a scene (issue 25 item 4): its points fall into groups far apart, which the
-networks reconstruct as one shape in one cube; the command line, a batch and the add-on say so in one line."""
+"""Inputs a person should be told about, in one line each by the command line, a batch and the add-on: a scan of
+several objects or a scene (issue 25 item 4: its points fall into groups far apart, which the networks draw as one
+shape in one cube) and a cloud too sparse for the networks (issue 26: 8 points came back as 26 specks, silently)."""
 
 from __future__ import annotations
 
@@ -54,3 +55,17 @@ def test_the_command_line_and_a_batch_warn_in_one_line(tmp_path: Path, capsys: p
     said = [line for line in (captured.out + captured.err).splitlines() if line.startswith("warning:")]
     assert set(said) == {f"warning: {scans / 'two.xyz'}: {WARNING}"}  # in the bar's lines and the summary
     assert (tmp_path / "out" / "one.obj").exists() and (tmp_path / "out" / "two.obj").exists()
+
+
+def test_a_cloud_too_sparse_to_tell_a_shape_gets_its_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    def warnings_for(points: int) -> list[str]:
+        source = tmp_path / f"{points}.xyz"
+        np.savetxt(source, sphere(3, n=points), fmt="%.5f")
+        assert cli_main(["reconstruct", str(source), "-o", str(tmp_path / f"{points}.obj"), "--resolution", "32",
+                         "--fit", "off"]) == 0
+        return [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+
+    assert warnings_for(8) == ["warning: only 8 points: too few for the network to tell the shape (it learned from "
+                               "300 to 20,000), so most of the mesh is its guess and may come in pieces; give it a "
+                               "cloud of 200 points or more"]
+    assert warnings_for(300) == []
