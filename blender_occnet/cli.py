@@ -130,8 +130,9 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
                   f"the input's colours are not written: {output.suffix} has no vertex colours (use .ply, .obj or "
                   ".glb to keep them)")
         if mesh.stats.get("fit_points"):
-            print(f"fitted to {mesh.stats['fit_points']:,} input points in {mesh.stats['seconds_fit']:.1f} s "
-                  "(--fit off: the network's prediction as it is)")
+            oriented = ", oriented by the file's normals" if mesh.stats.get("winding_given_normals") else ""
+            print(f"fitted to {mesh.stats['fit_points']:,} input points in {mesh.stats['seconds_fit']:.1f} s"
+                  f"{oriented} (--fit off: the network's prediction as it is)")
         print(f"wrote {output}: {mesh.stats['vertices']:,} vertices, {mesh.stats['faces']:,} faces, "
               f"{mesh.stats['points_evaluated']:,} points evaluated, {time.perf_counter() - started:.1f} s")
     return 0

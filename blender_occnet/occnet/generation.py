@@ -204,7 +204,8 @@ class Reconstructor:
         decode = fixed_decoder(self.model, encoding)
         if fit_stats and prepared.modality == "pointcloud" and prepared.observed is not None:
             # Away from the points, what the points enclose decides over sheets the network spans (winding.py).
-            decode, guide_stats = guide_by_points(decode, prepared.observed, level, self.device, should_cancel)
+            decode, guide_stats = guide_by_points(decode, prepared.observed, level, self.device, should_cancel,
+                                                  prepared.given_normals if prepared.normals is not None else None)
             seconds = float(fit_stats["seconds_fit"]) + guide_stats.pop("seconds_guide")  # one "fitting" stage
             fit_stats.update(guide_stats, seconds_fit=round(seconds, 4))
         shape = EncodedShape(decode, prepared, self.device, self.batch_size)

@@ -18,6 +18,7 @@ MESH_SUFFIXES = (".obj", ".ply", ".off", ".stl", ".glb", ".gltf")
 TEXT_SUFFIXES = (".xyz", ".xyzrgb", ".pts", ".txt")  # rows of x y z [r g b] or x y z intensity r g b
 POINT_SUFFIXES = TEXT_SUFFIXES + (".npy", ".npz") + MESH_SUFFIXES
 NPZ_COLOUR_KEYS = ("colors", "colours", "rgb")
+NPZ_NORMAL_KEY = "normals"
 
 
 @dataclass
@@ -25,6 +26,17 @@ class MeshData:
     vertices: np.ndarray  # (V, 3) float64 (float32 as a binary STL holds them: three a face, half the memory)
     faces: np.ndarray  # (F, 3) int64; empty (0, 3) for a bare point set
     colours: np.ndarray | None = None  # (V, 3 or 4) per-vertex colours as the file holds them, when it has them
+    normals: np.ndarray | None = None  # (V, 3) per-vertex normals of a PLY that gives them (nx, ny, nz)
+
+
+@dataclass
+class PointFile:
+    """What a point file gives: its points (N, 3), the colour source when it has colours, and one normal a
+    point when it has those (a scanner's PLY nx ny nz, an .npz's 'normals'), as the file holds them."""
+
+    points: np.ndarray
+    colours: ColourSource | None = None
+    normals: np.ndarray | None = None
 
 
 def read_mesh(path: str | os.PathLike[str]) -> MeshData:
@@ -296,12 +308,21 @@ def _read_ply(path: Path) -> MeshData | None:
     mesh = _mesh_of(path, parts[0], parts[1], base=0)
     if mesh is not None and parts[2]:
         mesh.colours = np.concatenate(parts[2])
+    if mesh is not None and parts[3]:
+        mesh.normals = np.concatenate(parts[3])
     return mesh
 
 
 _PlyElement = tuple[int, list[_PlyProperty]]
-_Parts = tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]  # vertices, triangles, colours
+_Parts = tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[np.ndarray]]  # vertices, triangles,
+# colours, normals
 _PLY_COLOURS = ("red", "green", "blue", "alpha")
+_PLY_NORMALS = ("nx", "ny", "nz")
+
+
+def _ply_normal_names(vertex: _PlyElement) -> list[str]:
+    """nx, ny, nz when the vertex has all three, else none."""
+    return list(_PLY_NORMALS) if set(_PLY_NORMALS) <= {name for name, _, _ in vertex[1]} else []
 
 
 def _ply_colour_names(vertex: _PlyElement) -> list[str]:
@@ -313,9 +334,9 @@ def _ply_colour_names(vertex: _PlyElement) -> list[str]:
 def _ply_ascii(handle: Any, order: str, vertex: _PlyElement, face: _PlyElement) -> _Parts | None:
     names = [name for name, _, _ in vertex[1]]
     kinds = {name: kind for name, kind, _ in vertex[1]}
-    colour_names = _ply_colour_names(vertex)
-    columns = tuple(names.index(name) for name in ("x", "y", "z", *colour_names))
-    parts: _Parts = ([], [], [])
+    colour_names, normal_names = _ply_colour_names(vertex), _ply_normal_names(vertex)
+    columns = tuple(names.index(name) for name in ("x", "y", "z", *colour_names, *normal_names))
+    parts: _Parts = ([], [], [], [])
     for section, lines in _sections(handle, [vertex[0], face[0]]):
         chunk = _vertex_rows(lines, len(names), columns) if section == 0 else _polygon_rows(lines)
         if chunk is None:
@@ -323,7 +344,9 @@ def _ply_ascii(handle: Any, order: str, vertex: _PlyElement, face: _PlyElement) 
         if section == 0:
             parts[0].append(chunk[:, :3])
             if colour_names:  # as the file holds them: bytes stay bytes (colours.unit_colours reads either)
-                parts[2].append(chunk[:, 3:].astype(np.dtype(kinds[colour_names[0]])))
+                parts[2].append(chunk[:, 3:3 + len(colour_names)].astype(np.dtype(kinds[colour_names[0]])))
+            if normal_names:
+                parts[3].append(chunk[:, 3 + len(colour_names):].astype(np.float32))
         else:
             parts[1].append(chunk)
     return parts
@@ -331,14 +354,16 @@ def _ply_ascii(handle: Any, order: str, vertex: _PlyElement, face: _PlyElement) 
 
 def _ply_binary(handle: Any, order: str, vertex: _PlyElement, face: _PlyElement) -> _Parts | None:
     row = np.dtype([(name, order + kind) for name, kind, _ in vertex[1]])
-    colour_names = _ply_colour_names(vertex)
-    parts: _Parts = ([], [], [])
+    colour_names, normal_names = _ply_colour_names(vertex), _ply_normal_names(vertex)
+    parts: _Parts = ([], [], [], [])
     for start in range(0, vertex[0], geometry.CHUNK_ROWS):
         rows = np.frombuffer(_read_bytes(handle, min(geometry.CHUNK_ROWS, vertex[0] - start) * row.itemsize), row)
         parts[0].append(np.stack([rows["x"], rows["y"], rows["z"]], axis=1).astype(np.float64))
         if colour_names:
             parts[2].append(np.stack([rows[name] for name in colour_names], axis=1).astype(
                 rows.dtype[colour_names[0]].newbyteorder("=")))
+        if normal_names:
+            parts[3].append(np.stack([rows[name] for name in normal_names], axis=1).astype(np.float32))
     if not face[0]:
         return parts
     _, count_type, item_type = face[1][0]
@@ -455,16 +480,24 @@ def read_points(path: str | os.PathLike[str], n_surface_samples: int = 100_000, 
 
 def read_coloured_points(path: str | os.PathLike[str], n_surface_samples: int = 100_000,
                          seed: int = 0) -> tuple[np.ndarray, ColourSource | None]:
-    """read_points' points, and the colours the file gives them when it has any: a PLY's red/green/blue, an
-    OBJ's `v x y z r g b`, a glTF's COLOR_0, a text file's colour columns, an .npz's 'colors' array. A mesh's
-    colours stay on its vertices (the colour source), its points are samples of its faces."""
+    """read_points' points, and the colours the file gives them when it has any (read_point_file)."""
+    read = read_point_file(path, n_surface_samples, seed)
+    return read.points, read.colours
+
+
+def read_point_file(path: str | os.PathLike[str], n_surface_samples: int = 100_000, seed: int = 0) -> PointFile:
+    """read_points' points, the colours the file gives them when it has any (a PLY's red/green/blue, an OBJ's
+    `v x y z r g b`, a glTF's COLOR_0, a text file's colour columns, an .npz's 'colors' array) and their normals
+    when it has those (a PLY's nx ny nz, an .npz's 'normals'). A mesh's colours stay on its vertices (the colour
+    source), its points are samples of its faces (and its vertex normals are not theirs: left aside)."""
     path = _existing(path)
     suffix = path.suffix.lower()
     colours: ColourSource | None = None
+    normals: np.ndarray | None = None
     if suffix == ".npy":
         points = _load_npy(path)
     elif suffix == ".npz":
-        points, rgb = _load_npz_points(path)
+        points, rgb, normals = _load_npz_points(path)
         colours = None if rgb is None else _colour_source(path, points, rgb)
     elif suffix in TEXT_SUFFIXES:
         points, rgb = _load_text_points(path)
@@ -474,7 +507,7 @@ def read_coloured_points(path: str | os.PathLike[str], n_surface_samples: int = 
         if mesh.colours is not None:
             colours = _colour_source(path, mesh.vertices, mesh.colours)
         if len(mesh.faces) == 0:
-            points = mesh.vertices  # a PLY/OBJ point cloud without faces
+            points, normals = mesh.vertices, mesh.normals  # a PLY/OBJ point cloud without faces
         else:
             points, _ = geometry.sample_surface(mesh.vertices, mesh.faces, n_surface_samples, seed)
     else:
@@ -482,9 +515,11 @@ def read_coloured_points(path: str | os.PathLike[str], n_surface_samples: int = 
     if not isinstance(points, np.ndarray):
         points = np.asarray(points)
     check_point_rows(points, str(path))
-    if points.dtype.kind != "f":
-        return points[:, :3].astype(np.float64), colours
-    return points[:, :3], colours
+    if normals is not None and np.shape(normals) != (len(points), 3):
+        raise InputError(f"{path}: {np.shape(normals)} normals for {len(points):,} points; give one (nx, ny, nz) "
+                         "per point or none")
+    return PointFile(points[:, :3].astype(np.float64) if points.dtype.kind != "f" else points[:, :3], colours,
+                     normals)
 
 
 def _colour_source(path: Path, points: np.ndarray, colours: np.ndarray) -> ColourSource | None:
@@ -569,8 +604,9 @@ def _load_npy(path: Path) -> np.ndarray:
         raise InputError(f"{path}: not a readable .npy array ({exc})") from None
 
 
-def _load_npz_points(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """The points (under 'points', or the only array) and their colours (under 'colors', 'colours' or 'rgb')."""
+def _load_npz_points(path: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The points (under 'points', or the only array), their colours (under 'colors', 'colours' or 'rgb') and
+    normals (under 'normals')."""
     try:
         with np.load(path, allow_pickle=False) as archive:
             names = list(archive.keys())
@@ -579,7 +615,8 @@ def _load_npz_points(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
             if key is None:
                 raise InputError(f"{path}: holds arrays {names}; put the points under 'points'")
             colour_key = next((name for name in NPZ_COLOUR_KEYS if name in names), None)
-            return archive[key], None if colour_key is None else archive[colour_key]
+            return (archive[key], None if colour_key is None else archive[colour_key],
+                    archive[NPZ_NORMAL_KEY] if NPZ_NORMAL_KEY in names and key != NPZ_NORMAL_KEY else None)
     except (ValueError, OSError, EOFError) as exc:
         raise InputError(f"{path}: not a readable .npz archive ({exc})") from None
 

@@ -22,9 +22,10 @@ from .meshio import (
     MeshData,
     check_point_rows,
     normalise_mesh,
-    read_coloured_points,
     read_normalised_mesh,
+    read_point_file,
 )
+from .point_normals import NormalSource, normal_source
 from .policy import MAX_FIT_POINTS, MIN_POINTS
 from .voxelize import voxelize_mesh
 
@@ -57,6 +58,8 @@ class PreparedInput:
     observed: np.ndarray | None = None
     # The input's colours on its points, in the source's frame (colours.py): the mesh's vertices get theirs.
     colours: ColourSource | None = None
+    # The normals a scan came with, in the source's frame (point_normals.py): they orient the winding guide.
+    normals: NormalSource | None = None
 
     def to_source(self, vertices: np.ndarray) -> np.ndarray:
         """Unit-cube coordinates of the network's frame -> the source's coordinates."""
@@ -65,6 +68,17 @@ class PreparedInput:
     def directions_to_source(self, vectors: np.ndarray) -> np.ndarray:
         """Directions (normals) of the network's frame -> the source's (the scale is uniform)."""
         return vectors if self.rotation is None else (vectors @ self.rotation).astype(vectors.dtype, copy=False)
+
+    def directions_to_network(self, vectors: np.ndarray) -> np.ndarray:
+        """Directions of the source's frame -> the network's (directions_to_source undone)."""
+        return vectors if self.rotation is None else (vectors @ self.rotation.T).astype(vectors.dtype, copy=False)
+
+    def given_normals(self, points: np.ndarray) -> np.ndarray | None:
+        """The normals the input came with at (N, 3) points of the network's frame (the nearest input point's),
+        in that frame; None when it came without."""
+        if self.normals is None:
+            return None
+        return self.directions_to_network(self.normals.at(self.to_source(np.asarray(points, np.float64))))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,7 +202,7 @@ def _border_colour(rgb: np.ndarray) -> np.ndarray:
 
 def prepare_pointcloud(points: PathOrArray, n_points: int = 300, seed: int = 0,
                        noise_std: float = 0.0, at_most: bool = False, keep_observed: bool = False,
-                       colours: np.ndarray | None = None) -> PreparedInput:
+                       colours: np.ndarray | None = None, normals: np.ndarray | None = None) -> PreparedInput:
     """N x 3 points -> `n_points` points in the unit cube (bbox centre at 0, longest edge 1).
 
     Points with a NaN or infinite coordinate are dropped and counted (info["input_points_dropped"]): the
@@ -198,7 +212,8 @@ def prepare_pointcloud(points: PathOrArray, n_points: int = 300, seed: int = 0,
     bounding box is that of every point, computed in chunks, so a cloud of millions of points costs little
     beyond itself. `noise_std` adds Gaussian noise as the reference does in training. `keep_observed` also
     keeps every usable point (a random MAX_FIT_POINTS beyond that) as `observed`, for test-time fitting.
-    `colours` (one row per point of an array; a file's own are read with it) become the `colours` source.
+    `colours` (one row per point of an array; a file's own are read with it) become the `colours` source,
+    `normals` (the same; a PLY's nx ny nz) the `normals` source.
     """
     name = str(points) if not isinstance(points, np.ndarray) else "point cloud"
     if isinstance(points, np.ndarray):
@@ -206,7 +221,9 @@ def prepare_pointcloud(points: PathOrArray, n_points: int = 300, seed: int = 0,
         check_point_rows(array, name)
         coloured = None if colours is None else colour_source(array, colours, name, seed)
     else:
-        array, coloured = read_coloured_points(points, seed=seed)  # checked as it is read
+        read = read_point_file(points, seed=seed)  # checked as it is read
+        array, coloured, normals = read.points, read.colours, read.normals
+    with_normals = None if normals is None else normal_source(array, normals, name, seed)
     finite = np.empty(len(array), dtype=bool)
     lo, hi = np.full(3, np.inf), np.full(3, -np.inf)
     for start in range(0, len(array), CHUNK_ROWS):
@@ -244,7 +261,8 @@ def prepare_pointcloud(points: PathOrArray, n_points: int = 300, seed: int = 0,
     observed = _observed_points(array, rows, usable, loc, scale, rng) if keep_observed else None
     return PreparedInput("pointcloud", sampled.astype(np.float32), loc, scale,
                          {"input_points_given": len(array), "input_points_used": int(count),
-                          "input_points_dropped": len(array) - usable}, observed=observed, colours=coloured)
+                          "input_points_dropped": len(array) - usable}, observed=observed, colours=coloured,
+                         normals=with_normals)
 
 
 def _observed_points(array: np.ndarray, rows: np.ndarray | None, usable: int, loc: np.ndarray, scale: float,

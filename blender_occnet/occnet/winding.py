@@ -38,6 +38,9 @@ CancelFn = Callable[[], bool]
 WINDING_POINTS = 6000  # oriented points the winding number sums over (a subsample of denser clouds)
 NORMAL_NEIGHBOURS = 16
 ORIENTATION_ROUNDS = 10  # rounds of "agree with most of your neighbours" after the field's own orientation
+# Normals a scan came with are used when at least this share face the way the fitted field falls (after turning
+# them all round when most face in): a scanner's normals are consistent, a file's of mixed orientation are not.
+GIVEN_TRUST = 0.75
 LATTICE = 33  # winding-number samples along each side of the box
 # Nearer than this to a point the network decides (box units: the unit cube's side is 1): at least GUIDE_CLEARANCE,
 # and SPACINGS times the median distance between neighbouring points (around sparse points the surface the network
@@ -79,29 +82,34 @@ class WindingGuide:
 
 
 def guide_by_points(decode: DecodeFn, observed: np.ndarray, level: float, device: torch.device | str = "cpu",
-                    should_cancel: CancelFn | None = None) -> tuple[DecodeFn, dict[str, float | int]]:
+                    should_cancel: CancelFn | None = None,
+                    given_normals: Callable[[np.ndarray], np.ndarray | None] | None = None
+                    ) -> tuple[DecodeFn, dict[str, float | int]]:
     """`decode` (the fitted field) guided by the observed box points' winding number, or `decode` itself when
     the points cannot be oriented consistently; with statistics (winding_guided, winding_agreement,
-    guide_clearance, seconds_guide)."""
+    guide_clearance, winding_given_normals, seconds_guide). `given_normals` (box points -> the normals the input
+    came with, in the box frame) orients the points instead of estimating it (oriented_points says when not)."""
     started = time.perf_counter()
     rng = np.random.default_rng(0)
     sample = observed if len(observed) <= WINDING_POINTS else \
         observed[rng.choice(len(observed), WINDING_POINTS, replace=False)]
-    points, normals, area = oriented_points(decode, sample, device)
     axis = np.linspace(-BOX_SIZE / 2, BOX_SIZE / 2, LATTICE)
     nodes = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
-    winding = winding_numbers(nodes, points, normals, area, device, should_cancel)
     tree_points = observed if len(observed) <= TREE_POINTS else \
         observed[rng.choice(len(observed), TREE_POINTS, replace=False)]
     tree = cKDTree(tree_points)
     spacing = float(np.median(tree.query(tree_points[:10_000], k=2, workers=-1)[0][:, 1]))
     clearance = max(GUIDE_CLEARANCE, SPACINGS * spacing)
     far = tree.query(nodes, distance_upper_bound=clearance, workers=-1)[0] == np.inf
+    given = None if given_normals is None else given_normals(sample)
+    points, oriented, area, used_given = oriented_points(decode, sample, device, given)
+    winding = winding_numbers(nodes, points, oriented, area, device, should_cancel)
     decisive = far & ((winding > DECISIVE) | (winding < 1 - DECISIVE))
     with torch.no_grad():
         network_inside = (decode(torch.from_numpy(nodes[decisive].astype(np.float32)).to(device)) > level).cpu()
     agreement = float((network_inside.numpy() == (winding[decisive] > 0.5)).mean()) if decisive.any() else 0.0
-    stats: dict[str, float | int] = {"winding_agreement": round(agreement, 4), "guide_clearance": round(clearance, 4)}
+    stats: dict[str, float | int] = {"winding_agreement": round(agreement, 4), "guide_clearance": round(clearance, 4),
+                                     "winding_given_normals": int(used_given)}
     guided: DecodeFn = decode
     if agreement >= GUIDE_AGREEMENT:
         lattice = torch.from_numpy(winding.reshape(LATTICE, LATTICE, LATTICE).astype(np.float32)).to(device)
@@ -110,22 +118,29 @@ def guide_by_points(decode: DecodeFn, observed: np.ndarray, level: float, device
     return guided, stats
 
 
-def oriented_points(decode: DecodeFn, points: np.ndarray, device: torch.device | str
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Points (float64), unit normals pointing out of the field's solid side, and the surface area each stands
-    for (a disc reaching its NORMAL_NEIGHBOURS-th neighbour, shared among them)."""
+def oriented_points(decode: DecodeFn, points: np.ndarray, device: torch.device | str,
+                    given: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, bool]:
+    """Points (float64), unit normals pointing out of the field's solid side, the surface area each stands for (a
+    disc reaching its NORMAL_NEIGHBOURS-th neighbour, shared among them), and whether they are the `given` ones:
+    those are taken as they are where they face the way the field falls (all turned round where most face in),
+    and set aside for estimated ones where fewer than GIVEN_TRUST of them then do."""
     points = points.astype(np.float64)
     distance, index = cKDTree(points).query(points, k=min(NORMAL_NEIGHBOURS, len(points)), workers=-1)
-    spread = points[index] - points[index].mean(1, keepdims=True)
-    normals = np.linalg.eigh(np.einsum("nki,nkj->nij", spread, spread))[1][:, :, 0]
+    area = np.pi * distance[:, -1] ** 2 / distance.shape[1]
     at = torch.from_numpy(points.astype(np.float32)).to(device).requires_grad_()
     with torch.enable_grad():
         gradient = torch.autograd.grad(decode(at).sum(), at)[0].cpu().numpy()
-    normals *= np.where((gradient * normals).sum(1) > 0, -1.0, 1.0)[:, None]  # occupancy falls outward
+    if given is not None:
+        outward = float(((given * gradient).sum(1) < 0).mean())  # occupancy falls outward
+        normals = np.asarray(given, np.float64) * (1.0 if outward >= 0.5 else -1.0)
+        if max(outward, 1.0 - outward) >= GIVEN_TRUST:
+            return points, normals, area, True
+    spread = points[index] - points[index].mean(1, keepdims=True)
+    normals = np.linalg.eigh(np.einsum("nki,nkj->nij", spread, spread))[1][:, :, 0]
+    normals *= np.where((gradient * normals).sum(1) > 0, -1.0, 1.0)[:, None]
     for _ in range(ORIENTATION_ROUNDS):  # a normal the field turned against most of its neighbours turns back
         normals[np.einsum("nj,nkj->n", normals, normals[index]) < 0] *= -1
-    area = np.pi * distance[:, -1] ** 2 / distance.shape[1]
-    return points, normals, area
+    return points, normals, area, False
 
 
 def winding_numbers(queries: np.ndarray, points: np.ndarray, normals: np.ndarray, area: np.ndarray,
