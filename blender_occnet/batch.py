@@ -198,6 +198,9 @@ def _in_process(todo: list[tuple[Path, Path]], args: argparse.Namespace, bar: _B
 
 def _work_through_list(listing: Path, args: argparse.Namespace) -> int:
     """A worker of --jobs: the inputs of its list file, one JSON line a result on stdout."""
+    # The parent stops its workers with SIGINT (_stop), even where the run was started with SIGINT ignored (a
+    # background job), which a worker would otherwise inherit.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     todo = []
     with open(listing, encoding="utf-8") as handle:
         for line in iter(lambda: handle.readline(MAX_LIST_LINE), ""):

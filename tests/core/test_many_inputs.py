@@ -108,7 +108,10 @@ def test_ctrl_c_mid_folder_leaves_whole_results_one_line_and_resumes(tmp_path: P
     out = tmp_path / "out"
     command = [sys.executable, "-m", "blender_occnet", "reconstruct", str(scans), "-o", str(out), "--jobs", jobs,
                "--quiet", *FAST]  # fitted, as by default: a second or more a file, so the interrupt comes midway
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # As from a terminal: a suite started in the background (`cmd &` without job control) ignores SIGINT, and
+    # its children would inherit that.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     while not (out.is_dir() and any(p.suffix == ".obj" for p in out.iterdir())) and time.monotonic() < deadline:
         time.sleep(0.05)
