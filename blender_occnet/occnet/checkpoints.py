@@ -25,7 +25,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .config import ARCH_MODALITY, MAX_WEIGHTS_FILE_BYTES, ModelConfig, default_config
+from .config import ARCH_MODALITY, FAMILIES, MAX_WEIGHTS_FILE_BYTES, ModelConfig, default_config
 from .errors import CheckpointError, InputError
 from .files import atomic_output
 from .frames import SHAPENET_V1_FRAME
@@ -114,12 +114,8 @@ def load_safetensors_weights(path: Path) -> Weights:
 
 
 def _check_widths(config: ModelConfig, tensors: Mapping[str, torch.Tensor], path: Path) -> None:
-    """The config's widths against the tensors that carry them, before anything is built from the config."""
-    # (tensor, axis, config field, tensor size per unit of the field)
-    checks = [("decoder.fc_p.weight", 0, "hidden_size", 1), ("encoder.fc_pos.weight", 0, "encoder_hidden", 2),
-              ("decoder.fc_c.0.weight", 1, "c_dim", 1), ("decoder.bn.conv_gamma.weight", 1, "c_dim", 1),
-              ("decoder.bn.fc_gamma.weight", 1, "c_dim", 1)]
-    for key, axis, name, factor in checks:
+    """The config's widths against the tensors that carry them (its family's), before anything is built."""
+    for key, axis, name, factor in config.family.widths:
         tensor = tensors.get(key)
         if tensor is not None and tensor.ndim > axis and int(tensor.shape[axis]) != factor * getattr(config, name):
             raise CheckpointError(f"{path}: its configuration says {name} {getattr(config, name)} but {key} has "
@@ -275,71 +271,28 @@ def _strip_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor
 
 
 def infer_arch(state_dict: Mapping[str, torch.Tensor]) -> str | None:
-    """Tell the architecture from the encoder's and decoder's key names, or None.
-
-    ConvONet files are told by their local decoder (decoder.fc_c.0) and their U-Net: a 2D U-Net means
-    planes (three, as every released plane model but shapenet_1plane: pass --arch for a one-plane file),
-    a 3D U-Net the grid. Raises for ConvONet's scene models, which need a sliding window over the scan."""
-    if "encoder.features.conv1.weight" in state_dict:
-        return "onet-img-legacy" if "decoder.bn.fc_gamma.weight" in state_dict else "onet-img"
-    if "decoder.fc_c.0.weight" in state_dict:
-        kind = "pointcloud" if "encoder.fc_pos.weight" in state_dict else "voxels"
-        if "encoder.unet3d.final_conv.weight" in state_dict:
-            if _unet3d_levels(state_dict) > 3:
-                raise CheckpointError(
-                    "a ConvONet scene model (a 3D U-Net of 4 levels, as room_grid64 and the sliding-window "
-                    "pointcloud_crop model): whole-room reconstruction is not supported yet; use an object model "
-                    "(shapenet_3plane, shapenet_grid32, voxel_shapenet_*)")
-            return f"convonet-{kind}-grid"
-        if "encoder.unet.conv_final.weight" in state_dict:
-            return f"convonet-{kind}-3plane"
-        return None
-    if "encoder.fc_pos.weight" in state_dict:
-        return "onet-pointcloud"
-    if "encoder.conv_in.weight" in state_dict:
-        return "onet-voxels"
+    """Tell the architecture from the key names (the first family whose signature they carry), or None.
+    A family may raise for a kind of its files that is recognised and not supported (ConvONet's scene models)."""
+    for family in FAMILIES.values():
+        if family.signature(state_dict.keys()):
+            return family.recognise(state_dict)
     return None
 
 
 def _same_keys(inferred: str, arch: str) -> bool:
-    """Whether `arch` may be what a file of the `inferred` kind holds (one and three planes share keys)."""
-    family = inferred.rsplit("-", 1)[0]
-    return inferred == arch or {inferred, arch} == {f"{family}-3plane", f"{family}-1plane"}
+    """Whether `arch` may be what a file of the `inferred` kind holds (ConvONet's one and three planes share
+    keys)."""
+    return _keys_of(inferred) == _keys_of(arch)
 
 
-def _unet3d_levels(state_dict: Mapping[str, torch.Tensor]) -> int:
-    return len({k.split(".")[3] for k in state_dict if k.startswith("encoder.unet3d.encoders.")})
+def _keys_of(arch: str) -> str:
+    return default_config(arch).architecture.keys_like or arch
 
 
 def infer_config(arch: str, state_dict: Mapping[str, torch.Tensor]) -> ModelConfig:
-    """The architecture's config with widths read off the tensors (smaller custom models load too).
-
-    A ConvONet file does not record its plane or grid resolution: the released models' (64 for planes,
-    32 for the grid) is assumed."""
-    values = default_config(arch).to_dict()
-    fc_p = state_dict.get("decoder.fc_p.weight")
-    gamma = state_dict.get("decoder.bn.fc_gamma.weight", state_dict.get("decoder.bn.conv_gamma.weight"))
-    fc_pos = state_dict.get("encoder.fc_pos.weight")
-    if fc_p is not None and fc_p.ndim == 3:
-        values["hidden_size"] = int(fc_p.shape[0])
-    if gamma is not None and gamma.ndim >= 2:
-        values["c_dim"] = int(gamma.shape[1])
-    if fc_pos is not None and fc_pos.ndim == 2:
-        values["encoder_hidden"] = int(fc_pos.shape[0]) // 2
-    if values["arch"].startswith("convonet-"):
-        fc_c = state_dict.get("decoder.fc_c.0.weight")
-        if fc_p is not None and fc_p.ndim == 2:
-            values["hidden_size"] = int(fc_p.shape[0])
-        if fc_c is not None and fc_c.ndim == 2:
-            values["c_dim"] = int(fc_c.shape[1])
-        down = {k.split(".")[3] for k in state_dict if k.startswith("encoder.unet.down_convs.")}
-        first = state_dict.get("encoder.unet.down_convs.0.conv1.weight")
-        if down and first is not None:
-            values["unet_depth"], values["unet_filters"] = len(down), int(first.shape[0])
-        first3d = state_dict.get("encoder.unet3d.encoders.0.basic_module.SingleConv2.conv.weight")
-        if first3d is not None:
-            values["unet_depth"], values["unet_filters"] = _unet3d_levels(state_dict), int(first3d.shape[0])
-    return ModelConfig.from_dict(values)
+    """The architecture's config with what its family reads off the tensors (smaller custom models load too)."""
+    config = default_config(arch)
+    return ModelConfig.from_dict({**config.to_dict(), **config.family.read_config(state_dict)})
 
 
 def load_state_dict_checked(model: Network, state_dict: Mapping[str, torch.Tensor],

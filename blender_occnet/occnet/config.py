@@ -1,4 +1,5 @@
-"""Model configuration: the few numbers that, with an architecture name, rebuild a network exactly."""
+"""Model configuration: the few numbers that, with an architecture name, rebuild a network exactly; and the
+registry of architecture families (families.py) that the names are looked up in."""
 
 from __future__ import annotations
 
@@ -8,32 +9,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .convonet import CONVONET
 from .errors import InputError
-
-# Architecture name -> modality of its input.
-ARCH_MODALITY = {
-    "onet-img": "image",
-    "onet-img-legacy": "image",
-    "onet-pointcloud": "pointcloud",
-    "onet-voxels": "voxels",
-    # Convolutional Occupancy Networks (local features on planes or a grid; see local.py).
-    "convonet-pointcloud-3plane": "pointcloud",
-    "convonet-pointcloud-1plane": "pointcloud",
-    "convonet-pointcloud-grid": "pointcloud",
-    "convonet-voxels-3plane": "voxels",
-    "convonet-voxels-1plane": "voxels",
-    "convonet-voxels-grid": "voxels",
-}
-
-# Where a ConvONet architecture keeps its features: plane names (axes they span) or the 3D grid.
-FEATURE_PLANES = {"3plane": ("xz", "xy", "yz"), "1plane": ("xz",), "grid": ("grid",)}
+from .families import Architecture, Family
+from .onet import ONET
 
 # Upper bounds on every size a weights file's config may ask for (a file claiming hidden_size=60000 or
 # image_size=40000 would otherwise make the backend build gigabytes before any shape check). Each is far
 # beyond the released models'; loading also checks the widths against the tensors (checkpoints.py).
 FIELD_BOUNDS = {"c_dim": 4096, "hidden_size": 4096, "encoder_hidden": 4096, "n_input_points": 100_000,
                 "image_size": 1024, "feature_resolution": 256, "unet_depth": 6, "unet_filters": 256}
-GRID_RESOLUTION_BOUND = 128  # a 3D feature grid of 128^3 is already 8M cells per channel
 
 # What a network may hold, counted by model.check_size before anything is built (issue 24: a 324-byte weights file
 # asked for a 6-level U-Net of 256 filters, 2 billion values, and ONet widths of 4,096 for a billion). The largest
@@ -46,16 +31,8 @@ MAX_FEATURE_VALUES = 1 << 27  # one full-resolution feature map of a ConvONet: 5
 # files are 8 to 160 MB).
 MAX_WEIGHTS_FILE_BYTES = MAX_NETWORK_VALUES * 4 * 4
 
-# Which fields mean something to which architectures; the others are kept at their defaults.
+# The fields every family reads; which others a network reads is its family's (Family.fields).
 _GLOBAL_FIELDS = ("c_dim", "hidden_size")
-_FIELDS_USED = {
-    "onet-image": ("image_size",),
-    "onet-pointcloud": ("encoder_hidden", "n_input_points"),
-    "onet-voxels": (),
-    "convonet-pointcloud": ("encoder_hidden", "n_input_points", "feature_resolution", "unet_depth",
-                            "unet_filters"),
-    "convonet-voxels": ("feature_resolution", "unet_depth", "unet_filters"),
-}
 
 
 @dataclass(frozen=True)
@@ -91,46 +68,40 @@ class ModelConfig:
             if value > FIELD_BOUNDS[name]:
                 raise InputError(f"model config: {name} {value:,} is over the {FIELD_BOUNDS[name]:,} this project "
                                  "accepts")
-        if self.local:
-            if self.planes == ("grid",) and self.feature_resolution > GRID_RESOLUTION_BOUND:
-                raise InputError(f"model config: a feature grid of {self.feature_resolution}^3 is over the "
-                                 f"{GRID_RESOLUTION_BOUND}^3 this project accepts")
-            if self.feature_resolution % (2 ** (self.unet_depth - 1)):
-                raise InputError(f"model config: feature_resolution {self.feature_resolution} must be divisible by "
-                                 f"2**(unet_depth - 1) = {2 ** (self.unet_depth - 1)} (the U-Net halves it "
-                                 f"{self.unet_depth - 1} times)")
-            if self.unet_filters % 8 and self.planes == ("grid",):
-                raise InputError(f"model config: unet_filters must be a multiple of 8 (group norm), got "
-                                 f"{self.unet_filters}")
+        self.family.check(self)
         # Settings of one encoder mean nothing to the others: keep them at their defaults so that two
         # configs building the same network compare equal.
-        used = _FIELDS_USED[f"{self.family}-{self.modality}"]
+        used = self.family.fields[self.modality]
         for name in FIELD_BOUNDS:
             if name not in _GLOBAL_FIELDS and name not in used:
                 object.__setattr__(self, name, type(self).__dataclass_fields__[name].default)
 
     @property
-    def modality(self) -> str:
-        return ARCH_MODALITY[self.arch]
+    def architecture(self) -> Architecture:
+        return _ARCHITECTURES[self.arch]
 
     @property
-    def family(self) -> str:
-        """'onet' (one global code per shape) or 'convonet' (features on planes or a grid)."""
-        return self.arch.split("-", 1)[0]
+    def family(self) -> Family:
+        return FAMILIES[_FAMILY_OF[self.arch]]
+
+    @property
+    def modality(self) -> str:
+        return self.architecture.modality
 
     @property
     def local(self) -> bool:
-        return self.family == "convonet"
+        """Features in space (ConvONet) rather than one global code per shape (ONet)."""
+        return self.family.local
 
     @property
     def planes(self) -> tuple[str, ...]:
-        """ConvONet: the feature planes ('xz', 'xy', 'yz') or ('grid',); () for ONet."""
-        return FEATURE_PLANES[self.arch.rsplit("-", 1)[1]] if self.local else ()
+        """ConvONet: the feature planes ('xz', 'xy', 'yz') or ('grid',); () for the others."""
+        return tuple(self.architecture.variant.get("planes", ()))
 
     @property
     def legacy(self) -> bool:
         """The paper's image model: conditional batch norm through Linear instead of Conv1d layers."""
-        return self.arch == "onet-img-legacy"
+        return bool(self.architecture.variant.get("legacy", False))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -147,27 +118,42 @@ class ModelConfig:
         return cls(**dict(values))
 
 
-# The four released conditional models of the original project.
-ARCHITECTURES: dict[str, ModelConfig] = {
-    "onet-img": ModelConfig("onet-img", c_dim=256, hidden_size=256),
-    "onet-img-legacy": ModelConfig("onet-img-legacy", c_dim=256, hidden_size=256),
-    "onet-pointcloud": ModelConfig("onet-pointcloud", c_dim=512, hidden_size=256, encoder_hidden=512),
-    "onet-voxels": ModelConfig("onet-voxels", c_dim=256, hidden_size=256),
-}
-# ConvONet's released ShapeNet models (configs/pointcloud/shapenet_*.yaml, configs/voxel/shapenet_*.yaml):
-# hidden 32 and code 32 everywhere; planes 64x64 with a 2D U-Net of depth 4, or a 32^3 grid with 3 levels.
-_LOCAL = {"c_dim": 32, "hidden_size": 32, "encoder_hidden": 32, "unet_filters": 32}
-ARCHITECTURES.update({
-    "convonet-pointcloud-3plane": ModelConfig("convonet-pointcloud-3plane", n_input_points=3000,
-                                              feature_resolution=64, unet_depth=4, **_LOCAL),
-    "convonet-pointcloud-1plane": ModelConfig("convonet-pointcloud-1plane", n_input_points=3000,
-                                              feature_resolution=64, unet_depth=4, **_LOCAL),
-    "convonet-pointcloud-grid": ModelConfig("convonet-pointcloud-grid", n_input_points=3000,
-                                            feature_resolution=32, unet_depth=3, **_LOCAL),
-    "convonet-voxels-3plane": ModelConfig("convonet-voxels-3plane", feature_resolution=64, unet_depth=4, **_LOCAL),
-    "convonet-voxels-1plane": ModelConfig("convonet-voxels-1plane", feature_resolution=64, unet_depth=4, **_LOCAL),
-    "convonet-voxels-grid": ModelConfig("convonet-voxels-grid", feature_resolution=32, unet_depth=3, **_LOCAL),
-})
+# The registry, filled by register_family: family name -> family; architecture name -> its released model's config,
+# its modality, its entry, its family's name. Read them; change them only through register_family.
+FAMILIES: dict[str, Family] = {}
+ARCHITECTURES: dict[str, ModelConfig] = {}
+ARCH_MODALITY: dict[str, str] = {}
+_ARCHITECTURES: dict[str, Architecture] = {}
+_FAMILY_OF: dict[str, str] = {}
+
+
+def register_family(family: Family) -> None:
+    """Make a family's architectures known to every config, loader and generator."""
+    taken = [a.name for a in family.architectures if a.name in _ARCHITECTURES]
+    if family.name in FAMILIES or taken:
+        raise ValueError(f"family {family.name!r} or its architectures {taken} are registered already")
+    FAMILIES[family.name] = family
+    for architecture in family.architectures:
+        _ARCHITECTURES[architecture.name], _FAMILY_OF[architecture.name] = architecture, family.name
+        ARCH_MODALITY[architecture.name] = architecture.modality
+    try:
+        for architecture in family.architectures:  # once the whole family is known (one may name another)
+            ARCHITECTURES[architecture.name] = ModelConfig(architecture.name, **architecture.defaults)
+    except Exception:
+        unregister_family(family.name)
+        raise
+
+
+def unregister_family(name: str) -> None:
+    """Forget a family (a test's own, once it is done)."""
+    family = FAMILIES.pop(name)
+    for architecture in family.architectures:
+        for table in (_ARCHITECTURES, _FAMILY_OF, ARCH_MODALITY, ARCHITECTURES):
+            table.pop(architecture.name, None)
+
+
+register_family(ONET)
+register_family(CONVONET)
 
 # A local point-cloud encoder's cost grows with the points it is given (about 1 KB of activations per
 # point and layer): at inference it takes every point up to this many, a random subset beyond.

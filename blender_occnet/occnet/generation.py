@@ -190,8 +190,7 @@ class Reconstructor:
         observed = _observation(prepared)
         if fit == "on" and prepared.modality == "image":
             raise FitRefused("fitting works on point clouds and voxel grids; an image reconstructs with fit off")
-        local = isinstance(self.model, ConvolutionalOccupancyNetwork)
-        if should_fit(fit, local, 0 if observed is None else observed.count, prepared.modality):
+        if should_fit(fit, self.weights.config.local, 0 if observed is None else observed.count, prepared.modality):
             if observed is None:
                 raise FitRefused("fitting needs the observed points: prepare the cloud with keep_observed=True")
             assert isinstance(self.model, ConvolutionalOccupancyNetwork) and isinstance(encoding, dict)

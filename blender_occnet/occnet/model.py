@@ -1,8 +1,9 @@
-"""The networks: an encoder for the observation and a decoder of occupancy at points, built from a config.
+"""The networks: an encoder for the observation and a decoder of occupancy at points, built from a config by
+its architecture family (families.py, registered in config.py).
 
-Two families share one interface (encode, decode, forward, and `fixed_decoder` for generation):
-- OccupancyNetwork (Mescheder et al. 2019): one global code per shape, a conditional-batch-norm decoder;
-- ConvolutionalOccupancyNetwork (Peng et al. 2020): features on planes or a grid, a local decoder.
+Every family's network is a Network (encode, decode, forward, and `fixed_decoder` for generation):
+- OccupancyNetwork (Mescheder et al. 2019, onet.py): one global code per shape, a conditional-batch-norm decoder;
+- ConvolutionalOccupancyNetwork (Peng et al. 2020, convonet.py): features on planes or a grid, a local decoder.
 """
 
 from __future__ import annotations
@@ -19,26 +20,49 @@ from .config import ARCHITECTURES, MAX_FEATURE_VALUES, MAX_NETWORK_VALUES, Model
 from .decoder import DecoderCBatchNorm
 from .encoders import ImageEncoder, PointNetEncoder, VoxelEncoder
 from .errors import InputError
+from .families import DecodeFn
 from .local import Features, FixedLocalDecoder, LocalDecoder, LocalPoolPointNet, LocalVoxelEncoder
 
-DecodeFn = Callable[[torch.Tensor], torch.Tensor]  # box points (N, 3) -> logits (N,)
+
+class Network(nn.Module):
+    """f(p, x) -> logit of the probability that point p is inside the shape observed in x: what every family's
+    network is, through one encoding of x that its decoder then reads at any points."""
+
+    config: ModelConfig
+    encoder: Any  # each family's own modules
+    decoder: Any
+
+    def encode(self, inputs: torch.Tensor) -> Any:
+        """Observation batch -> the family's encoding of each (a code, feature maps)."""
+        raise NotImplementedError
+
+    def decode(self, points: torch.Tensor, encoding: Any) -> torch.Tensor:
+        """Points (B, T, 3) in the unit cube frame and their shapes' encodings -> logits (B, T)."""
+        raise NotImplementedError
+
+    def forward(self, points: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        return self.decode(points, self.encode(inputs))
+
+    def fixed_decoder(self, encoding: Any) -> DecodeFn:
+        """The decoder for one shape's encoding as a fast function of points (eval mode)."""
+        raise NotImplementedError
 
 
-def build_encoder(config: ModelConfig) -> nn.Module:
-    if config.modality == "image":
-        return ImageEncoder(config.c_dim)
-    if config.modality == "pointcloud":
-        return PointNetEncoder(config.c_dim, config.encoder_hidden)
-    return VoxelEncoder(config.c_dim)
+# ONet's encoder for each modality.
+GLOBAL_ENCODERS: dict[str, Callable[[ModelConfig], nn.Module]] = {
+    "image": lambda c: ImageEncoder(c.c_dim),
+    "pointcloud": lambda c: PointNetEncoder(c.c_dim, c.encoder_hidden),
+    "voxels": lambda c: VoxelEncoder(c.c_dim),
+}
 
 
-class OccupancyNetwork(nn.Module):
-    """f(p, x) -> logit of the probability that point p is inside the shape observed in x."""
+class OccupancyNetwork(Network):
+    """One global code per shape, decoded with conditional batch norm."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        self.encoder = build_encoder(config)
+        self.encoder = GLOBAL_ENCODERS[config.modality](config)
         self.decoder = DecoderCBatchNorm(config.c_dim, config.hidden_size, legacy=config.legacy)
 
     def encode(self, inputs: torch.Tensor) -> torch.Tensor:
@@ -49,9 +73,6 @@ class OccupancyNetwork(nn.Module):
         """Points (B, T, 3) in the unit cube frame, codes (B, c_dim) -> logits (B, T)."""
         return self.decoder(points, c)
 
-    def forward(self, points: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-        return self.decode(points, self.encode(inputs))
-
     def fixed_decoder(self, c: torch.Tensor) -> DecodeFn:
         """The decoder for one shape's code (1, c_dim) as a fast function of points (eval mode)."""
         from .inference import FoldedDecoder
@@ -59,18 +80,21 @@ class OccupancyNetwork(nn.Module):
         return FoldedDecoder(self.decoder, c.clone())  # clone: out of inference mode, for autograd
 
 
-class ConvolutionalOccupancyNetwork(nn.Module):
+# ConvONet's encoder for each modality.
+LOCAL_ENCODERS: dict[str, Callable[[ModelConfig], LocalPoolPointNet | LocalVoxelEncoder]] = {
+    "pointcloud": lambda c: LocalPoolPointNet(c.planes, c.c_dim, c.encoder_hidden, c.feature_resolution,
+                                              c.unet_depth, c.unet_filters),
+    "voxels": lambda c: LocalVoxelEncoder(c.planes, c.c_dim, c.feature_resolution, c.unet_depth, c.unet_filters),
+}
+
+
+class ConvolutionalOccupancyNetwork(Network):
     """f(p, x) with x encoded into feature planes or a grid that the decoder samples at p."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
         self.config = config
-        args = (config.planes, config.c_dim, config.feature_resolution, config.unet_depth, config.unet_filters)
-        self.encoder: LocalPoolPointNet | LocalVoxelEncoder
-        if config.modality == "pointcloud":
-            self.encoder = LocalPoolPointNet(args[0], config.c_dim, config.encoder_hidden, *args[2:])
-        else:
-            self.encoder = LocalVoxelEncoder(*args)
+        self.encoder = LOCAL_ENCODERS[config.modality](config)
         self.decoder = LocalDecoder(config.c_dim, config.hidden_size)
 
     def encode(self, inputs: torch.Tensor) -> Features:
@@ -79,14 +103,8 @@ class ConvolutionalOccupancyNetwork(nn.Module):
     def decode(self, points: torch.Tensor, features: Features) -> torch.Tensor:
         return self.decoder(points, features)
 
-    def forward(self, points: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
-        return self.decode(points, self.encode(inputs))
-
     def fixed_decoder(self, features: Features) -> DecodeFn:
         return FixedLocalDecoder(self.decoder, features)
-
-
-Network = OccupancyNetwork | ConvolutionalOccupancyNetwork
 
 
 def build_model(config: ModelConfig) -> Network:
@@ -96,9 +114,7 @@ def build_model(config: ModelConfig) -> Network:
 
 
 def _construct(config: ModelConfig) -> Network:
-    if config.local:
-        return ConvolutionalOccupancyNetwork(config)
-    return OccupancyNetwork(config)
+    return config.family.build(config)
 
 
 @functools.lru_cache(maxsize=64)
@@ -116,7 +132,7 @@ def network_size(config: ModelConfig) -> int:
 
 
 def check_size(config: ModelConfig) -> None:
-    """Refuse a config whose network, or a ConvONet's feature map, is beyond MAX_*_VALUES; nothing built."""
+    """Refuse a config whose network, or its feature map (ConvONet's), is beyond MAX_*_VALUES; nothing built."""
     values = network_size(config)
     if values > MAX_NETWORK_VALUES:
         largest = max(ARCHITECTURES.values(), key=network_size)
@@ -124,22 +140,16 @@ def check_size(config: ModelConfig) -> None:
                          f"is over the {MAX_NETWORK_VALUES:,} this project accepts (the largest known, "
                          f"{largest.arch}, holds {network_size(largest):,}): a weights file that asks for it is "
                          "damaged, a training config must ask for less")
-    if config.local:
-        cells = len(config.planes) * config.feature_resolution ** (3 if config.planes == ("grid",) else 2)
-        features = cells * max(config.c_dim, config.unet_filters)
-        if features > MAX_FEATURE_VALUES:
-            raise InputError(f"model config: a feature map of {features:,} values ({features * 4 / 1e9:.1f} GB) is "
-                             f"over the {MAX_FEATURE_VALUES:,} this project accepts; lower feature_resolution or "
-                             "unet_filters")
+    features = config.family.feature_values(config)
+    if features > MAX_FEATURE_VALUES:
+        raise InputError(f"model config: a feature map of {features:,} values ({features * 4 / 1e9:.1f} GB) is "
+                         f"over the {MAX_FEATURE_VALUES:,} this project accepts; lower feature_resolution or "
+                         "unet_filters")
 
 
 def fixed_decoder(model: Network, encoding: torch.Tensor | Features) -> DecodeFn:
     """The model's decoder fixed on an encoding that the same model produced (a code or feature maps)."""
-    if isinstance(model, ConvolutionalOccupancyNetwork):
-        assert isinstance(encoding, dict), "a ConvONet encodes to feature maps"
-        return model.fixed_decoder(encoding)
-    assert isinstance(encoding, torch.Tensor), "an ONet encodes to one code"
-    return model.fixed_decoder(encoding)
+    return model.config.family.fixed_decoder(model, encoding)
 
 
 def encoding_is_finite(encoding: Any) -> bool:

@@ -457,14 +457,6 @@ def prepare_voxels_from_mesh(vertices: np.ndarray, faces: np.ndarray, name: str 
                          colours=coloured)
 
 
-def prepare(modality: str, source: PathOrArray, **options: object) -> PreparedInput:
-    """Dispatch on modality name ('image', 'pointcloud', 'voxels')."""
-    functions = {"image": prepare_image, "pointcloud": prepare_pointcloud, "voxels": prepare_voxels}
-    if modality not in functions:
-        raise InputError(f"unknown modality {modality!r}; choose one of {', '.join(functions)}")
-    return functions[modality](source, **options)  # type: ignore[operator]
-
-
 def guess_modality(path: str | os.PathLike[str]) -> str:
     """The modality a file most likely holds, from its suffix."""
     suffix = Path(path).suffix.lower()

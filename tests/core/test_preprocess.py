@@ -13,7 +13,7 @@ from blender_occnet.cli import main as cli_main
 from blender_occnet.occnet.binvox import read_binvox, write_binvox
 from blender_occnet.occnet.errors import InputError
 from blender_occnet.occnet.meshio import MeshData
-from blender_occnet.occnet.preprocess import guess_modality, prepare, prepare_image, prepare_pointcloud, prepare_voxels
+from blender_occnet.occnet.preprocess import guess_modality, prepare_image, prepare_pointcloud, prepare_voxels
 from blender_occnet.occnet.voxelize import voxelize_mesh
 
 # ------------------------------------------------------------------------------------------ binvox
@@ -164,7 +164,7 @@ def test_pointcloud_from_mesh_surface_xyz_npz(tmp_path: Path) -> None:
     assert prepare_pointcloud(tmp_path / "p.xyz", n_points=100).array.shape == (100, 3)
     np.savez(tmp_path / "pointcloud.npz", points=np.random.default_rng(0).random((60, 3)).astype(np.float16),
              normals=np.zeros((60, 3)))
-    assert prepare("pointcloud", tmp_path / "pointcloud.npz").array.shape == (300, 3)
+    assert prepare_pointcloud(tmp_path / "pointcloud.npz").array.shape == (300, 3)
     assert guess_modality(tmp_path / "pointcloud.npz") == "pointcloud"
 
 
