@@ -474,7 +474,8 @@ class Reconstruct(Request, Settings):
     device: str = wire(device_name, "auto")
     input_points: int = wire(integer(0, MAX_POINTS), 0)  # points the encoder gets; 0: the network's own rule
     fit: str = wire(one_of(FIT_MODES), "auto")  # point clouds: fit the local features to every point (fitting.py)
-    # One sRGB red, green, blue per point of a cloud (or vertex of a mesh to voxelise): bytes, or floats in [0, 1].
+    # One sRGB red, green, blue per point of a cloud, vertex of a mesh to voxelise or cell of a voxel grid (C order):
+    # bytes, or floats in [0, 1].
     point_colours: np.ndarray | None = wire(array("uint8", "float32", shape=(None, 3)), None, array=True)
 
     def check(self) -> None:
@@ -486,10 +487,14 @@ class Reconstruct(Request, Settings):
             self._check_colours(self.point_colours)
 
     def _check_colours(self, colours: np.ndarray) -> None:
-        if self.modality != "pointcloud" and self.faces is None:
-            raise FieldError("point_colours", f"colours belong to a point cloud's points or a mesh's vertices, not "
-                                              f"to {self.modality} input")
-        if len(colours) != len(self.input):
+        if self.modality == "image":
+            raise FieldError("point_colours", "colours belong to a point cloud's points, a mesh's vertices or a "
+                                              "voxel grid's cells, not to image input")
+        if self.modality == "voxels" and self.faces is None:  # a grid: one per cell, in C order
+            if len(colours) != self.input.size:
+                raise FieldError("point_colours", f"'point_colours' of a voxel grid must be one per cell: "
+                                                  f"{len(colours):,} for {self.input.size:,} cells")
+        elif len(colours) != len(self.input):
             raise FieldError("point_colours", f"'point_colours' must be one per point: {len(colours):,} for "
                                               f"{len(self.input):,} points")
         if colours.dtype.kind == "f" and not (np.isfinite(colours).all() and colours.min() >= 0
@@ -711,9 +716,11 @@ EVENTS: dict[str, type[Message]] = {cls.NAME: cls for cls in (Accepted, Progress
 # checks above accept, in the widest dtype; a request without arrays a little (its check names what it has).
 _WIDEST = max(dtype.itemsize for dtype in DTYPES.values())
 _COLOURS = MAX_POINTS * 3 * 4  # point_colours, float32 at widest, one a point or vertex
+_CELLS = 32 ** 3  # a voxel grid's, with a colour each at most
 NO_ARRAYS_PAYLOAD = 64 << 10
 RECONSTRUCT_PAYLOAD = {"pointcloud": MAX_POINTS * 3 * _WIDEST + _COLOURS, "image": MAX_IMAGE_SIDE ** 2 * 4 * _WIDEST,
-                       "voxels": 32 ** 3 * _WIDEST, "mesh": (MAX_POINTS + MAX_FACES) * 3 * _WIDEST + _COLOURS}
+                       "voxels": _CELLS * _WIDEST + _CELLS * 3 * 4,
+                       "mesh": (MAX_POINTS + MAX_FACES) * 3 * _WIDEST + _COLOURS}
 
 
 def request_payload_bound(header: Mapping[str, Any] | None) -> tuple[int, str]:

@@ -133,20 +133,28 @@ def voxel_cubes(cells: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return vertices, faces, index
 
 
-def grid_from_faces(index: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, int]:
-    """The 32^3 grid of a voxel object from its faces, and how many of its cubes lie outside the grid's box:
-    `index` each face's cube (its import-time cell), `centres` each face's centre (Blender object frame). A
-    cube's cell is where its faces' mean centre is now, rounded to the nearest cell centre (half a cell of
-    tolerance for cubes missing faces); cubes moved outside the box have no cell and are counted."""
+def grid_from_faces(index: np.ndarray, centres: np.ndarray,
+                    face_colours: np.ndarray | None = None) -> tuple[np.ndarray, int, np.ndarray | None]:
+    """The 32^3 grid of a voxel object from its faces, how many of its cubes lie outside the grid's box, and (with
+    `face_colours`, (F, 3) uint8 per face) each cell's colour, (32^3, 3) uint8 in C order, a cube's the mean of
+    its faces': `index` each face's cube (its import-time cell), `centres` each face's centre (Blender object
+    frame). A cube's cell is where its faces' mean centre is now, rounded to the nearest cell centre (half a cell
+    of tolerance for cubes missing faces); cubes moved outside the box have no cell and are counted."""
     valid = (index >= 0) & (index < VOXELS ** 3)
     index, centres = index[valid], centres[valid]
+    grid = np.zeros((VOXELS,) * 3, np.uint8)
+    colours = None if face_colours is None else np.zeros((VOXELS ** 3, 3), np.uint8)
     if not len(index):
-        return np.zeros((VOXELS,) * 3, np.uint8), 0
+        return grid, 0, colours
     cubes, inverse = np.unique(index, return_inverse=True)
     counts = np.bincount(inverse).astype(np.float64)
     mean = np.stack([np.bincount(inverse, weights=centres[:, a]) for a in range(3)], axis=1) / counts[:, None]
     cells = np.rint((blender_to_network(mean) + 0.5) * VOXELS - 0.5).astype(np.int64)
     inside = ((cells >= 0) & (cells < VOXELS)).all(axis=1)
-    grid = np.zeros((VOXELS,) * 3, np.uint8)
     grid[tuple(cells[inside].T)] = 1
-    return grid, int((~inside).sum())
+    if colours is not None and face_colours is not None:
+        rgb = face_colours[valid].astype(np.float64)
+        cube_rgb = np.stack([np.bincount(inverse, weights=rgb[:, c]) for c in range(3)], axis=1) / counts[:, None]
+        flat = np.ravel_multi_index(tuple(cells[inside].T), (VOXELS,) * 3)
+        colours[flat] = np.rint(cube_rgb[inside]).astype(np.uint8)
+    return grid, int((~inside).sum()), colours

@@ -35,7 +35,8 @@ class Source:
     faces: np.ndarray | None = None  # a mesh to voxelise (modality voxels): `array` holds its vertices
     parent: str = ""  # the source object's parent, which the result gets too
     object_name: str = ""  # the source object ('' for an image), hidden after success when asked
-    colours: np.ndarray | None = None  # (N, 3) uint8 sRGB, one per point of `array`: the object's colour attribute
+    # (N, 3) uint8 sRGB from the object's colour attribute: one per point of `array` (a voxel grid: one per cell)
+    colours: np.ndarray | None = None
 
 
 def object_kind(obj: bpy.types.Object, preferred: str) -> str:
@@ -118,10 +119,11 @@ def read_source(obj: bpy.types.Object | None, depsgraph: bpy.types.Depsgraph, ki
     # "" stands for a scene's master collection (embedded data, not in bpy.data.collections).
     collections = tuple("" if c.is_embedded_data else c.name for c in obj.users_collection)
     if obj.occnet.kind == "VOXELS":  # type: ignore[attr-defined]
-        grid = _voxels_as_shown(obj, depsgraph)
+        grid, cell_colours = _voxels_as_shown(obj, depsgraph)
         if not grid.any():
             raise SourceError(f"the voxel object '{obj.name}' has no filled voxels")
-        return Source(obj.name, "voxels", grid, matrix, collections, parent=_parent(obj), object_name=obj.name)
+        return Source(obj.name, "voxels", grid, matrix, collections, parent=_parent(obj), object_name=obj.name,
+                      colours=cell_colours)
     evaluated = obj.evaluated_get(depsgraph)
     colours: np.ndarray | None
     if obj.type == "POINTCLOUD":
@@ -224,23 +226,43 @@ def read_image_source(image: bpy.types.Image | None, cursor: Any) -> Source:
     return Source(image.name, "image", rgba, Matrix.Translation(cursor), ("",))
 
 
-def _voxels_as_shown(obj: bpy.types.Object, depsgraph: bpy.types.Depsgraph) -> np.ndarray:
+def _voxels_as_shown(obj: bpy.types.Object, depsgraph: bpy.types.Depsgraph) -> tuple[np.ndarray, np.ndarray | None]:
     """A voxel object's 32^3 grid as the viewport shows it: each cube's cell found from where its faces
-    are now (moved or scaled in Edit Mode, or by modifiers), not only from the index it was imported with."""
+    are now (moved or scaled in Edit Mode, or by modifiers), not only from the index it was imported with; and,
+    when it is painted (a colour attribute), each cell's colour, one per cell in C order."""
     evaluated = obj.evaluated_get(depsgraph)
     mesh = evaluated.to_mesh()
     try:
         index = _attribute(mesh, VOXEL_ATTRIBUTE, np.int32)
         centres = np.empty(len(mesh.polygons) * 3, np.float32)
         mesh.polygons.foreach_get("center", centres)
+        face_colours = _face_colours(mesh)
     finally:
         evaluated.to_mesh_clear()
-    grid, outside = geometry.grid_from_faces(index, centres.reshape(-1, 3))
+    grid, outside, cell_colours = geometry.grid_from_faces(index, centres.reshape(-1, 3), face_colours)
     if outside:  # the grid cannot hold them: refused rather than reconstructed without them
         cubes = outside + int(grid.sum())
         raise SourceError(f"'{obj.name}': {outside} of {cubes} voxel cubes lie outside its 32³ box (moved or scaled "
                           "in Edit Mode or by a modifier); scale the object in Object Mode instead, or move them back")
-    return grid
+    return grid, cell_colours
+
+
+def _face_colours(mesh: bpy.types.Mesh) -> np.ndarray | None:
+    """Each face's colour (F, 3) uint8 sRGB, the mean of its corners' (per point or per corner, as painted);
+    None without a colour attribute."""
+    per_vertex, per_corner = _colours(mesh, len(mesh.vertices))
+    if per_vertex is None:
+        return None
+    if per_corner is None:
+        corner_vertex = np.empty(len(mesh.loops), np.int32)
+        mesh.loops.foreach_get("vertex_index", corner_vertex)
+        per_corner = per_vertex[corner_vertex]
+    sizes = np.empty(len(mesh.polygons), np.int32)
+    mesh.polygons.foreach_get("loop_total", sizes)
+    face_of_corner = np.repeat(np.arange(len(sizes)), sizes)  # loops are stored face after face
+    sums = np.stack([np.bincount(face_of_corner, weights=per_corner[:, c], minlength=len(sizes))
+                     for c in range(3)], axis=1)
+    return np.rint(sums / np.maximum(sizes, 1)[:, None]).astype(np.uint8)
 
 
 def _positions(mesh: bpy.types.Mesh) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .binvox import pool_grid, read_binvox
-from .colours import ColourSource, colour_source
+from .colours import ColourSource, colour_source, unit_colours
 from .errors import InputError
 from .geometry import CHUNK_ROWS, unit_cube_frame
 from .meshio import (
@@ -368,7 +368,7 @@ def prepare_for_network(config: ModelConfig, modality: str, source: PathOrArray,
     Point clouds: a global (ONet) encoder gets exactly its n_input_points (or `input_points`); a local
     (ConvONet) one every point up to `input_points`, by default up to MAX_LOCAL_INPUT_POINTS. Images:
     the network's image_size. Voxels: the 32^3 grid as it is. `colours`: one per point of a cloud given as an
-    array (a file's own colours are read with it)."""
+    array (a file's own colours are read with it), or one per cell of a voxel grid."""
     from .config import MAX_LOCAL_INPUT_POINTS
 
     if modality == "pointcloud":
@@ -385,7 +385,7 @@ def prepare_for_network(config: ModelConfig, modality: str, source: PathOrArray,
     if modality == "image":
         return prepare_image(source, size=config.image_size)
     if modality == "voxels":
-        return prepare_voxels(source)
+        return prepare_voxels(source, colours=colours)
     raise InputError(f"unknown modality {modality!r}; choose one of image, pointcloud, voxels")
 
 
@@ -393,11 +393,13 @@ def prepare_for_network(config: ModelConfig, modality: str, source: PathOrArray,
 # Voxels
 
 
-def prepare_voxels(voxels: PathOrArray) -> PreparedInput:
+def prepare_voxels(voxels: PathOrArray, colours: np.ndarray | None = None) -> PreparedInput:
     """A 32^3 occupancy grid from `.binvox`, `.npy`, a mesh file (voxelised) or an array [x, y, z]; a finer
     cube whose side is a multiple of 32 is pooled to 32^3 (binvox.pool_grid).
 
     Voxel (i, j, k) covers [-0.5 + i/32, -0.5 + (i+1)/32] (and likewise for j, k) in the unit cube.
+    `colours`: one per cell of the grid as given, in C order ((side^3, 3) or (side, side, side, 3)); the filled
+    cells' colours colour the result (a pooled cell takes its filled fine cells' mean).
     """
     loc, scale = np.zeros(3), 1.0
     if isinstance(voxels, np.ndarray):
@@ -425,9 +427,35 @@ def prepare_voxels(voxels: PathOrArray) -> PreparedInput:
     grid = np.asarray(grid)
     if grid.dtype != bool and grid.size and not np.isfinite(grid).all():
         raise InputError(f"{name}: the voxel grid holds non-finite values")
+    coloured = None if colours is None else _cell_colours(grid, colours, name, loc, float(scale))
     grid = pool_grid(grid, VOXEL_RESOLUTION, name)
     occupancy = grid.astype(bool) if grid.dtype == bool else grid >= 0.5
-    return PreparedInput("voxels", occupancy.astype(np.float32), np.asarray(loc, dtype=np.float64), float(scale))
+    return PreparedInput("voxels", occupancy.astype(np.float32), np.asarray(loc, dtype=np.float64), float(scale),
+                         colours=coloured)
+
+
+def _cell_colours(grid: np.ndarray, colours: np.ndarray, name: str, loc: np.ndarray,
+                  scale: float) -> ColourSource | None:
+    """The colour source of a voxel grid: its filled cells' centres (in the source's frame) with their colours,
+    one per cell of `grid` in C order. Cells pooled into one (a finer grid) share their filled cells' mean."""
+    if grid.ndim != 3 or len(set(grid.shape)) != 1 or grid.shape[0] % VOXEL_RESOLUTION:
+        pool_grid(grid, VOXEL_RESOLUTION, name)  # says what is wrong with the grid
+    values = unit_colours(np.asarray(colours).reshape(-1, np.asarray(colours).shape[-1]), name)
+    if len(values) != grid.size:
+        raise InputError(f"{name}: {len(values):,} colours for a grid of {grid.size:,} cells; give one per cell "
+                         "(C order)")
+    filled = np.flatnonzero(grid.astype(bool) if grid.dtype == bool else grid >= 0.5)
+    f, side = grid.shape[0] // VOXEL_RESOLUTION, VOXEL_RESOLUTION
+    # Sum the filled fine cells' colours into their coarse cell, and count them.
+    coarse = np.stack(np.unravel_index(filled, grid.shape), axis=1) // f
+    index = np.ravel_multi_index(tuple(coarse.T), (side,) * 3)
+    counts = np.bincount(index, minlength=side ** 3)
+    sums = np.stack([np.bincount(index, weights=values[filled, c], minlength=side ** 3) for c in range(3)], axis=1)
+    cells = np.flatnonzero(counts)
+    if not len(cells):
+        return None
+    centres = (np.stack(np.unravel_index(cells, (side,) * 3), axis=1) + 0.5) / side - 0.5
+    return colour_source(centres * scale + loc, sums[cells] / counts[cells, None], name)
 
 
 def _voxelize_mesh_file(path: Path) -> tuple[np.ndarray, np.ndarray, float]:

@@ -61,15 +61,23 @@ def test_voxel_cubes_are_closed_and_keep_their_cells() -> None:
     vertices, quads, index = geometry.voxel_cubes(cells)
     assert vertices.shape == (16, 3) and quads.shape == (12, 4) and len(index) == 12
     centres = vertices[quads].mean(axis=1)
-    grid, outside = geometry.grid_from_faces(index, centres)
+    grid, outside, _ = geometry.grid_from_faces(index, centres)
     assert grid.sum() == 2 and outside == 0 and grid[31, 5, 7] and grid[0, 0, 0]
     # Where the faces are decides: the cubes squeezed to half size about the box centre move inwards,
     # a cube pushed out of the box is counted, one missing five faces keeps its cell.
-    half, _ = geometry.grid_from_faces(index, centres * 0.5)
+    half, _, _ = geometry.grid_from_faces(index, centres * 0.5)
     assert half.sum() == 2 and half[8, 8, 8] and half[23, 10, 11]
-    pushed, outside = geometry.grid_from_faces(index, centres + np.array([0.0, 0.0, 0.9]))
+    pushed, outside, _ = geometry.grid_from_faces(index, centres + np.array([0.0, 0.0, 0.9]))
     assert pushed.sum() == 1 and outside == 1
     assert geometry.grid_from_faces(index[:1], centres[:1])[0][0, 0, 0]
+    # Painted cubes: each cell takes its faces' mean colour; cells without a cube stay black.
+    face_colours = np.zeros((12, 3), np.uint8)
+    face_colours[:6] = (255, 0, 0)
+    face_colours[6:] = [(0, 0, 200)] * 3 + [(0, 0, 100)] * 3
+    _, _, cell_colours = geometry.grid_from_faces(index, centres, face_colours)
+    assert cell_colours is not None and cell_colours.shape == (32 ** 3, 3)
+    assert tuple(cell_colours[0]) == (255, 0, 0) and tuple(cell_colours[31 * 1024 + 5 * 32 + 7]) == (0, 0, 150)
+    assert int(cell_colours.any(axis=1).sum()) == 2
     edges = np.sort(np.concatenate([quads[:, [i, (i + 1) % 4]] for i in range(4)]), axis=1)
     _, counts = np.unique(edges, axis=0, return_counts=True)
     assert (counts == 2).all()

@@ -128,6 +128,31 @@ def test_a_vertex_painted_mesh_colours_its_surface_samples_result() -> None:
     assert views and all(space.shading.color_type == "VERTEX" for space in views)
 
 
+def test_a_painted_voxel_object_colours_its_result(api: ModuleType, tmp_path: Path) -> None:
+    """A voxel object (a ball imported from .binvox) painted red on its upper faces and blue below, per face
+    corner as Vertex Paint stores it: the voxel network's result is red above and blue below."""
+    from blender_occnet.occnet.binvox import write_binvox
+
+    i, j, k = np.indices((32, 32, 32))
+    write_binvox(tmp_path / "ball.binvox", (i - 15.5) ** 2 + (j - 15.5) ** 2 + (k - 15.5) ** 2 <= 11.5 ** 2,
+                 translate=(-1.0, -1.0, -1.0), scale=2.0)
+    assert bpy.ops.occnet.import_binvox(filepath=str(tmp_path / "ball.binvox")) == {"FINISHED"}
+    ball = bpy.data.objects["ball"]
+    mesh = ball.data
+    attribute = mesh.color_attributes.new("Paint", "BYTE_COLOR", "CORNER")
+    centres = np.empty(len(mesh.polygons) * 3, np.float32)
+    mesh.polygons.foreach_get("center", centres)
+    world_z = (centres.reshape(-1, 3) @ np.array(ball.matrix_world)[:3, :3].T)[:, 2] + ball.matrix_world[2][3]
+    sizes = np.empty(len(mesh.polygons), np.int32)
+    mesh.polygons.foreach_get("loop_total", sizes)
+    rgba = np.where(np.repeat(world_z, sizes)[:, None] > 0, [1.0, 0.0, 0.0, 1.0], [0.0, 0.0, 1.0, 1.0])
+    attribute.data.foreach_set("color_srgb", rgba.astype(np.float32).ravel())
+    mesh.color_attributes.active_color = attribute
+    result = api.reconstruct(ball, weights=str(REPO / "blender_occnet" / "weights" / "voxels.safetensors"),
+                             resolution=64)
+    assert_red_above_blue_below(result, margin=0.15)
+
+
 def render(scene: bpy.types.Scene, target: Vector, distance: float, path: Path) -> np.ndarray:
     """A 96-pixel render looking at `target` from the front (-y), as RGB rows top first."""
     camera = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))

@@ -159,3 +159,42 @@ def test_bad_colour_inputs_get_one_line_saying_what_to_do(tmp_path: Path, capsys
         assert cli_main(["reconstruct", str(tmp_path / name), "-o", str(tmp_path / "x.obj"), "--quiet"]) == 1
         error = capsys.readouterr().err.strip()
         assert error.startswith("error: ") and says in error and "\n" not in error, error
+
+
+def half_red_ball_grid(side: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """A ball of filled voxels and one colour per cell in C order: red in the upper half (z), blue below."""
+    centre = (side - 1) / 2
+    i, j, k = np.indices((side,) * 3)
+    grid = (i - centre) ** 2 + (j - centre) ** 2 + (k - centre) ** 2 <= (0.36 * side) ** 2
+    colours = np.where((k >= side // 2).reshape(-1, 1), RED, BLUE).astype(np.uint8)
+    return grid, colours
+
+
+@pytest.mark.parametrize("side", [32, 64])
+def test_a_voxel_grid_s_cell_colours_colour_the_result(side: int) -> None:
+    """Colours per cell of a voxel grid (a painted voxel object's) colour the bundled voxel network's result: the
+    red upper half's vertices red. A 64^3 grid is pooled to 32^3, its cells' colours with it."""
+    from blender_occnet.occnet.checkpoints import load_weights
+    from blender_occnet.occnet.generation import ExtractionSettings, Reconstructor
+    from blender_occnet.occnet.preprocess import prepare_for_network
+
+    weights = load_weights(Path(__file__).parents[2] / "blender_occnet" / "weights" / "voxels.safetensors")
+    grid, colours = half_red_ball_grid(side)
+    prepared = prepare_for_network(weights.config, "voxels", grid, colours=colours)
+    assert prepared.colours is not None and len(prepared.colours.points) == int(prepared.array.sum())
+    mesh = Reconstructor(weights, "cpu").encode(prepared).extract(ExtractionSettings(threshold=weights.threshold,
+                                                                                     resolution=64))
+    assert mesh.colours is not None
+    assert_red_above_blue_below(mesh.vertices, mesh.colours)
+    plain = Reconstructor(weights, "cpu").encode(prepare_for_network(weights.config, "voxels", grid)).extract(
+        ExtractionSettings(threshold=weights.threshold, resolution=32))
+    assert plain.colours is None
+
+
+def test_the_messages_carry_a_voxel_grid_s_cell_colours() -> None:
+    grid, colours = half_red_ball_grid()
+    request = messages.Reconstruct(modality="voxels", input=grid.astype(np.uint8), point_colours=colours)
+    again = messages.Reconstruct.from_frame(*request.to_frame())
+    assert again.point_colours is not None and np.array_equal(again.point_colours, colours)
+    with pytest.raises(messages.FieldError, match="one per cell: 100 for 32,768 cells"):
+        messages.Reconstruct(modality="voxels", input=grid.astype(np.uint8), point_colours=colours[:100])
