@@ -125,7 +125,12 @@ def _cmd_reconstruct(args: argparse.Namespace) -> int:
         for warning in input_warnings(mesh.stats):
             print(f"warning: {warning}")
         if mesh.colours is not None:
-            print(f"vertex colours from the input's ({output.suffix} holds them; --no-colours leaves them out)"
+            origin = "the input's"
+            if "image_view_azimuth" in mesh.stats:  # image_colours.py: the view its outline matches best
+                origin = (f"the image, seen from azimuth {mesh.stats['image_view_azimuth']:.0f}° and elevation "
+                          f"{mesh.stats['image_view_elevation']:.0f}° (outline overlap "
+                          f"{mesh.stats['image_view_overlap']:.0%}; the side it hides takes the nearest seen colours)")
+            print(f"vertex colours from {origin} ({output.suffix} holds them; --no-colours leaves them out)"
                   if output.suffix.lower() in COLOUR_OUTPUT_SUFFIXES else
                   f"the input's colours are not written: {output.suffix} has no vertex colours (use .ply, .obj or "
                   ".glb to keep them)")

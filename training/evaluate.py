@@ -53,7 +53,7 @@ def evaluate(weights_path: str | Path, data: str | Path, split: str = "test", re
                            cache=False, image_size=weights.config.image_size,
                            **_scan_options(scan, weights.modality))
     settings = ExtractionSettings(threshold=weights.threshold, resolution=resolution,
-                                  resolution_0=coarse_resolution(resolution), refine_steps=refine_steps)
+                                  resolution_0=coarse_resolution(resolution), refine_steps=refine_steps, colours=False)
     per_category: dict[str, list[dict[str, float]]] = defaultdict(list)
     seen: dict[str, int] = defaultdict(int)
     started = time.perf_counter()

@@ -39,11 +39,11 @@ from typing import Any
 
 import numpy as np
 
+# The camera: defined where the image colouring finds it again (a view of a reconstruction from one image).
+from blender_occnet.occnet.image_colours import ELEVATION_DEGREES, FOV_DEGREES, FRAME_MARGIN
+
 ENGINES = ("CYCLES", "BLENDER_WORKBENCH")
 IMAGE_FOLDER = "img_choy2016"
-FOV_DEGREES = 35.0
-ELEVATION_DEGREES = (-20.0, 40.0)
-FRAME_MARGIN = 1.08  # the bounding sphere's silhouette spans 1/1.08 of the frame: the border stays background
 GREY = 0.6  # linear albedo of the object in Cycles
 WORKBENCH_GREY = 0.8  # Workbench's studio light is dimmer
 JPEG_QUALITY = 92

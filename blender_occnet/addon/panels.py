@@ -50,7 +50,9 @@ class OCCNET_PT_main(bpy.types.Panel):
         if kind in ("SURFACE", "VERTICES"):
             column.prop(settings, "fit")
             column.prop(settings, "input_points")
-        if obj is not None and kind in ("SURFACE", "VERTICES", "VOXELIZE"):
+        if kind == "IMAGE":  # the image's colours, projected from the view its outline matches
+            column.prop(settings, "colours", text="Colours from the image")
+        elif obj is not None and kind in ("SURFACE", "VERTICES", "VOXELIZE", "VOXELS"):
             attribute = scene_io.colour_attribute(obj.data)
             row = column.row()
             row.enabled = attribute is not None  # nothing to take: said, not hidden

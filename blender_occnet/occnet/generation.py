@@ -21,10 +21,11 @@ import numpy as np
 import torch
 
 from .checkpoints import Weights
-from .colours import vertex_colours
+from .colours import ColourSource, vertex_colours
 from .errors import Cancelled, GenerationError, InputError
 from .fitting import FitRefused, FitSettings, Observation, fit_features, project_onto_points, should_fit
 from .frames import orient
+from .image_colours import image_colour_source
 from .meshing import extract_mesh
 from .mise import MISE, ValueStore
 from .model import ConvolutionalOccupancyNetwork, encoding_is_finite, fixed_decoder
@@ -234,6 +235,8 @@ class EncodedShape:
         self.store = ValueStore(STORE_RESOLUTION)
         self.encode_seconds = 0.0
         self.fit_stats: dict[str, float | int] = {}  # what fitting did (fitting.fit_features); empty: no fit
+        # An image's colours on the first mesh extracted from it (image_colours.py), kept for every later one.
+        self._picture_source: tuple[ColourSource | None, dict[str, float]] | None = None
 
     # -- evaluation ---------------------------------------------------------------------------
 
@@ -309,18 +312,34 @@ class EncodedShape:
 
         colours = None
         if self.prepared is not None:
+            network_vertices = vertices
             vertices = self.prepared.to_source(vertices)
             normals = None if normals is None else self.prepared.directions_to_source(normals)
-            if settings.colours and self.prepared.colours is not None:
+            if settings.colours and (self.prepared.colours is not None or self.prepared.picture is not None):
                 # In the source's frame, where the input's colours are: after every step that moves a vertex, so
                 # that a live re-extraction colours its new vertices from the same input.
                 t = time.perf_counter()
                 report("colouring", 0.0)
-                colours = vertex_colours(vertices, self.prepared.colours)
+                source = self.prepared.colours or self._picture_colours(network_vertices, faces, vertices, stats)
+                if source is not None:
+                    colours = vertex_colours(vertices, source)
                 stats["seconds_colours"] = _since(t)
         stats.update(vertices=len(vertices), faces=len(faces), seconds_total=_since(started))
         report("done", 1.0)
         return MeshResult(vertices.astype(np.float32), faces.astype(np.int32), normals, stats, colours)
+
+    def _picture_colours(self, network_vertices: np.ndarray, faces: np.ndarray, vertices: np.ndarray,
+                         stats: dict[str, float | int]) -> ColourSource | None:
+        """The colour source an image gives this shape: found on the first mesh with faces, then kept."""
+        if self._picture_source is None:
+            if self.prepared is None or self.prepared.picture is None or not len(faces):
+                return None
+            source, view = image_colour_source(network_vertices, faces, self.prepared.picture, vertices)
+            self._picture_source = source, {"image_view_azimuth": round(math.degrees(view.azimuth) % 360, 1),
+                                            "image_view_elevation": round(math.degrees(view.elevation), 1),
+                                            "image_view_overlap": round(view.overlap, 3)}
+        stats.update(self._picture_source[1])
+        return self._picture_source[0]
 
     def _evaluate_grid(self, settings: ExtractionSettings, report: ProgressFn,
                        should_cancel: CancelFn | None) -> tuple[np.ndarray, MISE]:

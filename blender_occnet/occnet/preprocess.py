@@ -17,6 +17,7 @@ from .binvox import pool_grid, read_binvox
 from .colours import ColourSource, colour_source, unit_colours
 from .errors import InputError
 from .geometry import CHUNK_ROWS, unit_cube_frame
+from .image_colours import PICTURE_SIDE, Picture
 from .meshio import (
     MESH_SUFFIXES,
     MeshData,
@@ -60,6 +61,9 @@ class PreparedInput:
     colours: ColourSource | None = None
     # The normals a scan came with, in the source's frame (point_normals.py): they orient the winding guide.
     normals: NormalSource | None = None
+    # An image's crop around the object, as the network saw it: the mesh's colours are read from it
+    # (image_colours.py). None when no object could be told from the background.
+    picture: Picture | None = None
 
     def to_source(self, vertices: np.ndarray) -> np.ndarray:
         """Unit-cube coordinates of the network's frame -> the source's coordinates."""
@@ -120,10 +124,20 @@ def prepare_image(image: PathOrArray, size: int = IMAGE_SIZE, object_fraction: f
     square[top:top + h, left:left + w] = rgb
     from PIL import Image
 
-    resized = Image.fromarray(np.round(square * 255).astype(np.uint8)).resize(
-        (size, size), Image.Resampling.BILINEAR, reducing_gap=None)
+    square_bytes = Image.fromarray(np.round(square * 255).astype(np.uint8))
+    resized = square_bytes.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
     array = np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) / 255.0
-    return PreparedInput("image", np.ascontiguousarray(array), np.zeros(3), 1.0)
+    picture = None
+    if mask is not None and mask.any():
+        # The same crop for the colours (image_colours.py), with which of its pixels are the object.
+        square_mask = np.zeros((side, side), np.uint8)
+        square_mask[top:top + h, left:left + w] = mask[r0:r1, c0:c1] * 255
+        picture_side = min(side, PICTURE_SIDE)
+        picture = Picture(np.asarray(square_bytes.resize((picture_side,) * 2, Image.Resampling.BILINEAR),
+                                     dtype=np.float32) / 255.0,
+                          np.asarray(Image.fromarray(square_mask).resize((picture_side,) * 2,
+                                                                         Image.Resampling.BILINEAR)) >= 128)
+    return PreparedInput("image", np.ascontiguousarray(array), np.zeros(3), 1.0, picture=picture)
 
 
 def _as_rgba(image: PathOrArray, name: str) -> np.ndarray:

@@ -20,9 +20,11 @@ class Layout:
     def __init__(self, calls: list[tuple[str, Any]]):
         self.calls = calls
 
-    def prop(self, data: Any, name: str, **_: Any) -> None:
+    def prop(self, data: Any, name: str, text: str | None = None, **_: Any) -> None:
         assert name in data.bl_rna.properties, f"{type(data).__name__} has no property {name!r}"
         self.calls.append(("prop", name))
+        if text is not None:  # the label it is drawn with, when not the property's own
+            self.calls.append(("prop text", text))
 
     def operator(self, idname: str, **_: Any) -> types.SimpleNamespace:
         module, name = idname.split(".")

@@ -153,6 +153,28 @@ def test_a_painted_voxel_object_colours_its_result(api: ModuleType, tmp_path: Pa
     assert_red_above_blue_below(result, margin=0.15)
 
 
+def test_an_image_colours_its_result_and_the_panel_says_so(api: ModuleType, addon: ModuleType,
+                                                           tmp_path: Path) -> None:
+    """The sofa picture tinted red above and blue below, as an image source: the image network's result is
+    coloured from the picture (the highest vertices red, the lowest blue), and the sidebar offers 'Colours from
+    the image'."""
+    from tests.core.test_image_colours import tinted_sofa
+
+    tinted_sofa(tmp_path / "sofa.png")
+    image = bpy.data.images.load(str(tmp_path / "sofa.png"))
+    settings = bpy.context.scene.occnet
+    settings.source_kind, settings.image = "IMAGE", image
+    bpy.ops.object.select_all(action="DESELECT")
+    bpy.context.view_layer.objects.active = None
+    assert ("prop text", "Colours from the image") in draw(addon.panels.OCCNET_PT_main, bpy.context)
+    result = api.reconstruct(image, weights=str(REPO / "blender_occnet" / "weights" / "image.safetensors"),
+                             resolution=64)
+    height, colours = world_vertices(result)[:, 2], colours_of(result)
+    top, bottom = height > np.quantile(height, 0.9), height < np.quantile(height, 0.1)
+    assert (colours[top, 0] > colours[top, 2]).mean() > 0.85
+    assert (colours[bottom, 2] > colours[bottom, 0]).mean() > 0.85
+
+
 def render(scene: bpy.types.Scene, target: Vector, distance: float, path: Path) -> np.ndarray:
     """A 96-pixel render looking at `target` from the front (-y), as RGB rows top first."""
     camera = bpy.data.objects.new("Camera", bpy.data.cameras.new("Camera"))
