@@ -22,6 +22,7 @@ Open3D comes from requirements/bench.txt (`./dev bench` installs it; never the e
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -36,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from blender_occnet.occnet.checkpoints import load_weights  # noqa: E402
+from blender_occnet.occnet.fitting import FitSettings  # noqa: E402
 from blender_occnet.occnet.generation import ExtractionSettings, Reconstructor  # noqa: E402
 from blender_occnet.occnet.preprocess import prepare_for_network  # noqa: E402
 from training.metrics import SurfaceSample, inside_mesh, iou, sample_mesh, surface_metrics  # noqa: E402
@@ -76,19 +78,25 @@ def test_shapes(splits: list[str], per_category: int) -> list[TestShape]:
 # ------------------------------------------------------------------------------------------ the methods
 
 
-class Network:
-    """The bundled point-cloud weights through the core, as the CLI runs them."""
+BUNDLED = ROOT / "blender_occnet" / "weights" / "pointcloud.safetensors"
 
-    def __init__(self) -> None:
-        self.weights = load_weights(ROOT / "blender_occnet" / "weights" / "pointcloud.safetensors")
+
+class Network:
+    """Point-cloud weights (the bundled ones unless named) through the core, as the CLI runs them."""
+
+    def __init__(self, path: Path = BUNDLED, fit: dict[str, float] | None = None) -> None:
+        self.weights = load_weights(path)
         self.reconstructor = Reconstructor(self.weights, "cpu")
         self.settings = ExtractionSettings(threshold=self.weights.threshold, resolution=128)
+        kinds = {f.name: f.type for f in dataclasses.fields(FitSettings)}
+        self.fit_settings = FitSettings(**{k: int(v) if kinds[k] == "int" else float(v)
+                                           for k, v in (fit or {}).items()})
 
     def method(self, fit: str) -> Method:
         def run(points: np.ndarray) -> tuple[Mesh, dict[str, float]]:
             prepared = prepare_for_network(self.weights.config, "pointcloud", points)
-            mesh = self.reconstructor.encode(prepared, fit=fit, fit_threshold=self.settings.threshold).extract(
-                self.settings)
+            mesh = self.reconstructor.encode(prepared, fit=fit, fit_settings=self.fit_settings,
+                                             fit_threshold=self.settings.threshold).extract(self.settings)
             return (mesh.vertices, mesh.faces), {"seconds_fit": float(mesh.stats.get("seconds_fit", 0.0)),
                                                  "seconds_extract": float(mesh.stats["seconds_total"])}
 
@@ -317,6 +325,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write every row here")
     parser.add_argument("--pictures", type=Path, help="write one picture per shape and count here")
     parser.add_argument("--quick", action="store_true", help="1 shape per category, 300 and 3,000 points")
+    parser.add_argument("--weights", action="append", default=[], metavar="LABEL=PATH[@FIELD=VALUE,...]",
+                        help="other point-cloud weights beside the bundled ones, as methods network_LABEL and "
+                             "fitted_LABEL (after @: their fit's settings, occnet.fitting.FitSettings fields, "
+                             "e.g. @upsample=1,learning_rate=0.01)")
     args = parser.parse_args(argv)
     if args.quick:
         args.per_category, args.counts = 1, "300,3000"
@@ -332,6 +344,13 @@ def main(argv: list[str] | None = None) -> int:
     available: dict[str, Method] = {"network": network.method("off"), "fitted": network.method("on"),
                                     "poisson": poisson, "points_to_volume": points_to_volume}
     methods = {name: available[name] for name in args.methods.split(",")}
+    for entry in args.weights:  # each beside the bundled weights' own methods, in the same run
+        label, _, where = entry.partition("=")
+        path, _, fit = where.partition("@")
+        other = Network(Path(path), dict(pair.split("=") for pair in fit.split(",")) if fit else None)
+        for fit in ("network", "fitted"):
+            if fit in methods:
+                methods[f"{fit}_{label}"] = other.method("off" if fit == "network" else "on")
     shapes = test_shapes(args.splits.split(","), args.per_category)
     rows = run(shapes, [int(c) for c in args.counts.split(",")], methods, args.pictures)
     print(summarise(rows))
