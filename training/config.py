@@ -34,7 +34,7 @@ class DataConfig:
     # step alike), so a local model learns sparse and dense clouds; None: always the model's n_input_points.
     input_points_range: list[int] | None = None
     voxel_shift: float = 0.0  # voxels: share of training grids moved by whole cells within their free room
-    scan_like: float = 0.0  # point clouds: share of training inputs degraded as scans are (training/scans.py)
+    scan_like: float = 0.0  # share of training inputs degraded as scans are: clouds, voxel grids (scans.py)
     val_points: int = 20000  # points of points.npz used for validation IoU per shape
     val_shapes: int = 200  # at most this many validation shapes (0: all)
     cache: bool = True  # keep loaded files in memory

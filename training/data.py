@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ import yaml
 from blender_occnet.occnet.errors import InputError
 from blender_occnet.occnet.preprocess import prepare_image, prepare_pointcloud, prepare_voxels
 
-from .scans import ScanSettings, scan_like
+from .scans import ScanSettings, scan_like, voxel_scan
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +94,7 @@ class ShapeDataset:
                  pointcloud_noise: float = 0.0, cache: bool = True, limit: int = 0, image_size: int = 224,
                  voxel_shift: float = 0.0, scan_like: float = 0.0, scan_settings: ScanSettings | None = None):
         self.modality = modality
-        self.scan_like = scan_like  # point clouds: share of inputs degraded as a scan is (training/scans.py)
+        self.scan_like = scan_like  # share of inputs (clouds, voxel grids) made as from a scan (training/scans.py)
         self.scan_settings = scan_settings or ScanSettings()
         self.voxel_shift = voxel_shift
         self.points_per_shape = points_per_shape
@@ -218,7 +218,13 @@ class ShapeDataset:
             return prepare_pointcloud(surface, n_points=n_input_points, seed=int(rng.integers(2**31)),
                                       noise_std=self.pointcloud_noise)
         if self.modality == "voxels":
-            return self._load(model.folder / "model.binvox", "voxels")
+            solid = self._load(model.folder / "model.binvox", "voxels")
+            if self.scan_like and rng.random() < self.scan_like:  # the grid a voxelised scan gives (scans.py)
+                points, normals = self._load(model.folder / "pointcloud.npz", "surface_normals")
+                scan = scan_like(points, normals, rng, self.scan_settings)
+                grid = voxel_scan(scan, solid.loc, solid.scale, solid.array.shape[0], rng)
+                return replace(solid, array=grid) if grid.any() else solid
+            return solid
         views = sorted(p for p in (model.folder / "img_choy2016").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
         if not views:
             raise InputError("no rendered views")

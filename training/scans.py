@@ -65,3 +65,25 @@ def scan_like(points: np.ndarray, normals: np.ndarray, rng: np.random.Generator,
         count = int(rng.integers(1, max(2, int(settings.outlier_share * len(scan)) + 1)))
         scan = np.concatenate([scan, rng.uniform(-0.55, 0.55, size=(count, 3))])
     return scan
+
+
+# Voxel grids made from scans (issue 23 item 2): a user voxelises a scan's points or its reconstructed mesh, and gets
+# the cells the surface passes through (an open shell where the scan has gaps), or those filled in where the shell
+# closes. Half of them filled, as a solid voxeliser leaves a closed shell.
+VOXEL_SCAN_FILLED = 0.5
+
+
+def voxel_scan(scan: np.ndarray, loc: np.ndarray, scale: float, resolution: int, rng: np.random.Generator,
+               filled: float = VOXEL_SCAN_FILLED) -> np.ndarray:
+    """A scan-like cloud (the dataset's frame) -> the (R, R, R) float32 grid of the cells it passes through in the
+    box that `loc` and `scale` give (a shape's model.binvox box), filled inside where that shell closes with
+    probability `filled`. Points outside the box are left out (a stray point there is not a voxel)."""
+    cells = np.floor(((scan - loc) / scale + 0.5) * resolution).astype(np.int64)
+    cells = cells[((cells >= 0) & (cells < resolution)).all(axis=1)]
+    grid = np.zeros((resolution,) * 3, dtype=bool)
+    grid[tuple(cells.T)] = True
+    if rng.random() < filled:
+        from scipy.ndimage import binary_fill_holes
+
+        grid = binary_fill_holes(grid)
+    return grid.astype(np.float32)

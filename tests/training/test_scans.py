@@ -90,3 +90,32 @@ def test_the_partial_evaluation_scan_sees_one_side_and_evaluate_scores_it(tmp_pa
                        progress=False, scan="partial")
     assert partial["scan"] == "partial" and "scan" not in whole
     assert partial["mean"]["iou"] != whole["mean"]["iou"]  # other inputs, another reconstruction
+
+
+def test_a_voxelised_scan_is_its_surface_s_cells_filled_where_the_shell_closes(tiny_dataset: Path) -> None:
+    """A sphere's dense surface voxelised: the shell lies on the solid's boundary and, filled, is that solid; a
+    one-sided scan's shell stays open (nothing to fill). A dataset's voxel inputs are made so with scan_like."""
+    from training.scans import voxel_scan
+
+    points, normals = sphere(60_000)
+    points, loc, scale = points * 0.6, np.zeros(3), 1.0  # radius 0.3 in the unit box
+    centres = (np.indices((32, 32, 32)).reshape(3, -1).T + 0.5) / 32 - 0.5
+    truth = (np.linalg.norm(centres, axis=1) <= 0.3).reshape(32, 32, 32)
+    rng = np.random.default_rng(0)
+    shell = voxel_scan(points, loc, scale, 32, rng, filled=0.0).astype(bool)
+    filled = voxel_scan(points, loc, scale, 32, rng, filled=1.0).astype(bool)
+    assert filled.sum() > 2 * shell.sum() and (shell & ~filled).sum() == 0  # the inside came in
+    # Every cell the surface passes through counts, so the grid is the solid and its boundary's outer half.
+    assert (truth & ~filled).sum() == 0 and (filled & truth).sum() / (filled | truth).sum() > 0.75
+    partial = scan_like(points, normals, rng, ScanSettings(partial=1.0, views=(1, 1), uneven=0, holes=0,
+                                                           outliers=0, noise=(0, 0)))
+    open_shell = voxel_scan(partial, loc, scale, 32, rng, filled=1.0)
+    assert 0 < open_shell.sum() < 0.7 * shell.sum()
+    outside = voxel_scan(np.array([[0.9, 0.0, 0.0], [0.0, 0.0, 0.0]]), loc, scale, 32, rng, filled=0.0)
+    assert outside.sum() == 1  # a point outside the box is no voxel
+
+    voxels = ShapeDataset(tiny_dataset, "train", "voxels", scan_like=1.0)
+    plain = ShapeDataset(tiny_dataset, "train", "voxels")
+    made, original = voxels.item(0, np.random.default_rng(3)), plain.item(0, np.random.default_rng(3))
+    assert made["inputs"].shape == (32, 32, 32) and not np.array_equal(made["inputs"], original["inputs"])
+    assert set(np.unique(made["inputs"])) <= {0.0, 1.0} and made["occ"].shape == original["occ"].shape
