@@ -222,7 +222,8 @@ class ShapeDataset:
             if self.scan_like and rng.random() < self.scan_like:  # the grid a voxelised scan gives (scans.py)
                 points, normals = self._load(model.folder / "pointcloud.npz", "surface_normals")
                 scan = scan_like(points, normals, rng, self.scan_settings)
-                grid = voxel_scan(scan, solid.loc, solid.scale, solid.array.shape[0], rng)
+                grid = voxel_scan(scan, solid.loc, solid.scale, solid.array.shape[0], rng,
+                                  self.scan_settings.filled)
                 return replace(solid, array=grid) if grid.any() else solid
             return solid
         views = sorted(p for p in (model.folder / "img_choy2016").iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)

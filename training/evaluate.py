@@ -94,8 +94,8 @@ def _scan_options(scan: str, modality: str) -> dict[str, Any]:
         return {}
     if scan not in EVALUATION_SCANS:
         raise InputError(f"unknown scan {scan!r}; choose from {', '.join(EVALUATION_SCANS)}")
-    if modality != "pointcloud":
-        raise InputError(f"--scan {scan} is for point-cloud weights; these take {modality}")
+    if modality == "image":
+        raise InputError(f"--scan {scan} is for point-cloud and voxel weights; these take images")
     return {"scan_like": 1.0, "scan_settings": EVALUATION_SCANS[scan]}
 
 
@@ -183,8 +183,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="how the dataset's shapes stand: this project's (its own and prepared data) or "
                              "ShapeNetCore v1's (the authors' preprocessed ShapeNet)")
     parser.add_argument("--scan", choices=tuple(EVALUATION_SCANS), default="",
-                        help="point clouds: score inputs as a scanner gives them ('partial': the points seen "
-                             "from one direction) instead of the whole surface")
+                        help="point clouds and voxels: score inputs as a scanner gives them ('partial': the points "
+                             "seen from one direction, or the voxels they pass through) instead of the whole surface")
     parser.add_argument("--json", help="also write the report as JSON to this file")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)

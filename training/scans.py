@@ -24,12 +24,14 @@ class ScanSettings:
     outliers: float = 0.3  # chance of stray points, up to `outlier_share` of the cloud, anywhere in the box
     outlier_share: float = 0.01
     noise: tuple[float, float] = (0.0, 0.01)  # Gaussian noise's sigma, drawn uniformly, of the shape's size
+    filled: float = 0.5  # voxel grids (voxel_scan): chance that a closed shell is filled inside, as a solid voxeliser
 
 
 # What training.evaluate --scan measures: the points seen from one direction (as ConvONet's partial model is
-# scored), with ONet's 0.005 input noise and nothing else.
+# scored), with ONet's 0.005 input noise and nothing else; for voxel weights, the cells those points pass through.
 EVALUATION_SCANS = {
-    "partial": ScanSettings(partial=1.0, views=(1, 1), uneven=0.0, holes=0.0, outliers=0.0, noise=(0.005, 0.005)),
+    "partial": ScanSettings(partial=1.0, views=(1, 1), uneven=0.0, holes=0.0, outliers=0.0, noise=(0.005, 0.005),
+                            filled=0.0),
 }
 
 
@@ -69,12 +71,11 @@ def scan_like(points: np.ndarray, normals: np.ndarray, rng: np.random.Generator,
 
 # Voxel grids made from scans (issue 23 item 2): a user voxelises a scan's points or its reconstructed mesh, and gets
 # the cells the surface passes through (an open shell where the scan has gaps), or those filled in where the shell
-# closes. Half of them filled, as a solid voxeliser leaves a closed shell.
-VOXEL_SCAN_FILLED = 0.5
+# closes (ScanSettings.filled).
 
 
 def voxel_scan(scan: np.ndarray, loc: np.ndarray, scale: float, resolution: int, rng: np.random.Generator,
-               filled: float = VOXEL_SCAN_FILLED) -> np.ndarray:
+               filled: float = ScanSettings.filled) -> np.ndarray:
     """A scan-like cloud (the dataset's frame) -> the (R, R, R) float32 grid of the cells it passes through in the
     box that `loc` and `scale` give (a shape's model.binvox box), filled inside where that shell closes with
     probability `filled`. Points outside the box are left out (a stray point there is not a voxel)."""

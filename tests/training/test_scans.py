@@ -119,3 +119,10 @@ def test_a_voxelised_scan_is_its_surface_s_cells_filled_where_the_shell_closes(t
     made, original = voxels.item(0, np.random.default_rng(3)), plain.item(0, np.random.default_rng(3))
     assert made["inputs"].shape == (32, 32, 32) and not np.array_equal(made["inputs"], original["inputs"])
     assert set(np.unique(made["inputs"])) <= {0.0, 1.0} and made["occ"].shape == original["occ"].shape
+
+
+def test_evaluate_scores_voxel_weights_on_the_grid_of_a_one_sided_scan(tiny_dataset: Path) -> None:
+    weights = Path(__file__).parents[2] / "blender_occnet" / "weights" / "voxels.safetensors"
+    whole = evaluate(weights, tiny_dataset, resolution=32, surface_samples=2000, progress=False)
+    partial = evaluate(weights, tiny_dataset, resolution=32, surface_samples=2000, progress=False, scan="partial")
+    assert partial["scan"] == "partial" and partial["mean"]["iou"] < whole["mean"]["iou"]  # half a shell
