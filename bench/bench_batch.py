@@ -1,7 +1,7 @@
 """Many small clouds: one `reconstruct FOLDER -o OUT` (the network loaded once) against one `reconstruct` call per
 cloud, side by side in one run, and `--jobs 2` beside them.
 
-    python bench/bench_batch.py [--count 100] [--resolution 32]
+    python bench/bench_batch.py [--count 100] [--rounds 5] [--resolution 32]
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def clouds(folder: Path, count: int) -> list[Path]:
-    """Noisy ellipsoids and boxes of 2,000 points, as .xyz files."""
-    rng = np.random.default_rng(0)
+def clouds(folder: Path, count: int, first: int = 0) -> list[Path]:
+    """Noisy ellipsoids and boxes of 2,000 points, as .xyz files (numbered from `first`, each its own draw)."""
     paths = []
-    for i in range(count):
+    for i in range(first, first + count):
+        rng = np.random.default_rng(i)
         d = rng.normal(size=(2000, 3))
         if i % 2:
             d /= np.linalg.norm(d, axis=1, keepdims=True)
@@ -45,27 +45,36 @@ def timed(command: list[str]) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=5,
+                        help="the clouds split into this many folders, each run all three ways in turn, so that a "
+                             "machine whose load drifts weighs on the three alike")
     parser.add_argument("--resolution", default="32")
     parser.add_argument("--quick", action="store_true", help="10 clouds")
     args = parser.parse_args()
     if args.quick:
-        args.count = 10
+        args.count, args.rounds = 10, 1
     cli = [sys.executable, "-m", "blender_occnet", "reconstruct"]
+    seconds = {"single": 0.0, "folder": 0.0, "jobs": 0.0}
     with tempfile.TemporaryDirectory() as folder:
-        inputs = Path(folder) / "in"
-        inputs.mkdir()
-        paths = clouds(inputs, args.count)
-        (Path(folder) / "single").mkdir()
-        one_by_one = sum(timed([*cli, str(p), "-o", str(Path(folder) / "single" / f"{p.stem}.obj"),
-                                "--resolution", args.resolution, "--quiet"]) for p in paths)
-        batch = timed([*cli, str(inputs), "-o", str(Path(folder) / "batch"), "--resolution", args.resolution,
-                       "--quiet"])
-        jobs = timed([*cli, str(inputs), "-o", str(Path(folder) / "jobs"), "--resolution", args.resolution,
-                      "--quiet", "--jobs", "2"])
-    print(f"{args.count} clouds of 2,000 points, {args.resolution} cells:")
-    print(f"  one reconstruct call each  {one_by_one:7.1f} s")
-    print(f"  one call for the folder    {batch:7.1f} s  ({one_by_one / batch:.1f}x faster)")
-    print(f"  the folder with --jobs 2   {jobs:7.1f} s  ({one_by_one / jobs:.1f}x faster)")
+        root = Path(folder)
+        for round_ in range(args.rounds):
+            inputs = root / f"in{round_}"
+            inputs.mkdir()
+            paths = clouds(inputs, args.count // args.rounds, first=round_ * (args.count // args.rounds))
+            out = {name: root / f"{name}{round_}" for name in seconds}
+            out["single"].mkdir()
+            seconds["single"] += sum(timed([*cli, str(p), "-o", str(out["single"] / f"{p.stem}.obj"),
+                                            "--resolution", args.resolution, "--quiet"]) for p in paths)
+            seconds["folder"] += timed([*cli, str(inputs), "-o", str(out["folder"]), "--resolution",
+                                        args.resolution, "--quiet"])
+            seconds["jobs"] += timed([*cli, str(inputs), "-o", str(out["jobs"]), "--resolution", args.resolution,
+                                      "--quiet", "--jobs", "2"])
+    count = args.count // args.rounds * args.rounds
+    print(f"{count} clouds of 2,000 points, {args.resolution} cells, in {args.rounds} rounds:")
+    for name, label in (("single", "one reconstruct call each"), ("folder", "one call for the folder"),
+                        ("jobs", "the folder with --jobs 2")):
+        ratio = "" if name == "single" else f"  ({seconds['single'] / seconds[name]:.1f}x faster)"
+        print(f"  {label:26s} {seconds[name]:7.1f} s{ratio}")
     return 0
 
 
