@@ -924,7 +924,7 @@ def test_a_frame_declaring_more_than_its_kind_may_carry_is_refused_before_its_pa
                "arrays": [["input", "float64", [20_000_000, 3]]]}, 480_000_000,
               "180,000,000 bytes a pointcloud reconstruct request"),
              ({"op": "reconstruct", "id": 13, "modality": "voxels", "weights": "vox",
-               "arrays": [["input", "float64", [64, 64, 64]]]}, 8 * 64 ** 3, "262,144 bytes a voxels reconstruct")]
+               "arrays": [["input", "float64", [64, 64, 64]]]}, 8 * 64 ** 3, "655,360 bytes a voxels reconstruct")]
     for header, payload_len, message in cases:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
             head = json.dumps(header).encode()
