@@ -158,7 +158,7 @@ def loaded(processes: int) -> list[multiprocessing.Process]:
 
 def against_original(cores: int, load_processes: int, rounds: int, n: int, repeats: int) -> int:
     sys.path.insert(0, str(ROOT))
-    from blender_occnet.torch_env import SHORT_SPIN, backend_threads
+    from blender_occnet.common.torch_env import SHORT_SPIN, backend_threads
 
     spin = f"spin{SHORT_SPIN['GOMP_SPINCOUNT']}"
     # Ours as the backend runs it (every core but Blender's) and as the command line does (every core).

@@ -18,7 +18,7 @@ from typing import Any
 
 import bpy
 
-from ..backend_client import (
+from ..common.backend_client import (
     BackendClient,
     BackendCrashed,
     BackendError,
@@ -28,7 +28,7 @@ from ..backend_client import (
     RequestRejected,
     VersionMismatch,
 )
-from ..messages import Cancelled, Progress, Result, input_warnings, job_fraction
+from ..common.messages import Cancelled, Progress, Result, input_warnings, job_fraction
 from . import geometry, router, scene_io
 from .connection import Backend, BackendSettings
 from .geometry import SourceError

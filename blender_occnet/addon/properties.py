@@ -9,8 +9,8 @@ from typing import Any
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-from .. import messages
-from ..user_dirs import user_weights_dir
+from ..common import messages
+from ..common.user_dirs import user_weights_dir
 from . import live, preferences
 
 # The grid sizes the backend accepts (messages.RESOLUTIONS). The time grows with the surface's cells, about 4x

@@ -15,8 +15,8 @@ import subprocess
 import threading
 from typing import Any
 
-from ..backend_client import PACKAGE_DIR
-from ..user_dirs import user_weights_dir
+from ..common.backend_client import PACKAGE_DIR
+from ..common.user_dirs import user_weights_dir
 from .worker import DONE, Cancelled, ProcessJob
 
 CATALOGUE = PACKAGE_DIR / "occnet" / "released_weights.json"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .errors import CheckpointError, InputError
+from ..common.errors import CheckpointError, InputError
 from .families import Architecture, Family
 
 if TYPE_CHECKING:

@@ -11,12 +11,12 @@ from typing import Any
 
 from safetensors import SafetensorError, safe_open
 
-from ..user_dirs import user_weights_dir
+from ..common.errors import CheckpointError
+from ..common.policy import MODALITIES
+from ..common.user_dirs import user_weights_dir
 from .checkpoints import FORMAT_NAME
 from .config import ARCH_MODALITY, ModelConfig
-from .errors import CheckpointError
 from .model import check_size
-from .policy import MODALITIES
 
 BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"
 ENV_DIRS = "OCCNET_WEIGHTS_PATH"  # extra folders, separated by os.pathsep

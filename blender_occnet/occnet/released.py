@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..common.errors import CheckpointError, InputError, OccNetError
 from .config import MAX_WEIGHTS_FILE_BYTES
-from .errors import CheckpointError, InputError, OccNetError
 
 CATALOGUE = Path(__file__).resolve().parent / "released_weights.json"
 ENV_MIRROR = "OCCNET_WEIGHTS_MIRROR"

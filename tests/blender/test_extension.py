@@ -27,7 +27,7 @@ def test_zip_holds_manifest_and_package_at_its_root(extension_zip: Path) -> None
     assert extension_zip.name == "occnet-0.1.0.zip"
     names = zipfile.ZipFile(extension_zip).namelist()
     assert {"blender_manifest.toml", "__init__.py", "addon/__init__.py", "backend/__main__.py",
-            "occnet/binvox.py", "protocol.py"} <= set(names)
+            "common/binvox.py", "common/protocol.py", "addon/api.py"} <= set(names)
     assert not [n for n in names if n.startswith(("training/", "tests/")) or "__pycache__" in n or n.endswith(".pyc")]
 
 
@@ -35,7 +35,7 @@ def test_installed_under_the_extension_id(installed: str) -> None:
     package = Path(sys.modules[installed].__file__ or "").parent
     assert installed == "bl_ext.user_default.occnet" and package.name == "occnet"
     # The backend is started as `python -m occnet.backend` with the repository folder on PYTHONPATH.
-    assert sys.modules[f"{installed}.backend_client"].PACKAGE_DIR == package
+    assert sys.modules[f"{installed}.common.backend_client"].PACKAGE_DIR == package
 
 
 # What the backend needs and Blender's Python lacks: nothing Blender loads may import them, directly or not.
@@ -53,8 +53,8 @@ sys.meta_path.insert(0, Block())
 import bpy
 import blender_occnet
 import blender_occnet.addon as addon
-import blender_occnet.api
-loaded = ["blender_occnet.addon", "blender_occnet.api"]
+from blender_occnet import api
+loaded = ["blender_occnet.addon"]
 for info in pkgutil.walk_packages(addon.__path__, "blender_occnet.addon."):
     importlib.import_module(info.name)
     loaded.append(info.name)
@@ -134,7 +134,7 @@ def test_disabling_mid_reconstruction_stops_it_and_the_backend(installed: str, a
 def test_only_the_session_module_keeps_state() -> None:
     """No add-on module but state.py rebinds a global, nor holds a mutable container at module level: what
     the add-on keeps lives in the session, which unregister() ends."""
-    for path in sorted((REPO / "blender_occnet" / "addon").rglob("*.py")) + [REPO / "blender_occnet" / "api.py"]:
+    for path in sorted((REPO / "blender_occnet" / "addon").rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         rebinds = [node.names for node in ast.walk(tree) if isinstance(node, ast.Global)]
         assert not rebinds or path.name == "state.py", f"{path.name} rebinds {rebinds}"

@@ -1,0 +1,9 @@
+"""What Blender may load: the contract between the add-on and the backend (messages, protocol, the client) and the
+torch-free parts both sides share (policy, geometry, binvox, errors, file writes, user folders, the torch
+environment set before torch loads).
+
+The import rule: modules here import the standard library, numpy and each other only; never torch, safetensors,
+skimage, trimesh, yaml, bpy, nor any other part of this package. The add-on (addon/) imports only from here and
+from itself; the torch side (occnet/, backend/, cli.py) imports from here freely. tests/blender/test_extension.py
+checks both.
+"""
