@@ -7,3 +7,7 @@ skimage, trimesh, yaml, bpy, nor any other part of this package. The add-on (add
 from itself; the torch side (occnet/, backend/, cli.py) imports from here freely. tests/blender/test_extension.py
 checks both.
 """
+
+# The local backend's exit status when torch (or another requirement) is missing in its interpreter: the
+# client tells it apart from a crash. Here (stdlib only) because backend/__main__ checks before importing numpy.
+EXIT_MISSING_PACKAGE = 3

@@ -23,7 +23,7 @@ from typing import IO, Any, ClassVar, TypeVar
 
 import numpy as np
 
-from ..backend import EXIT_MISSING_PACKAGE
+from . import EXIT_MISSING_PACKAGE
 from .messages import (
     PROTOCOL_VERSION,
     Accepted,
