@@ -41,7 +41,7 @@ from blender_occnet.occnet.config import ModelConfig
 from blender_occnet.occnet.generation import ExtractionSettings, Reconstructor
 from blender_occnet.occnet.model import build_model
 from blender_occnet.occnet.preprocess import prepare_for_network
-from blender_occnet.occnet.registry import BUNDLED_DIR
+from blender_occnet.common.weights_catalogue import BUNDLED_DIR
 n, repeats = int(sys.argv[2]), int(sys.argv[3])
 sample = sys.argv[1] + "/blender_occnet/samples/chair_pointcloud.ply"
 torch.manual_seed(0)

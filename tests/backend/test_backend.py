@@ -887,7 +887,8 @@ def test_bad_weights_files_are_listed_as_unusable_and_never_break_a_handshake(tm
 
     from safetensors.torch import save_file
 
-    from blender_occnet.occnet.registry import ENV_DIRS, list_weights
+    from blender_occnet.common.weights_catalogue import ENV_DIRS
+    from blender_occnet.occnet.registry import list_weights
 
     good = json_module.dumps(small_config("onet-voxels").to_dict())
     base = {"format": "blender-occnet-weights", "format_version": "1", "config": good, "modality": "voxels",
