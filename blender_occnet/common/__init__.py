@@ -1,11 +1,12 @@
-"""What Blender may load: the contract between the add-on and the backend (messages, protocol, the client) and the
-torch-free parts both sides share (policy, geometry, binvox, errors, file writes, user folders, the torch
-environment set before torch loads).
+"""What Blender may load: the contract between the add-on and the backend (messages, protocol, the backend
+client) and the torch-free parts both sides share (policy, geometry, binvox, errors, file writes, user folders,
+the shipped architectures' names, where weights are looked for, the torch environment set before torch loads).
 
-The import rule: modules here import the standard library, numpy and each other only; never torch, safetensors,
-skimage, trimesh, yaml, bpy, nor any other part of this package. The add-on (addon/) imports only from here and
-from itself; the torch side (occnet/, backend/, cli.py) imports from here freely. tests/blender/test_extension.py
-checks both.
+The import rule: modules here load the standard library and numpy only, and of this package only each other;
+never torch, safetensors, skimage, trimesh, yaml or bpy (torch_env.apply_to_torch imports torch when the torch
+side calls it). The add-on (addon/) imports only from here and from itself; the torch side (occnet/, backend/,
+cli.py, batch.py) imports from here freely. tests/blender/test_extension.py checks both: by reading every
+import, and by loading every module with the backend's packages blocked.
 """
 
 # The local backend's exit status when torch (or another requirement) is missing in its interpreter: the

@@ -55,9 +55,11 @@ import blender_occnet
 import blender_occnet.addon as addon
 from blender_occnet import api
 loaded = ["blender_occnet.addon"]
-for info in pkgutil.walk_packages(addon.__path__, "blender_occnet.addon."):
-    importlib.import_module(info.name)
-    loaded.append(info.name)
+import blender_occnet.common as common
+for package in (addon, common):
+    for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+        importlib.import_module(info.name)
+        loaded.append(info.name)
 addon.register()
 addon.unregister()
 leaked = sorted(n for n in sys.modules if n.split(".")[0] in BLOCKED)
@@ -67,13 +69,53 @@ print(len(loaded))
 
 
 def test_nothing_blender_loads_imports_the_backend_s_packages() -> None:
-    """Every add-on module and the scripting API are imported (and the add-on registered) in a fresh Python
+    """Every add-on and common/ module and the scripting API are imported (and the add-on registered) in a fresh Python
     where torch and the backend's other packages cannot be imported: a transitive import through any module
     fails here."""
     done = subprocess.run([sys.executable, "-c", _BLOCKED_IMPORTS, ",".join(BACKEND_ONLY)], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert int(done.stdout.split()[-1]) >= 20  # every module under addon/ was imported
+
+
+def package_imports(folder: str, when_loaded: bool = False) -> dict[str, set[str]]:
+    """Each module under blender_occnet/<folder>/ -> every module it imports anywhere in its code (or, with
+    `when_loaded`, outside its functions: what loading it loads), relative imports resolved (`from .. import x`
+    counts as importing blender_occnet.x)."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((REPO / "blender_occnet" / folder).rglob("*.py")):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        package = parts[:-1]  # the package a relative import starts from (an __init__'s own)
+        names = found.setdefault(".".join(parts), set())
+        nodes = list(ast.parse(path.read_text(encoding="utf-8")).body)
+        while nodes:
+            node = nodes.pop()
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = ".".join(package[:len(package) - node.level + 1]) if node.level else ""
+                module = ".".join(filter(None, [base, node.module]))
+                names.update([module] if node.module else [f"{module}.{alias.name}" for alias in node.names])
+            elif not (when_loaded and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))):
+                nodes.extend(ast.iter_child_nodes(node))
+    return found
+
+
+BLENDER_MODULES = {"bpy", "bpy_extras", "mathutils", "bmesh"}
+
+
+def test_the_add_on_imports_only_common_and_itself() -> None:
+    """The rule the folders state: of this package the add-on imports only common/ and itself, and common/
+    only itself; loading either loads, beyond the standard library, only numpy (and Blender's modules in the
+    add-on). (Only the torch side calls common/torch_env.apply_to_torch, which imports torch when called.)"""
+    assert "blender_occnet.common.messages" in package_imports("addon")["blender_occnet.addon.jobs"]  # resolved
+    for folder, allowed in (("addon", {"common", "addon"}), ("common", {"common"})):
+        for module, names in package_imports(folder).items():
+            ours = {name.split(".")[1] for name in names if name.startswith("blender_occnet.")}
+            assert ours <= allowed, f"{module} imports blender_occnet.{sorted(ours - allowed)}"
+        for module, names in package_imports(folder, when_loaded=True).items():
+            others = {name.split(".")[0] for name in names} - {"blender_occnet", *sys.stdlib_module_names}
+            assert others <= {"numpy"} | (BLENDER_MODULES if folder == "addon" else set()), (module, others)
 
 
 def test_the_command_line_needs_no_bpy() -> None:
