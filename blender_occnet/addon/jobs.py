@@ -1,5 +1,5 @@
 """One click's reconstructions, from sources to objects: the one path the Reconstruct operator (modal or not)
-and the scripting API (../api.py) share. A Batch reads every source on the main thread, connects (on a
+and the scripting API (api.py) share. A Batch reads every source on the main thread, connects (on a
 thread when modal), queues one backend job per source (the backend runs a connection's jobs in order),
 follows their events, and places each result over its own source on the main thread.
 
