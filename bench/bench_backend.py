@@ -20,8 +20,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from blender_occnet.backend_client import BackendClient  # noqa: E402
-from blender_occnet.messages import Result  # noqa: E402
+from blender_occnet.common.backend_client import BackendClient  # noqa: E402
+from blender_occnet.common.messages import Result  # noqa: E402
 from blender_occnet.occnet.checkpoints import Weights, load_weights, save_weights  # noqa: E402
 from blender_occnet.occnet.config import ModelConfig  # noqa: E402
 from blender_occnet.occnet.generation import ExtractionSettings, Reconstructor  # noqa: E402

@@ -17,8 +17,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from blender_occnet.backend_client import BackendClient  # noqa: E402
-from blender_occnet.messages import Progress  # noqa: E402
+from blender_occnet.common.backend_client import BackendClient  # noqa: E402
+from blender_occnet.common.messages import Progress  # noqa: E402
 from blender_occnet.occnet.preprocess import prepare_voxels  # noqa: E402
 
 DELAYS = (0.3, 0.8, 1.5, 2.5, 4.0)

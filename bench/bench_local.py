@@ -22,12 +22,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from blender_occnet.common.weights_catalogue import BUNDLED_DIR  # noqa: E402
 from blender_occnet.occnet.checkpoints import Weights, load_weights  # noqa: E402
 from blender_occnet.occnet.config import ModelConfig  # noqa: E402
 from blender_occnet.occnet.generation import ExtractionSettings, Reconstructor  # noqa: E402
 from blender_occnet.occnet.model import build_model  # noqa: E402
 from blender_occnet.occnet.preprocess import prepare_for_network  # noqa: E402
-from blender_occnet.occnet.registry import BUNDLED_DIR  # noqa: E402
 
 SAMPLE = Path(__file__).resolve().parent.parent / "blender_occnet" / "samples" / "chair_pointcloud.ply"
 

@@ -23,10 +23,10 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from blender_occnet.common.weights_catalogue import BUNDLED_DIR  # noqa: E402
 from blender_occnet.occnet.checkpoints import load_weights  # noqa: E402
 from blender_occnet.occnet.generation import ExtractionSettings, Reconstructor  # noqa: E402
 from blender_occnet.occnet.preprocess import prepare_for_network  # noqa: E402
-from blender_occnet.occnet.registry import BUNDLED_DIR  # noqa: E402
 
 SAMPLES = {"pointcloud": "chair_pointcloud.ply", "voxels": "car_voxels.binvox", "image": "sofa_image.png"}
 

@@ -41,7 +41,7 @@ from blender_occnet.occnet.config import ModelConfig
 from blender_occnet.occnet.generation import ExtractionSettings, Reconstructor
 from blender_occnet.occnet.model import build_model
 from blender_occnet.occnet.preprocess import prepare_for_network
-from blender_occnet.occnet.registry import BUNDLED_DIR
+from blender_occnet.common.weights_catalogue import BUNDLED_DIR
 n, repeats = int(sys.argv[2]), int(sys.argv[3])
 sample = sys.argv[1] + "/blender_occnet/samples/chair_pointcloud.ply"
 torch.manual_seed(0)
@@ -158,7 +158,7 @@ def loaded(processes: int) -> list[multiprocessing.Process]:
 
 def against_original(cores: int, load_processes: int, rounds: int, n: int, repeats: int) -> int:
     sys.path.insert(0, str(ROOT))
-    from blender_occnet.torch_env import SHORT_SPIN, backend_threads
+    from blender_occnet.common.torch_env import SHORT_SPIN, backend_threads
 
     spin = f"spin{SHORT_SPIN['GOMP_SPINCOUNT']}"
     # Ours as the backend runs it (every core but Blender's) and as the command line does (every core).

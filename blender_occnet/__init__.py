@@ -4,7 +4,20 @@ Blender loads this package as an extension and calls register(); `python -m blen
 command line in any Python with the backend's requirements. Importing it needs neither bpy nor torch.
 """
 
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str) -> ModuleType:
+    """`from <extension> import api`, the scripting API's public path: the add-on's api module, loaded (with bpy)
+    on first use."""
+    if name == "api":
+        return importlib.import_module(f"{__name__}.addon.api")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def register() -> None:

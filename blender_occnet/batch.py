@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from .messages import input_warnings
+from .common.messages import input_warnings
 from .occnet.meshio import POINT_SUFFIXES
 from .occnet.preprocess import IMAGE_SUFFIXES
 
@@ -174,7 +174,7 @@ class _Bar:
 
 def _in_process(todo: list[tuple[Path, Path]], args: argparse.Namespace, bar: _Bar) -> list[dict[str, Any]]:
     from .cli import UsageError, _Networks, _reconstruct_file
-    from .occnet.errors import OccNetError
+    from .common.errors import OccNetError
 
     networks = _Networks(args)
     rows = []

@@ -14,10 +14,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from .messages import input_warnings
+from .common.messages import input_warnings
+from .common.policy import FIT_MODES, MODALITIES, REFINE_METHODS, RESOLUTIONS, coarse_resolution
+from .common.torch_env import MAX_THREADS, apply_to_torch, configure_before_torch
 from .occnet.config import ARCH_MODALITY
-from .occnet.policy import FIT_MODES, MODALITIES, REFINE_METHODS, RESOLUTIONS, coarse_resolution
-from .torch_env import MAX_THREADS, apply_to_torch, configure_before_torch
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -58,7 +58,7 @@ def _reconstruct_file(source: Path, output: Path, args: argparse.Namespace, netw
     """One input -> one mesh file written (atomically); its statistics and the mesh."""
     import torch
 
-    from .occnet.errors import GenerationError
+    from .common.errors import GenerationError
     from .occnet.generation import ExtractionSettings
     from .occnet.meshio import write_mesh
     from .occnet.preprocess import guess_modality, prepare_for_network
@@ -366,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from .occnet.errors import OccNetError
+    from .common.errors import OccNetError
 
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -15,8 +15,8 @@ from typing import Any
 
 import yaml
 
+from blender_occnet.common.errors import InputError
 from blender_occnet.occnet.config import ModelConfig
-from blender_occnet.occnet.errors import InputError
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from blender_occnet.occnet.errors import InputError
+from blender_occnet.common.errors import InputError
 from blender_occnet.occnet.preprocess import prepare_image, prepare_pointcloud, prepare_voxels
 
 from .scans import ScanSettings, scan_like, voxel_scan

@@ -16,8 +16,8 @@ import logging
 import sys
 from pathlib import Path
 
+from blender_occnet.common.errors import OccNetError
 from blender_occnet.occnet.checkpoints import Weights
-from blender_occnet.occnet.errors import OccNetError
 from blender_occnet.occnet.registry import describe
 
 from .config import CONFIG_DIR, load_config

@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from blender_occnet.common.errors import InputError, OccNetError
+from blender_occnet.common.files import atomic_output
+from blender_occnet.common.policy import RESOLUTIONS, coarse_resolution
 from blender_occnet.occnet.checkpoints import load_weights
-from blender_occnet.occnet.errors import InputError, OccNetError
-from blender_occnet.occnet.files import atomic_output
 from blender_occnet.occnet.frames import SHAPENET_V1_FRAME, relative_frame
 from blender_occnet.occnet.generation import ExtractionSettings, Reconstructor
-from blender_occnet.occnet.policy import RESOLUTIONS, coarse_resolution
 from blender_occnet.occnet.preprocess import PreparedInput
 
 from .data import ShapeDataset

@@ -8,8 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+from blender_occnet.common.errors import InputError, OccNetError
 from blender_occnet.occnet.checkpoints import Weights, save_weights
-from blender_occnet.occnet.errors import InputError, OccNetError
 
 from .config import Config
 from .train import BEST, CHECKPOINT, load_checkpoint

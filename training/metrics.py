@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
-from blender_occnet.occnet.geometry import face_normals, sample_surface
+from blender_occnet.common.geometry import face_normals, sample_surface
 from blender_occnet.occnet.inside import contains
 
 F_SCORE_THRESHOLD = 0.01  # 1% of the unit cube's side

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from blender_occnet.occnet import geometry
-from blender_occnet.occnet.errors import InputError
+from blender_occnet.common import geometry
+from blender_occnet.common.errors import InputError
 from blender_occnet.occnet.inside import contains
 from blender_occnet.occnet.meshio import MESH_SUFFIXES, MeshData, read_normalised_mesh
 from blender_occnet.occnet.voxelize import voxelize_mesh

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from blender_occnet.occnet.binvox import write_binvox
+from blender_occnet.common.binvox import write_binvox
 from blender_occnet.occnet.meshio import write_mesh
 
 from .shapes import Shape, generate

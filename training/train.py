@@ -28,9 +28,9 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from blender_occnet.common.errors import InputError, OccNetError
+from blender_occnet.common.files import atomic_output
 from blender_occnet.occnet.checkpoints import check_state_dict
-from blender_occnet.occnet.errors import InputError, OccNetError
-from blender_occnet.occnet.files import atomic_output
 from blender_occnet.occnet.generation import resolve_device
 from blender_occnet.occnet.model import Network, build_model
 

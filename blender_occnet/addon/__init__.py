@@ -4,13 +4,12 @@ client, the reconstruction the panel shows, the install and download the prefere
 re-extractions and the backend jobs whose events are awaited. register() opens it, unregister() closes it;
 no other module keeps mutable state.
 
-Imports: bpy, numpy and the standard library; of the rest of the package only the stdlib+numpy modules
-(messages.py, protocol.py, backend_client.py, user_dirs.py, occnet/policy.py, occnet/geometry.py,
-occnet/binvox.py, occnet/errors.py), never torch-side code (tests/blender/test_extension.py checks it).
+Imports: bpy, numpy and the standard library; of the rest of the package only ../common/ (stdlib + numpy),
+never the torch side, occnet/, backend/, cli.py (tests/blender/test_extension.py checks it).
 Within the add-on, imports point one way: the low modules (geometry, scene_io, connection, router, jobs,
 installer, weights_download, worker, torch_builds) know nothing of the session; state.py holds them; the
 Blender-facing modules (live, preferences, properties, panels, operators, events, backend_session) and
-../api.py reach the session through `state.session()`."""
+api.py (the scripting API, `from <extension> import api`) reach the session through `state.session()`."""
 
 from __future__ import annotations
 

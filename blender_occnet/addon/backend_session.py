@@ -4,7 +4,7 @@ The add-on itself goes through `state.session().backend`."""
 
 from __future__ import annotations
 
-from ..backend_client import BackendClient
+from ..common.backend_client import BackendClient
 from . import state
 from .connection import BackendSettings
 

@@ -8,7 +8,7 @@ import os
 import threading
 from dataclasses import dataclass
 
-from ..backend_client import BackendClient, BackendError, InterpreterNotFound
+from ..common.backend_client import BackendClient, BackendError, InterpreterNotFound
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..occnet.errors import InputError
-from ..occnet.geometry import sample_surface_weights
-from ..occnet.policy import MIN_POINTS
+from ..common.errors import InputError
+from ..common.geometry import sample_surface_weights
+from ..common.policy import MIN_POINTS
 
 VOXELS = 32  # the voxel encoder's grid size
 

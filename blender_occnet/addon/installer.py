@@ -20,8 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..backend_client import BackendClient, BackendError
-from ..messages import HandshakeReply
+from ..common.backend_client import BackendClient, BackendError
+from ..common.messages import HandshakeReply
 from .torch_builds import TorchBuild
 from .worker import Cancelled, ProcessJob
 

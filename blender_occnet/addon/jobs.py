@@ -1,5 +1,5 @@
 """One click's reconstructions, from sources to objects: the one path the Reconstruct operator (modal or not)
-and the scripting API (../api.py) share. A Batch reads every source on the main thread, connects (on a
+and the scripting API (api.py) share. A Batch reads every source on the main thread, connects (on a
 thread when modal), queues one backend job per source (the backend runs a connection's jobs in order),
 follows their events, and places each result over its own source on the main thread.
 
@@ -18,7 +18,7 @@ from typing import Any
 
 import bpy
 
-from ..backend_client import (
+from ..common.backend_client import (
     BackendClient,
     BackendCrashed,
     BackendError,
@@ -28,7 +28,7 @@ from ..backend_client import (
     RequestRejected,
     VersionMismatch,
 )
-from ..messages import Cancelled, Progress, Result, input_warnings, job_fraction
+from ..common.messages import Cancelled, Progress, Result, input_warnings, job_fraction
 from . import geometry, router, scene_io
 from .connection import Backend, BackendSettings
 from .geometry import SourceError

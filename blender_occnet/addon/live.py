@@ -10,8 +10,8 @@ from typing import Any
 import bpy
 from bpy.app.handlers import persistent
 
-from ..backend_client import BackendError, Event
-from ..messages import Cancelled, Progress, Result
+from ..common.backend_client import BackendError, Event
+from ..common.messages import Cancelled, Progress, Result
 from . import geometry, router, scene_io, state
 
 

@@ -9,8 +9,9 @@ from typing import Any
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-from .. import messages
-from ..user_dirs import user_weights_dir
+from ..common import messages
+from ..common.architectures import SHIPPED
+from ..common.weights_catalogue import ORIGINAL_SUFFIXES, WEIGHTS_SUFFIX, is_original_checkpoint, weights_files
 from . import live, preferences
 
 # The grid sizes the backend accepts (messages.RESOLUTIONS). The time grows with the surface's cells, about 4x
@@ -23,46 +24,19 @@ RESOLUTIONS = [(str(n), f"{n}³", f"Extract the surface on a {n}³ grid (MISE fr
                for n in messages.RESOLUTIONS]
 
 
-BUNDLED_WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
-ORIGINAL_SUFFIXES = (".pt", ".pth")  # the original project's checkpoints
-ARCHS = [("AUTO", "From the file", "Told from the checkpoint's keys (always right for our own .safetensors)"),
-         ("onet-img", "onet-img", "The original's image model"),
-         ("onet-img-legacy", "onet-img (paper)", "The paper's image model (Linear conditional batch norm)"),
-         ("onet-pointcloud", "onet-pointcloud", "The original's point-cloud model"),
-         ("onet-voxels", "onet-voxels", "The original's voxel model"),
-         ("convonet-pointcloud-3plane", "convonet-pointcloud-3plane", "ConvONet's point-cloud model on three planes "
-                                                                       "(pointcloud/shapenet_3plane.pt)"),
-         ("convonet-pointcloud-1plane", "convonet-pointcloud-1plane", "ConvONet's one-plane point-cloud model "
-                                                                       "(shapenet_1plane.pt: not told from its keys)"),
-         ("convonet-pointcloud-grid", "convonet-pointcloud-grid", "ConvONet's point-cloud model on a 32³ grid "
-                                                                   "(pointcloud/shapenet_grid32.pt)"),
-         ("convonet-voxels-3plane", "convonet-voxels-3plane", "ConvONet's voxel model on three planes "
-                                                               "(voxel/voxel_shapenet_3plane.pt)"),
-         ("convonet-voxels-1plane", "convonet-voxels-1plane", "ConvONet's one-plane voxel model "
-                                                               "(voxel_shapenet_1plane.pt: not told from its keys)"),
-         ("convonet-voxels-grid", "convonet-voxels-grid", "ConvONet's voxel model on a 32³ grid "
-                                                           "(voxel/voxel_shapenet_grid32.pt)")]
+# For an original checkpoint: the architecture its file holds, told from its keys or chosen from those shipped.
+ARCHS = [("AUTO", "From the file", "Told from the checkpoint's keys (always right for our own .safetensors)")] + [
+    (a.name, a.shown, a.label) for a in SHIPPED.values()]
 
 
 def weights_suggestions(settings: Any, context: bpy.types.Context, typed: str) -> list[str]:
-    """What the Weights field offers by name: the preferences' weights folder, the downloaded (user) weights
-    and the bundled ones, in the order the backend searches them; original checkpoints there by path."""
+    """What the Weights field offers by name: the preferences' weights folder, then the folders the backend
+    searches, in its order (weights_catalogue.search_dirs); original checkpoints there by path."""
     folder = preferences.get(context).weights_dir
-    names: list[str] = []
-    search = [Path(bpy.path.abspath(folder))] if folder else []
-    for directory in search + [user_weights_dir(), BUNDLED_WEIGHTS]:
-        if directory.is_dir():
-            for path in sorted(directory.iterdir()):
-                if path.suffix == ".safetensors":
-                    names.append(path.stem)
-                elif path.suffix in ORIGINAL_SUFFIXES:
-                    names.append(str(path))
+    extra = [Path(bpy.path.abspath(folder))] if folder else []
+    names = [path.stem if path.suffix == WEIGHTS_SUFFIX else str(path)
+             for path in weights_files(extra, (WEIGHTS_SUFFIX, *ORIGINAL_SUFFIXES))]
     return [name for name in dict.fromkeys(names) if typed.lower() in name.lower()]
-
-
-def is_original_checkpoint(weights: str) -> bool:
-    """Whether the Weights field names an original .pt file (whose architecture may need telling)."""
-    return weights.strip().lower().endswith(ORIGINAL_SUFFIXES)
 
 
 def request_settings(settings: Any) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import bpy
 
-from ..backend_client import BackendClient, Event
+from ..common.backend_client import BackendClient, Event
 
 Handler = Callable[[Event], bool]  # returns True when the job is over
 

@@ -11,7 +11,7 @@ import bpy
 import numpy as np
 from mathutils import Matrix
 
-from ..occnet.geometry import cell_size
+from ..common.geometry import cell_size
 from . import geometry
 from .geometry import SourceError
 

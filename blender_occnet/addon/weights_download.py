@@ -9,28 +9,26 @@ next Get resumes it; the registry never sees it.
 from __future__ import annotations
 
 import collections
-import json
 import os
 import subprocess
 import threading
 from typing import Any
 
-from ..backend_client import PACKAGE_DIR
-from ..user_dirs import user_weights_dir
+from ..common.backend_client import PACKAGE_DIR
+from ..common.user_dirs import user_weights_dir
+from ..common.weights_catalogue import WEIGHTS_SUFFIX, released_catalogue
 from .worker import DONE, Cancelled, ProcessJob
 
-CATALOGUE = PACKAGE_DIR / "occnet" / "released_weights.json"
 __all__ = ["DONE", "Download", "installed", "released_entries", "user_weights_dir"]
 
 
 def released_entries() -> list[dict[str, Any]]:
     """The catalogue's entries as the preferences list them (name, modality, note, loadable)."""
-    return [dict(entry, loadable=entry.get("loadable", True))
-            for entry in json.loads(CATALOGUE.read_text(encoding="utf-8"))["weights"]]
+    return [dict(entry, loadable=entry.get("loadable", True)) for entry in released_catalogue()]
 
 
 def installed(name: str) -> bool:
-    return (user_weights_dir() / f"{name}.safetensors").is_file()
+    return (user_weights_dir() / f"{name}{WEIGHTS_SUFFIX}").is_file()
 
 
 class Download(ProcessJob):

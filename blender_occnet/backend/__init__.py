@@ -1,5 +1,3 @@
 """The reconstruction backend: a process with torch that serves requests from Blender (never imports bpy)."""
 
-# The local backend's exit status when torch (or another requirement) is missing in its interpreter: the
-# client tells it apart from a crash. Here (stdlib only) because __main__ checks before importing numpy.
-EXIT_MISSING_PACKAGE = 3
+from ..common import EXIT_MISSING_PACKAGE as EXIT_MISSING_PACKAGE  # __main__'s, with the client's meaning

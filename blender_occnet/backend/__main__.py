@@ -7,7 +7,7 @@ import os
 import secrets
 import sys
 
-from ..torch_env import MAX_THREADS, apply_to_torch, backend_threads, configure_before_torch
+from ..common.torch_env import MAX_THREADS, apply_to_torch, backend_threads, configure_before_torch
 from . import EXIT_MISSING_PACKAGE
 
 # Exit status the client reads as "a required package is missing in this interpreter".

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import dataclasses
 
-from ..messages import SETTINGS, FieldError, Reconstruct, Settings
+from ..common.errors import InputError
+from ..common.messages import SETTINGS, FieldError, Reconstruct, Settings
+from ..common.policy import coarse_resolution
 from ..occnet.config import ModelConfig
-from ..occnet.errors import InputError
 from ..occnet.generation import ExtractionSettings
-from ..occnet.policy import coarse_resolution
 from ..occnet.preprocess import PreparedInput, prepare_for_network, prepare_voxels_from_mesh
 
 

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..messages import Cancelled as CancelledEvent
-from ..messages import Error, FieldError, Message, Progress, Reconstruct, Result, Settings, Stats
+from ..common.errors import Cancelled, CheckpointError, InputError, OccNetError
+from ..common.messages import Cancelled as CancelledEvent
+from ..common.messages import Error, FieldError, Message, Progress, Reconstruct, Result, Settings, Stats
 from ..occnet.checkpoints import load_weights
-from ..occnet.errors import Cancelled, CheckpointError, InputError, OccNetError
 from ..occnet.fitting import FitRefused
 from ..occnet.generation import EncodedShape, ExtractionSettings, MeshResult, Reconstructor, resolve_device
 from ..occnet.registry import resolve_weights

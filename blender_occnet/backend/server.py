@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from .. import __version__
-from ..messages import (
+from ..common.messages import (
     PROTOCOL_VERSION,
     Accepted,
     Cancel,
@@ -41,7 +41,7 @@ from ..messages import (
     read_request,
     request_payload_bound,
 )
-from ..protocol import (
+from ..common.protocol import (
     AUTH_PREFIX,
     MAX_AUTH_BYTES,
     BadFrame,

@@ -25,9 +25,9 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from ..common.errors import CheckpointError, InputError
+from ..common.files import atomic_output
 from .config import ARCH_MODALITY, FAMILIES, MAX_WEIGHTS_FILE_BYTES, ModelConfig, default_config
-from .errors import CheckpointError, InputError
-from .files import atomic_output
 from .frames import SHAPENET_V1_FRAME
 from .model import Network, build_model, check_size, state_shapes
 

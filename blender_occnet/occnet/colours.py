@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from ..common.errors import InputError
 
 # The colour source keeps at most this many points (a random subset beyond): a scan's colour varies over a few
 # points, and a tree of a million points is built in about a second.

@@ -9,8 +9,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ..common.errors import InputError
 from .convonet import CONVONET
-from .errors import InputError
 from .families import Architecture, Family
 from .onet import ONET
 

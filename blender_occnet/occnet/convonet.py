@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .errors import CheckpointError, InputError
-from .families import Architecture, Family
+from ..common.errors import CheckpointError, InputError
+from .families import Family, shipped
 
 if TYPE_CHECKING:
     from .config import ModelConfig
@@ -102,20 +102,13 @@ CONVONET = Family(
     name="convonet",
     label="Convolutional Occupancy Network: features on planes or a grid in space",
     architectures=(
-        Architecture("convonet-pointcloud-3plane", "pointcloud", "ConvONet's point-cloud model on three planes "
-                     "(pointcloud/shapenet_3plane.pt)", {**_CLOUD, **_PLANES}, {"planes": THREE_PLANES}),
-        Architecture("convonet-pointcloud-1plane", "pointcloud", "ConvONet's one-plane point-cloud model "
-                     "(shapenet_1plane.pt: not told from its keys)", {**_CLOUD, **_PLANES}, {"planes": ("xz",)},
-                     keys_like="convonet-pointcloud-3plane"),
-        Architecture("convonet-pointcloud-grid", "pointcloud", "ConvONet's point-cloud model on a 32³ grid "
-                     "(pointcloud/shapenet_grid32.pt)", {**_CLOUD, **_GRID}, {"planes": GRID}),
-        Architecture("convonet-voxels-3plane", "voxels", "ConvONet's voxel model on three planes "
-                     "(voxel/voxel_shapenet_3plane.pt)", _PLANES, {"planes": THREE_PLANES}),
-        Architecture("convonet-voxels-1plane", "voxels", "ConvONet's one-plane voxel model "
-                     "(voxel_shapenet_1plane.pt: not told from its keys)", _PLANES, {"planes": ("xz",)},
-                     keys_like="convonet-voxels-3plane"),
-        Architecture("convonet-voxels-grid", "voxels", "ConvONet's voxel model on a 32³ grid "
-                     "(voxel/voxel_shapenet_grid32.pt)", _GRID, {"planes": GRID}),
+        shipped("convonet-pointcloud-3plane", {**_CLOUD, **_PLANES}, {"planes": THREE_PLANES}),
+        shipped("convonet-pointcloud-1plane", {**_CLOUD, **_PLANES}, {"planes": ("xz",)},
+                keys_like="convonet-pointcloud-3plane"),
+        shipped("convonet-pointcloud-grid", {**_CLOUD, **_GRID}, {"planes": GRID}),
+        shipped("convonet-voxels-3plane", _PLANES, {"planes": THREE_PLANES}),
+        shipped("convonet-voxels-1plane", _PLANES, {"planes": ("xz",)}, keys_like="convonet-voxels-3plane"),
+        shipped("convonet-voxels-grid", _GRID, {"planes": GRID}),
     ),
     fields={"pointcloud": ("encoder_hidden", "n_input_points", "feature_resolution", "unet_depth", "unet_filters"),
             "voxels": ("feature_resolution", "unet_depth", "unet_filters")},

@@ -12,6 +12,8 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..common.architectures import SHIPPED
+
 if TYPE_CHECKING:
     import torch
 
@@ -34,6 +36,14 @@ class Architecture:
     defaults: Mapping[str, int] = field(default_factory=dict)  # the released model's config values
     variant: Mapping[str, Any] = field(default_factory=dict)  # what the family's builder reads off the name
     keys_like: str = ""  # another architecture whose files hold the very same keys (cannot be told apart)
+
+
+def shipped(name: str, defaults: Mapping[str, int], variant: Mapping[str, Any] | None = None,
+            keys_like: str = "") -> Architecture:
+    """One of the architectures this project ships, its modality and label as common/architectures.py names it
+    (which the add-on reads without torch)."""
+    entry = SHIPPED[name]
+    return Architecture(entry.name, entry.modality, entry.label, defaults, variant or {}, keys_like)
 
 
 def _network_fixed_decoder(model: Network, encoding: Any) -> DecodeFn:

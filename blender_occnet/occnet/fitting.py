@@ -36,9 +36,9 @@ import torch
 from scipy.spatial import cKDTree
 from torch.nn import functional as F
 
-from .errors import Cancelled, InputError
+from ..common.errors import Cancelled, InputError
+from ..common.policy import BOX_SIZE, FIT_AUTO_MIN_POINTS, FIT_MODES, MAX_FIT_STEPS
 from .local import Features, LocalDecoder
-from .policy import BOX_SIZE, FIT_AUTO_MIN_POINTS, FIT_MODES, MAX_FIT_STEPS
 
 ProgressFn = Callable[[str, float], None]
 CancelFn = Callable[[], bool]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import CheckpointError
+from ..common.errors import CheckpointError
 
 if TYPE_CHECKING:
     from .preprocess import PreparedInput

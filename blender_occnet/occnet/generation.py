@@ -20,16 +20,16 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..common.errors import Cancelled, GenerationError, InputError
+from ..common.policy import BOX_SIZE, MAX_REFINE_STEPS, MAX_SEED, MAX_SIMPLIFY_FACES, REFINE_METHODS, RESOLUTIONS
 from .checkpoints import Weights
 from .colours import ColourSource, vertex_colours
-from .errors import Cancelled, GenerationError, InputError
 from .fitting import FitRefused, FitSettings, Observation, fit_features, project_onto_points, should_fit
 from .frames import orient
 from .image_colours import image_colour_source
 from .meshing import extract_mesh
 from .mise import MISE, ValueStore
 from .model import ConvolutionalOccupancyNetwork, encoding_is_finite, fixed_decoder
-from .policy import BOX_SIZE, MAX_REFINE_STEPS, MAX_SEED, MAX_SIMPLIFY_FACES, REFINE_METHODS, RESOLUTIONS
 from .preprocess import PreparedInput
 from .winding import guide_by_points
 

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..common.geometry import sample_surface
 from .colours import ColourSource
-from .geometry import sample_surface
 
 OBJECT_FRACTION = 0.85  # the share of the square crop that the object's longer side spans (prepare_image)
 # The camera the image networks learn from (training/render.py takes it from here): 35 degrees wide, where the

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .errors import InputError
+from ..common.errors import InputError
 
 # Rays pass a tiny irrational offset (relative to the scene's extent) off the points, so that they never
 # run exactly along an edge shared by two triangles (which would count one crossing twice).

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from skimage import measure
 
-from .errors import GenerationError, InputError
+from ..common.errors import GenerationError, InputError
 
 #: Value put around the grid so that the surface is always closed (as the original does).
 PAD_VALUE = -1e6

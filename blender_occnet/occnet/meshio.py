@@ -10,9 +10,9 @@ from typing import Any
 
 import numpy as np
 
-from . import geometry
+from ..common import geometry
+from ..common.errors import InputError
 from .colours import ColourSource, colour_source, text_colours
-from .errors import InputError
 
 MESH_SUFFIXES = (".obj", ".ply", ".off", ".stl", ".glb", ".gltf")
 TEXT_SUFFIXES = (".xyz", ".xyzrgb", ".pts", ".txt")  # rows of x y z [r g b] or x y z intensity r g b
@@ -635,7 +635,7 @@ def write_mesh(path: str | os.PathLike[str], vertices: np.ndarray, faces: np.nda
 
     OBJ, PLY (binary), OFF and STL (binary) are written with numpy alone: importing trimesh costs about two
     seconds of a command-line run, more than writing a mesh of a million faces. glTF goes through trimesh."""
-    from .files import atomic_output
+    from ..common.files import atomic_output
 
     path = Path(path)
     suffix = path.suffix.lower()

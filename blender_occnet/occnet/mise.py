@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .errors import Cancelled, GenerationError, InputError
+from ..common.errors import Cancelled, GenerationError, InputError
 
 #: Finest lattice a ValueStore can address by default: 512 cells per axis holds every lattice of
 #: 16..512 cells whose size divides it (resolution_0 16/32/64 with 1..3 upsampling steps).

@@ -16,10 +16,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..common.errors import InputError
 from .config import ARCHITECTURES, MAX_FEATURE_VALUES, MAX_NETWORK_VALUES, ModelConfig
 from .decoder import DecoderCBatchNorm
 from .encoders import ImageEncoder, PointNetEncoder, VoxelEncoder
-from .errors import InputError
 from .families import DecodeFn
 from .local import Features, FixedLocalDecoder, LocalDecoder, LocalPoolPointNet, LocalVoxelEncoder
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .families import Architecture, Family
+from .families import Family, shipped
 
 if TYPE_CHECKING:
     from .config import ModelConfig
@@ -54,12 +54,10 @@ ONET = Family(
     label="Occupancy Network: one global code per shape",
     # The four released conditional models of the original project.
     architectures=(
-        Architecture("onet-img", "image", "The original's image model", {"c_dim": 256, "hidden_size": 256}),
-        Architecture("onet-img-legacy", "image", "The paper's image model (Linear conditional batch norm)",
-                     {"c_dim": 256, "hidden_size": 256}, variant={"legacy": True}),
-        Architecture("onet-pointcloud", "pointcloud", "The original's point-cloud model",
-                     {"c_dim": 512, "hidden_size": 256, "encoder_hidden": 512}),
-        Architecture("onet-voxels", "voxels", "The original's voxel model", {"c_dim": 256, "hidden_size": 256}),
+        shipped("onet-img", {"c_dim": 256, "hidden_size": 256}),
+        shipped("onet-img-legacy", {"c_dim": 256, "hidden_size": 256}, variant={"legacy": True}),
+        shipped("onet-pointcloud", {"c_dim": 512, "hidden_size": 256, "encoder_hidden": 512}),
+        shipped("onet-voxels", {"c_dim": 256, "hidden_size": 256}),
     ),
     fields={"image": ("image_size",), "pointcloud": ("encoder_hidden", "n_input_points"), "voxels": ()},
     build=_build,

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import InputError
+from ..common.errors import InputError
 
 # The source keeps at most this many points (a random subset beyond): the guide reads a few thousand normals.
 MAX_NORMAL_POINTS = 1_000_000

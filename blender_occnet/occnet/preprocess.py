@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .binvox import pool_grid, read_binvox
+from ..common.binvox import pool_grid, read_binvox
+from ..common.errors import InputError
+from ..common.geometry import CHUNK_ROWS, unit_cube_frame
+from ..common.policy import MAX_FIT_POINTS, MIN_POINTS
 from .colours import ColourSource, colour_source, unit_colours
-from .errors import InputError
-from .geometry import CHUNK_ROWS, unit_cube_frame
 from .image_colours import PICTURE_SIDE, Picture
 from .meshio import (
     MESH_SUFFIXES,
@@ -27,7 +28,6 @@ from .meshio import (
     read_point_file,
 )
 from .point_normals import NormalSource, normal_source
-from .policy import MAX_FIT_POINTS, MIN_POINTS
 from .voxelize import voxelize_mesh
 
 IMAGE_SIZE = 224

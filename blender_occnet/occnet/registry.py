@@ -1,4 +1,5 @@
-"""Where weights files are found: the bundled folder, folders the user names, or explicit paths."""
+"""Which weights files there are and what each says about itself (its header, checked), and which one a name or
+path means. The folders searched are common/weights_catalogue.py's, which the add-on reads too."""
 
 from __future__ import annotations
 
@@ -11,15 +12,13 @@ from typing import Any
 
 from safetensors import SafetensorError, safe_open
 
-from ..user_dirs import user_weights_dir
+from ..common.errors import CheckpointError
+from ..common.policy import MODALITIES
+from ..common.user_dirs import user_weights_dir as user_weights_dir  # the command line's
+from ..common.weights_catalogue import search_dirs, weights_files  # the add-on's search too
 from .checkpoints import FORMAT_NAME
 from .config import ARCH_MODALITY, ModelConfig
-from .errors import CheckpointError
 from .model import check_size
-from .policy import MODALITIES
-
-BUNDLED_DIR = Path(__file__).resolve().parent.parent / "weights"
-ENV_DIRS = "OCCNET_WEIGHTS_PATH"  # extra folders, separated by os.pathsep
 
 
 @dataclass
@@ -41,13 +40,6 @@ class WeightsInfo:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "path": str(self.path), "modality": self.modality, "arch": self.arch,
                 "threshold": self.threshold, "card": self.card, "error": self.error}
-
-
-def search_dirs(extra: Iterable[str | os.PathLike[str]] = ()) -> list[Path]:
-    dirs = [Path(d) for d in extra]
-    dirs += [Path(d) for d in os.environ.get(ENV_DIRS, "").split(os.pathsep) if d]
-    dirs += [user_weights_dir(), BUNDLED_DIR]
-    return dirs
 
 
 # What a weights file's header may hold before it is read (issue 24: one bad file in a folder broke every
@@ -112,10 +104,8 @@ def _depth(value: Any) -> int:
 def list_weights(extra_dirs: Iterable[str | os.PathLike[str]] = ()) -> list[WeightsInfo]:
     """Every `.safetensors` file in the search folders; earlier folders shadow later ones by name."""
     seen: dict[str, WeightsInfo] = {}
-    for folder in search_dirs(extra_dirs):
-        if folder.is_dir():
-            for path in sorted(folder.glob("*.safetensors")):
-                seen.setdefault(path.stem, describe(path))
+    for path in weights_files(extra_dirs):
+        seen.setdefault(path.stem, describe(path))
     return list(seen.values())
 
 

@@ -1,6 +1,6 @@
 """The weights the original authors released: the catalogue, and getting one into the user weights folder.
 
-`released_weights.json` (beside this file) lists every file with the address the authors' configs name.
+`common/released_weights.json` lists every file with the address the authors' configs name.
 `get(name)` downloads it to `<user weights>/.downloads/<file>.part` (resuming a cut transfer with an HTTP
 Range request), checks it (the SHA-256 prefix torch.hub-style names carry; safe unpickling of tensors and
 numpy scalars only; every key and shape against the architecture), converts it to this project's
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime
 import http.client
-import json
 import os
 import re
 import time
@@ -26,10 +25,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..common.errors import CheckpointError, InputError, OccNetError
+from ..common.user_dirs import user_weights_dir
+from ..common.weights_catalogue import released_catalogue
 from .config import MAX_WEIGHTS_FILE_BYTES
-from .errors import CheckpointError, InputError, OccNetError
 
-CATALOGUE = Path(__file__).resolve().parent / "released_weights.json"
 ENV_MIRROR = "OCCNET_WEIGHTS_MIRROR"
 DOWNLOADS = ".downloads"  # inside the user weights folder; the registry reads *.safetensors only
 CHUNK = 1 << 16
@@ -82,9 +82,8 @@ class ReleasedWeights:
 
 
 def catalogue() -> list[ReleasedWeights]:
-    data = json.loads(CATALOGUE.read_text())
     fields = set(ReleasedWeights.__dataclass_fields__)
-    return [ReleasedWeights(**{k: v for k, v in entry.items() if k in fields}) for entry in data["weights"]]
+    return [ReleasedWeights(**{k: v for k, v in entry.items() if k in fields}) for entry in released_catalogue()]
 
 
 def find(name: str) -> ReleasedWeights:
@@ -114,7 +113,6 @@ def get(name: str, folder: Path | None = None, progress: ProgressFn | None = Non
     with the folder as it was (a partial download stays in .downloads/ to be resumed)."""
     from .checkpoints import file_sha256, load_original_checkpoint, save_weights
     from .config import default_config
-    from .registry import user_weights_dir
 
     entry = find(name)
     if not entry.loadable:

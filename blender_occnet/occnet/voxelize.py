@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import geometry
+from ..common import geometry
 from .inside import contains
 from .meshio import MeshData
 

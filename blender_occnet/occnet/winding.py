@@ -29,8 +29,8 @@ import torch
 from scipy.spatial import cKDTree
 from torch.nn import functional as F
 
-from .errors import Cancelled
-from .policy import BOX_SIZE
+from ..common.errors import Cancelled
+from ..common.policy import BOX_SIZE
 
 DecodeFn = Callable[[torch.Tensor], torch.Tensor]
 CancelFn = Callable[[], bool]

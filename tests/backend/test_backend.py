@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 import torch
 
-from blender_occnet import messages, protocol
-from blender_occnet.backend_client import (
+from blender_occnet.common import messages, protocol
+from blender_occnet.common.backend_client import (
     AuthenticationFailed,
     BackendClient,
     BackendCrashed,
@@ -35,7 +35,7 @@ from blender_occnet.backend_client import (
     RequestRejected,
     Unreachable,
 )
-from blender_occnet.messages import Cancelled, Error, Progress, Result
+from blender_occnet.common.messages import Cancelled, Error, Progress, Result
 from blender_occnet.occnet.checkpoints import Weights, save_weights
 from blender_occnet.occnet.fitting import FitSettings
 from blender_occnet.occnet.generation import ExtractionSettings, Reconstructor
@@ -540,7 +540,8 @@ def _valid_request(port: int, token: str) -> None:
 
 def test_protocol_and_client_import_without_torch_or_bpy() -> None:
     code = ("import sys; sys.modules['torch'] = None; sys.modules['bpy'] = None\n"
-            "import blender_occnet, blender_occnet.protocol, blender_occnet.messages, blender_occnet.backend_client\n"
+            "import blender_occnet, blender_occnet.common.protocol, blender_occnet.common.messages\n"
+            "import blender_occnet.common.backend_client\n"
             "print('ok')")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
@@ -783,7 +784,7 @@ def test_a_client_that_stops_reading_never_delays_another(remote: tuple[int, str
 def test_threads_leave_blender_a_core_unless_told(client: BackendClient, weights_dir: Path) -> None:
     """Over stdio the backend takes every core but one (Blender's); --threads (the add-on's CPU threads
     preference) sets the count; both are reported in the handshake."""
-    from blender_occnet.torch_env import available_cores
+    from blender_occnet.common.torch_env import available_cores
 
     assert client.info.cpu_threads == max(1, available_cores() - 1)
     backend = BackendClient.start_local(sys.executable, [str(weights_dir)], threads=3)
@@ -886,7 +887,8 @@ def test_bad_weights_files_are_listed_as_unusable_and_never_break_a_handshake(tm
 
     from safetensors.torch import save_file
 
-    from blender_occnet.occnet.registry import ENV_DIRS, list_weights
+    from blender_occnet.common.weights_catalogue import ENV_DIRS
+    from blender_occnet.occnet.registry import list_weights
 
     good = json_module.dumps(small_config("onet-voxels").to_dict())
     base = {"format": "blender-occnet-weights", "format_version": "1", "config": good, "modality": "voxels",

@@ -109,4 +109,4 @@ def addon(installed: str) -> ModuleType:
 @pytest.fixture
 def api(installed: str) -> ModuleType:
     """The installed extension's scripting API (bl_ext.user_default.occnet.api), as scripts import it."""
-    return importlib.import_module(f"{installed}.api")
+    return importlib.import_module(installed).api

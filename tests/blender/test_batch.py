@@ -12,7 +12,7 @@ import bpy
 import numpy as np
 import pytest
 
-from blender_occnet.occnet.binvox import write_binvox
+from blender_occnet.common.binvox import write_binvox
 from tests.blender.blender_helpers import add_point_cloud, add_sphere, edge_use_counts, scene_snapshot
 
 pytestmark = pytest.mark.usefixtures("installed")

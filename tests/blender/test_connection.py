@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from blender_occnet.addon.connection import Backend, BackendSettings
-from blender_occnet.backend_client import BackendError
+from blender_occnet.common.backend_client import BackendError
 
 
 def _backend_children() -> list[int]:

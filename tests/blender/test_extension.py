@@ -27,7 +27,7 @@ def test_zip_holds_manifest_and_package_at_its_root(extension_zip: Path) -> None
     assert extension_zip.name == "occnet-0.1.0.zip"
     names = zipfile.ZipFile(extension_zip).namelist()
     assert {"blender_manifest.toml", "__init__.py", "addon/__init__.py", "backend/__main__.py",
-            "occnet/binvox.py", "protocol.py"} <= set(names)
+            "common/binvox.py", "common/protocol.py", "addon/api.py"} <= set(names)
     assert not [n for n in names if n.startswith(("training/", "tests/")) or "__pycache__" in n or n.endswith(".pyc")]
 
 
@@ -35,7 +35,7 @@ def test_installed_under_the_extension_id(installed: str) -> None:
     package = Path(sys.modules[installed].__file__ or "").parent
     assert installed == "bl_ext.user_default.occnet" and package.name == "occnet"
     # The backend is started as `python -m occnet.backend` with the repository folder on PYTHONPATH.
-    assert sys.modules[f"{installed}.backend_client"].PACKAGE_DIR == package
+    assert sys.modules[f"{installed}.common.backend_client"].PACKAGE_DIR == package
 
 
 # What the backend needs and Blender's Python lacks: nothing Blender loads may import them, directly or not.
@@ -53,11 +53,13 @@ sys.meta_path.insert(0, Block())
 import bpy
 import blender_occnet
 import blender_occnet.addon as addon
-import blender_occnet.api
-loaded = ["blender_occnet.addon", "blender_occnet.api"]
-for info in pkgutil.walk_packages(addon.__path__, "blender_occnet.addon."):
-    importlib.import_module(info.name)
-    loaded.append(info.name)
+from blender_occnet import api
+loaded = ["blender_occnet.addon"]
+import blender_occnet.common as common
+for package in (addon, common):
+    for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+        importlib.import_module(info.name)
+        loaded.append(info.name)
 addon.register()
 addon.unregister()
 leaked = sorted(n for n in sys.modules if n.split(".")[0] in BLOCKED)
@@ -67,13 +69,53 @@ print(len(loaded))
 
 
 def test_nothing_blender_loads_imports_the_backend_s_packages() -> None:
-    """Every add-on module and the scripting API are imported (and the add-on registered) in a fresh Python
+    """Every add-on and common/ module and the scripting API are imported (and the add-on registered) in a fresh Python
     where torch and the backend's other packages cannot be imported: a transitive import through any module
     fails here."""
     done = subprocess.run([sys.executable, "-c", _BLOCKED_IMPORTS, ",".join(BACKEND_ONLY)], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert int(done.stdout.split()[-1]) >= 20  # every module under addon/ was imported
+
+
+def package_imports(folder: str, when_loaded: bool = False) -> dict[str, set[str]]:
+    """Each module under blender_occnet/<folder>/ -> every module it imports anywhere in its code (or, with
+    `when_loaded`, outside its functions: what loading it loads), relative imports resolved (`from .. import x`
+    counts as importing blender_occnet.x)."""
+    found: dict[str, set[str]] = {}
+    for path in sorted((REPO / "blender_occnet" / folder).rglob("*.py")):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        package = parts[:-1]  # the package a relative import starts from (an __init__'s own)
+        names = found.setdefault(".".join(parts), set())
+        nodes = list(ast.parse(path.read_text(encoding="utf-8")).body)
+        while nodes:
+            node = nodes.pop()
+            if isinstance(node, ast.Import):
+                names.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = ".".join(package[:len(package) - node.level + 1]) if node.level else ""
+                module = ".".join(filter(None, [base, node.module]))
+                names.update([module] if node.module else [f"{module}.{alias.name}" for alias in node.names])
+            elif not (when_loaded and isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))):
+                nodes.extend(ast.iter_child_nodes(node))
+    return found
+
+
+BLENDER_MODULES = {"bpy", "bpy_extras", "mathutils", "bmesh"}
+
+
+def test_the_add_on_imports_only_common_and_itself() -> None:
+    """The rule the folders state: of this package the add-on imports only common/ and itself, and common/
+    only itself; loading either loads, beyond the standard library, only numpy (and Blender's modules in the
+    add-on). (Only the torch side calls common/torch_env.apply_to_torch, which imports torch when called.)"""
+    assert "blender_occnet.common.messages" in package_imports("addon")["blender_occnet.addon.jobs"]  # resolved
+    for folder, allowed in (("addon", {"common", "addon"}), ("common", {"common"})):
+        for module, names in package_imports(folder).items():
+            ours = {name.split(".")[1] for name in names if name.startswith("blender_occnet.")}
+            assert ours <= allowed, f"{module} imports blender_occnet.{sorted(ours - allowed)}"
+        for module, names in package_imports(folder, when_loaded=True).items():
+            others = {name.split(".")[0] for name in names} - {"blender_occnet", *sys.stdlib_module_names}
+            assert others <= {"numpy"} | (BLENDER_MODULES if folder == "addon" else set()), (module, others)
 
 
 def test_the_command_line_needs_no_bpy() -> None:
@@ -134,7 +176,7 @@ def test_disabling_mid_reconstruction_stops_it_and_the_backend(installed: str, a
 def test_only_the_session_module_keeps_state() -> None:
     """No add-on module but state.py rebinds a global, nor holds a mutable container at module level: what
     the add-on keeps lives in the session, which unregister() ends."""
-    for path in sorted((REPO / "blender_occnet" / "addon").rglob("*.py")) + [REPO / "blender_occnet" / "api.py"]:
+    for path in sorted((REPO / "blender_occnet" / "addon").rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         rebinds = [node.names for node in ast.walk(tree) if isinstance(node, ast.Global)]
         assert not rebinds or path.name == "state.py", f"{path.name} rebinds {rebinds}"

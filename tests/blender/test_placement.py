@@ -9,7 +9,7 @@ import bpy
 import numpy as np
 import pytest
 
-from blender_occnet.occnet.binvox import write_binvox
+from blender_occnet.common.binvox import write_binvox
 from blender_occnet.occnet.checkpoints import Weights, save_weights
 from blender_occnet.occnet.model import Network
 from tests.blender.blender_helpers import add_vertex_cloud

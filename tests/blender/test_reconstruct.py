@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from mathutils import Matrix
 
-from blender_occnet.occnet.binvox import write_binvox
+from blender_occnet.common.binvox import write_binvox
 from tests.blender.blender_helpers import (
     add_point_cloud,
     add_sphere,

@@ -14,9 +14,9 @@ import bpy
 import numpy as np
 import pytest
 
+from blender_occnet.common.user_dirs import user_weights_dir
 from blender_occnet.occnet.config import default_config
 from blender_occnet.occnet.released import find
-from blender_occnet.user_dirs import user_weights_dir
 from tests.blender.blender_helpers import MODULE, add_vertex_cloud, scene_snapshot
 from tests.blender.test_reconstruct import assert_result
 from tests.helpers import randomized_model, save_original_checkpoint

@@ -131,7 +131,7 @@ def test_a_vertex_painted_mesh_colours_its_surface_samples_result() -> None:
 def test_a_painted_voxel_object_colours_its_result(api: ModuleType, tmp_path: Path) -> None:
     """A voxel object (a ball imported from .binvox) painted red on its upper faces and blue below, per face
     corner as Vertex Paint stores it: the voxel network's result is red above and blue below."""
-    from blender_occnet.occnet.binvox import write_binvox
+    from blender_occnet.common.binvox import write_binvox
 
     i, j, k = np.indices((32, 32, 32))
     write_binvox(tmp_path / "ball.binvox", (i - 15.5) ** 2 + (j - 15.5) ** 2 + (k - 15.5) ** 2 <= 11.5 ** 2,

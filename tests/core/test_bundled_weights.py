@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from blender_occnet.common.weights_catalogue import BUNDLED_DIR
 from blender_occnet.occnet.checkpoints import load_weights
 from blender_occnet.occnet.generation import ExtractionSettings, Reconstructor
 from blender_occnet.occnet.preprocess import prepare_voxels
-from blender_occnet.occnet.registry import BUNDLED_DIR, list_weights
+from blender_occnet.occnet.registry import list_weights
 
 BUDGET_BYTES = 40 * 1024 * 1024  # issue 7: all three together
 

@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from blender_occnet.cli import main as cli_main
+from blender_occnet.common.errors import CheckpointError
 from blender_occnet.occnet.checkpoints import Weights, convert_checkpoint, load_weights, save_weights
 from blender_occnet.occnet.config import ModelConfig, default_config
-from blender_occnet.occnet.errors import CheckpointError
 from tests.helpers import example_input, randomized_model, save_original_checkpoint, small_config
 
 
@@ -376,7 +376,7 @@ def test_a_pt_archive_that_would_inflate_past_the_bound_is_refused_from_its_dire
 
 def test_a_feature_grid_too_large_to_hold_is_refused_though_its_network_is_small() -> None:
     """4M values of network, but a 128^3 grid of 128 channels is 1.1 GB per feature map."""
-    from blender_occnet.occnet.errors import InputError
+    from blender_occnet.common.errors import InputError
     from blender_occnet.occnet.model import build_model, network_size
 
     config = ModelConfig("convonet-voxels-grid", feature_resolution=128, unet_filters=128, unet_depth=2, c_dim=128)

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from blender_occnet import messages
 from blender_occnet.cli import main as cli_main
+from blender_occnet.common import messages
 from blender_occnet.occnet.colours import colour_source, vertex_colours
 from blender_occnet.occnet.meshio import read_coloured_points, write_mesh
 

@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
+from blender_occnet.common.errors import InputError
 from blender_occnet.occnet.checkpoints import Weights, infer_arch, load_weights, save_weights
 from blender_occnet.occnet.config import ARCH_MODALITY, ModelConfig, register_family, unregister_family
-from blender_occnet.occnet.errors import InputError
 from blender_occnet.occnet.families import Architecture, DecodeFn, Family
 from blender_occnet.occnet.generation import ExtractionSettings, Reconstructor
 from blender_occnet.occnet.model import Network, build_model

@@ -12,12 +12,12 @@ import torch
 from scipy.spatial import cKDTree
 
 from blender_occnet.cli import main as cli_main
+from blender_occnet.common.errors import Cancelled
+from blender_occnet.common.geometry import sample_surface
+from blender_occnet.common.policy import FIT_AUTO_MIN_POINTS
 from blender_occnet.occnet.checkpoints import load_weights
-from blender_occnet.occnet.errors import Cancelled
 from blender_occnet.occnet.fitting import FitRefused, FitSettings, Observation, should_fit
 from blender_occnet.occnet.generation import EncodedShape, ExtractionSettings, Reconstructor
-from blender_occnet.occnet.geometry import sample_surface
-from blender_occnet.occnet.policy import FIT_AUTO_MIN_POINTS
 from blender_occnet.occnet.preprocess import prepare_for_network, prepare_image, prepare_pointcloud, prepare_voxels
 from blender_occnet.occnet.winding import WindingGuide, guide_by_points
 

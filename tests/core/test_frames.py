@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from blender_occnet.common.errors import CheckpointError
 from blender_occnet.occnet.checkpoints import Weights, convert_checkpoint, load_weights
-from blender_occnet.occnet.errors import CheckpointError
 from blender_occnet.occnet.frames import PROJECT_FRAME, SHAPENET_V1_FRAME, rotation
 from blender_occnet.occnet.generation import ExtractionSettings, Reconstructor
 from blender_occnet.occnet.model import Network

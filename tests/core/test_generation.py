@@ -11,8 +11,8 @@ import torch
 import trimesh
 
 from blender_occnet.cli import main as cli_main
+from blender_occnet.common.errors import Cancelled, GenerationError, InputError
 from blender_occnet.occnet.checkpoints import Weights, save_weights
-from blender_occnet.occnet.errors import Cancelled, GenerationError, InputError
 from blender_occnet.occnet.generation import EncodedShape, ExtractionSettings, Reconstructor
 from blender_occnet.occnet.inference import FoldedDecoder
 from blender_occnet.occnet.preprocess import prepare_pointcloud, prepare_voxels

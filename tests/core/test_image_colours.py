@@ -12,8 +12,8 @@ import trimesh
 from PIL import Image
 
 from blender_occnet.cli import main as cli_main
+from blender_occnet.common.geometry import sample_surface
 from blender_occnet.occnet import image_colours
-from blender_occnet.occnet.geometry import sample_surface
 
 SAMPLES = Path(__file__).parents[2] / "blender_occnet" / "samples"
 RED, BLUE = np.array([1.0, 0.0, 0.0]), np.array([0.0, 0.0, 1.0])

@@ -211,7 +211,7 @@ def test_cli_drops_and_counts_non_finite_points_and_pools_fine_voxel_grids(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The rules the add-on applies too: non-finite points left out and counted; a voxel cube whose side
     is a multiple of 32 pooled to 32^3 (any other size refused with the same message as in Blender)."""
-    from blender_occnet.occnet.binvox import write_binvox
+    from blender_occnet.common.binvox import write_binvox
 
     config = small_config("convonet-pointcloud-3plane")
     model = randomized_model(config)

@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from blender_occnet import messages as m
-from blender_occnet import protocol
+from blender_occnet.common import messages as m
+from blender_occnet.common import protocol
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -215,7 +215,7 @@ def test_settings_are_the_cores_extraction_settings() -> None:
 
 def test_messages_import_without_torch_or_bpy() -> None:
     code = ("import sys; sys.modules['torch'] = None; sys.modules['bpy'] = None\n"
-            "import blender_occnet.messages as m\n"
+            "import blender_occnet.common.messages as m\n"
             "assert 'torch' not in [n for n in sys.modules if sys.modules[n] is not None]\n"
             "print(m.RESOLUTIONS)")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)

@@ -8,7 +8,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from blender_occnet.occnet.errors import GenerationError, InputError
+from blender_occnet.common.errors import GenerationError, InputError
 from blender_occnet.occnet.meshing import extract_mesh
 from blender_occnet.occnet.mise import MISE, ValueStore
 from tests.mesh_checks import is_watertight, mesh_volume, mesh_volume_iou
@@ -417,7 +417,7 @@ def test_meshing_pads_only_where_the_shape_reaches_the_border() -> None:
 def test_a_cancel_stops_mise_between_its_whole_array_steps() -> None:
     """At 512 cells one round of subdivision or the final fill takes a good part of a second: a cancel
     is honoured inside them, not only between network batches."""
-    from blender_occnet.occnet.errors import Cancelled
+    from blender_occnet.common.errors import Cancelled
 
     asked = [False]
     mise = MISE(16, 2, 0.0, should_cancel=lambda: asked[0])
@@ -439,7 +439,7 @@ def test_a_cancel_stops_mise_between_its_whole_array_steps() -> None:
 def test_a_cancel_stops_mise_while_it_allocates_its_lattice() -> None:
     """At 512 cells the lattice of values is 540 MB, whose fill held a cancel for most of a second: it is
     filled a slab at a time, checking between slabs."""
-    from blender_occnet.occnet.errors import Cancelled
+    from blender_occnet.common.errors import Cancelled
 
     calls = [0]
 

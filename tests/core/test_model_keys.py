@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from blender_occnet.common.errors import InputError
 from blender_occnet.occnet.config import ARCHITECTURES, ModelConfig, default_config
-from blender_occnet.occnet.errors import InputError
 from blender_occnet.occnet.model import build_model
 
 KEYS_FILE = Path(__file__).parent.parent / "data" / "onet_checkpoint_keys.txt"

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from blender_occnet.common.errors import InputError
 from blender_occnet.occnet.checkpoints import load_weights
-from blender_occnet.occnet.errors import InputError
 from blender_occnet.occnet.generation import ExtractionSettings, Reconstructor
 from blender_occnet.occnet.meshio import read_point_file
 from blender_occnet.occnet.preprocess import prepare_for_network

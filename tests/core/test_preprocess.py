@@ -10,8 +10,8 @@ import trimesh
 from PIL import Image
 
 from blender_occnet.cli import main as cli_main
-from blender_occnet.occnet.binvox import read_binvox, write_binvox
-from blender_occnet.occnet.errors import InputError
+from blender_occnet.common.binvox import read_binvox, write_binvox
+from blender_occnet.common.errors import InputError
 from blender_occnet.occnet.meshio import MeshData
 from blender_occnet.occnet.preprocess import guess_modality, prepare_image, prepare_pointcloud, prepare_voxels
 from blender_occnet.occnet.voxelize import voxelize_mesh
@@ -339,7 +339,7 @@ def test_an_inside_test_too_large_to_finish_is_refused_with_the_figures() -> Non
     code = """
 import resource, numpy as np
 resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
-from blender_occnet.occnet.errors import InputError
+from blender_occnet.common.errors import InputError
 from blender_occnet.occnet.inside import contains
 rng = np.random.default_rng(0)
 v, points = rng.uniform(-0.5, 0.5, (300_000, 3)), rng.uniform(-0.5, 0.5, (100_000, 3))
@@ -420,7 +420,7 @@ def test_plain_obj_files_read_with_numpy_as_trimesh_reads_them(tmp_path: Path) -
     """The chunked OBJ reader gives trimesh's vertices and triangles (fans for polygons, a/b/c tokens,
     comments, vt/vn and groups ignored), across chunk boundaries; what it does not handle goes to
     trimesh; a face past the last vertex is named."""
-    import blender_occnet.occnet.geometry as geometry
+    import blender_occnet.common.geometry as geometry
     import blender_occnet.occnet.meshio as meshio
 
     sphere = trimesh.creation.icosphere(3)
@@ -468,7 +468,7 @@ def test_off_ply_and_stl_files_read_with_numpy_as_trimesh_reads_them(tmp_path: P
     """Issue 24 item 9: OFF, PLY and STL went through trimesh whole (a 5M-face OFF peaked at 4 GB). The chunked
     readers give trimesh's vertices and triangles (binary and ASCII, comments, quads fanned, colour properties
     skipped), across chunk boundaries; what they do not handle goes to trimesh."""
-    import blender_occnet.occnet.geometry as geometry
+    import blender_occnet.common.geometry as geometry
     import blender_occnet.occnet.meshio as meshio
 
     monkeypatch.setattr(geometry, "CHUNK_BYTES", 4096)  # many chunks: sections and rows split between them
@@ -536,7 +536,7 @@ def test_surface_samples_of_millions_of_faces_cost_their_areas_not_their_corners
     788 MB, now by 7 (the areas fit under what building the mesh took)."""
     growth = peak_growth_mb("""
 import numpy as np
-from blender_occnet.occnet.geometry import sample_surface
+from blender_occnet.common.geometry import sample_surface
 n = 1500
 u, v = np.meshgrid(np.linspace(0, 6.28, n), np.linspace(0.01, 3.13, n), indexing="ij")
 vertices = np.stack([np.cos(u) * np.sin(v), np.sin(u) * np.sin(v), np.cos(v)], -1).reshape(-1, 3)

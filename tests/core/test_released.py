@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 import torch
 
+from blender_occnet.common.errors import CheckpointError
 from blender_occnet.occnet.checkpoints import load_weights
 from blender_occnet.occnet.config import default_config
-from blender_occnet.occnet.errors import CheckpointError
 from blender_occnet.occnet.registry import list_weights
 from blender_occnet.occnet.released import DownloadCancelled, DownloadError, catalogue, find, get
 from tests.helpers import example_input, randomized_model, save_original_checkpoint, small_config

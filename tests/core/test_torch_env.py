@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from blender_occnet.torch_env import SHORT_SPIN, THREAD_VARIABLES, backend_threads, configure_before_torch
+from blender_occnet.common.torch_env import SHORT_SPIN, THREAD_VARIABLES, backend_threads, configure_before_torch
 
 REPO = Path(__file__).resolve().parents[2]
 

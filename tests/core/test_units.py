@@ -8,7 +8,7 @@ import numpy as np
 import trimesh
 
 from blender_occnet.cli import main as cli_main
-from blender_occnet.occnet.geometry import cell_size
+from blender_occnet.common.geometry import cell_size
 
 CENTRE = np.array([5000.0, -3000.0, 200.0])  # millimetres: a scan in a room's coordinates
 HALF = np.array([150.0, 100.0, 75.0])  # an ellipsoid 300 x 200 x 150 mm

@@ -11,10 +11,10 @@ import pytest
 import torch
 from scipy.spatial import cKDTree
 
+from blender_occnet.common.errors import Cancelled
+from blender_occnet.common.geometry import sample_surface
 from blender_occnet.occnet.checkpoints import load_weights
-from blender_occnet.occnet.errors import Cancelled
 from blender_occnet.occnet.generation import EncodedShape, ExtractionSettings, Reconstructor
-from blender_occnet.occnet.geometry import sample_surface
 from blender_occnet.occnet.preprocess import prepare_for_network
 from blender_occnet.occnet.winding import GUIDE_CLEARANCE, WindingGuide, guide_by_points, winding_numbers
 from training.shapes import generate

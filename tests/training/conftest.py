@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from blender_occnet.occnet.binvox import write_binvox
+from blender_occnet.common.binvox import write_binvox
 
 
 def _shape(kind: str, size: float, rng: np.random.Generator):

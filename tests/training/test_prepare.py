@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from blender_occnet.occnet.binvox import read_binvox
-from blender_occnet.occnet.errors import InputError
+from blender_occnet.common.binvox import read_binvox
+from blender_occnet.common.errors import InputError
 from blender_occnet.occnet.inside import contains
 from training.data import ShapeDataset
 from training.prepare import prepare

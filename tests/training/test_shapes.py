@@ -10,7 +10,7 @@ import pytest
 import trimesh
 import yaml
 
-from blender_occnet.occnet.binvox import read_binvox
+from blender_occnet.common.binvox import read_binvox
 from training import shapes as S
 
 # ------------------------------------------------------------------------------------------ primitives

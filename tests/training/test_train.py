@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from blender_occnet.common.errors import InputError
 from blender_occnet.occnet.checkpoints import load_weights
-from blender_occnet.occnet.errors import InputError
 from training.config import Config, load_config
 from training.export import export_run
 from training.train import CHECKPOINT, Trainer, load_checkpoint, train

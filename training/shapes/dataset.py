@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from blender_occnet.occnet.files import atomic_output
+from blender_occnet.common.files import atomic_output
 
 from .categories import CATEGORIES, GENERATORS, generate
 from .organic import ORGANIC_CATEGORIES, generate_organic

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from blender_occnet.occnet.geometry import face_normals, sample_surface, unit_cube_frame
+from blender_occnet.common.geometry import face_normals, sample_surface, unit_cube_frame
 
 ORGANIC_CATEGORIES = ("blob", "metaballs", "tubes", "creature", "shell")
 MESH_RESOLUTION = 128  # marching-cubes cells along the longest side of the shape's box

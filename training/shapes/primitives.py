@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from blender_occnet.occnet.geometry import unit_cube_frame
+from blender_occnet.common.geometry import unit_cube_frame
 
 from .writer import SolidShape
 

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 from numpy.typing import ArrayLike
 
-from blender_occnet.occnet.binvox import write_binvox
-from blender_occnet.occnet.files import atomic_output
+from blender_occnet.common.binvox import write_binvox
+from blender_occnet.common.files import atomic_output
+from blender_occnet.common.policy import BOX_SIZE  # uniform query points fill [-0.55, 0.55]^3, as in the original
 from blender_occnet.occnet.meshio import write_mesh
-from blender_occnet.occnet.policy import BOX_SIZE  # uniform query points fill [-0.55, 0.55]^3, as in the original
 
 if TYPE_CHECKING:
     from trimesh import Trimesh

@@ -6,7 +6,7 @@ from __future__ import annotations
 import bpy
 from bpy.props import StringProperty
 
-from ...backend_client import BackendError
+from ...common.backend_client import BackendError
 from .. import connection, preferences, state, weights_download
 from .modal import CancelJob, PreferencesJobModal, running, session_job
 

@@ -12,8 +12,8 @@ from bpy.props import StringProperty
 from bpy_extras.io_utils import ImportHelper
 from mathutils import Matrix
 
-from ...occnet.binvox import pool_grid, read_binvox
-from ...occnet.errors import InputError
+from ...common.binvox import pool_grid, read_binvox
+from ...common.errors import InputError
 from .. import geometry, scene_io
 
 

@@ -1,6 +1,6 @@
 """occnet.reconstruct: the active object (with every other selected source) or the chosen image -> a new
 mesh object each. Modal from the UI (Blender stays responsive, ESC cancels), synchronous from scripts; both
-start the session's Batch, as the scripting API (../../api.py) does."""
+start the session's Batch, as the scripting API (../api.py) does."""
 
 from __future__ import annotations
 

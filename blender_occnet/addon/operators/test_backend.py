@@ -6,7 +6,7 @@ from typing import Any
 
 import bpy
 
-from ...backend_client import BackendError
+from ...common.backend_client import BackendError
 from .. import preferences, router, state
 
 

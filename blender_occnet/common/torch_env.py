@@ -8,7 +8,8 @@ a 128-cell reconstruction took 1.75 s with the default spin, 0.36 s sleeping at 
 on an idle machine) and 0.48 s with a 3,000-iteration spin, which is as fast as the default when idle.
 So a short spin it is, unless the user's environment already says how to wait (LLVM's and Intel's
 OpenMP, on macOS and Windows builds, read KMP_BLOCKTIME instead: 1 ms, not measured here). The backend
-also leaves a core to Blender. Stdlib only: the add-on imports it to build the backend's command line.
+also leaves a core to Blender. Stdlib only, so that the backend and the command line set it before torch loads
+(apply_to_torch, which they call once it has, imports torch).
 """
 
 from __future__ import annotations

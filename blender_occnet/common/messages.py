@@ -25,7 +25,7 @@ from typing import Any, ClassVar, TypeVar
 import numpy as np
 
 # RESOLUTIONS and coarse_resolution are also for the add-on, which takes policy's rules from here.
-from .occnet.policy import (
+from .policy import (
     FEW_POINTS,
     FIT_MODES,
     MAX_REFINE_STEPS,
@@ -36,7 +36,7 @@ from .occnet.policy import (
     REFINE_METHODS,
     RESOLUTIONS,
 )
-from .occnet.policy import coarse_resolution as coarse_resolution  # re-exported for the add-on
+from .policy import coarse_resolution as coarse_resolution  # re-exported for the add-on
 from .protocol import DTYPES, Frame, plain_id
 
 PROTOCOL_VERSION = 1

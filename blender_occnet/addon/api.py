@@ -27,8 +27,8 @@ from typing import Any
 import bpy
 import numpy as np
 
-from .addon import jobs, preferences, scene_io, state
-from .messages import SETTINGS, FieldError, Reconstruct
+from ..common.messages import SETTINGS, FieldError, Reconstruct
+from . import jobs, preferences, scene_io, state
 
 REQUEST_FIELDS = (*SETTINGS, "weights", "arch", "device", "input_points", "fit")
 SOURCE_KINDS = ("SURFACE", "VERTICES", "VOXELIZE")

@@ -23,7 +23,7 @@ from typing import IO, Any, ClassVar, TypeVar
 
 import numpy as np
 
-from .backend import EXIT_MISSING_PACKAGE
+from . import EXIT_MISSING_PACKAGE
 from .messages import (
     PROTOCOL_VERSION,
     Accepted,
@@ -53,7 +53,7 @@ from .protocol import AUTH_PREFIX, ConnectionClosed, Frame, ProtocolError, encod
 STARTUP_TIMEOUT = 120.0  # importing torch on a cold disk can take a while
 REQUEST_TIMEOUT = 30.0
 STDERR_LINES = 40
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parent.parent
 
 
 class BackendError(Exception):
