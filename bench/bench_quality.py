@@ -11,8 +11,9 @@
     .venv/bin/python bench/bench_quality.py [--per-category 2] [--counts 300,3000,20000]
         [--splits procedural,organic] [--json out/bench_quality.json] [--pictures out/quality] [--quick]
 
-Shapes: the procedural test shapes (training.shapes.generate with seeds apart from the dataset builder's) and
-the organic test shapes (training.shapes.organic.test_shapes: blobs, smooth unions, tubes, creatures, shells).
+Shapes: the procedural test shapes (training.shapes.generate with seeds apart from the dataset builder's), the
+organic test shapes (training.shapes.organic.test_shapes: blobs, smooth unions, tubes, creatures, shells) and, with
+--splits novel, kinds never trained on (novel_shapes.py: knots, springs, faceted rocks, gears, mushrooms).
 Clouds: uniform on the true surface plus Gaussian noise of sigma 0.005 of the shape's size. Scores against the
 true surface (100,000 samples): Chamfer-L1, normal consistency, F-score at 1%, IoU where the mesh is closed.
 Seconds are each method's wall time on the same cloud in the same run (ratios, not absolute figures, carry).
@@ -72,6 +73,10 @@ def test_shapes(splits: list[str], per_category: int) -> list[TestShape]:
 
         shapes += [TestShape("organic", category, name, shape)
                    for category, name, shape in organic.test_shapes(per_category)]
+    if "novel" in splits:  # kinds no network here was trained on (novel_shapes.py)
+        from novel_shapes import novel_shapes
+
+        shapes += [TestShape("novel", category, name, shape) for category, name, shape in novel_shapes(per_category)]
     return shapes
 
 
