@@ -33,12 +33,9 @@ INPUT_SUFFIXES = frozenset(POINT_SUFFIXES + IMAGE_SUFFIXES + (".binvox",))
 PATTERN_CHARACTERS = "*?["
 MAX_LIST_LINE = 8192  # a worker's list file: one "input<TAB>output" a line
 
-# The settings a worker is given as its parent was (name, flag); booleans are passed as flags.
-FORWARDED = (("modality", "--modality"), ("weights", "--weights"), ("arch", "--arch"),
-             ("resolution", "--resolution"), ("threshold", "--threshold"), ("refine", "--refine"),
-             ("refine_method", "--refine-method"), ("simplify", "--simplify"), ("device", "--device"),
-             ("input_points", "--input-points"), ("fit", "--fit"), ("seed", "--seed"),
-             ("batch_size", "--batch-size"))
+# The reconstruct options a --jobs worker is not given as its parent was: which inputs and where (its list file),
+# its threads (a share of the cores), and what only the parent does (the summary, resuming, the file format).
+PARENT_ONLY = {"output", "quiet", "worker_list", "threads", "jobs", "skip_existing", "overwrite", "format", "json"}
 
 
 def is_many(args: argparse.Namespace) -> bool:
@@ -221,13 +218,9 @@ def _work_through_list(listing: Path, args: argparse.Namespace) -> int:
 def _in_workers(todo: list[tuple[Path, Path]], args: argparse.Namespace, bar: _Bar) -> list[dict[str, Any]]:
     jobs = min(args.jobs, len(todo))
     threads = args.threads or max(1, (os.cpu_count() or 1) // jobs)  # the cores shared out, not oversubscribed
-    settings: list[str] = []
-    for name, flag in FORWARDED:
-        value = getattr(args, name)
-        if value is not None:
-            settings += [flag, str(value)]
-    settings += ["--threads", str(threads), "--colours" if args.colours else "--no-colours"]
-    settings += ["--normals"] if args.normals else []
+    from .cli import given_options
+
+    settings = [*given_options(args, PARENT_ONLY), "--threads", str(threads)]  # every setting the person gave
     lines: queue.Queue[tuple[int, str | None]] = queue.Queue()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="occnet-batch-") as folder:

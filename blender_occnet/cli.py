@@ -15,7 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from .common.messages import input_warnings
-from .common.policy import FIT_MODES, MODALITIES, REFINE_METHODS, RESOLUTIONS, coarse_resolution
+from .common.policy import MODALITIES, RESOLUTIONS
+from .common.settings import DECLARED, EXTRACTION, SETTINGS
 from .common.torch_env import MAX_THREADS, apply_to_torch, configure_before_torch
 from .occnet.config import ARCH_MODALITY
 
@@ -67,11 +68,9 @@ def _reconstruct_file(source: Path, output: Path, args: argparse.Namespace, netw
     modality = args.modality or guess_modality(source)
     reconstructor = networks.for_modality(modality, source)
     weights = reconstructor.weights
-    settings = ExtractionSettings(
-        threshold=weights.threshold if args.threshold is None else args.threshold,
-        resolution=args.resolution, resolution_0=coarse_resolution(args.resolution), refine_steps=args.refine,
-        refine_method=args.refine_method, simplify_faces=args.simplify, normals=args.normals, seed=args.seed,
-        colours=args.colours)
+    given = {setting.name: getattr(args, setting.name) for setting in EXTRACTION}
+    settings = ExtractionSettings(**{**given, "threshold": weights.threshold if args.threshold is None
+                                     else args.threshold})  # unset: the weights' own
     prepared = prepare_for_network(weights.config, modality, source, seed=args.seed, input_points=args.input_points)
     seconds_prepare = time.perf_counter() - started
     shape = reconstructor.encode(prepared, fit=args.fit, progress=progress, fit_threshold=settings.threshold)
@@ -272,22 +271,40 @@ class UsageError(Exception):
     """A combination of arguments argparse cannot check by itself; reported like argparse's own."""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m blender_occnet",
-        description="Occupancy Networks: reconstruct meshes from images, point clouds or voxels.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def add_setting_flags(parser: argparse.ArgumentParser) -> None:
+    """A flag for each declared setting (common/settings.py), its value in args.<setting name>. The values are
+    checked where they are used (ExtractionSettings, the preprocessing, the device), as for every other caller."""
+    for setting in DECLARED:
+        if setting.kind is bool:
+            parser.add_argument(setting.flag, *setting.aliases, dest=setting.name, default=setting.default,
+                                action=argparse.BooleanOptionalAction, help=setting.help)
+        else:
+            parser.add_argument(setting.flag, *setting.aliases, dest=setting.name, type=setting.kind,
+                                default=setting.default, metavar=setting.metavar or None, help=setting.help,
+                                choices=setting.values if setting.choices and setting.cli_choices else None)
 
-    convert = sub.add_parser("convert", help="convert an original .pt checkpoint to our .safetensors format",
-                             description="Convert an original Occupancy Networks checkpoint (read without "
-                                         "running any code it may contain) to a .safetensors weights file "
-                                         "that carries its configuration.")
-    convert.add_argument("input", help="original checkpoint (.pt)")
-    convert.add_argument("output", help="weights file to write (.safetensors)")
-    convert.add_argument("--arch", choices=sorted(ARCH_MODALITY),
-                         help="architecture (told from the keys when left out)")
-    convert.set_defaults(run=_cmd_convert)
 
+def given_options(args: argparse.Namespace, leave_out: set[str]) -> list[str]:
+    """The reconstruct command's options that `args` holds at other values than their defaults (what the person
+    gave), as arguments again: what a --jobs worker is given, but the options named (by dest) in `leave_out`."""
+    parser = argparse.ArgumentParser()
+    given: list[str] = []
+    for action in _add_reconstruct(parser.add_subparsers())._actions:
+        if not action.option_strings or action.dest in leave_out or action.default == argparse.SUPPRESS:
+            continue
+        value = getattr(args, action.dest, action.default)
+        if value == action.default:
+            continue
+        if isinstance(action, argparse.BooleanOptionalAction):
+            given.append(action.option_strings[0 if value else 1])  # --colours / --no-colours
+        elif action.nargs == 0:  # store_true
+            given.append(action.option_strings[0])
+        else:
+            given += [action.option_strings[0], str(value)]
+    return given
+
+
+def _add_reconstruct(sub: Any) -> argparse.ArgumentParser:
     rec = sub.add_parser("reconstruct", help="reconstruct a mesh from an image, point cloud or voxel file",
                          description="Reconstruct a mesh. Inputs: images (.png .jpg), point clouds (.ply .obj "
                                      ".off .stl .xyz .pts .npy .npz; a mesh file gives surface samples), voxels "
@@ -308,41 +325,35 @@ def build_parser() -> argparse.ArgumentParser:
     rec.add_argument("--weights", help="name of installed weights, or a path (.safetensors or original .pt); "
                                        "default: the bundled weights for the input's modality")
     rec.add_argument("--arch", choices=sorted(ARCH_MODALITY), help="architecture of an original .pt file")
-    rec.add_argument("--resolution", type=int, default=128, choices=RESOLUTIONS,
-                     help="cells per axis of the final grid (default 128)")
-    rec.add_argument("--threshold", type=float, help="occupancy probability of the surface, in (0, 1) "
-                                                     "(default: the weights' own, 0.2 for the originals)")
-    rec.add_argument("--refine", type=int, default=0, metavar="N",
-                     help="at most N vertex refinement steps (default 0; the paper used 30)")
-    rec.add_argument("--refine-method", choices=REFINE_METHODS, default="project",
-                     help="project: Newton steps onto the network's surface, each vertex stopping once there "
-                          "(default; about one extraction's time); optimise: the paper's optimiser on face samples "
-                          "and normals (one network pass over the mesh per step)")
-    rec.add_argument("--simplify", type=int, default=0, metavar="FACES",
-                     help="simplify to about this many faces (default: keep all)")
-    rec.add_argument("--normals", action="store_true", help="write vertex normals from the network's gradient")
-    rec.add_argument("--colours", "--colors", action=argparse.BooleanOptionalAction, default=True,
-                     help="vertex colours from the input's nearest points, when it has colours (a PLY's red/green/"
-                          "blue, XYZRGB or PTS columns, an .npz's 'colors'); written to .ply, .obj, .off and .glb "
-                          "(default on; --no-colours: a plain mesh)")
-    rec.add_argument("--device", default="auto",
-                     help="auto (a CUDA GPU, else Apple's GPU, else the CPU), cpu, cuda or mps (default auto)")
-    rec.add_argument("--input-points", type=int, default=0, metavar="N",
-                     help="point clouds: points the encoder is given (default: a ConvONet model takes every point "
-                          "up to 20,000, an ONet model its trained count)")
-    rec.add_argument("--fit", choices=FIT_MODES, default="auto",
-                     help="point clouds: fit the network's local features to every input point before extracting "
-                          "(auto, the default: with local-feature weights; a second or two on a CPU)")
-    rec.add_argument("--seed", type=int, default=0, help="seed for point subsampling and refinement")
-    rec.add_argument("--batch-size", type=int, default=100_000, help="points per network call")
+    add_setting_flags(rec)
     rec.add_argument("--threads", type=int, default=0, metavar="N", help="CPU threads (default: every core)")
     rec.add_argument("--json", action="store_true", help="print statistics as JSON")
     rec.add_argument("--quiet", action="store_true", help="no progress bar")
     rec.set_defaults(run=_cmd_reconstruct)
+    return rec
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m blender_occnet",
+        description="Occupancy Networks: reconstruct meshes from images, point clouds or voxels.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    convert = sub.add_parser("convert", help="convert an original .pt checkpoint to our .safetensors format",
+                             description="Convert an original Occupancy Networks checkpoint (read without "
+                                         "running any code it may contain) to a .safetensors weights file "
+                                         "that carries its configuration.")
+    convert.add_argument("input", help="original checkpoint (.pt)")
+    convert.add_argument("output", help="weights file to write (.safetensors)")
+    convert.add_argument("--arch", choices=sorted(ARCH_MODALITY),
+                         help="architecture (told from the keys when left out)")
+    convert.set_defaults(run=_cmd_convert)
+
+    _add_reconstruct(sub)
 
     demo = sub.add_parser("demo", help="reconstruct the bundled sample inputs with the bundled weights")
     demo.add_argument("--out", default="out/demo", help="folder for the meshes (default out/demo)")
-    demo.add_argument("--resolution", type=int, default=128, choices=RESOLUTIONS)
+    demo.add_argument("--resolution", type=int, default=SETTINGS["resolution"].default, choices=RESOLUTIONS)
     demo.add_argument("--format", default="obj", choices=("obj", "ply", "off", "glb", "stl"))
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(run=_cmd_demo)

@@ -20,7 +20,7 @@ import numpy as np
 
 from blender_occnet.common.errors import InputError, OccNetError
 from blender_occnet.common.files import atomic_output
-from blender_occnet.common.policy import RESOLUTIONS, coarse_resolution
+from blender_occnet.common.policy import RESOLUTIONS
 from blender_occnet.occnet.checkpoints import load_weights
 from blender_occnet.occnet.frames import SHAPENET_V1_FRAME, relative_frame
 from blender_occnet.occnet.generation import ExtractionSettings, Reconstructor
@@ -53,7 +53,7 @@ def evaluate(weights_path: str | Path, data: str | Path, split: str = "test", re
                            cache=False, image_size=weights.config.image_size,
                            **_scan_options(scan, weights.modality))
     settings = ExtractionSettings(threshold=weights.threshold, resolution=resolution,
-                                  resolution_0=coarse_resolution(resolution), refine_steps=refine_steps, colours=False)
+                                  refine_steps=refine_steps, colours=False)
     per_category: dict[str, list[dict[str, float]]] = defaultdict(list)
     seen: dict[str, int] = defaultdict(int)
     started = time.perf_counter()

@@ -6,10 +6,11 @@ takes (the add-on session's jobs.Batch), synchronously. In Blender, with the ext
     for made in api.reconstruct_many(bpy.context.selected_objects, weights="pointcloud"):
         print(made.source, made.object.name if made.object else made.error)
 
-Settings are the request fields of the messages (messages.Settings and messages.Reconstruct): threshold (None:
-the weights' own), resolution, refine_steps, refine_method, simplify_faces, normals, seed, weights (None: the
-first for the source's kind), arch, device, input_points, fit ('auto', the default, 'on' or 'off': point clouds'
-features fitted to every point), colours (True, the default: a source's colour attribute onto the result).
+Settings are the ones common/settings.py declares for a request (REQUEST_FIELDS, checked as the backend checks
+them; an unknown keyword names the valid ones): threshold (None: the weights' own), resolution, refine_steps,
+refine_method, simplify_faces, normals, seed, colours (True, the default: a source's colour attribute onto the
+result), device, fit ('auto', the default, 'on' or 'off': point clouds' features fitted to every point),
+input_points; and weights (None: the first for the source's kind) and arch.
 `source_kind` says how a mesh is read (SURFACE: points on its faces, the
 default; VERTICES; VOXELIZE: voxelised at 32³ for voxel weights); a voxel object
 is always read as its voxels, a point cloud as its points, and an image (bpy.types.Image) gives a result at
@@ -27,10 +28,13 @@ from typing import Any
 import bpy
 import numpy as np
 
-from ..common.messages import SETTINGS, FieldError, Reconstruct
+from ..common.messages import FieldError, Reconstruct
+from ..common.settings import SENT, SETTINGS
 from . import jobs, preferences, scene_io, state
 
-REQUEST_FIELDS = (*SETTINGS, "weights", "arch", "device", "input_points", "fit")
+# The declared settings a request carries (common/settings.py) and which weights.
+REQUEST_FIELDS = (*(setting.name for setting in SENT), "weights", "arch")
+RESOLUTION = SETTINGS["resolution"].default
 SOURCE_KINDS = ("SURFACE", "VERTICES", "VOXELIZE")
 TIMEOUT = 3600.0
 
@@ -53,7 +57,7 @@ class Reconstruction:
         return self.object is not None
 
 
-def reconstruct(obj: bpy.types.Object | bpy.types.Image, weights: str | None = None, resolution: int = 128,
+def reconstruct(obj: bpy.types.Object | bpy.types.Image, weights: str | None = None, resolution: int = RESOLUTION,
                 threshold: float | None = None, *, source_kind: str = "SURFACE", hide_source: bool = False,
                 timeout: float = TIMEOUT, **settings: Any) -> bpy.types.Object:
     """A new mesh object reconstructed from `obj`, placed over it (an image's at the 3D cursor), named
@@ -67,7 +71,7 @@ def reconstruct(obj: bpy.types.Object | bpy.types.Image, weights: str | None = N
 
 
 def reconstruct_many(objects: Iterable[bpy.types.Object | bpy.types.Image], weights: str | None = None,
-                     resolution: int = 128, threshold: float | None = None, *, source_kind: str = "SURFACE",
+                     resolution: int = RESOLUTION, threshold: float | None = None, *, source_kind: str = "SURFACE",
                      hide_source: bool = False, timeout: float = TIMEOUT,
                      **settings: Any) -> list[Reconstruction]:
     """Every source's reconstruction, one backend job each, as one click on Reconstruct with them selected

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import bpy
 
+from ..common.settings import SIDEBAR
 from . import live, preferences, properties, scene_io, state
+
+DRAWN_APART = ("resolution", "colours")  # the resolution with the cell size it gives, colours with their source
 
 
 class OCCNET_PT_main(bpy.types.Panel):
@@ -41,15 +44,15 @@ class OCCNET_PT_main(bpy.types.Panel):
             size = scene_io.describe_size(obj, int(settings.resolution), scene)
             if size:
                 column.label(text=size, icon="DRIVER_DISTANCE")
-        column.prop(settings, "use_weights_threshold")
-        row = column.row()
-        row.enabled = not settings.use_weights_threshold
-        row.prop(settings, "threshold")
-        for name in ("refine_steps", "simplify_faces", "device"):
-            column.prop(settings, name)
-        if kind in ("SURFACE", "VERTICES"):
-            column.prop(settings, "fit")
-            column.prop(settings, "input_points")
+        for setting in SIDEBAR:  # the declared settings (common/settings.py), but those drawn with more
+            if setting.name in DRAWN_APART or (setting.points_only and kind not in ("SURFACE", "VERTICES")):
+                continue
+            row = column
+            if setting.unset_name:  # its switch (on: the weights' own), the value greyed out while it is on
+                column.prop(settings, setting.unset_name)
+                row = column.row()
+                row.enabled = not getattr(settings, setting.unset_name)
+            row.prop(settings, setting.name)
         if kind == "IMAGE":  # the image's colours, projected from the view its outline matches
             column.prop(settings, "colours", text="Colours from the image")
         elif obj is not None and kind in ("SURFACE", "VERTICES", "VOXELIZE", "VOXELS"):

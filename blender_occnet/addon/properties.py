@@ -9,20 +9,10 @@ from typing import Any
 import bpy
 from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty, PointerProperty, StringProperty
 
-from ..common import messages
 from ..common.architectures import SHIPPED
+from ..common.settings import SETTINGS, SIDEBAR, Setting
 from ..common.weights_catalogue import ORIGINAL_SUFFIXES, WEIGHTS_SUFFIX, is_original_checkpoint, weights_files
 from . import live, preferences
-
-# The grid sizes the backend accepts (messages.RESOLUTIONS). The time grows with the surface's cells, about 4x
-# per doubling; the largest also needs memory the backend checks for (it refuses, with the figures, if short).
-GPU_ONLY = 512
-RESOLUTIONS = [(str(n), f"{n}³", f"Extract the surface on a {n}³ grid (MISE from {messages.coarse_resolution(n)}³): "
-                                  f"finer detail, about {(n // messages.RESOLUTIONS[0]) ** 2}x the time of "
-                                  f"{messages.RESOLUTIONS[0]}³"
-                                  + ("; needs a GPU, or minutes on a CPU" if n >= GPU_ONLY else ""))
-               for n in messages.RESOLUTIONS]
-
 
 # For an original checkpoint: the architecture its file holds, told from its keys or chosen from those shipped.
 ARCHS = [("AUTO", "From the file", "Told from the checkpoint's keys (always right for our own .safetensors)")] + [
@@ -39,25 +29,66 @@ def weights_suggestions(settings: Any, context: bpy.types.Context, typed: str) -
     return [name for name in dict.fromkeys(names) if typed.lower() in name.lower()]
 
 
+INT_MAX = 2 ** 31 - 1  # what an IntProperty holds
+
+
+def blender_property(setting: Setting, **options: Any) -> Any:
+    """The bpy property of a declared setting (common/settings.py): its label, tooltip, bounds or choices and
+    default; `options` adds to them or replaces them (SKIP_SAVE, an update callback, another description)."""
+    common: dict[str, Any] = {"name": setting.label, "description": setting.tooltip}
+    default = setting.fallback if setting.default is None else setting.default
+    if setting.choices:
+        return EnumProperty(**{**common, "items": [(c.identifier, c.label, c.tooltip) for c in setting.choices],
+                               "default": next(c.identifier for c in setting.choices if c.value == default),
+                               **options})
+    if setting.kind is bool:
+        return BoolProperty(**{**common, "default": default, **options})
+    lo, hi = setting.ui_range or (setting.lo, setting.hi)
+    if setting.kind is int:
+        return IntProperty(**{**common, "default": default, "min": int(lo if lo is not None else -INT_MAX),
+                              "max": int(min(hi if hi is not None else INT_MAX, INT_MAX)), **options})
+    if setting.kind is float:
+        return FloatProperty(**{**common, "default": default, "precision": setting.precision,
+                                **({"min": lo} if lo is not None else {}), **({"max": hi} if hi is not None else {}),
+                                **options})
+    return StringProperty(**{**common, "default": default, **options})
+
+
+def unset_property(setting: Setting, **options: Any) -> Any:
+    """The switch of a setting whose default is unset (the weights' own): on, the value is not sent."""
+    return BoolProperty(**{"name": setting.unset_label, "description": setting.unset_tooltip, "default": True,
+                           **options})
+
+
+def setting_properties(declared: tuple[Setting, ...], **options: Any) -> dict[str, Any]:
+    """Annotations for a property group or an operator: each declared setting's property, its unset switch
+    (use_weights_threshold) before it."""
+    made: dict[str, Any] = {}
+    for setting in declared:
+        if setting.unset_name:
+            made[setting.unset_name] = unset_property(setting, **options)
+        made[setting.name] = blender_property(setting, **options)
+    return made
+
+
+def setting_value(setting: Setting, owner: Any) -> Any:
+    """The request value of a declared setting as `owner` (scene.occnet, the operator) holds it: None when its
+    unset switch is on, the choice's value for an enum."""
+    if setting.unset_name and getattr(owner, setting.unset_name):
+        return None
+    value = getattr(owner, setting.name)
+    if setting.choices:
+        return setting.choice(value).value
+    return setting.kind(value)
+
+
 def request_settings(settings: Any) -> dict[str, Any]:
     """scene.occnet -> the backend's request fields (one to one)."""
     weights = settings.weights.strip()
     original = is_original_checkpoint(weights)  # only those may need the architecture told
     return {"weights": bpy.path.abspath(weights) if weights.startswith("//") else (weights or None),
             "arch": settings.arch if original and settings.arch != "AUTO" else None,
-            "device": settings.device, "resolution": int(settings.resolution),
-            "threshold": None if settings.use_weights_threshold else float(settings.threshold),
-            "refine_steps": int(settings.refine_steps), "fit": settings.fit.lower(), "colours": bool(settings.colours),
-            "simplify_faces": int(settings.simplify_faces), "input_points": int(settings.input_points)}
-
-
-COLOURS_DESCRIPTION = ("Give the result the source's colours (its colour attribute: a scan's vertex colours), each "
-                       "vertex the colour of the source points nearest it; shown in Solid (Attribute colour) and "
-                       "Material Preview. Off: a plain mesh. Sources without colours are not affected")
-
-FIT_CHOICES = [("AUTO", "Auto", "Fit where it helps: local-feature weights (the bundled ones) on point clouds"),
-               ("ON", "On", "Always fit (an error for weights or inputs that cannot be fitted)"),
-               ("OFF", "Off", "The network's prediction as it is (faster; the style of its training shapes)")]
+            **{setting.name: setting_value(setting, settings) for setting in SIDEBAR}}
 
 
 class OCCNET_PG_settings(bpy.types.PropertyGroup):
@@ -70,41 +101,7 @@ class OCCNET_PG_settings(bpy.types.PropertyGroup):
     arch: EnumProperty(  # type: ignore[valid-type]
         name="Architecture", items=ARCHS, default="AUTO",
         description="For original .pt checkpoints: the network the file holds")
-    resolution: EnumProperty(  # type: ignore[valid-type]
-        name="Resolution", items=RESOLUTIONS, default="128",
-        description="Cells per side of the grid the surface is extracted on: more cells keep thinner parts and "
-                    "cost about four times the time per step (128³: seconds on a CPU; 256³: about four times that)")
-    use_weights_threshold: BoolProperty(  # type: ignore[valid-type]
-        name="Weights' threshold", default=True,
-        description="Mesh at the threshold the weights were calibrated with (their model card's); off: the "
-                    "Threshold below")
-    fit: EnumProperty(  # type: ignore[valid-type]
-        name="Fit to points", items=FIT_CHOICES, default="AUTO",
-        description="Point clouds: adapt the network's local features to every input point before meshing, so "
-                    "the surface passes through the scan and the network only completes what it does not show "
-                    "(a second or two on a CPU)")
-    threshold: FloatProperty(  # type: ignore[valid-type]
-        name="Threshold", default=0.2, min=0.01, max=0.99, precision=3,
-        description="Occupancy probability at the surface: lower grows the shape, higher shrinks it")
-    colours: BoolProperty(  # type: ignore[valid-type]
-        name="Colours", default=True, description=COLOURS_DESCRIPTION)
-    refine_steps: IntProperty(  # type: ignore[valid-type]
-        name="Refine steps", default=0, min=0, max=200,
-        description="At most this many steps that move each vertex onto the network's surface (the paper used "
-                    "30); a vertex stops once it is there, so 30 steps cost about as much as the extraction")
-    input_points: IntProperty(  # type: ignore[valid-type]
-        name="Input points", default=0, min=0, max=5_000_000,
-        description="Point clouds: how many points the network is given. 0: automatic (a local-feature "
-                    "network takes every point up to 20,000; a global one the 300 it was trained on). More "
-                    "points keep more detail and cost a little more time")
-    simplify_faces: IntProperty(  # type: ignore[valid-type]
-        name="Simplify to", default=0, min=0, description="Target face count (0: no simplification)")
-    device: EnumProperty(  # type: ignore[valid-type]
-        name="Device", default="auto",
-        description="Where the network runs: a GPU is many times faster than the CPU for 256³ and refinement",
-        items=[("auto", "Auto", "A CUDA GPU when the backend has one, else Apple's GPU (MPS), else the CPU"),
-               ("cpu", "CPU", ""), ("cuda", "CUDA", "The backend's first CUDA GPU"),
-               ("mps", "Apple GPU", "Metal (MPS) on Apple silicon; ops it lacks run on the CPU")])
+    # ... and a property for each declared sidebar setting (below the class: setting_properties(SIDEBAR)).
     source_kind: EnumProperty(  # type: ignore[valid-type]
         name="Source", default="SURFACE",
         description="What the network is given: points sampled on the mesh's faces, its vertices as they are, the "
@@ -132,23 +129,19 @@ class OCCNET_PG_object(bpy.types.PropertyGroup):
     job: StringProperty(name="Backend job", default="")  # type: ignore[valid-type]
     source: StringProperty(name="Source object", default="")  # type: ignore[valid-type]
     weights: StringProperty(name="Weights", default="")  # type: ignore[valid-type]
-    use_weights_threshold: BoolProperty(  # type: ignore[valid-type]
-        name="Weights' threshold", default=True,
-        description="Mesh at the threshold the weights were calibrated with (their model card's); off: the "
-                    "Threshold below")
-    fit: EnumProperty(  # type: ignore[valid-type]
-        name="Fit to points", items=FIT_CHOICES, default="AUTO",
-        description="Point clouds: adapt the network's local features to every input point before meshing, so "
-                    "the surface passes through the scan and the network only completes what it does not show "
-                    "(a second or two on a CPU)")
-    threshold: FloatProperty(  # type: ignore[valid-type]
-        name="Threshold", default=0.2, min=0.01, max=0.99, precision=3, update=live.on_parameter_changed,
-        description="Change to re-extract this reconstruction from the backend's kept grid")
-    resolution: EnumProperty(  # type: ignore[valid-type]
-        name="Resolution", items=RESOLUTIONS, default="128", update=live.on_parameter_changed)
+    # ... and its threshold and resolution (below the class), whose changes re-extract it; its fit and
+    # use_weights_threshold are kept for the files that hold them.
     # The threshold and resolution the mesh was extracted at (scene_io.extraction_key): an undo step can hold a
     # slider's new value over the mesh of the old one, which live.reconcile then extracts again.
     extracted: StringProperty(name="Extracted at", default="", options={"HIDDEN"})  # type: ignore[valid-type]
+
+
+OCCNET_PG_settings.__annotations__.update(setting_properties(SIDEBAR))
+OCCNET_PG_object.__annotations__.update({
+    "use_weights_threshold": unset_property(SETTINGS["threshold"]), "fit": blender_property(SETTINGS["fit"]),
+    "threshold": blender_property(SETTINGS["threshold"], update=live.on_parameter_changed,
+                                  description="Change to re-extract this reconstruction from the backend's kept grid"),
+    "resolution": blender_property(SETTINGS["resolution"], update=live.on_parameter_changed)})
 
 
 class OCCNET_PG_job(bpy.types.PropertyGroup):

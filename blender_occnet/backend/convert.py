@@ -8,7 +8,6 @@ import dataclasses
 
 from ..common.errors import InputError
 from ..common.messages import SETTINGS, FieldError, Reconstruct, Settings
-from ..common.policy import coarse_resolution
 from ..occnet.config import ModelConfig
 from ..occnet.generation import ExtractionSettings
 from ..occnet.preprocess import PreparedInput, prepare_for_network, prepare_voxels_from_mesh
@@ -18,8 +17,8 @@ def extraction_settings(given: Settings, base: ExtractionSettings | None = None)
     """The settings a message gives, over `base` (a finished job's, for a re-extraction) or the core's defaults
     (a reconstruction's threshold is then the weights' own, filled in once they are loaded)."""
     values = dataclasses.asdict(base) if base is not None else {}
+    values.pop("resolution_0", None)  # the settings' own for their resolution
     values.update({name: getattr(given, name) for name in SETTINGS if getattr(given, name) is not None})
-    values["resolution_0"] = coarse_resolution(values.get("resolution", ExtractionSettings.resolution))
     return ExtractionSettings(**values)
 
 

@@ -17,34 +17,21 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 
-# RESOLUTIONS and coarse_resolution are also for the add-on, which takes policy's rules from here.
-from .policy import (
-    FEW_POINTS,
-    FIT_MODES,
-    MAX_REFINE_STEPS,
-    MAX_SEED,
-    MAX_SIMPLIFY_FACES,
-    MIN_POINTS,
-    MODALITIES,
-    REFINE_METHODS,
-    RESOLUTIONS,
-)
-from .policy import coarse_resolution as coarse_resolution  # re-exported for the add-on
+from .policy import FEW_POINTS, MAX_INPUT_POINTS, MIN_POINTS, MODALITIES
 from .protocol import DTYPES, Frame, plain_id
+from .settings import EXTRACTION, REQUEST, Setting, SettingError
 
 PROTOCOL_VERSION = 1
 MAX_IMAGE_SIDE = 2048  # the network sees 224 x 224; the add-on sends at most 1024 px, other clients this much
-MAX_POINTS = 5_000_000
+MAX_POINTS = MAX_INPUT_POINTS
 MAX_FACES = 5_000_000  # a mesh sent to be voxelised
 MAX_TEXT = 4096  # a weights path is the longest text a message carries
-DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d{1,3})?")
 
 
 class FieldError(ValueError):
@@ -134,17 +121,14 @@ def one_of(options: tuple[Any, ...]) -> Check:
     return check
 
 
-def device_name(value: Any) -> str:
-    if not isinstance(value, str) or not DEVICE.fullmatch(value):
-        raise _Refused(f"must be auto, cpu, cuda, cuda:N or mps, got {_show(value)}")
-    return value
-
-
-def simplify_target(value: Any) -> int:
-    faces = integer(0, MAX_SIMPLIFY_FACES)(value)
-    if 0 < faces < 4:
-        raise _Refused(f"must be 0 (off) or at least 4, got {faces}")
-    return faces
+def declared(setting: Setting) -> Check:
+    """A setting's check, as its declaration (common/settings.py) says."""
+    def check(value: Any) -> Any:
+        try:
+            return setting.check(value)
+        except SettingError as exc:
+            raise _Refused(str(exc)) from None
+    return check
 
 
 def request_id(value: Any) -> int | str:
@@ -332,20 +316,33 @@ class Message(Checked):
 # -- the contract's values ------------------------------------------------------------------------------
 
 
-@dataclass(kw_only=True)
-class Settings(Checked):
-    """How to extract the surface (the core's ExtractionSettings, field for field). In a request each field
-    may be left out: a reconstruction then takes the core's default (the threshold: the weights' own), a
-    re-extraction the job's earlier value. A result carries every value it used."""
+T = TypeVar("T", bound=type)
 
-    threshold: float | None = wire(number(0.0, 1.0, strict=True), None)  # occupancy probability at the surface
-    resolution: int | None = wire(one_of(RESOLUTIONS), None)  # cells per side of the final grid
-    refine_steps: int | None = wire(integer(0, MAX_REFINE_STEPS), None)
-    refine_method: str | None = wire(one_of(REFINE_METHODS), None)
-    simplify_faces: int | None = wire(simplify_target, None)  # 0: keep every face
-    normals: bool | None = wire(flag, None)  # vertex normals from the network's gradient
-    seed: int | None = wire(integer(0, MAX_SEED), None)  # refinement's samples, point-cloud subsampling
-    colours: bool | None = wire(flag, None)  # vertex colours from the input's (Reconstruct.point_colours), if any
+
+def with_settings(settings: tuple[Setting, ...], *, optional: bool) -> Callable[[T], T]:
+    """A field for each declared setting (common/settings.py), checked as declared, added to a class before
+    @dataclass makes it: `optional` ones default to None (left out), the others to their declared default."""
+    def add(cls: T) -> T:
+        annotations = dict(cls.__dict__.get("__annotations__", {}))
+        for setting in settings:
+            kind = setting.kind.__name__
+            annotations[setting.name] = f"{kind} | None" if optional or setting.default is None else kind
+            setattr(cls, setting.name, wire(declared(setting), None if optional else setting.default))
+        cls.__annotations__ = annotations
+        return cls
+    return add
+
+
+@dataclass(kw_only=True)
+@with_settings(EXTRACTION, optional=True)
+class Settings(Checked):
+    """How to extract the surface: a field for each `extraction` setting of common/settings.py (the core's
+    ExtractionSettings, field for field). In a request each field may be left out: a reconstruction then takes
+    the core's default (the threshold: the weights' own), a re-extraction the job's earlier value. A result
+    carries every value it used."""
+
+    if TYPE_CHECKING:  # the fields are the declarations' (with_settings): typed by them at run time only
+        def __getattr__(self, name: str) -> Any: ...
 
 
 SETTINGS = tuple(f.name for f in dataclasses.fields(Settings))
@@ -461,9 +458,11 @@ class Handshake(Request):
 
 
 @dataclass(kw_only=True, eq=False)
+@with_settings(REQUEST, optional=False)
 class Reconstruct(Request, Settings):
-    """A reconstruction of `input` (answered Accepted, then the job's events). With `faces` (voxel weights
-    only) `input` is a mesh's vertices, voxelised by the backend."""
+    """A reconstruction of `input` (answered Accepted, then the job's events), with the `request` settings of
+    common/settings.py (device, input_points, fit: each sent, its default when not given). With `faces` (voxel
+    weights only) `input` is a mesh's vertices, voxelised by the backend."""
 
     NAME = "reconstruct"
     modality: str = wire(one_of(MODALITIES))
@@ -471,9 +470,6 @@ class Reconstruct(Request, Settings):
     faces: np.ndarray | None = wire(array("int32", "int64", shape=(None, 3)), None, array=True)
     weights: str | None = wire(text(MAX_TEXT), None)  # a name, or (local backends only) a path; None: the first
     arch: str | None = wire(text(), None)  # for original .pt checkpoints whose architecture is not told
-    device: str = wire(device_name, "auto")
-    input_points: int = wire(integer(0, MAX_POINTS), 0)  # points the encoder gets; 0: the network's own rule
-    fit: str = wire(one_of(FIT_MODES), "auto")  # point clouds: fit the local features to every point (fitting.py)
     # One sRGB red, green, blue per point of a cloud, vertex of a mesh to voxelise or cell of a voxel grid (C order):
     # bytes, or floats in [0, 1].
     point_colours: np.ndarray | None = wire(array("uint8", "float32", shape=(None, 3)), None, array=True)

@@ -17,6 +17,7 @@ BOX_SIZE = 1.1  # the unit cube plus the reference's 0.1 padding: where the netw
 # resolution change reuses every value evaluated before.
 RESOLUTIONS = (32, 64, 128, 256, 512)
 COARSE_RESOLUTION = 32  # MISE's first grid (the reference's resolution_0)
+GPU_ONLY_RESOLUTION = 512  # from here on the add-on says a GPU is needed (or minutes on a CPU)
 
 
 def coarse_resolution(resolution: int) -> int:
@@ -29,6 +30,7 @@ def coarse_resolution(resolution: int) -> int:
 MAX_REFINE_STEPS = 1_000
 MAX_SIMPLIFY_FACES = 50_000_000
 MAX_SEED = 2 ** 63 - 1
+MAX_INPUT_POINTS = 5_000_000  # the most points a request's cloud may hold, and so the most the encoder can be given
 
 # How refinement moves the vertices: "project" takes Newton steps along the logit's gradient onto the
 # iso-surface (each vertex stops once it is there: 30 steps cost about one extraction); "optimise" is the

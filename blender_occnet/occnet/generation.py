@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from ..common.errors import Cancelled, GenerationError, InputError
-from ..common.policy import BOX_SIZE, MAX_REFINE_STEPS, MAX_SEED, MAX_SIMPLIFY_FACES, REFINE_METHODS, RESOLUTIONS
+from ..common.policy import BOX_SIZE, RESOLUTIONS, coarse_resolution
+from ..common.settings import EXTRACTION
 from .checkpoints import Weights
 from .colours import ColourSource, vertex_colours
 from .fitting import FitRefused, FitSettings, Observation, fit_features, project_onto_points, should_fit
@@ -43,11 +44,12 @@ DecodeFn = Callable[[torch.Tensor], torch.Tensor]  # box points (N, 3) -> logits
 
 @dataclass(frozen=True)
 class ExtractionSettings:
-    """How to turn the occupancy function into a mesh. Names match the add-on and protocol fields."""
+    """How to turn the occupancy function into a mesh: the `extraction` settings of common/settings.py, each
+    checked by its declaration there (tests/core/test_settings.py holds the fields and defaults to them)."""
 
-    threshold: float = 0.2  # occupancy probability of the surface
+    threshold: float = 0.2  # occupancy probability of the surface (the declaration's unset: the weights' own)
     resolution: int = 128  # cells per axis of the final grid
-    resolution_0: int = 32  # MISE's coarse grid; equal to `resolution` means dense evaluation
+    resolution_0: int | None = None  # MISE's coarse grid; None: policy.coarse_resolution; `resolution`: dense
     refine_steps: int = 0  # at most this many refinement steps (the reference's demo used 30)
     refine_method: str = "project"  # one of REFINE_METHODS
     simplify_faces: int = 0  # quadric simplification target; 0 keeps every face
@@ -56,28 +58,16 @@ class ExtractionSettings:
     colours: bool = True  # vertex colours from the input's, when it has them (colours.py)
 
     def __post_init__(self) -> None:
-        if not (isinstance(self.threshold, (int, float)) and 0.0 < self.threshold < 1.0):
-            raise InputError(f"threshold must be a probability strictly between 0 and 1, got {self.threshold!r}")
-        if self.resolution not in RESOLUTIONS:
-            raise InputError(f"resolution must be one of {', '.join(map(str, RESOLUTIONS))} cells, "
-                             f"got {self.resolution!r}")
+        for setting in EXTRACTION:
+            refused = setting.refusal(getattr(self, setting.name))
+            if refused:
+                raise InputError(refused)
+        if self.resolution_0 is None:
+            object.__setattr__(self, "resolution_0", coarse_resolution(self.resolution))
         r0 = self.resolution_0
         if not (isinstance(r0, int) and r0 >= 1 and r0 <= self.resolution and r0 & (r0 - 1) == 0):
             raise InputError(f"resolution_0 must be a power of two no larger than resolution "
                              f"({self.resolution}), got {r0!r}; resolution must be resolution_0 times 2**k")
-        for name, bound in (("refine_steps", MAX_REFINE_STEPS), ("simplify_faces", MAX_SIMPLIFY_FACES),
-                            ("seed", MAX_SEED)):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                raise InputError(f"{name} must be a non-negative integer, got {value!r}")
-            if value > bound:
-                raise InputError(f"{name} must be at most {bound:,}, got {value:,}")
-        if not isinstance(self.colours, bool):
-            raise InputError(f"colours must be true or false, got {self.colours!r}")
-        if self.refine_method not in REFINE_METHODS:
-            raise InputError(f"refine_method must be one of {', '.join(REFINE_METHODS)}, got {self.refine_method!r}")
-        if 0 < self.simplify_faces < 4:
-            raise InputError(f"simplify_faces must be 0 (off) or at least 4, got {self.simplify_faces}")
 
     @property
     def threshold_logit(self) -> float:
@@ -85,7 +75,13 @@ class ExtractionSettings:
 
     @property
     def upsampling_steps(self) -> int:
-        return int(math.log2(self.resolution // self.resolution_0))
+        return int(math.log2(self.resolution // self.coarse))
+
+    @property
+    def coarse(self) -> int:
+        """MISE's first grid: resolution_0, or the policy's for the resolution when it was not given."""
+        assert self.resolution_0 is not None  # set in __post_init__
+        return self.resolution_0
 
 
 @dataclass
@@ -343,7 +339,7 @@ class EncodedShape:
 
     def _evaluate_grid(self, settings: ExtractionSettings, report: ProgressFn,
                        should_cancel: CancelFn | None) -> tuple[np.ndarray, MISE]:
-        mise = MISE(settings.resolution_0, settings.upsampling_steps, settings.threshold_logit, self.store,
+        mise = MISE(settings.coarse, settings.upsampling_steps, settings.threshold_logit, self.store,
                     should_cancel)
         rounds = settings.upsampling_steps + 1  # usually; MISE may need a round more
         round_index = 0

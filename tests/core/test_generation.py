@@ -129,7 +129,7 @@ def test_nan_network_is_an_error() -> None:
     ({"threshold": 0.0}, "threshold must be a probability"),
     ({"resolution": 100}, "resolution must be one of"),
     ({"resolution": 64, "resolution_0": 24}, "resolution_0 must be a power of two"),
-    ({"refine_steps": -1}, "refine_steps must be a non-negative integer"),
+    ({"refine_steps": -1}, "refine_steps must be at least 0"),
     ({"refine_method": "newton"}, "refine_method must be one of project, optimise"),
 ])
 def test_bad_settings(bad: dict, message: str) -> None:

@@ -216,8 +216,9 @@ def test_settings_are_the_cores_extraction_settings() -> None:
 def test_messages_import_without_torch_or_bpy() -> None:
     code = ("import sys; sys.modules['torch'] = None; sys.modules['bpy'] = None\n"
             "import blender_occnet.common.messages as m\n"
+            "from blender_occnet.common.settings import SETTINGS\n"
             "assert 'torch' not in [n for n in sys.modules if sys.modules[n] is not None]\n"
-            "print(m.RESOLUTIONS)")
+            "print(SETTINGS['resolution'].values)")
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip().startswith("(32, 64"), result.stderr
 

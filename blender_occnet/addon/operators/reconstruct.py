@@ -7,15 +7,15 @@ from __future__ import annotations
 from typing import Any
 
 import bpy
-from bpy.props import BoolProperty, EnumProperty, FloatProperty, IntProperty
 
+from ...common.settings import REDO
 from .. import jobs, preferences, properties, router, scene_io, state
 from .modal import TimerModal
 
-# What the redo panel (Adjust Last Operation) offers: the settings that make sense after the fact. Each
-# starts from the scene's value (SKIP_SAVE: never from an earlier run's) and is sent as that request field.
-REDO_SETTINGS = ("resolution", "use_weights_threshold", "threshold", "fit", "colours", "refine_steps",
-                 "simplify_faces")
+# What the redo panel (Adjust Last Operation) offers: the declared settings that make sense after the fact
+# (common/settings.py's `redo`), properties of the operator (below the class). Each starts from the scene's value
+# (SKIP_SAVE: never from an earlier run's) and is sent as that request field.
+REDO_PROPERTIES = properties.setting_properties(REDO, options={"SKIP_SAVE"})
 
 SYNC_TIMEOUT = 3600.0
 
@@ -49,20 +49,6 @@ class OCCNET_OT_reconstruct(TimerModal, bpy.types.Operator):
     # Ctrl+Z removes every result and shows every source again. A cancelled batch that kept results also
     # ends FINISHED, so its results get their undo step rather than joining the previous one.
     bl_options = {"REGISTER", "UNDO"}
-
-    resolution: EnumProperty(name="Resolution", items=properties.RESOLUTIONS, default="128",  # type: ignore[valid-type]
-                             options={"SKIP_SAVE"})
-    use_weights_threshold: BoolProperty(name="Weights' threshold", default=True,  # type: ignore[valid-type]
-                                        options={"SKIP_SAVE"})
-    fit: EnumProperty(name="Fit to points", items=properties.FIT_CHOICES, default="AUTO",  # type: ignore[valid-type]
-                      options={"SKIP_SAVE"})
-    threshold: FloatProperty(name="Threshold", default=0.2, min=0.01, max=0.99, precision=3,  # type: ignore[valid-type]
-                             options={"SKIP_SAVE"})
-    colours: BoolProperty(name="Colours", default=True, options={"SKIP_SAVE"},  # type: ignore[valid-type]
-                          description=properties.COLOURS_DESCRIPTION)
-    refine_steps: IntProperty(name="Refine steps", default=0, min=0, max=200,  # type: ignore[valid-type]
-                              options={"SKIP_SAVE"})
-    simplify_faces: IntProperty(name="Simplify to", default=0, min=0, options={"SKIP_SAVE"})  # type: ignore[valid-type]
 
     @classmethod
     def poll(cls, context: bpy.types.Context) -> bool:
@@ -110,13 +96,10 @@ class OCCNET_OT_reconstruct(TimerModal, bpy.types.Operator):
     def _overrides(self, context: bpy.types.Context) -> dict[str, Any]:
         """The redo values: the scene's settings unless this run (a redo, or a script) set them."""
         scene_settings = context.scene.occnet  # type: ignore[union-attr]
-        for name in REDO_SETTINGS:
+        for name in REDO_PROPERTIES:
             if not self.properties.is_property_set(name):
                 setattr(self, name, getattr(scene_settings, name))
-        return {"resolution": int(self.resolution),
-                "threshold": None if self.use_weights_threshold else float(self.threshold), "fit": self.fit.lower(),
-                "colours": bool(self.colours),
-                "refine_steps": int(self.refine_steps), "simplify_faces": int(self.simplify_faces)}
+        return {setting.name: properties.setting_value(setting, self) for setting in REDO}
 
     def _begin(self, context: bpy.types.Context, block: bool) -> jobs.Batch | None:
         try:
@@ -158,4 +141,5 @@ def show_colours(context: bpy.types.Context) -> None:
                 shading.color_type = "VERTEX"  # the UI's "Attribute": the active colour attribute
 
 
+OCCNET_OT_reconstruct.__annotations__.update(REDO_PROPERTIES)
 CLASSES = (OCCNET_OT_reconstruct,)
