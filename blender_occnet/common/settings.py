@@ -9,7 +9,7 @@ tooltip, the command line's flag and help. Every front end is made from these (i
 - the keywords api.reconstruct accepts.
 
 A new setting that reaches the engine is one declaration here and the engine code that uses it
-(tests/core/test_settings.py holds every front end to these declarations).
+(tests/blender/test_settings_everywhere.py holds every front end to these declarations).
 
 Standard library only: Blender loads it, and so does the backend.
 """
@@ -224,13 +224,14 @@ DECLARED = (
         flag="--seed", help="seed for point subsampling and refinement", lo=0, hi=MAX_SEED),
     Setting(
         "colours", bool, True, label="Colours",
-        tooltip="Give the result the source's colours (its colour attribute: a scan's vertex colours), each vertex "
-                "the colour of the source points nearest it; shown in Solid (Attribute colour) and Material "
-                "Preview. Off: a plain mesh. Sources without colours are not affected",
+        tooltip="Give the result the source's colours (its colour attribute: a scan's vertex colours, a painted "
+                "voxel object's; an image's from the view its outline matches), each vertex the colour of the "
+                "source points nearest it; shown in Solid (Attribute colour) and Material Preview. Off: a plain "
+                "mesh. Sources without colours are not affected",
         flag="--colours", aliases=("--colors",),
         help="vertex colours from the input's nearest points, when it has colours (a PLY's red/green/blue, XYZRGB "
-             "or PTS columns, an .npz's 'colors'); written to .ply, .obj, .off and .glb (default on; --no-colours: "
-             "a plain mesh)",
+             "or PTS columns, an .npz's 'colors'), or from an image (seen from the view its outline matches); "
+             "written to .ply, .obj, .off and .glb (default on; --no-colours: a plain mesh)",
         sidebar=True, redo=True),
     Setting(
         "device", str, "auto", label="Device",
