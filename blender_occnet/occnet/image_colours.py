@@ -38,6 +38,7 @@ DEPTH_SAMPLES = 120_000
 # A vertex is seen when it is at most this far (share of the object's size) behind the nearest surface drawn
 # on its pixel: about two pixels of PICTURE_SIDE.
 SEEN_TOLERANCE = 0.015
+EDGE_PIXELS = 2  # of PICTURE_SIDE: the outline's blend of object and background gives no colour
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,11 @@ def seen_colours(vertices: np.ndarray, faces: np.ndarray, picture: Picture, view
     size = float(np.ptp(vertices, axis=0).max())
     vertex_flat, vertex_depth = flat[len(samples):], depth[len(samples):]
     seen = vertex_depth <= nearest[vertex_flat] + SEEN_TOLERANCE * size
-    seen &= picture.mask.reshape(-1)[vertex_flat]
+    # Inside the object's outline by a margin: pixels on it blend the object with the background (white specks).
+    from scipy.ndimage import binary_erosion
+
+    inner = binary_erosion(picture.mask, iterations=EDGE_PIXELS)
+    seen &= (inner if inner.any() else picture.mask).reshape(-1)[vertex_flat]
     index = np.flatnonzero(seen)
     return index, picture.rgb.reshape(-1, 3)[vertex_flat[index]]
 
