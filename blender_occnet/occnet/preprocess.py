@@ -441,8 +441,8 @@ def prepare_voxels(voxels: PathOrArray, colours: np.ndarray | None = None) -> Pr
     grid = np.asarray(grid)
     if grid.dtype != bool and grid.size and not np.isfinite(grid).all():
         raise InputError(f"{name}: the voxel grid holds non-finite values")
-    coloured = None if colours is None else _cell_colours(grid, colours, name, loc, float(scale))
-    grid = pool_grid(grid, VOXEL_RESOLUTION, name)
+    fine, grid = grid, pool_grid(grid, VOXEL_RESOLUTION, name)  # pool_grid also refuses a grid of another shape
+    coloured = None if colours is None else _cell_colours(fine, colours, name, loc, float(scale))
     occupancy = grid.astype(bool) if grid.dtype == bool else grid >= 0.5
     return PreparedInput("voxels", occupancy.astype(np.float32), np.asarray(loc, dtype=np.float64), float(scale),
                          colours=coloured)
@@ -451,9 +451,8 @@ def prepare_voxels(voxels: PathOrArray, colours: np.ndarray | None = None) -> Pr
 def _cell_colours(grid: np.ndarray, colours: np.ndarray, name: str, loc: np.ndarray,
                   scale: float) -> ColourSource | None:
     """The colour source of a voxel grid: its filled cells' centres (in the source's frame) with their colours,
-    one per cell of `grid` in C order. Cells pooled into one (a finer grid) share their filled cells' mean."""
-    if grid.ndim != 3 or len(set(grid.shape)) != 1 or grid.shape[0] % VOXEL_RESOLUTION:
-        pool_grid(grid, VOXEL_RESOLUTION, name)  # says what is wrong with the grid
+    one per cell of `grid` (a cube whose side is a multiple of 32) in C order. Cells pooled into one (a finer grid)
+    share their filled cells' mean."""
     values = unit_colours(np.asarray(colours).reshape(-1, np.asarray(colours).shape[-1]), name)
     if len(values) != grid.size:
         raise InputError(f"{name}: {len(values):,} colours for a grid of {grid.size:,} cells; give one per cell "
