@@ -53,7 +53,8 @@ def test_a_ply_and_an_npz_give_their_normals_and_other_files_none(tmp_path: Path
 
 @pytest.fixture(scope="module")
 def tubes() -> tuple[np.ndarray, np.ndarray, SurfaceSample]:
-    """A held-out organic test shape of branching tubes, whose estimated normals the guide gets wrong."""
+    """A held-out organic test shape of branching tubes, whose estimated normals the guide got wrong before they
+    were oriented along a spanning tree (winding.orient_normals)."""
     shape = generate_organic("tubes", np.random.default_rng([TEST_SEED, 0, 2, 1]))
     rng = np.random.default_rng(0)
     points, normals = shape.sample_surface(20_000, rng)
@@ -77,7 +78,9 @@ def test_a_scan_s_own_normals_orient_the_guide_and_bad_ones_do_not(tmp_path: Pat
     estimated, stats, plain = reconstruct("plain", None)
     assert stats["winding_given_normals"] == 0
     own, stats, _ = reconstruct("own", normals)
-    assert stats["winding_given_normals"] == 1 and own < 0.7 * estimated  # measured 0.023 against 0.051 (x10)
+    # Given normals once halved the error here (estimated ones were oriented by the field's gradient alone); since
+    # they are oriented along a spanning tree the two are level (Chamfer-L1 x10 0.0285 against 0.0286).
+    assert stats["winding_given_normals"] == 1 and own < 1.02 * estimated
     inward, stats, _ = reconstruct("inward", -normals)  # a scanner that writes them pointing in: turned round
     assert stats["winding_given_normals"] == 1 and inward == pytest.approx(own, rel=0.05)
     signs = np.where(np.random.default_rng(3).random(len(normals)) < 0.5, 1.0, -1.0)[:, None]
