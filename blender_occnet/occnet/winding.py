@@ -120,10 +120,43 @@ def guide_by_points(decode: DecodeFn, observed: np.ndarray, level: float, device
                                      "winding_given_normals": int(used_given)}
     guided: DecodeFn = decode
     if agreement >= GUIDE_AGREEMENT:
-        lattice = torch.from_numpy(winding.reshape(LATTICE, LATTICE, LATTICE).astype(np.float32)).to(device)
-        guided = WindingGuide(decode, lattice, tree, clearance, level)
+        lattice = winding.reshape(LATTICE, LATTICE, LATTICE)
+        refined = 0
+        if clearance < BOX_SIZE / (2 * (LATTICE - 1)):  # a dense cloud: held nearer the points than a fine cell
+            lattice, refined = _refined_lattice(lattice, points, oriented, area, device, should_cancel)
+        guided = WindingGuide(decode, torch.from_numpy(lattice.astype(np.float32)).to(device), tree, clearance,
+                              level)
+        stats["winding_refined_nodes"] = refined
     stats.update(winding_guided=int(guided is not decode), seconds_guide=time.perf_counter() - started)
     return guided, stats
+
+
+def _refined_lattice(coarse: np.ndarray, points: np.ndarray, normals: np.ndarray, area: np.ndarray,
+                     device: torch.device | str, should_cancel: CancelFn | None) -> tuple[np.ndarray, int]:
+    """The winding number on a lattice twice as fine as `coarse` (LATTICE^3 over the box), and how many nodes were
+    evaluated: interpolated from `coarse` in coarse cells whose corners are all decisive on one side, evaluated
+    in cells that hold the surface (about 40,000 nodes).
+
+    Between a knot's crossing tubes or just inside a rock's facet, a coarse cell's interpolation blurs the step
+    from 0 to 1 across the surface over 0.034 of the box, and left bubbles where the guide should have held.
+    Measured (bench_quality, 2 shapes a kind, Chamfer-L1 x10, coarse -> refined): from 20,000 points procedural
+    0.0322 -> 0.0313, organic 0.0278 -> 0.0269, kinds never trained on 0.0400 -> 0.0376, 26 of 40 shapes better
+    by 3% or more and none worse; from 3,000 points (the guide held no nearer than 0.015-0.029) 1% or less, so
+    sparser clouds, whose clearance is wider than a fine cell, skip it. Cost: 1-2.5 s more from 20,000 points."""
+    inside, outside = coarse > DECISIVE, coarse < 1 - DECISIVE
+    corners = [(slice(a, a + LATTICE - 1), slice(b, b + LATTICE - 1), slice(c, c + LATTICE - 1))
+               for a in (0, 1) for b in (0, 1) for c in (0, 1)]
+    settled = np.logical_and.reduce([inside[k] for k in corners]) | np.logical_and.reduce([outside[k] for k in corners])
+    # Fine cells of unsettled coarse cells, and every fine node on such a cell.
+    unsettled_cells = torch.from_numpy(~settled).float()[None, None]
+    fine_cells = F.interpolate(unsettled_cells, scale_factor=2, mode="nearest")
+    unsettled_nodes = F.max_pool3d(fine_cells, kernel_size=2, stride=1, padding=1)[0, 0].numpy() > 0
+    grid = torch.from_numpy(coarse.astype(np.float32))[None, None]
+    fine = F.interpolate(grid, size=(2 * LATTICE - 1,) * 3, mode="trilinear", align_corners=True)[0, 0].numpy()
+    axis = np.linspace(-BOX_SIZE / 2, BOX_SIZE / 2, 2 * LATTICE - 1)
+    where = np.argwhere(unsettled_nodes)
+    fine[unsettled_nodes] = winding_numbers(axis[where], points, normals, area, device, should_cancel)
+    return fine, len(where)
 
 
 def oriented_points(decode: DecodeFn, points: np.ndarray, device: torch.device | str,
