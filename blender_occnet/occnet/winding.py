@@ -51,10 +51,16 @@ OFFSET_SCALE = 0.5
 GIVEN_TRUST = 0.75
 LATTICE = 33  # winding-number samples along each side of the box
 # Nearer than this to a point the network decides (box units: the unit cube's side is 1): at least GUIDE_CLEARANCE,
-# and SPACINGS times the median distance between neighbouring points (around sparse points the surface the network
-# draws strays farther from them; holding the field just beyond a sparse cloud broke it into a point's-width beads).
+# and one median distance between neighbouring points (the spacing) in a cloud as dense as DENSE_SPACING, rising to
+# two at SPARSE_SPACING and beyond (around sparse points the surface the network draws strays farther from them;
+# holding the field just beyond a sparse cloud broke it into a point's-width beads). Two everywhere left a knot's
+# webs between tubes, which a 3,000-point cloud holds 0.03 apart. Measured (bench_quality, 2 shapes a kind,
+# Chamfer-L1 x10, two -> one spacing), from 3,000 points: procedural 0.0427 -> 0.0409, organic 0.0461 -> 0.0414,
+# kinds never trained on 0.0846 -> 0.0627; from 300, procedural 0.074 -> 0.090 (so two there). The spacings
+# of those clouds: 0.006-0.0145 from 3,000 points, 0.020-0.047 from 300.
 GUIDE_CLEARANCE = 0.015
-SPACINGS = 2.0
+DENSE_SPACING = 0.015
+SPARSE_SPACING = 0.02
 DECISIVE = 0.8  # a winding number above this is inside, below 1 - this outside
 GUIDE_AGREEMENT = 0.9  # least share of decisive far lattice points on which network and winding number agree
 HOLD_MARGIN = 2.0  # logits: how far to the right side of the level a held point is put
@@ -107,7 +113,8 @@ def guide_by_points(decode: DecodeFn, observed: np.ndarray, level: float, device
         observed[rng.choice(len(observed), TREE_POINTS, replace=False)]
     tree = cKDTree(tree_points)
     spacing = float(np.median(tree.query(tree_points[:10_000], k=2, workers=-1)[0][:, 1]))
-    clearance = max(GUIDE_CLEARANCE, SPACINGS * spacing)
+    sparseness = np.clip((spacing - DENSE_SPACING) / (SPARSE_SPACING - DENSE_SPACING), 0.0, 1.0)
+    clearance = max(GUIDE_CLEARANCE, spacing * (1.0 + float(sparseness)))
     far = tree.query(nodes, distance_upper_bound=clearance, workers=-1)[0] == np.inf
     given = None if given_normals is None else given_normals(sample)
     points, oriented, area, used_given = oriented_points(decode, sample, device, given)
@@ -122,7 +129,7 @@ def guide_by_points(decode: DecodeFn, observed: np.ndarray, level: float, device
     if agreement >= GUIDE_AGREEMENT:
         lattice = winding.reshape(LATTICE, LATTICE, LATTICE)
         refined = 0
-        if clearance < BOX_SIZE / (2 * (LATTICE - 1)):  # a dense cloud: held nearer the points than a fine cell
+        if clearance < BOX_SIZE / (LATTICE - 1):  # held nearer the points than a coarse cell
             lattice, refined = _refined_lattice(lattice, points, oriented, area, device, should_cancel)
         guided = WindingGuide(decode, torch.from_numpy(lattice.astype(np.float32)).to(device), tree, clearance,
                               level)
@@ -141,8 +148,10 @@ def _refined_lattice(coarse: np.ndarray, points: np.ndarray, normals: np.ndarray
     from 0 to 1 across the surface over 0.034 of the box, and left bubbles where the guide should have held.
     Measured (bench_quality, 2 shapes a kind, Chamfer-L1 x10, coarse -> refined): from 20,000 points procedural
     0.0322 -> 0.0313, organic 0.0278 -> 0.0269, kinds never trained on 0.0400 -> 0.0376, 26 of 40 shapes better
-    by 3% or more and none worse; from 3,000 points (the guide held no nearer than 0.015-0.029) 1% or less, so
-    sparser clouds, whose clearance is wider than a fine cell, skip it. Cost: 1-2.5 s more from 20,000 points."""
+    by 3% or more and none worse. Where the guide holds nearer the points than a coarse cell (3,000 points and
+    more), the coarse lattice also left specks: nodes next to a point take wild values (the sum is singular
+    there), and interpolated from them a 3,000-point sphere's mesh came out in 19 pieces. Sparser clouds, held
+    farther off, skip it. Cost: about 40,000 nodes, 0.5-2.5 s."""
     inside, outside = coarse > DECISIVE, coarse < 1 - DECISIVE
     corners = [(slice(a, a + LATTICE - 1), slice(b, b + LATTICE - 1), slice(c, c + LATTICE - 1))
                for a in (0, 1) for b in (0, 1) for c in (0, 1)]

@@ -145,11 +145,13 @@ def test_a_thin_plate_s_two_sides_keep_their_own_orientation() -> None:
     assert ((oriented * outward).sum(1) > 0).mean() > 0.99
 
 
-def test_the_fitted_knot_loses_the_webs_between_its_tubes() -> None:
+@pytest.mark.parametrize("count, bound", [(3000, 0.011), (20_000, 0.008)])
+def test_the_fitted_knot_loses_the_webs_between_its_tubes(count: int, bound: float) -> None:
     """A torus knot, a kind the networks never saw: the fitted network spans webs between its crossing tubes,
     which the winding number of well-oriented points takes away (bench_quality --splits novel: Chamfer-L1 x10
-    from 20,000 points 0.111 -> 0.046; screened Poisson 0.034). Accuracy: mean distance from the mesh to the
-    true surface."""
+    from 20,000 points 0.111 -> 0.038, screened Poisson 0.034). Accuracy, the mean distance from the mesh to the
+    true surface, measured: from 20,000 points 0.0163 with normals oriented by the field alone, 0.0049 now; from
+    3,000, 0.0147 when the guide kept two spacings (0.03) from the points, 0.0082 now."""
     import sys
 
     sys.path.insert(0, str(ROOT / "bench"))
@@ -158,7 +160,7 @@ def test_the_fitted_knot_loses_the_webs_between_its_tubes() -> None:
     _, _, knot = novel_shapes(1)[0]
     truth = knot.sample_surface(50_000, np.random.default_rng(1))[0]
     rng = np.random.default_rng(2)
-    cloud = knot.sample_surface(20_000, rng)[0]
+    cloud = knot.sample_surface(count, rng)[0]
     cloud = (cloud + rng.normal(scale=0.005, size=cloud.shape)).astype(np.float32)
     reconstructor = Reconstructor(load_weights(BUNDLED / "pointcloud.safetensors"), "cpu")
     prepared = prepare_for_network(reconstructor.weights.config, "pointcloud", cloud)
@@ -166,7 +168,7 @@ def test_the_fitted_knot_loses_the_webs_between_its_tubes() -> None:
         ExtractionSettings(threshold=reconstructor.weights.threshold, resolution=64))
     samples, _ = sample_surface(mesh.vertices.astype(np.float64), mesh.faces.astype(np.int64), 20_000, 0)
     accuracy = float(cKDTree(truth).query(samples)[0].mean())
-    assert accuracy < 0.008, accuracy
+    assert accuracy < bound, accuracy
 
 
 def test_a_web_in_a_narrow_gap_between_two_tubes_is_taken_away() -> None:
@@ -175,17 +177,18 @@ def test_a_web_in_a_narrow_gap_between_two_tubes_is_taken_away() -> None:
     there is 0, but interpolated from a lattice of 0.034 cells (whose nodes lie by the tubes' surfaces) it came out
     undecided and the web stayed."""
     rng = np.random.default_rng(4)
+    count = 20_000
     radius, gap = 0.1, 0.045
     shift = 0.0172  # the gap's middle halfway between two nodes of the coarse lattice
     centres = np.array([[-(radius + gap / 2), 0.0], [radius + gap / 2, 0.0]])
-    angle = rng.uniform(0, 2 * np.pi, 20_000)
-    which = rng.integers(2, size=20_000)
+    angle = rng.uniform(0, 2 * np.pi, count)
+    which = rng.integers(2, size=count)
     # Closed tubes along y: a side of radius `radius`, capped by discs at y = +-0.35 (points spread by area).
     length = 0.7
-    on_cap = rng.random(20_000) < (radius / 2) / (length + radius / 2)
-    r = np.where(on_cap, radius * np.sqrt(rng.random(20_000)), radius)
-    y = np.where(on_cap, np.where(rng.random(20_000) < 0.5, -length / 2, length / 2),
-                 rng.uniform(-length / 2, length / 2, 20_000))
+    on_cap = rng.random(count) < (radius / 2) / (length + radius / 2)
+    r = np.where(on_cap, radius * np.sqrt(rng.random(count)), radius)
+    y = np.where(on_cap, np.where(rng.random(count) < 0.5, -length / 2, length / 2),
+                 rng.uniform(-length / 2, length / 2, count))
     points = np.stack([shift + centres[which, 0] + r * np.cos(angle), y, centres[which, 1] + r * np.sin(angle)], 1)
 
     def tubes_and_web(at: torch.Tensor) -> torch.Tensor:
