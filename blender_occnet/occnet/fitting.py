@@ -262,45 +262,139 @@ def _prior(decoder: LocalDecoder, encoded: Features, observed: np.ndarray, seed:
     return kept, target
 
 
-# Moving the mesh onto the points (project_onto_points): a vertex moves onto the plane fitted to the points
-# within PROJECTION_RADIUS of it (Gaussian-weighted, the PROJECTION_NEIGHBOURS nearest), when at least
-# PROJECTION_MIN_POINTS lie there, and never further than that radius. Measured (BENCHMARKS.md, "Fitting"):
-# from 20,000 points Chamfer-L1 x10 0.089 -> 0.075 and 0.129 -> 0.108 (procedural, organic), from 3,000 a
-# little better; a plane through the 16 nearest points wherever they were lost detail from 3,000.
-PROJECTION_RADIUS = 0.03
-PROJECTION_NEIGHBOURS = 24
+# Moving the mesh onto the points (project_onto_points). Two least-squares surfaces are fitted around each vertex
+# to the points on its own side of the shape (Gaussian-weighted): a near plane (the PROJECTION_NEAR_NEIGHBOURS
+# nearest within PROJECTION_NEAR_RADIUS) and a wide one (the PROJECTION_NEIGHBOURS nearest within
+# PROJECTION_RADIUS: a quadric height field where PROJECTION_QUADRIC_POINTS are there, a plane where fewer are).
+# A fit needs PROJECTION_MIN_POINTS. The vertex goes onto the wide surface where its residual is within
+# WIDE_RESIDUAL_RATIO of the near plane's (or, with no near plane, of WIDE_RESIDUAL_GATE times the wide fits'
+# median residual over the mesh), else onto the near plane; never further than the radius of the fit.
+# Measured (BENCHMARKS.md, "Fitting", v7), against the near plane alone (the earlier projection): a plane through
+# points on a curved surface lies inside it (0.003 on a knot's tube from 20,000 points, as much as the noise),
+# and the wider neighbourhood that averages noise out needs the quadric to follow the curve; the wide fit alone
+# rounded a chair's, a sofa's and a mug's edges from 3,000 points (where its residual is large), and without the
+# side test it pulled a spring's coils towards each other (Chamfer-L1 x10 0.057 -> 0.084 from 3,000 points).
+PROJECTION_RADIUS = 0.05
+PROJECTION_NEIGHBOURS = 64
+PROJECTION_NEAR_RADIUS = 0.03
+PROJECTION_NEAR_NEIGHBOURS = 24
 PROJECTION_MIN_POINTS = 8
+PROJECTION_QUADRIC_POINTS = 16
+WIDE_RESIDUAL_RATIO = 2.0
+WIDE_RESIDUAL_GATE = 1.5
+PROJECTION_NORMAL_ROUNDS = 5  # the mesh's vertex normals averaged over neighbours: the fitted field is bumpy
 PROJECTION_TREE_POINTS = 500_000
-PROJECTION_ROWS = 100_000  # vertices looked at at once: bounded memory on meshes of millions of vertices
+PROJECTION_ROWS = 20_000  # vertices looked at at once: bounded memory on meshes of millions of vertices
 
 
-def project_onto_points(vertices: np.ndarray, observed: np.ndarray,
+def project_onto_points(vertices: np.ndarray, faces: np.ndarray, observed: np.ndarray,
                         should_cancel: CancelFn | None = None) -> tuple[np.ndarray, int]:
     """The fitted surface passes through the points only as closely as the feature planes can draw it; this
-    puts each vertex that has enough points around it onto their local plane (a moving-least-squares
-    projection: the points' noise averages out over the neighbourhood). Returns the vertices and how many
+    puts each vertex that has enough points around it onto their local surface (a moving-least-squares
+    projection: the points' noise averages out over the neighbourhood). A point counts for a vertex when the
+    mesh vertex nearest the point faces the same way as this one (normals less than 90 degrees apart), so the
+    two sides of a thin part or two coils close together are not blended. Returns the vertices and how many
     moved."""
     if len(observed) > PROJECTION_TREE_POINTS:
         observed = observed[np.random.default_rng(0).integers(len(observed), size=PROJECTION_TREE_POINTS)]
     points = observed.astype(np.float64)
-    tree = cKDTree(points)
     out = vertices.astype(np.float64)
-    moved = 0
+    if len(out) == 0 or len(points) == 0:
+        return vertices, 0
+    normals = _vertex_normals(out, faces, PROJECTION_NORMAL_ROUNDS)
+    side = normals[cKDTree(out).query(points, workers=-1)[1]]  # each point's side: its nearest vertex's
+    tree = cKDTree(points)
+    wide, near = _LocalFits(len(out)), _LocalFits(len(out))
     for start in range(0, len(out), PROJECTION_ROWS):
         if should_cancel is not None and should_cancel():
             raise Cancelled("cancelled")
-        v = out[start:start + PROJECTION_ROWS]
-        distance, index = tree.query(v, k=PROJECTION_NEIGHBOURS, distance_upper_bound=PROJECTION_RADIUS, workers=-1)
+        rows = slice(start, start + PROJECTION_ROWS)
+        distance, index = tree.query(out[rows], k=PROJECTION_NEIGHBOURS, distance_upper_bound=PROJECTION_RADIUS,
+                                     workers=-1)  # nearest first: the near neighbourhood is the first columns
         found = np.isfinite(distance)
-        weight = np.where(found, np.exp(-2.0 * (np.where(found, distance, 0.0) / PROJECTION_RADIUS) ** 2), 0.0)
-        neighbours = points[np.where(found, index, 0)]
-        centre = (weight[..., None] * neighbours).sum(1) / (weight.sum(1, keepdims=True) + 1e-12)
-        spread = (neighbours - centre[:, None]) * np.sqrt(weight)[..., None]
-        normal = np.linalg.eigh(np.einsum("nki,nkj->nij", spread, spread))[1][:, :, 0]
-        step = -((v - centre) * normal).sum(1, keepdims=True) * normal
-        length = np.linalg.norm(step, axis=1, keepdims=True)
-        step *= np.minimum(1.0, PROJECTION_RADIUS / (length + 1e-12))
-        enough = found.sum(1) >= PROJECTION_MIN_POINTS
-        v[enough] += step[enough]
-        moved += int(enough.sum())
-    return out.astype(vertices.dtype), moved
+        index = np.where(found, index, 0)
+        found &= np.einsum("nkc,nc->nk", side[index], normals[rows]) > 0
+        wide.fill(rows, out[rows], points[index], found, distance, PROJECTION_RADIUS, PROJECTION_QUADRIC_POINTS)
+        first = slice(0, PROJECTION_NEAR_NEIGHBOURS)
+        distance, index = distance[:, first], index[:, first]
+        found = found[:, first] & (distance < PROJECTION_NEAR_RADIUS)
+        near.fill(rows, out[rows], points[index], found, distance, PROJECTION_NEAR_RADIUS, None)
+    has_wide, has_near = wide.count >= PROJECTION_MIN_POINTS, near.count >= PROJECTION_MIN_POINTS
+    typical = float(np.median(wide.residual[has_wide])) if has_wide.any() else 0.0
+    use_wide = has_wide & np.where(has_near, wide.residual <= WIDE_RESIDUAL_RATIO * near.residual,
+                                   wide.residual <= WIDE_RESIDUAL_GATE * typical)
+    use_near = has_near & ~use_wide
+    out[use_wide] = wide.target[use_wide]
+    out[use_near] = near.target[use_near]
+    return out.astype(vertices.dtype), int(use_wide.sum() + use_near.sum())
+
+
+class _LocalFits:
+    """Per vertex: where its local surface puts it, the fit's weighted RMS residual, and how many points it had."""
+
+    def __init__(self, count: int) -> None:
+        self.target = np.zeros((count, 3))
+        self.residual = np.zeros(count)
+        self.count = np.zeros(count, dtype=np.int64)
+
+    def fill(self, rows: slice, vertices: np.ndarray, near: np.ndarray, found: np.ndarray, distance: np.ndarray,
+             radius: float, quadric_points: int | None) -> None:
+        """Fit these rows' surfaces to the `found` ones of their points `near` (N, K, 3), which lie within `radius`:
+        a quadric height field where at least `quadric_points` are found (never, with None), else a plane."""
+        count = found.sum(1)
+        weight = np.where(found, np.exp(-2.0 * (np.where(found, distance, 0.0) / radius) ** 2), 0.0)
+        centre = (weight[..., None] * near).sum(1) / (weight.sum(1, keepdims=True) + 1e-12)
+        relative = near - centre[:, None]
+        spread = relative * np.sqrt(weight)[..., None]
+        frame = np.linalg.eigh(spread.transpose(0, 2, 1) @ spread)[1]  # columns: normal, two tangents
+        local = relative @ frame / radius  # (height, u, v), scaled for conditioning
+        vertex = np.einsum("ni,nij->nj", vertices - centre, frame) / radius
+        misfit = local[..., 0].copy()  # a plane's: the heights themselves
+        vertex[:, 0] = 0.0
+        curved = count >= quadric_points if quadric_points is not None else np.zeros(len(count), dtype=bool)
+        if curved.any():
+            design = _quadric_terms(local[curved][..., 1:])
+            weighted = design * weight[curved][..., None]
+            # torch's batched solve: numpy's took 2.5x as long for tens of thousands of 6 x 6 systems
+            coefficients = torch.linalg.solve(
+                torch.from_numpy(weighted.transpose(0, 2, 1) @ design + 1e-6 * np.eye(6)),
+                torch.from_numpy(weighted.transpose(0, 2, 1) @ local[curved][..., :1]))[..., 0].numpy()
+            misfit[curved] -= (design @ coefficients[..., None])[..., 0]
+            vertex[curved, 0] = (_quadric_terms(vertex[curved, 1:]) * coefficients).sum(1)
+        step = centre + radius * np.einsum("nj,nij->ni", vertex, frame) - vertices
+        step *= np.minimum(1.0, radius / (np.linalg.norm(step, axis=1, keepdims=True) + 1e-12))
+        self.target[rows] = vertices + step
+        self.residual[rows] = radius * np.sqrt((weight * misfit ** 2).sum(1) / (weight.sum(1) + 1e-12))
+        self.count[rows] = count
+
+
+def _quadric_terms(uv: np.ndarray) -> np.ndarray:
+    """(..., 2) tangent coordinates -> (..., 6): 1, u, v, u^2, uv, v^2."""
+    terms = np.empty(uv.shape[:-1] + (6,))
+    u, v = uv[..., 0], uv[..., 1]
+    terms[..., 0] = 1.0
+    terms[..., 1], terms[..., 2] = u, v
+    np.multiply(u, u, out=terms[..., 3])
+    np.multiply(u, v, out=terms[..., 4])
+    np.multiply(v, v, out=terms[..., 5])
+    return terms
+
+
+def _vertex_normals(vertices: np.ndarray, faces: np.ndarray, rounds: int) -> np.ndarray:
+    """Area-weighted vertex normals of a mesh, each then averaged with its neighbours' `rounds` times."""
+    from scipy.sparse import coo_matrix
+
+    corner = vertices[faces]
+    face_normals = np.cross(corner[:, 1] - corner[:, 0], corner[:, 2] - corner[:, 0])  # twice the area, outward
+    corners = faces.reshape(-1)
+    normals = np.zeros_like(vertices)
+    for axis in range(3):
+        normals[:, axis] = np.bincount(corners, np.repeat(face_normals[:, axis], 3), minlength=len(vertices))
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    edges = np.concatenate([edges, edges[:, ::-1]])
+    adjacency = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(len(vertices),) * 2).tocsr()
+    normals /= np.linalg.norm(normals, axis=1, keepdims=True) + 1e-12
+    for _ in range(rounds):
+        normals = normals + adjacency @ normals
+        normals /= np.linalg.norm(normals, axis=1, keepdims=True) + 1e-12
+    return normals

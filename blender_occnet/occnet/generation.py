@@ -296,7 +296,8 @@ class EncodedShape:
             # Last, after refinement (which follows the network's surface): the mesh onto the points themselves.
             t = time.perf_counter()
             report("projecting", 0.0)
-            vertices, stats["vertices_projected"] = project_onto_points(vertices, observed, should_cancel)
+            vertices, stats["vertices_projected"] = project_onto_points(
+                vertices, faces, observed, should_cancel)
             stats["seconds_project"] = _since(t)
 
         normals = None
