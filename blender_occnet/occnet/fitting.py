@@ -39,6 +39,7 @@ from torch.nn import functional as F
 from ..common.errors import Cancelled, InputError
 from ..common.policy import BOX_SIZE, FIT_AUTO_MIN_POINTS, FIT_MODES, MAX_FIT_STEPS
 from .local import Features, LocalDecoder
+from .meshing import vertex_adjacency
 
 ProgressFn = Callable[[str, float], None]
 CancelFn = Callable[[], bool]
@@ -382,17 +383,13 @@ def _quadric_terms(uv: np.ndarray) -> np.ndarray:
 
 def _vertex_normals(vertices: np.ndarray, faces: np.ndarray, rounds: int) -> np.ndarray:
     """Area-weighted vertex normals of a mesh, each then averaged with its neighbours' `rounds` times."""
-    from scipy.sparse import coo_matrix
-
     corner = vertices[faces]
     face_normals = np.cross(corner[:, 1] - corner[:, 0], corner[:, 2] - corner[:, 0])  # twice the area, outward
     corners = faces.reshape(-1)
     normals = np.zeros_like(vertices)
     for axis in range(3):
         normals[:, axis] = np.bincount(corners, np.repeat(face_normals[:, axis], 3), minlength=len(vertices))
-    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
-    edges = np.concatenate([edges, edges[:, ::-1]])
-    adjacency = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(len(vertices),) * 2).tocsr()
+    adjacency = vertex_adjacency(faces, len(vertices))
     normals /= np.linalg.norm(normals, axis=1, keepdims=True) + 1e-12
     for _ in range(rounds):
         normals = normals + adjacency @ normals

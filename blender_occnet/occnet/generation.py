@@ -28,7 +28,7 @@ from .colours import ColourSource, vertex_colours
 from .fitting import FitRefused, FitSettings, Observation, fit_features, project_onto_points, should_fit
 from .frames import orient
 from .image_colours import image_colour_source
-from .meshing import extract_mesh
+from .meshing import extract_mesh, taubin_smooth
 from .mise import MISE, ValueStore
 from .model import ConvolutionalOccupancyNetwork, encoding_is_finite, fixed_decoder
 from .preprocess import PreparedInput
@@ -298,6 +298,8 @@ class EncodedShape:
             report("projecting", 0.0)
             vertices, stats["vertices_projected"] = project_onto_points(
                 vertices, faces, observed, should_cancel)
+            vertices = taubin_smooth(vertices, faces, FITTED_SMOOTHING_ROUNDS)  # the points' noise left in it
+            stats["smoothing_rounds"] = FITTED_SMOOTHING_ROUNDS
             stats["seconds_project"] = _since(t)
 
         normals = None
@@ -453,6 +455,9 @@ class EncodedShape:
             out[start:start + len(points)] = normal.cpu().numpy()
         return out
 
+
+# Rounds of Taubin smoothing after a fitted mesh is projected onto the points (meshing.taubin_smooth).
+FITTED_SMOOTHING_ROUNDS = 3
 
 # A piece of a fitted mesh with no vertex this near an observed point (box units) is dropped: the fit made the
 # surface pass through the points, so a piece the points never touch is the prior's (a speck the network drew

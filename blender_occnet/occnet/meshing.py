@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy import sparse
 from skimage import measure
 
 from ..common.errors import GenerationError, InputError
@@ -54,3 +55,35 @@ def extract_mesh(
     scale = np.array(grid.shape, dtype=np.float64) - 1.0
     verts = box_size * ((verts.astype(np.float64) - pad) / scale - 0.5)
     return verts.astype(np.float32), np.ascontiguousarray(faces, dtype=np.int32)
+
+
+def vertex_adjacency(faces: np.ndarray, count: int) -> sparse.csr_matrix:
+    """(count, count) sparse matrix: entry (a, b) counts the faces whose edge joins vertices a and b."""
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]])
+    edges = np.concatenate([edges, edges[:, ::-1]])
+    return sparse.coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(count, count)).tocsr()
+
+
+# Taubin's smoothing (a shrinking step, then an inflating one) keeps a mesh's size while it takes out the
+# roughness a fitted mesh keeps from its noisy points: measured after the projection onto the points, 3 rounds
+# raised normal consistency from 3,000 points by 0.03-0.07 (a knot 0.747 -> 0.813) with Chamfer-L1 unchanged, and
+# from 20,000 points by up to 0.02 with Chamfer-L1 a little lower (BENCHMARKS.md, "Fitting", v8).
+TAUBIN_SHRINK = 0.5
+TAUBIN_INFLATE = -0.53
+
+
+def taubin_smooth(vertices: np.ndarray, faces: np.ndarray, rounds: int) -> np.ndarray:
+    """The vertices after `rounds` rounds of Taubin smoothing over the mesh's edges (uniform weights)."""
+    if rounds <= 0 or len(faces) == 0:
+        return vertices
+    adjacency = vertex_adjacency(faces, len(vertices))
+    degree = np.asarray(adjacency.sum(1)).ravel()
+    average = sparse.diags(1.0 / np.maximum(degree, 1.0)) @ adjacency
+    out = vertices.astype(np.float64)
+    lonely = degree == 0  # a vertex no face uses stays where it is
+    for _ in range(rounds):
+        for factor in (TAUBIN_SHRINK, TAUBIN_INFLATE):
+            step = average @ out - out
+            step[lonely] = 0.0
+            out += factor * step
+    return out.astype(vertices.dtype)
