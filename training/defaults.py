@@ -33,8 +33,14 @@ MODALITIES = ("pointcloud", "voxels", "image")
 # continued).
 CONFIGS = {"pointcloud": "pointcloud_wide.yaml", "voxels": "voxels_wide.yaml", "image": "image.yaml"}
 # Point-cloud weights are also scored from this many input points (the sparse end of what users have) and
-# from the points seen from one direction (a partial scan).
+# from the points seen from one direction (a partial scan); voxel weights from the grid of such a scan. Each
+# evaluation goes into the model card under its key.
 SPARSE_INPUT_POINTS = 300
+CARD_EVALUATIONS: dict[str, tuple[tuple[str, dict], ...]] = {
+    "pointcloud": (("test_metrics_sparse", {"input_points": SPARSE_INPUT_POINTS}),
+                   ("test_metrics_partial", {"scan": "partial"})),
+    "voxels": (("test_metrics_partial", {"scan": "partial"}),),
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -158,15 +164,10 @@ def export_default(modality: str, run: Path, target: Path, earlier: dict, data: 
         report = evaluate(target, data, "test", limit=eval_per_category, progress=False)
         print(format_table(report))
         card["test_metrics"] = _card_metrics(report)
-        # Point clouds are scored from sparse clouds and from one side too; voxel grids from one side's scan.
-        extra = {"pointcloud": (("test_metrics_sparse", {"input_points": SPARSE_INPUT_POINTS}),
-                                ("test_metrics_partial", {"scan": "partial"})),
-                 "voxels": (("test_metrics_partial", {"scan": "partial"}),)}
-        if modality in extra:
-            for key, options in extra[modality]:
-                scored = evaluate(target, data, "test", limit=eval_per_category, progress=False, **options)
-                print(f"{key}:\n{format_table(scored)}")
-                card[key] = _card_metrics(scored)
+        for key, options in CARD_EVALUATIONS.get(modality, ()):
+            scored = evaluate(target, data, "test", limit=eval_per_category, progress=False, **options)
+            print(f"{key}:\n{format_table(scored)}")
+            card[key] = _card_metrics(scored)
         weights = export_run(run, target, card, half=True)
     return weights
 

@@ -338,14 +338,15 @@ class _LocalFits:
         self.residual = np.zeros(count)
         self.count = np.zeros(count, dtype=np.int64)
 
-    def fill(self, rows: slice, vertices: np.ndarray, near: np.ndarray, found: np.ndarray, distance: np.ndarray,
-             radius: float, quadric_points: int | None) -> None:
-        """Fit these rows' surfaces to the `found` ones of their points `near` (N, K, 3), which lie within `radius`:
-        a quadric height field where at least `quadric_points` are found (never, with None), else a plane."""
+    def fill(self, rows: slice, vertices: np.ndarray, neighbours: np.ndarray, found: np.ndarray,
+             distance: np.ndarray, radius: float, quadric_points: int | None) -> None:
+        """Fit these rows' surfaces to the `found` ones of their `neighbours` (N, K, 3), which lie within
+        `radius`: a quadric height field where at least `quadric_points` are found (never, with None), else a
+        plane."""
         count = found.sum(1)
         weight = np.where(found, np.exp(-2.0 * (np.where(found, distance, 0.0) / radius) ** 2), 0.0)
-        centre = (weight[..., None] * near).sum(1) / (weight.sum(1, keepdims=True) + 1e-12)
-        relative = near - centre[:, None]
+        centre = (weight[..., None] * neighbours).sum(1) / (weight.sum(1, keepdims=True) + 1e-12)
+        relative = neighbours - centre[:, None]
         spread = relative * np.sqrt(weight)[..., None]
         frame = np.linalg.eigh(spread.transpose(0, 2, 1) @ spread)[1]  # columns: normal, two tangents
         local = relative @ frame / radius  # (height, u, v), scaled for conditioning
