@@ -26,6 +26,15 @@ CHUNK_ROWS = 1 << 18
 CHUNK_BYTES = 16 * CHUNK_ROWS  # text read at once: about CHUNK_ROWS short lines
 
 
+def subsample(points: np.ndarray, most: int, seed: int = 0) -> np.ndarray:
+    """At most `most` of the rows of `points`, each at most once (in their order), deterministic for a seed: the
+    one way a large cloud is thinned before a tree or a fit is built over it (drawing with replacement repeated
+    32% of the rows thinning 600,000 points to 500,000, which doubled their weight in a fit)."""
+    if len(points) <= most:
+        return points
+    return points[np.sort(np.random.default_rng(seed).choice(len(points), most, replace=False))]
+
+
 def sample_surface(vertices: np.ndarray, faces: np.ndarray, n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """`n` points uniformly distributed over the surface area (deterministic for a seed), float64, and the
     index of the face each lies on. Raises InputError when the faces have no area."""

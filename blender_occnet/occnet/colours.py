@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from ..common.errors import InputError
+from ..common.geometry import subsample
 
 # The colour source keeps at most this many points (a random subset beyond): a scan's colour varies over a few
 # points, and a tree of a million points is built in about a second.
@@ -111,7 +112,7 @@ def _spacing(tree: Any, points: np.ndarray) -> float:
     """The cloud's typical distance between neighbouring points (the median over a sample)."""
     if len(points) < 2:
         return 0.0
-    sample = points if len(points) <= 2000 else points[np.random.default_rng(0).integers(len(points), size=2000)]
+    sample = subsample(points, 2000)
     distance, _ = tree.query(sample, k=2)
     return float(np.median(distance[:, 1]))
 

@@ -37,6 +37,7 @@ from scipy.spatial import cKDTree
 from torch.nn import functional as F
 
 from ..common.errors import Cancelled, InputError
+from ..common.geometry import subsample
 from ..common.policy import BOX_SIZE, FIT_AUTO_MIN_POINTS, FIT_MODES, MAX_FIT_STEPS
 from .local import Features, LocalDecoder
 from .meshing import vertex_adjacency
@@ -254,8 +255,7 @@ def _prior(decoder: LocalDecoder, encoded: Features, observed: np.ndarray, seed:
                                  np.clip(near + step, -BOX_SIZE / 2, BOX_SIZE / 2)]).astype(np.float32)
     # A tree over at most CLEARANCE_POINTS of the cloud: a denser cloud lies closer together than the clearance
     # anyway, and building a tree of 2 million points would hold a cancel for seconds.
-    if len(observed) > CLEARANCE_POINTS:
-        observed = observed[rng.integers(len(observed), size=CLEARANCE_POINTS)]
+    observed = subsample(observed, CLEARANCE_POINTS, seed)
     distance, _ = cKDTree(observed).query(candidates, workers=-1)
     kept = torch.from_numpy(candidates[distance > PRIOR_CLEARANCE]).to(device)
     with torch.no_grad():
@@ -285,25 +285,32 @@ WIDE_RESIDUAL_RATIO = 2.0
 WIDE_RESIDUAL_GATE = 1.5
 PROJECTION_NORMAL_ROUNDS = 5  # the mesh's vertex normals averaged over neighbours: the fitted field is bumpy
 PROJECTION_TREE_POINTS = 500_000
-PROJECTION_ROWS = 20_000  # vertices looked at at once: bounded memory on meshes of millions of vertices
+# Vertices looked at at once: a row costs about 16 KB while its fits are worked out (its 64 neighbours' arrays),
+# so memory stays near 80 MB on meshes of millions of vertices.
+PROJECTION_ROWS = 5_000
+# A neighbourhood whose points spread in one direction only (a scan line, a ring of a mesh's vertices, one spot)
+# has no surface to fit: its least-spread direction lies along the surface, not across it, and the vertex was
+# pulled sideways by up to the radius (a sphere scanned in rings 0.06 apart: 29% of the faces turned over 30
+# degrees, 2.9% with this guard). The second direction's variance must be at least this share of the first's.
+PROJECTION_MIN_FLATNESS = 0.05
 
 
 def project_onto_points(vertices: np.ndarray, faces: np.ndarray, observed: np.ndarray,
-                        should_cancel: CancelFn | None = None) -> tuple[np.ndarray, int]:
+                        should_cancel: CancelFn | None = None,
+                        progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, int]:
     """The fitted surface passes through the points only as closely as the feature planes can draw it; this
     puts each vertex that has enough points around it onto their local surface (a moving-least-squares
     projection: the points' noise averages out over the neighbourhood). A point counts for a vertex when the
     mesh vertex nearest the point faces the same way as this one (normals less than 90 degrees apart), so the
     two sides of a thin part or two coils close together are not blended. Returns the vertices and how many
-    moved."""
-    if len(observed) > PROJECTION_TREE_POINTS:
-        observed = observed[np.random.default_rng(0).integers(len(observed), size=PROJECTION_TREE_POINTS)]
-    points = observed.astype(np.float64)
+    moved; `progress` hears the share of the vertices done."""
+    points = subsample(observed, PROJECTION_TREE_POINTS).astype(np.float64)
     out = vertices.astype(np.float64)
     if len(out) == 0 or len(points) == 0:
         return vertices, 0
     normals = _vertex_normals(out, faces, PROJECTION_NORMAL_ROUNDS)
-    side = normals[cKDTree(out).query(points, workers=-1)[1]]  # each point's side: its nearest vertex's
+    used = np.unique(faces)  # a vertex no face uses has no normal, so no side to give
+    side = normals[used][cKDTree(out[used]).query(points, workers=-1)[1]]  # each point's: its nearest vertex's
     tree = cKDTree(points)
     wide, near = _LocalFits(len(out)), _LocalFits(len(out))
     for start in range(0, len(out), PROJECTION_ROWS):
@@ -311,15 +318,19 @@ def project_onto_points(vertices: np.ndarray, faces: np.ndarray, observed: np.nd
             raise Cancelled("cancelled")
         rows = slice(start, start + PROJECTION_ROWS)
         distance, index = tree.query(out[rows], k=PROJECTION_NEIGHBOURS, distance_upper_bound=PROJECTION_RADIUS,
-                                     workers=-1)  # nearest first: the near neighbourhood is the first columns
+                                     workers=-1)  # nearest first
         found = np.isfinite(distance)
-        index = np.where(found, index, 0)
+        index = np.where(found, index, 0)  # missing neighbours: point 0, with no weight in the fits
         found &= np.einsum("nkc,nc->nk", side[index], normals[rows]) > 0
         wide.fill(rows, out[rows], points[index], found, distance, PROJECTION_RADIUS, PROJECTION_QUADRIC_POINTS)
-        first = slice(0, PROJECTION_NEAR_NEIGHBOURS)
-        distance, index = distance[:, first], index[:, first]
-        found = found[:, first] & (distance < PROJECTION_NEAR_RADIUS)
+        # The near neighbourhood: the nearest PROJECTION_NEAR_NEIGHBOURS on this side within its radius (taking
+        # the first columns before the side test left a thin plate's vertices 18 of them).
+        found &= distance < PROJECTION_NEAR_RADIUS
+        first = np.argsort(~found, axis=1, kind="stable")[:, :PROJECTION_NEAR_NEIGHBOURS]  # found first, in order
+        distance, index, found = (np.take_along_axis(a, first, 1) for a in (distance, index, found))
         near.fill(rows, out[rows], points[index], found, distance, PROJECTION_NEAR_RADIUS, None)
+        if progress is not None:
+            progress(min(1.0, (start + PROJECTION_ROWS) / len(out)))
     has_wide, has_near = wide.count >= PROJECTION_MIN_POINTS, near.count >= PROJECTION_MIN_POINTS
     typical = float(np.median(wide.residual[has_wide])) if has_wide.any() else 0.0
     use_wide = has_wide & np.where(has_near, wide.residual <= WIDE_RESIDUAL_RATIO * near.residual,
@@ -348,16 +359,18 @@ class _LocalFits:
         centre = (weight[..., None] * neighbours).sum(1) / (weight.sum(1, keepdims=True) + 1e-12)
         relative = neighbours - centre[:, None]
         spread = relative * np.sqrt(weight)[..., None]
-        frame = np.linalg.eigh(spread.transpose(0, 2, 1) @ spread)[1]  # columns: normal, two tangents
+        variance, frame = np.linalg.eigh(spread.transpose(0, 2, 1) @ spread)  # columns: normal, two tangents
+        count = np.where(variance[:, 1] >= PROJECTION_MIN_FLATNESS * variance[:, 2], count, 0)
         local = relative @ frame / radius  # (height, u, v), scaled for conditioning
         vertex = np.einsum("ni,nij->nj", vertices - centre, frame) / radius
         misfit = local[..., 0].copy()  # a plane's: the heights themselves
-        vertex[:, 0] = 0.0
+        vertex[:, 0] = 0.0  # from here on: the vertex's foot on the plane, then its height over it on the quadric
         curved = count >= quadric_points if quadric_points is not None else np.zeros(len(count), dtype=bool)
         if curved.any():
             design = _quadric_terms(local[curved][..., 1:])
             weighted = design * weight[curved][..., None]
-            # torch's batched solve: numpy's took 2.5x as long for tens of thousands of 6 x 6 systems
+            # torch's batched solve: numpy's took 2.5x as long for tens of thousands of 6 x 6 systems. The small
+            # ridge keeps a system solvable where the points leave a term undetermined (two parallel scan lines).
             coefficients = torch.linalg.solve(
                 torch.from_numpy(weighted.transpose(0, 2, 1) @ design + 1e-6 * np.eye(6)),
                 torch.from_numpy(weighted.transpose(0, 2, 1) @ local[curved][..., :1]))[..., 0].numpy()

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..common.errors import Cancelled, GenerationError, InputError
+from ..common.geometry import subsample
 from ..common.policy import BOX_SIZE, RESOLUTIONS, coarse_resolution
 from ..common.settings import EXTRACTION
 from .checkpoints import Weights
@@ -297,7 +298,7 @@ class EncodedShape:
             t = time.perf_counter()
             report("projecting", 0.0)
             vertices, stats["vertices_projected"] = project_onto_points(
-                vertices, faces, observed, should_cancel)
+                vertices, faces, observed, should_cancel, lambda done: report("projecting", done))
             vertices = taubin_smooth(vertices, faces, FITTED_SMOOTHING_ROUNDS)  # the points' noise left in it
             stats["smoothing_rounds"] = FITTED_SMOOTHING_ROUNDS
             stats["seconds_project"] = _since(t)
@@ -481,8 +482,7 @@ def drop_unsupported_pieces(vertices: np.ndarray, faces: np.ndarray, observed: n
         return vertices, faces, 0
     face_piece = piece[faces[:, 0]]
     largest = int(np.bincount(face_piece, minlength=count).argmax())
-    if len(observed) > SUPPORT_TREE_POINTS:
-        observed = observed[np.random.default_rng(0).integers(len(observed), size=SUPPORT_TREE_POINTS)]
+    observed = subsample(observed, SUPPORT_TREE_POINTS)
     small = piece != largest
     near = np.zeros(count, dtype=bool)
     near[largest] = True

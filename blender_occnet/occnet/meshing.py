@@ -73,7 +73,8 @@ TAUBIN_INFLATE = -0.53
 
 
 def taubin_smooth(vertices: np.ndarray, faces: np.ndarray, rounds: int) -> np.ndarray:
-    """The vertices after `rounds` rounds of Taubin smoothing over the mesh's edges (uniform weights)."""
+    """The vertices after `rounds` rounds of Taubin smoothing over the mesh's edges. Each neighbour weighs as
+    many faces as share the edge: equal weights on a closed mesh (2), a boundary edge half an inner one."""
     if rounds <= 0 or len(faces) == 0:
         return vertices
     adjacency = vertex_adjacency(faces, len(vertices))

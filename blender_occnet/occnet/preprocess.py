@@ -15,7 +15,7 @@ import numpy as np
 
 from ..common.binvox import pool_grid, read_binvox
 from ..common.errors import InputError
-from ..common.geometry import CHUNK_ROWS, unit_cube_frame
+from ..common.geometry import CHUNK_ROWS, subsample, unit_cube_frame
 from ..common.policy import MAX_FIT_POINTS, MIN_POINTS
 from .colours import ColourSource, colour_source, unit_colours
 from .image_colours import PICTURE_SIDE, Picture
@@ -310,9 +310,7 @@ def without_outliers(prepared: PreparedInput, seed: int = 0) -> PreparedInput:
     observed = prepared.observed
     if observed is None or len(observed) <= 4 * OUTLIER_NEIGHBOUR:
         return prepared
-    rng = np.random.default_rng(seed)
-    sample = observed if len(observed) <= OUTLIER_TREE_POINTS else \
-        observed[rng.integers(len(observed), size=OUTLIER_TREE_POINTS)]
+    sample = subsample(observed, OUTLIER_TREE_POINTS, seed)
     tree = cKDTree(sample)
 
     def reach(points: np.ndarray) -> np.ndarray:

@@ -32,6 +32,7 @@ from scipy.spatial import cKDTree
 from torch.nn import functional as F
 
 from ..common.errors import Cancelled
+from ..common.geometry import subsample
 from ..common.policy import BOX_SIZE
 
 DecodeFn = Callable[[torch.Tensor], torch.Tensor]
@@ -104,15 +105,13 @@ def guide_by_points(decode: DecodeFn, observed: np.ndarray, level: float, device
     guide_clearance, winding_given_normals, seconds_guide). `given_normals` (box points -> the normals the input
     came with, in the box frame) orients the points instead of estimating it (oriented_points says when not)."""
     started = time.perf_counter()
-    rng = np.random.default_rng(0)
-    sample = observed if len(observed) <= WINDING_POINTS else \
-        observed[rng.choice(len(observed), WINDING_POINTS, replace=False)]
+    sample = subsample(observed, WINDING_POINTS)
     axis = np.linspace(-BOX_SIZE / 2, BOX_SIZE / 2, LATTICE)
     nodes = np.stack(np.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
-    tree_points = observed if len(observed) <= TREE_POINTS else \
-        observed[rng.choice(len(observed), TREE_POINTS, replace=False)]
+    tree_points = subsample(observed, TREE_POINTS, seed=1)
     tree = cKDTree(tree_points)
-    spacing = float(np.median(tree.query(tree_points[:10_000], k=2, workers=-1)[0][:, 1]))
+    # Over points from all of the cloud: a scan's rows come in scan order, its first rows from one place.
+    spacing = float(np.median(tree.query(subsample(tree_points, 10_000, seed=2), k=2, workers=-1)[0][:, 1]))
     sparseness = np.clip((spacing - DENSE_SPACING) / (SPARSE_SPACING - DENSE_SPACING), 0.0, 1.0)
     clearance = max(GUIDE_CLEARANCE, spacing * (1.0 + float(sparseness)))
     far = tree.query(nodes, distance_upper_bound=clearance, workers=-1)[0] == np.inf
