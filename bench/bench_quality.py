@@ -14,7 +14,9 @@
 Shapes: the procedural test shapes (training.shapes.generate with seeds apart from the dataset builder's), the
 organic test shapes (training.shapes.organic.test_shapes: blobs, smooth unions, tubes, creatures, shells) and, with
 --splits novel, kinds never trained on (novel_shapes.py: knots, springs, faceted rocks, gears, mushrooms).
-Clouds: uniform on the true surface plus Gaussian noise of sigma 0.005 of the shape's size. Scores against the
+Clouds: uniform on the true surface plus Gaussian noise of sigma 0.005 of the shape's size; with --scan NAME, as
+training.scans.EVALUATION_SCANS[NAME] makes them from 200,000 surface samples instead (`lines`: a line scanner's
+rows, `partial`: one side), the count being whatever the scan keeps. Scores against the
 true surface (100,000 samples): Chamfer-L1, normal consistency, F-score at 1%, IoU where the mesh is closed.
 Seconds are each method's wall time on the same cloud in the same run (ratios, not absolute figures, carry).
 Open3D comes from requirements/bench.txt (`./dev bench` installs it; never the extension's requirements).
@@ -42,6 +44,7 @@ from blender_occnet.occnet.fitting import FitSettings  # noqa: E402
 from blender_occnet.occnet.generation import ExtractionSettings, Reconstructor  # noqa: E402
 from blender_occnet.occnet.preprocess import prepare_for_network  # noqa: E402
 from training.metrics import SurfaceSample, inside_mesh, iou, sample_mesh, surface_metrics  # noqa: E402
+from training.scans import EVALUATION_SCANS, scan_like  # noqa: E402
 from training.shapes import CATEGORIES, generate  # noqa: E402
 
 NOISE = 0.005
@@ -192,16 +195,27 @@ def score(mesh: Mesh, truth: SurfaceSample, shape: Any, probes: np.ndarray) -> d
     return result
 
 
+SCAN_SAMPLES = 200_000  # surface samples a --scan cloud is made from
+
+
+def cloud(shape: Any, count: int, rng: np.random.Generator, scan: str) -> np.ndarray:
+    """The input: `count` noisy uniform samples, or the scan `scan` of the surface (EVALUATION_SCANS)."""
+    if scan:
+        points, normals = shape.sample_surface(SCAN_SAMPLES, rng)
+        return scan_like(points, normals, rng, EVALUATION_SCANS[scan]).astype(np.float32)
+    points = shape.sample_surface(count, rng)[0]
+    return (points + rng.normal(scale=NOISE, size=points.shape)).astype(np.float32)
+
+
 def run(shapes: list[TestShape], counts: list[int], methods: dict[str, Method],
-        pictures: Path | None) -> list[dict[str, Any]]:
+        pictures: Path | None, scan: str = "") -> list[dict[str, Any]]:
     rows = []
     for number, item in enumerate(shapes):
         truth = SurfaceSample(*item.shape.sample_surface(TRUTH_SAMPLES, np.random.default_rng([1, number])))
         probes = np.random.default_rng([2, number]).uniform(-0.55, 0.55, (IOU_POINTS, 3))
         for count in counts:
             rng = np.random.default_rng([3, number, count])
-            points = item.shape.sample_surface(count, rng)[0]
-            points = (points + rng.normal(scale=NOISE, size=points.shape)).astype(np.float32)
+            points = cloud(item.shape, count, rng, scan)
             meshes = {}
             for name, method in methods.items():
                 started = time.perf_counter()
@@ -209,10 +223,11 @@ def run(shapes: list[TestShape], counts: list[int], methods: dict[str, Method],
                 seconds = time.perf_counter() - started
                 meshes[name] = mesh
                 row = {"split": item.split, "category": item.category, "shape": item.name, "points": count,
+                       "input_points": len(points),
                        "method": name, "seconds": seconds, "faces": len(mesh[1]), **extra,
                        **score(mesh, truth, item.shape, probes)}
                 rows.append(row)
-            print(f"{item.split:10s} {item.name:14s} {count:6d}  " + "  ".join(
+            print(f"{item.split:10s} {item.name:14s} {len(points):6d}  " + "  ".join(
                 f"{r['method']} {10 * r['chamfer_l1']:.3f}/{r['f_score']:.2f}/{r['seconds']:.1f}s"
                 for r in rows[-len(methods):]), flush=True)
             if pictures is not None:
@@ -330,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write every row here")
     parser.add_argument("--pictures", type=Path, help="write one picture per shape and count here")
     parser.add_argument("--quick", action="store_true", help="1 shape per category, 300 and 3,000 points")
+    parser.add_argument("--scan", choices=tuple(EVALUATION_SCANS), default="",
+                        help="clouds as this scan gives them (one per shape; --counts is then ignored)")
     parser.add_argument("--weights", action="append", default=[], metavar="LABEL=PATH[@FIELD=VALUE,...]",
                         help="other point-cloud weights beside the bundled ones, as methods network_LABEL and "
                              "fitted_LABEL (after @: their fit's settings, occnet.fitting.FitSettings fields, "
@@ -357,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
             if fit in methods:
                 methods[f"{fit}_{label}"] = other.method("off" if fit == "network" else "on")
     shapes = test_shapes(args.splits.split(","), args.per_category)
-    rows = run(shapes, [int(c) for c in args.counts.split(",")], methods, args.pictures)
+    counts = [SCAN_SAMPLES] if args.scan else [int(c) for c in args.counts.split(",")]
+    rows = run(shapes, counts, methods, args.pictures, args.scan)
     print(summarise(rows))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

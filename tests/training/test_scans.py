@@ -12,7 +12,7 @@ from tests.training.test_train import small_config
 from training.data import ShapeDataset
 from training.evaluate import evaluate
 from training.export import export_run
-from training.scans import EVALUATION_SCANS, ScanSettings, scan_like
+from training.scans import EVALUATION_SCANS, LINE_WIDTH, ScanSettings, line_scan, scan_like, sweep
 from training.train import train
 
 NONE = ScanSettings(partial=0, uneven=0, holes=0, outliers=0, noise=(0.0, 0.0))
@@ -129,3 +129,27 @@ def test_evaluate_scores_voxel_weights_on_the_grid_of_a_one_sided_scan(tiny_data
     # bundled voxel network learned such grids, and on this fixture's two shapes it scores them no worse.)
     assert partial["scan"] == "partial" and partial["mean"]["input_iou"] < 0.6 * whole["mean"]["input_iou"]
     assert 0.0 < partial["mean"]["iou"] <= 1.0
+
+
+def test_a_line_scanner_returns_rows_of_the_near_surface_only() -> None:
+    """Two sheets facing a sensor that looks straight down -z: its rows (level, 0.05 apart) lie on the near
+    sheet, one point per LINE_WIDTH along each; the far sheet is hidden behind it."""
+    rng = np.random.default_rng(3)
+    near = np.c_[rng.uniform(-0.4, 0.4, (200_000, 2)), np.zeros(200_000)]
+    far = near - [0.0, 0.0, 0.1]
+    points = np.concatenate([near, far])
+    seen = points[sweep(points, np.array([0.0, 0.0, -1.0]), roll=0.0, spacing=0.05, offset=0.25)]
+    assert np.all(seen[:, 2] == 0.0)  # the near sheet only
+    phase = (seen[:, 1] / 0.05 + 0.25) % 1  # rows at y = (k - 0.25) * 0.05
+    assert np.all(np.minimum(phase, 1 - phase) * 0.05 < LINE_WIDTH / 2)
+    rows = np.unique(np.round(seen[:, 1] / 0.05 + 0.25))
+    assert len(rows) == 16  # 0.8 / 0.05 rows across the sheet
+    per_row = len(seen) / len(rows)
+    assert 0.9 * 0.8 / LINE_WIDTH < per_row <= 0.8 / LINE_WIDTH + 2  # one point per cell, every cell hit
+
+    sphere_points, sphere_normals = sphere(100_000)
+    scanned = scan_like(sphere_points, sphere_normals, np.random.default_rng(4), EVALUATION_SCANS["lines"])
+    assert 0.03 * len(sphere_points) < len(scanned) < 0.3 * len(sphere_points)
+    kept = line_scan(sphere_points, np.random.default_rng(4), views=1, spacing=0.035)
+    facing = sphere_normals[kept] @ sphere_normals[kept].mean(axis=0)
+    assert (facing > -0.1).mean() > 0.98  # a sweep sees one side of the sphere
