@@ -29,8 +29,8 @@ from .train import CHECKPOINT, train
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "blender_occnet" / "weights"
 MODALITIES = ("pointcloud", "voxels", "image")
 # The configuration behind each bundled weights file (pointcloud.yaml and voxels.yaml hold the earlier
-# global-code networks, pointcloud_local.yaml and voxels_local.yaml the procedural-only runs the wide ones
-# continued).
+# global-code networks; pointcloud_local.yaml, voxels_local.yaml and image.yaml the procedural-only runs the wide
+# ones continued).
 CONFIGS = {"pointcloud": "pointcloud_wide.yaml", "voxels": "voxels_wide.yaml", "image": "image_wide.yaml"}
 # Point-cloud weights are also scored from this many input points (the sparse end of what users have) and
 # from the points seen from one direction (a partial scan); voxel weights from the grid of such a scan. Each

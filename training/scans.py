@@ -106,6 +106,8 @@ def sweep(points: np.ndarray, towards: np.ndarray, roll: float, spacing: float, 
     across the view when `roll` is 0, else turned by it; `offset` in rows moves them), one point per
     LINE_WIDTH along a row: the sample nearest the sensor in that cell, where the surface in front of it
     does not hide it."""
+    if len(points) == 0:
+        return np.zeros(0, dtype=bool)
     right = np.cross(towards, [0.0, 1.0, 0.0])
     right /= np.linalg.norm(right)
     up = np.cross(right, towards)

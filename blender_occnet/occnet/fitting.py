@@ -306,7 +306,7 @@ def project_onto_points(vertices: np.ndarray, faces: np.ndarray, observed: np.nd
     moved; `progress` hears the share of the vertices done."""
     points = subsample(observed, PROJECTION_TREE_POINTS).astype(np.float64)
     out = vertices.astype(np.float64)
-    if len(out) == 0 or len(points) == 0:
+    if len(out) == 0 or len(faces) == 0 or len(points) == 0:  # no faces: no normals, so no side to fit on
         return vertices, 0
     normals = _vertex_normals(out, faces, PROJECTION_NORMAL_ROUNDS)
     used = np.unique(faces)  # a vertex no face uses has no normal, so no side to give

@@ -306,6 +306,14 @@ def test_a_thinned_cloud_keeps_each_point_at_most_once() -> None:
     assert len(subsample(cloud[:10], 500_000)) == 10
 
 
+def test_vertices_without_faces_are_left_where_they_are() -> None:
+    """No faces, no normals to tell a point's side: nothing moves (the side lookup over no vertices raised)."""
+    vertices = np.random.default_rng(11).uniform(-0.3, 0.3, (5, 3)).astype(np.float32)
+    points = sphere_cloud(500, 12)
+    moved, count = project_onto_points(vertices, np.zeros((0, 3), np.int64), points)
+    assert count == 0 and np.array_equal(moved, vertices)
+
+
 def test_points_in_scan_lines_do_not_pull_the_mesh_sideways() -> None:
     """A sphere scanned in rings 0.06 apart, points 0.004 apart along each: a vertex's nearest points lie on one
     line, whose least-spread direction runs along the surface. A plane fitted with it as the normal pulled

@@ -147,6 +147,8 @@ def test_a_line_scanner_returns_rows_of_the_near_surface_only() -> None:
     per_row = len(seen) / len(rows)
     assert 0.9 * 0.8 / LINE_WIDTH < per_row <= 0.8 / LINE_WIDTH + 2  # one point per cell, every cell hit
 
+    assert sweep(np.zeros((0, 3)), np.array([0.0, 0.0, -1.0]), 0.0, 0.05, 0.0).shape == (0,)  # nothing to see
+
     sphere_points, sphere_normals = sphere(100_000)
     scanned = scan_like(sphere_points, sphere_normals, np.random.default_rng(4), EVALUATION_SCANS["lines"])
     assert 0.03 * len(sphere_points) < len(scanned) < 0.3 * len(sphere_points)
