@@ -21,6 +21,7 @@ from blender_occnet.occnet.winding import (
     WindingGuide,
     guide_by_points,
     orient_normals,
+    surrounded_nodes,
     winding_numbers,
 )
 from training.shapes import generate
@@ -67,6 +68,41 @@ def test_a_sheet_no_point_stands_on_is_taken_away_and_the_solid_kept() -> None:
     # Near the points the field decides: the guide changes nothing within the clearance.
     near = torch.from_numpy(observed[:500] * (1 + 0.5 * GUIDE_CLEARANCE / RADIUS))
     assert torch.equal(guided(near), sphere_with_a_sheet(near))
+
+
+def test_a_node_is_surrounded_only_with_points_along_every_axis_direction() -> None:
+    size = 33
+    axis = np.linspace(-0.55, 0.55, size)
+    centre, corner = (size // 2,) * 3, (1, 1, 1)
+    sphere = surrounded_nodes(sphere_points(4000), size, 0.035)
+    assert sphere[centre] and not sphere[corner]
+    assert not sphere[int(np.searchsorted(axis, 0.45)), size // 2, size // 2], "beyond the sphere along x"
+    cup = sphere_points(4000)
+    cup = cup[cup[:, 2] < 0.1]  # open above
+    assert not surrounded_nodes(cup, size, 0.035)[centre]
+    # A sparse cloud's gaps are not openings once the reach spans them.
+    sparse = sphere_points(150)
+    assert surrounded_nodes(sparse, size, 0.1)[centre]
+
+
+def test_a_tube_seen_from_outside_only_keeps_its_hollow() -> None:
+    """Its inner wall unseen, an open tube's winding number rises above DECISIVE in its hollow (0.85 here), from
+    the outer wall alone: holding it inside filled the hollow (as a mug scanned in rows from above, its inner wall
+    unseen low down, came out with its wall thickened inwards). The points do not surround the hollow, so the
+    field (a thin-walled tube) decides there."""
+
+    def tube(points: torch.Tensor) -> torch.Tensor:
+        wall = 40.0 * (0.03 - (points[..., :2].norm(dim=-1) - 0.2).abs())
+        return torch.minimum(wall, 40.0 * (0.5 - points[..., 2].abs()))
+
+    rng = np.random.default_rng(0)
+    angle, z = rng.uniform(0, 2 * np.pi, 6000), rng.uniform(-0.5, 0.5, 6000)
+    outer_wall = np.c_[0.23 * np.cos(angle), 0.23 * np.sin(angle), z].astype(np.float32)
+    guided, stats = guide_by_points(tube, outer_wall, level=0.0)
+    assert isinstance(guided, WindingGuide) and stats["winding_unsurrounded_nodes"] > 0
+    hollow = torch.tensor([[0.1, 0.0, 0.0], [0.0, 0.12, 0.1], [0.0, 0.0, -0.2]])
+    assert (guided.winding_at(hollow) == 0.5).all(), "undecided where the points do not surround"
+    assert torch.equal(guided(hollow), tube(hollow))
 
 
 def test_a_field_the_points_cannot_be_oriented_against_is_left_alone() -> None:
