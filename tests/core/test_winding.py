@@ -109,21 +109,26 @@ def test_a_tube_seen_from_outside_only_keeps_its_hollow() -> None:
 
 def test_a_winding_number_short_of_decisive_counts_where_the_points_surround_the_place_well_clear() -> None:
     """Between a knot's tubes scanned in rows the winding number stays at 0.25-0.4 (the tubes partly seen) and the
-    network's webs stayed (Chamfer-L1 x10 0.118, Poisson 0.060). Where the points surround a place and it lies
-    well clear of them, such a value is now decisive; near the points, outside what they surround, and in a
-    sparse cloud, it is not."""
+    network's webs stayed (Chamfer-L1 x10 0.118, Poisson 0.060). Where the points surround a place, it lies well
+    clear of them, and their normals put it on the side the value leans to, such a value is now decisive; near
+    the points, outside what they surround, against the normals (behind a one-sided scan's wall), and in a sparse
+    cloud, it is not."""
     size = 33
     axis = np.linspace(-0.55, 0.55, size)
     points = sphere_points(4000)
     tree = cKDTree(points)
+    outward = (points.astype(np.float64), points.astype(np.float64) / RADIUS)
+    cavity = (outward[0], -outward[1])  # the same points bounding a hollow in a solid: their centre is empty
     centre, outside = (size // 2,) * 3, (1, size // 2, size // 2)
     by_the_wall = (int(np.searchsorted(axis, -RADIUS + 0.01)), size // 2, size // 2)
-    for value, side in ((0.3, -1), (0.7, 1)):
+    for value, side, agreeing, disagreeing in ((0.3, -1, cavity, outward), (0.7, 1, outward, cavity)):
         lattice = np.full((size,) * 3, value)
-        dense, _ = _judged_by_surroundings(lattice, tree, points, 0.008, 0.0, GUIDE_CLEARANCE)
-        assert side * (dense[centre] - 0.5) > DECISIVE - 0.5, "surrounded and clear: decisive"
+        dense, _ = _judged_by_surroundings(lattice, tree, points, 0.008, 0.0, GUIDE_CLEARANCE, agreeing)
+        assert side * (dense[centre] - 0.5) > DECISIVE - 0.5, "surrounded, clear and agreed: decisive"
         assert dense[outside] == value and dense[by_the_wall] == value
-        sparse, _ = _judged_by_surroundings(lattice, tree, points, 0.03, 1.0, 2 * 0.03)
+        against, _ = _judged_by_surroundings(lattice, tree, points, 0.008, 0.0, GUIDE_CLEARANCE, disagreeing)
+        assert against[centre] == value
+        sparse, _ = _judged_by_surroundings(lattice, tree, points, 0.03, 1.0, 2 * 0.03, agreeing)
         assert sparse[centre] == value
 
 
