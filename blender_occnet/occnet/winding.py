@@ -197,10 +197,24 @@ def _facing(queries: np.ndarray, points: np.ndarray, normals: np.ndarray) -> np.
     return cosine.mean(1)
 
 
+def surrounded(queries: np.ndarray, points: np.ndarray, spacing: float, size: int = LATTICE) -> np.ndarray:
+    """Per box point of `queries` (M, 3): whether the `points` (N, 3), `spacing` apart, surround it (surrounded_nodes
+    with the guide's reach, read at the nearest node of a lattice of `size`)."""
+    reach = max(ENCLOSURE_REACH, ENCLOSURE_SPACINGS * spacing) if np.isfinite(spacing) else BOX_SIZE  # one point
+    lattice = surrounded_nodes(points, size, reach)
+    index = _lattice_index(queries, size)
+    return lattice[index[:, 0], index[:, 1], index[:, 2]]
+
+
+def _lattice_index(points: np.ndarray, size: int) -> np.ndarray:
+    """(N, 3) box points -> the [x, y, z] index of the nearest node of a lattice of `size` along each side."""
+    return np.clip(np.round((points + BOX_SIZE / 2) * ((size - 1) / BOX_SIZE)).astype(np.int64), 0, size - 1)
+
+
 def surrounded_nodes(points: np.ndarray, size: int, reach: float) -> np.ndarray:
     """(size, size, size) bool over a lattice of the box indexed [x, y, z]: nodes from which every one of the six
     axis directions meets a cell within `reach` (about: whole cells) of one of the box points (N, 3)."""
-    index = np.clip(np.round((points + BOX_SIZE / 2) * ((size - 1) / BOX_SIZE)).astype(np.int64), 0, size - 1)
+    index = _lattice_index(points, size)
     near = np.zeros((size,) * 3, bool)
     near[index[:, 0], index[:, 1], index[:, 2]] = True
     cells = max(1, round(reach * (size - 1) / BOX_SIZE))
