@@ -41,7 +41,7 @@ from ..common.geometry import subsample
 from ..common.policy import BOX_SIZE, FIT_AUTO_MIN_POINTS, FIT_MODES, MAX_FIT_STEPS
 from .local import Features, LocalDecoder
 from .meshing import vertex_adjacency
-from .winding import surrounded
+from .winding import median_spacing, surrounded
 
 ProgressFn = Callable[[str, float], None]
 CancelFn = Callable[[], bool]
@@ -273,8 +273,7 @@ def _prior(decoder: LocalDecoder, encoded: Features, observed: np.ndarray, seed:
     kept = torch.from_numpy(far).to(device)
     with torch.no_grad():
         target = torch.sigmoid(decoder(kept[None], encoded)[0]) if len(kept) else kept.new_zeros(0)
-    spacing = float(np.median(tree.query(subsample(observed, 10_000, seed), k=2, workers=-1)[0][:, -1]))
-    unseen = (target.cpu().numpy() > 0.5) & ~surrounded(far, observed, spacing)
+    unseen = (target.cpu().numpy() > 0.5) & ~surrounded(far, observed, median_spacing(tree, observed))
     counts = torch.from_numpy(np.where(unseen, PRIOR_UNSEEN_WEIGHT, 1.0).astype(np.float32)).to(device)
     return kept, target, counts
 

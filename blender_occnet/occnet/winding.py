@@ -135,7 +135,7 @@ def guide_by_points(decode: DecodeFn, observed: np.ndarray, level: float, device
     tree_points = subsample(observed, TREE_POINTS, seed=1)
     tree = cKDTree(tree_points)
     # Over points from all of the cloud: a scan's rows come in scan order, its first rows from one place.
-    spacing = float(np.median(tree.query(subsample(tree_points, 10_000, seed=2), k=2, workers=-1)[0][:, 1]))
+    spacing = median_spacing(tree, tree_points)
     sparseness = np.clip((spacing - DENSE_SPACING) / (SPARSE_SPACING - DENSE_SPACING), 0.0, 1.0)
     clearance = max(GUIDE_CLEARANCE, spacing * (1.0 + float(sparseness)))
     far = tree.query(nodes, distance_upper_bound=clearance, workers=-1)[0] == np.inf
@@ -171,7 +171,7 @@ def _judged_by_surroundings(lattice: np.ndarray, tree: cKDTree, points: np.ndarr
     SURROUNDED_CLEARANCES clearances of them, and the `oriented` points (positions, outward normals) nearest to it
     put it on the side its value says, values are stretched away from 0.5 so that SURROUNDED_DECISIVE (rising to
     DECISIVE as the cloud thins to SPARSE_SPACING) counts as decisive."""
-    surrounded = surrounded_nodes(points, len(lattice), max(ENCLOSURE_REACH, ENCLOSURE_SPACINGS * spacing))
+    surrounded = surrounded_nodes(points, len(lattice), _enclosure_reach(spacing))
     unsurrounded = (lattice > DECISIVE) & ~surrounded
     judged = np.where(unsurrounded, 0.5, lattice)
     decisive_here = SURROUNDED_DECISIVE + (DECISIVE - SURROUNDED_DECISIVE) * sparseness
@@ -181,8 +181,8 @@ def _judged_by_surroundings(lattice: np.ndarray, tree: cKDTree, points: np.ndarr
         far = tree.query(axis[nodes], distance_upper_bound=SURROUNDED_CLEARANCES * clearance, workers=-1)[0]
         nodes = nodes[far == np.inf]
         values = judged[tuple(nodes.T)]
-        outside_by_normals = _facing(axis[nodes], *oriented) > 0
-        nodes, values = nodes[outside_by_normals == (values < 0.5)], values[outside_by_normals == (values < 0.5)]
+        agree = (_facing(axis[nodes], *oriented) > 0) == (values < 0.5)  # outside by the normals, outside by value
+        nodes, values = nodes[agree], values[agree]
         judged[tuple(nodes.T)] = np.clip(0.5 + (values - 0.5) * (DECISIVE - 0.5) / (decisive_here - 0.5), 0, 1)
     return judged, int(unsurrounded.sum())
 
@@ -200,10 +200,21 @@ def _facing(queries: np.ndarray, points: np.ndarray, normals: np.ndarray) -> np.
 def surrounded(queries: np.ndarray, points: np.ndarray, spacing: float, size: int = LATTICE) -> np.ndarray:
     """Per box point of `queries` (M, 3): whether the `points` (N, 3), `spacing` apart, surround it (surrounded_nodes
     with the guide's reach, read at the nearest node of a lattice of `size`)."""
-    reach = max(ENCLOSURE_REACH, ENCLOSURE_SPACINGS * spacing) if np.isfinite(spacing) else BOX_SIZE  # one point
-    lattice = surrounded_nodes(points, size, reach)
+    lattice = surrounded_nodes(points, size, _enclosure_reach(spacing))
     index = _lattice_index(queries, size)
     return lattice[index[:, 0], index[:, 1], index[:, 2]]
+
+
+def median_spacing(tree: cKDTree, points: np.ndarray) -> float:
+    """The median distance from a point of `points` (those `tree` holds) to its nearest neighbour, over up to
+    10,000 of them drawn from the whole cloud (a scan's rows come in scan order, its first rows from one place);
+    infinite for a single point."""
+    return float(np.median(tree.query(subsample(points, 10_000, seed=2), k=2, workers=-1)[0][:, -1]))
+
+
+def _enclosure_reach(spacing: float) -> float:
+    """How near a point must pass a lattice cell for the cell to stop a ray (surrounded_nodes)."""
+    return max(ENCLOSURE_REACH, ENCLOSURE_SPACINGS * spacing) if np.isfinite(spacing) else BOX_SIZE  # one point
 
 
 def _lattice_index(points: np.ndarray, size: int) -> np.ndarray:
