@@ -136,8 +136,8 @@ def guide_by_points(decode: DecodeFn, observed: np.ndarray, level: float, device
     tree = cKDTree(tree_points)
     # Over points from all of the cloud: a scan's rows come in scan order, its first rows from one place.
     spacing = median_spacing(tree, tree_points)
-    sparseness = np.clip((spacing - DENSE_SPACING) / (SPARSE_SPACING - DENSE_SPACING), 0.0, 1.0)
-    clearance = max(GUIDE_CLEARANCE, spacing * (1.0 + float(sparseness)))
+    thin = sparseness(spacing)
+    clearance = max(GUIDE_CLEARANCE, spacing * (1.0 + thin))
     far = tree.query(nodes, distance_upper_bound=clearance, workers=-1)[0] == np.inf
     given = None if given_normals is None else given_normals(sample)
     points, oriented, area, used_given = oriented_points(decode, sample, device, given)
@@ -154,7 +154,7 @@ def guide_by_points(decode: DecodeFn, observed: np.ndarray, level: float, device
         refined = 0
         if clearance < BOX_SIZE / (LATTICE - 1):  # held nearer the points than a coarse cell
             lattice, refined = _refined_lattice(lattice, points, oriented, area, device, should_cancel)
-        lattice, unsurrounded = _judged_by_surroundings(lattice, tree, tree_points, spacing, float(sparseness),
+        lattice, unsurrounded = _judged_by_surroundings(lattice, tree, tree_points, spacing, thin,
                                                         clearance, (points, oriented))
         guided = WindingGuide(decode, torch.from_numpy(lattice.astype(np.float32)).to(device), tree, clearance,
                               level)
@@ -210,6 +210,14 @@ def median_spacing(tree: cKDTree, points: np.ndarray) -> float:
     10,000 of them drawn from the whole cloud (a scan's rows come in scan order, its first rows from one place);
     infinite for a single point."""
     return float(np.median(tree.query(subsample(points, 10_000, seed=2), k=2, workers=-1)[0][:, -1]))
+
+
+def sparseness(spacing: float) -> float:
+    """0 for a cloud whose median spacing is DENSE_SPACING or less (3,000 points over an object or more), rising to
+    1 at SPARSE_SPACING and beyond; infinite spacing (a single point) is sparse."""
+    if not np.isfinite(spacing):
+        return 1.0
+    return float(np.clip((spacing - DENSE_SPACING) / (SPARSE_SPACING - DENSE_SPACING), 0.0, 1.0))
 
 
 def _enclosure_reach(spacing: float) -> float:
