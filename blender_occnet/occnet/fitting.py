@@ -421,7 +421,6 @@ class _LocalFits:
         self.residual[rows] = radius * np.sqrt((weight * misfit ** 2).sum(1) / (weight.sum(1) + 1e-12))
         self.count[rows] = count
 
-
     def take(self, other: _LocalFits, where: np.ndarray) -> None:
         """`other`'s fits in the rows `where` says."""
         self.target[where], self.residual[where], self.count[where] = (other.target[where], other.residual[where],
