@@ -68,7 +68,7 @@ CLEARANCE_POINTS = 100_000
 # the data term alone was met by a field lying near the level all through the part, and marching cubes tore it
 # (IoU 0.531 -> 0.307; with these targets 0.472). Measured (bench_quality's shapes, 1 a kind, Chamfer-L1 x10):
 # one-sided views 0.1542 -> 0.1487, 3,000 points 0.0381 -> 0.0375, 300 points 0.0978 -> 0.0972; line scans
-# 0.0697 -> 0.0703 (better on 11 shapes, but the knot 0.099 -> 0.114: between its rows the network's side is wrong).
+# 0.0697 -> 0.0703 (9 shapes better, 7 worse, most the knot 0.099 -> 0.114: between its rows the network errs).
 DIRECTION_OFFSET = 0.006
 DIRECTION_POINTS = 10_000
 DIRECTION_NEIGHBOURS = 16
