@@ -184,8 +184,12 @@ def fit_features(decoder: LocalDecoder, features: Features, observed: np.ndarray
 
     points = tensor(surface) if surface is not None else None
     if surface is not None:
-        prior_points, prior_target, prior_counts = _prior(decoder, encoded, surface, settings.seed, device)
-        directed, sides = _directed(decoder, encoded, surface, settings.seed, device)
+        # One thinned cloud and its tree for both: at most CLEARANCE_POINTS of it (a denser cloud lies closer
+        # together than the clearance anyway, and a tree of 2 million points would hold a cancel for seconds).
+        cloud = subsample(surface, CLEARANCE_POINTS, settings.seed)
+        tree = cKDTree(cloud)
+        prior_points, prior_target, prior_counts = _prior(decoder, encoded, cloud, tree, settings.seed, device)
+        directed, sides = _directed(decoder, encoded, cloud, tree, settings.seed, device)
         prior_points, prior_target = torch.cat([prior_points, directed]), torch.cat([prior_target, sides])
         prior_counts = torch.cat([prior_counts, torch.full_like(sides, DIRECTION_WEIGHT)])
     else:  # labelled points say everything there is to say about the box: no prior term
@@ -268,11 +272,11 @@ def _roughness(change: torch.Tensor) -> torch.Tensor:
     return total
 
 
-def _prior(decoder: LocalDecoder, encoded: Features, observed: np.ndarray, seed: int,
+def _prior(decoder: LocalDecoder, encoded: Features, observed: np.ndarray, tree: cKDTree, seed: int,
            device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Uniform box points farther than PRIOR_CLEARANCE from every observed point, the encoded network's
-    occupancy there (the target that keeps unobserved parts as the prior drew them), and how much each counts
-    (PRIOR_UNSEEN_WEIGHT where the network puts it inside and the points do not surround it, else 1)."""
+    """Uniform box points farther than PRIOR_CLEARANCE from every observed point (`tree` holds them), the encoded
+    network's occupancy there (the target that keeps unobserved parts as the prior drew them), and how much each
+    counts (PRIOR_UNSEEN_WEIGHT where the network puts it inside and the points do not surround it, else 1)."""
     rng = np.random.default_rng(seed)
     # Half uniform in the box, half a little off the points (0.02 to 0.1 away, in random directions): the fit
     # changes the field most near the points, and without targets there it grew bubbles just off the surface.
@@ -282,10 +286,6 @@ def _prior(decoder: LocalDecoder, encoded: Features, observed: np.ndarray, seed:
                                                                                                   keepdims=True)
     candidates = np.concatenate([rng.uniform(-BOX_SIZE / 2, BOX_SIZE / 2, (PRIOR_CANDIDATES // 2, 3)),
                                  np.clip(near + step, -BOX_SIZE / 2, BOX_SIZE / 2)]).astype(np.float32)
-    # A tree over at most CLEARANCE_POINTS of the cloud: a denser cloud lies closer together than the clearance
-    # anyway, and building a tree of 2 million points would hold a cancel for seconds.
-    observed = subsample(observed, CLEARANCE_POINTS, seed)
-    tree = cKDTree(observed)
     distance, _ = tree.query(candidates, workers=-1)
     far = candidates[distance > PRIOR_CLEARANCE]
     kept = torch.from_numpy(far).to(device)
@@ -296,16 +296,15 @@ def _prior(decoder: LocalDecoder, encoded: Features, observed: np.ndarray, seed:
     return kept, target, counts
 
 
-def _directed(decoder: LocalDecoder, encoded: Features, observed: np.ndarray, seed: int,
+def _directed(decoder: LocalDecoder, encoded: Features, observed: np.ndarray, tree: cKDTree, seed: int,
               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Targets just outside (0) and inside (1) the observed points along their normals, where the encoded
-    network says which side is which (DIRECTION_OFFSET above)."""
-    observed = subsample(observed, CLEARANCE_POINTS, seed)
+    """Targets just outside (0) and inside (1) the observed points (`tree` holds them) along their normals, where
+    the encoded network says which side is which (DIRECTION_OFFSET above)."""
     if len(observed) < DIRECTION_NEIGHBOURS:
         empty = torch.zeros(0, device=device)
         return empty.reshape(0, 3), empty
     points = subsample(observed, DIRECTION_POINTS, seed + 3).astype(np.float64)
-    around = observed[cKDTree(observed).query(points, k=DIRECTION_NEIGHBOURS, workers=-1)[1]] - points[:, None]
+    around = observed[tree.query(points, k=DIRECTION_NEIGHBOURS, workers=-1)[1]] - points[:, None]
     normals = np.linalg.eigh(np.einsum("nki,nkj->nij", around, around))[1][:, :, 0]
     ahead = (points + DIRECTION_OFFSET * normals).astype(np.float32)
     behind = (points - DIRECTION_OFFSET * normals).astype(np.float32)

@@ -90,8 +90,8 @@ def test_what_the_network_completes_behind_a_one_sided_view_counts_more_in_the_f
             features = reconstructor.model.encode(torch.from_numpy(prepared.array)[None])
         features = {name: fmap.clone() for name, fmap in features.items()}
         assert prepared.observed is not None
-        _, target, counts = _prior(reconstructor.model.decoder, features, prepared.observed, 0,
-                                        torch.device("cpu"))
+        _, target, counts = _prior(reconstructor.model.decoder, features, prepared.observed,
+                                   cKDTree(prepared.observed), 0, torch.device("cpu"))
         unseen = counts == PRIOR_UNSEEN_WEIGHT
         assert bool(((counts == 1) | unseen).all()) and bool((target[unseen] > 0.5).all())
         share = float(unseen.sum() / (target > 0.5).sum())
@@ -111,7 +111,8 @@ def test_the_level_at_the_points_is_given_its_direction(reconstructor: Reconstru
         features = reconstructor.model.encode(torch.from_numpy(prepared.array)[None])
     features = {name: fmap.clone() for name, fmap in features.items()}
     assert prepared.observed is not None
-    where, sides = _directed(reconstructor.model.decoder, features, prepared.observed, 0, torch.device("cpu"))
+    where, sides = _directed(reconstructor.model.decoder, features, prepared.observed, cKDTree(prepared.observed), 0,
+                             torch.device("cpu"))
     radius = np.linalg.norm(prepared.to_source(where.numpy()), axis=1)
     outside, inside = radius[sides.numpy() == 0], radius[sides.numpy() == 1]
     assert len(outside) == len(inside) > 0.5 * len(cap)  # where the network is sure of the side: most places
