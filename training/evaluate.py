@@ -20,7 +20,7 @@ import numpy as np
 
 from blender_occnet.common.errors import InputError, OccNetError
 from blender_occnet.common.files import atomic_output
-from blender_occnet.common.policy import RESOLUTIONS
+from blender_occnet.common.policy import ENSEMBLE_SIZES, RESOLUTIONS
 from blender_occnet.occnet.checkpoints import load_weights
 from blender_occnet.occnet.frames import SHAPENET_V1_FRAME, relative_frame
 from blender_occnet.occnet.generation import ExtractionSettings, Reconstructor
@@ -36,14 +36,16 @@ METRICS = ("iou", "chamfer_l1", "chamfer_l1_x10", "normal_consistency", "f_score
 def evaluate(weights_path: str | Path, data: str | Path, split: str = "test", resolution: int = 128,
              limit: int = 0, categories: list[str] | None = None, device: str = "auto",
              surface_samples: int = 100_000, progress: bool = True, input_points: int = 0,
-             refine_steps: int = 0, data_frame: dict[str, str] | None = None, scan: str = "") -> dict[str, Any]:
+             refine_steps: int = 0, data_frame: dict[str, str] | None = None, scan: str = "",
+             ensemble: int = 0) -> dict[str, Any]:
     """input_points: the size of each input cloud (default: the weights' n_input_points, a local network's
     too: scores are measured at a stated count, not at the every point up to 20,000 that
     preprocess.prepare_for_network gives a reconstruction); refine_steps: vertex refinement after
     extraction (the paper's setting is 30), to measure what it buys; data_frame: how the dataset's shapes
     stand when not in the project's frame (the authors' ShapeNet data: v1's); scan: a name of
     scans.EVALUATION_SCANS (point clouds: 'partial', the points seen from one direction), else the whole
-    clean surface sample."""
+    clean surface sample; ensemble: shifted encodings averaged (occnet/shifts.py: 1, 2 or 4; 0, the default,
+    as a reconstruction chooses), said in the report."""
     weights = load_weights(weights_path)
     if data_frame is not None:  # the inputs are not in the project's frame: turn them from theirs
         weights.card = {**weights.card, "frame": relative_frame(data_frame, weights.card.get("frame"))}
@@ -64,7 +66,9 @@ def evaluate(weights_path: str | Path, data: str | Path, split: str = "test", re
         rng = np.random.default_rng([0, index])
         item = dataset.validation_item(index, rng, n_points=10**9)  # all uniform points
         prepared = PreparedInput(weights.modality, item["inputs"], np.zeros(3), 1.0)
-        mesh = reconstructor.encode(prepared).extract(settings)
+        shape = reconstructor.encode(prepared, ensemble=ensemble or None)
+        used_ensemble = shape.ensemble
+        mesh = shape.extract(settings)
         # item["points"] and the mesh share the input frame; the dataset's surface samples are mapped
         # into it the same way the query points were.
         row = {"iou": iou(inside_mesh(mesh.vertices, mesh.faces, item["points"]), item["occ"] >= 0.5)}
@@ -84,6 +88,8 @@ def evaluate(weights_path: str | Path, data: str | Path, split: str = "test", re
     report = _summarise(per_category, weights, split, resolution, time.perf_counter() - started, refine_steps)
     if weights.modality == "pointcloud":
         report["input_points"] = dataset.n_input_points
+    if indices:
+        report["ensemble"] = used_ensemble
     if scan:
         report["scan"] = scan
     return report
@@ -185,6 +191,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scan", choices=tuple(EVALUATION_SCANS), default="",
                         help="point clouds and voxels: score inputs as a scanner gives them ('partial': the points "
                              "seen from one direction, or the voxels they pass through) instead of the whole surface")
+    parser.add_argument("--ensemble", type=int, default=0, choices=(0, *ENSEMBLE_SIZES),
+                        help="point clouds: shifted encodings averaged (default 0: as a reconstruction chooses, "
+                             "4 for a local network without a fit; 1: the network's field as it is)")
     parser.add_argument("--json", help="also write the report as JSON to this file")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
@@ -193,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                           args.categories.split(",") if args.categories else None, args.device,
                           progress=not args.quiet, input_points=args.input_points, refine_steps=args.refine,
                           data_frame=SHAPENET_V1_FRAME if args.data_frame == "shapenet-v1" else None,
-                          scan=args.scan)
+                          scan=args.scan, ensemble=args.ensemble)
     except OccNetError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

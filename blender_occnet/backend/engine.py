@@ -25,6 +25,7 @@ from ..occnet.checkpoints import load_weights
 from ..occnet.fitting import FitRefused
 from ..occnet.generation import EncodedShape, ExtractionSettings, MeshResult, Reconstructor, resolve_device
 from ..occnet.registry import resolve_weights
+from ..occnet.shifts import EnsembleRefused
 from .convert import extraction_settings, prepare_input, used_settings
 
 Send = Callable[[Message], None]
@@ -174,9 +175,11 @@ class Engine:
             try:
                 shape = reconstructor.encode(prepare_input(request, reconstructor.weights.config), fit=request.fit,
                                              progress=progress, should_cancel=cancelled,
-                                             fit_threshold=settings.threshold)
+                                             fit_threshold=settings.threshold, ensemble=request.ensemble or None)
             except FitRefused as exc:
                 raise FieldError("fit", str(exc)) from None
+            except EnsembleRefused as exc:
+                raise FieldError("ensemble", str(exc)) from None
         else:
             finished = self._kept(job.source_job or "", job.send)
             shape, reconstructor = finished.shape, finished.reconstructor

@@ -414,6 +414,7 @@ class Stats(Checked):
     seconds_fit: float | None = wire(SECONDS, None)  # reconstructions whose features were fitted to the points
     fit_steps: int | None = wire(COUNT, None)
     fit_points: int | None = wire(COUNT, None)  # observed points the fit drew from
+    ensemble: int = wire(COUNT, 1)  # shifted encodings the field averaged (occnet/shifts.py)
     input_points_outliers: int | None = wire(COUNT, None)  # stray points left out (preprocess.without_outliers)
     input_point_groups: int | None = wire(COUNT, None)  # 2 or more: a scene or several objects (preprocess)
     pieces_unsupported: int | None = wire(COUNT, None)  # pieces of a fitted mesh no point came near, dropped

@@ -43,5 +43,27 @@ REFINE_METHODS = ("project", "optimise")
 FIT_MODES = ("auto", "on", "off")
 FIT_AUTO_MIN_POINTS = 200
 MAX_FIT_STEPS = 1_000
+# Shifted encodings (occnet/shifts.py): a local network reading a point cloud is run on copies of it, each moved
+# by a quarter of a feature cell, and their fields averaged. Without a fit every cloud gets ENSEMBLE_NETWORK copies
+# (the encoder and decoder are cheap); with one, each copy is fitted, so the count falls as the cloud grows denser
+# and the fit's data term irons the creases out by itself: ENSEMBLE_FITTED[k] = (fewer points than, copies).
+# Measured (BENCHMARKS.md, "Shifted encodings"; bench_quality's 20 shapes, Chamfer-L1 x10, 1 -> 2 -> 4 copies):
+# 300 points 0.0972 -> 0.0928 -> 0.0912, 1,000 points 0.0658 -> 0.0637 -> 0.0635, 3,000 points 0.0375 -> 0.0369
+# -> 0.0369 (2 copies there: 1.7x the time for 1.6%); the network alone, test split from 3,000 points: IoU 0.826
+# -> 0.855 (4 copies).
+ENSEMBLE_SIZES = (1, 2, 4)
+ENSEMBLE_NETWORK = 4
+ENSEMBLE_FITTED = ((1_000, 4), (3_000, 2))
+
+
+def ensemble_size(modality: str, local: bool, observed_points: int, fitted: bool) -> int:
+    """How many shifted encodings a reconstruction averages by default (see above)."""
+    if modality != "pointcloud" or not local:
+        return 1
+    if not fitted:
+        return ENSEMBLE_NETWORK
+    return next((size for below, size in ENSEMBLE_FITTED if observed_points < below), 1)
+
+
 # Observed points a fit keeps (a random subset beyond: 24 MB of float32; each step draws a few thousand).
 MAX_FIT_POINTS = 2_000_000

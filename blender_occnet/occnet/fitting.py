@@ -29,6 +29,7 @@ from them (winding.py), which takes those sheets away.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -150,6 +151,14 @@ class Observation:
     @property
     def count(self) -> int:
         return sum(0 if a is None else len(a) for a in (self.surface, self.labelled))
+
+    def shifted(self, offset: np.ndarray) -> Observation:
+        """The same observation moved by `offset` (3,) (an ensemble member's input: occnet/shifts.py)."""
+        if not offset.any():
+            return self
+        return dataclasses.replace(self, **{name: None if points is None else (points + offset).astype(np.float32)
+                                            for name, points in (("surface", self.surface),
+                                                                 ("labelled", self.labelled))})
 
 
 def fit_features(decoder: LocalDecoder, features: Features, observed: np.ndarray | Observation, level: float,

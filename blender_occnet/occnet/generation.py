@@ -22,7 +22,7 @@ import torch
 
 from ..common.errors import Cancelled, GenerationError, InputError
 from ..common.geometry import subsample
-from ..common.policy import BOX_SIZE, RESOLUTIONS, coarse_resolution
+from ..common.policy import BOX_SIZE, RESOLUTIONS, coarse_resolution, ensemble_size
 from ..common.settings import EXTRACTION
 from .checkpoints import Weights
 from .colours import ColourSource, vertex_colours
@@ -33,6 +33,7 @@ from .meshing import extract_mesh, taubin_smooth
 from .mise import MISE, ValueStore
 from .model import ConvolutionalOccupancyNetwork, encoding_is_finite, fixed_decoder
 from .preprocess import PreparedInput
+from .shifts import averaged, check_ensemble, shift_offsets
 from .winding import guide_by_points
 
 STORE_RESOLUTION = 512
@@ -168,37 +169,55 @@ class Reconstructor:
 
     def encode(self, prepared: PreparedInput, fit: str = "off", fit_settings: FitSettings | None = None,
                progress: ProgressFn | None = None, should_cancel: CancelFn | None = None,
-               fit_threshold: float | None = None) -> EncodedShape:
+               fit_threshold: float | None = None, ensemble: int | None = None) -> EncodedShape:
         """The input encoded once; with `fit` ('auto', 'on' or 'off': policy.FIT_MODES) the local features are
         then fitted to every observed point (occnet/fitting.py), and the shape is the fitted one for every
         extraction, refinement and normal after. The fit puts the points on the surface of `fit_threshold`
-        (default: the weights' own), which should be the threshold the mesh is extracted at."""
+        (default: the weights' own), which should be the threshold the mesh is extracted at. `ensemble`: how many
+        copies of a point cloud, each moved by a quarter of a feature cell, are encoded (and fitted) and their
+        fields averaged (shifts.py: 1, 2 or 4; None: policy.ensemble_size's measured default)."""
         if prepared.modality != self.modality:
             raise InputError(f"these weights take {self.modality} input, not {prepared.modality}; choose "
                              f"{prepared.modality} weights (see `python -m blender_occnet models`)")
-        started = time.perf_counter()
         prepared = orient(prepared, self.weights.card.get("frame"))
-        with torch.inference_mode():
-            inputs = torch.from_numpy(prepared.array).unsqueeze(0).to(self.device)
-            encoding = self.model.encode(inputs)
-        if not encoding_is_finite(encoding):
-            raise GenerationError("the encoder produced NaN or infinite values; the weights are broken")
-        encode_seconds = time.perf_counter() - started
-        fit_stats: dict[str, float | int] = {}
         observed = _observation(prepared)
         if fit == "on" and prepared.modality == "image":
             raise FitRefused("fitting works on point clouds and voxel grids; an image reconstructs with fit off")
-        if should_fit(fit, self.weights.config.local, 0 if observed is None else observed.count, prepared.modality):
-            if observed is None:
-                raise FitRefused("fitting needs the observed points: prepare the cloud with keep_observed=True")
-            assert isinstance(self.model, ConvolutionalOccupancyNetwork) and isinstance(encoding, dict)
-            threshold = self.weights.threshold if fit_threshold is None else fit_threshold
-            level = math.log(threshold) - math.log1p(-threshold)
-            encoding, fit_stats = fit_features(self.model.decoder, encoding, observed, level,
-                                               fit_settings or FitSettings(), progress, should_cancel)
+        points = 0 if observed is None else observed.count
+        fits = should_fit(fit, self.weights.config.local, points, prepared.modality)
+        if fits and observed is None:
+            raise FitRefused("fitting needs the observed points: prepare the cloud with keep_observed=True")
+        size = ensemble_size(prepared.modality, self.weights.config.local, points, fits) if ensemble is None \
+            else check_ensemble(ensemble, prepared.modality, self.weights.config.local)
+        offsets = shift_offsets(size, self.weights.config.feature_resolution)
+        threshold = self.weights.threshold if fit_threshold is None else fit_threshold
+        level = math.log(threshold) - math.log1p(-threshold)
+        decodes: list[DecodeFn] = []
+        fit_stats: dict[str, float | int] = {}
+        encode_seconds = 0.0
+        for member, offset in enumerate(offsets):
+            if member and should_cancel is not None and should_cancel():
+                raise Cancelled("cancelled")
+            began = time.perf_counter()
+            with torch.inference_mode():
+                array = prepared.array + offset if offset.any() else prepared.array  # only clouds move (shifts.py)
+                inputs = torch.from_numpy(array).unsqueeze(0).to(self.device)
+                encoding = self.model.encode(inputs)
             if not encoding_is_finite(encoding):
-                raise GenerationError("fitting produced NaN or infinite features; reconstruct with fit off")
-        decode = fixed_decoder(self.model, encoding)
+                raise GenerationError("the encoder produced NaN or infinite values; the weights are broken")
+            encode_seconds += time.perf_counter() - began
+            if fits:
+                assert isinstance(self.model, ConvolutionalOccupancyNetwork) and isinstance(encoding, dict)
+                assert observed is not None
+                encoding, stats = fit_features(self.model.decoder, encoding, observed.shifted(offset), level,
+                                               fit_settings or FitSettings(), _part(progress, member, len(offsets)),
+                                               should_cancel)
+                if not encoding_is_finite(encoding):
+                    raise GenerationError("fitting produced NaN or infinite features; reconstruct with fit off")
+                fit_stats.update(stats, seconds_fit=round(float(fit_stats.get("seconds_fit", 0.0))
+                                                          + float(stats["seconds_fit"]), 4))
+            decodes.append(fixed_decoder(self.model, encoding))
+        decode = averaged(decodes, offsets)
         if fit_stats and prepared.modality == "pointcloud" and prepared.observed is not None:
             # Away from the points, what the points enclose decides over sheets the network spans (winding.py).
             decode, guide_stats = guide_by_points(decode, prepared.observed, level, self.device, should_cancel,
@@ -208,7 +227,15 @@ class Reconstructor:
         shape = EncodedShape(decode, prepared, self.device, self.batch_size)
         shape.encode_seconds = encode_seconds
         shape.fit_stats = fit_stats
+        shape.ensemble = len(offsets)
         return shape
+
+
+def _part(progress: ProgressFn | None, member: int, members: int) -> ProgressFn | None:
+    """Progress of one ensemble member's fit as a share of the whole fitting stage."""
+    if progress is None or members == 1:
+        return progress
+    return lambda stage, fraction: progress(stage, (member + fraction) / members)
 
 
 def _observation(prepared: PreparedInput) -> Observation | None:
@@ -232,6 +259,7 @@ class EncodedShape:
         self.store = ValueStore(STORE_RESOLUTION)
         self.encode_seconds = 0.0
         self.fit_stats: dict[str, float | int] = {}  # what fitting did (fitting.fit_features); empty: no fit
+        self.ensemble = 1  # how many shifted encodings the field averages (shifts.py)
         # An image's colours on the first mesh extracted from it (image_colours.py), kept for every later one.
         self._picture_source: tuple[ColourSource | None, dict[str, float]] | None = None
 
@@ -262,7 +290,8 @@ class EncodedShape:
         """A mesh of this shape; reuses every value evaluated by earlier extractions."""
         report = progress or (lambda stage, fraction: None)
         check_memory(settings.resolution)
-        stats: dict[str, float | int] = {"seconds_encode": round(self.encode_seconds, 4), **self.fit_stats}
+        stats: dict[str, float | int] = {"seconds_encode": round(self.encode_seconds, 4), "ensemble": self.ensemble,
+                                         **self.fit_stats}
         if self.prepared is not None:
             stats.update(self.prepared.info)
         started = time.perf_counter()

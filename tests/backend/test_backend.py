@@ -289,6 +289,9 @@ def test_cancel_running_and_queued(client: BackendClient) -> None:
     ("pointcloud", np.random.default_rng(0).random((500, 3), np.float32), {"weights": "pc", "fit": "on"}, "fit"),
     ("pointcloud", np.random.default_rng(0).random((500, 3), np.float32), {"weights": "pc", "fit": "yes"}, "fit"),
     ("voxels", voxel_source(), {"fit": "on"}, "fit"),
+    ("voxels", voxel_source(), {"ensemble": 2}, "ensemble"),  # shifted encodings need a point cloud
+    ("pointcloud", np.random.default_rng(0).random((500, 3), np.float32), {"weights": "pc", "ensemble": 3},
+     "ensemble"),
 ])
 def test_bad_requests_name_the_field(client: BackendClient, modality: str, source: np.ndarray, settings: dict,
                                      field: str) -> None:
