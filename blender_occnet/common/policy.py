@@ -45,15 +45,16 @@ FIT_AUTO_MIN_POINTS = 200
 MAX_FIT_STEPS = 1_000
 # Shifted encodings (occnet/shifts.py): a local network reading a point cloud is run on copies of it, each moved
 # by a quarter of a feature cell, and their fields averaged. Without a fit every cloud gets ENSEMBLE_NETWORK copies
-# (the encoder and decoder are cheap); with one, each copy is fitted, so the count falls as the cloud grows denser
-# and the fit's data term irons the creases out by itself: ENSEMBLE_FITTED[k] = (fewer points than, copies).
-# Measured (BENCHMARKS.md, "Shifted encodings"; bench_quality's 20 shapes, Chamfer-L1 x10, 1 -> 2 -> 4 copies):
-# 300 points 0.0972 -> 0.0928 -> 0.0912, 1,000 points 0.0658 -> 0.0637 -> 0.0635, 3,000 points 0.0375 -> 0.0369
-# -> 0.0369 (2 copies there: 1.7x the time for 1.6%); the network alone, test split from 3,000 points: IoU 0.826
-# -> 0.855 (4 copies).
+# (the encoder and decoder are cheap); with one, each copy is fitted, so clouds of fewer than ENSEMBLE_FIT_BELOW
+# points get ENSEMBLE_FITTED copies and denser ones one, where the fit's data term irons the creases out by itself.
+# Measured (BENCHMARKS.md, "Shifted encodings"; bench_quality's 20 shapes, Chamfer-L1 x10, median time a shape):
+# 300 points 1 copy 0.0972 (2.1 s), 2 copies 0.0934 (3.0 s), 4 copies 0.0920 (4.7 s; with 20 fit steps a copy
+# instead of 40, 0.0939 in 3.6 s); 1,000 points 0.0658 -> 0.0637 -> 0.0635; 3,000 points 0.0375 -> 0.0369 (1.7x
+# the time for 1.6%). The network alone, test split from 3,000 points: IoU 0.826 -> 0.855 with 4 copies.
 ENSEMBLE_SIZES = (1, 2, 4)
 ENSEMBLE_NETWORK = 4
-ENSEMBLE_FITTED = ((1_000, 4), (3_000, 2))
+ENSEMBLE_FITTED = 2
+ENSEMBLE_FIT_BELOW = 3_000
 
 
 def ensemble_size(modality: str, local: bool, observed_points: int, fitted: bool) -> int:
@@ -62,7 +63,7 @@ def ensemble_size(modality: str, local: bool, observed_points: int, fitted: bool
         return 1
     if not fitted:
         return ENSEMBLE_NETWORK
-    return next((size for below, size in ENSEMBLE_FITTED if observed_points < below), 1)
+    return ENSEMBLE_FITTED if observed_points < ENSEMBLE_FIT_BELOW else 1
 
 
 # Observed points a fit keeps (a random subset beyond: 24 MB of float32; each step draws a few thousand).

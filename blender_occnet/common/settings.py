@@ -264,11 +264,10 @@ DECLARED = (
                 "Each copy costs one more encoding (and fit)",
         flag="--ensemble", metavar="N",
         help="point clouds: average the network over N copies of the cloud moved by a quarter of a feature cell "
-             "(1, 2 or 4; default 0: automatic, 4 without a fit; with one, 4 below 1,000 points, 2 below 3,000, "
-             "else 1)",
+             "(1, 2 or 4; default 0: automatic, 4 without a fit; with one, 2 below 3,000 points, else 1)",
         scope="request", sidebar=True, redo=True, points_only=True,
-        choices=(Choice(0, "Auto", "As measured best: 4 for the network alone; with a fit, 4 below 1,000 points, "
-                                   "2 below 3,000, else 1", ident="AUTO"),
+        choices=(Choice(0, "Auto", "As measured best for the time: 4 for the network alone; with a fit, 2 below "
+                                   "3,000 points, else 1", ident="AUTO"),
                  Choice(1, "1", "One encoding: the network's field as it is (fastest)"),
                  Choice(2, "2", "Two copies: about twice the time"),
                  Choice(4, "4", "Four copies: about four times the time, the smoothest"))),

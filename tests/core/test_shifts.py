@@ -91,14 +91,13 @@ def test_a_round_shape_from_300_points_comes_out_rounder(reconstructor: Reconstr
 
 
 def test_the_default_follows_the_policy(reconstructor: Reconstructor) -> None:
-    assert [ensemble_size("pointcloud", True, n, True) for n in (300, 999, 1000, 2999, 3000, 20_000)] == \
-        [4, 4, 2, 2, 1, 1]
+    assert [ensemble_size("pointcloud", True, n, True) for n in (300, 2999, 3000, 20_000)] == [2, 2, 1, 1]
     assert ensemble_size("pointcloud", True, 20_000, False) == ENSEMBLE_NETWORK == 4
     assert ensemble_size("voxels", True, 300, False) == ensemble_size("pointcloud", False, 300, False) == 1
     sparse = prepare_for_network(reconstructor.weights.config, "pointcloud", ellipsoid(400, 2))
     dense = prepare_for_network(reconstructor.weights.config, "pointcloud", ellipsoid(3000, 2))
     assert reconstructor.encode(sparse, fit="off").ensemble == ENSEMBLE_NETWORK
-    assert reconstructor.encode(sparse, fit="on").ensemble == 4
+    assert reconstructor.encode(sparse, fit="on").ensemble == 2
     assert reconstructor.encode(dense, fit="on").ensemble == 1
 
 
