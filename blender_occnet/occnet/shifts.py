@@ -36,10 +36,14 @@ class EnsembleRefused(InputError):
     """An ensemble size that cannot be used for this input or network (the backend names the field)."""
 
 
+def _unknown_size(size: object) -> EnsembleRefused:
+    return EnsembleRefused(f"ensemble must be one of {', '.join(map(str, ENSEMBLE_SIZES))}, got {size!r}")
+
+
 def check_ensemble(size: object, modality: str, local: bool) -> int:
     """A requested ensemble size, refused with a one-line reason where it cannot be done."""
     if not isinstance(size, int) or isinstance(size, bool) or size not in ENSEMBLE_SIZES:
-        raise EnsembleRefused(f"ensemble must be one of {', '.join(map(str, ENSEMBLE_SIZES))}, got {size!r}")
+        raise _unknown_size(size)
     if size > 1 and (modality != "pointcloud" or not local):
         raise EnsembleRefused("shifted encodings need a point cloud and a local-feature network; use ensemble 1 "
                               "(or 0, automatic)")
@@ -50,7 +54,7 @@ def shift_offsets(size: int, feature_resolution: int) -> np.ndarray:
     """(size, 3) float32 offsets in the network's box frame: quarter cells of a feature plane with
     `feature_resolution` samples along each side (align_corners=True: resolution - 1 cells over the box)."""
     if size not in _PATTERNS:
-        raise EnsembleRefused(f"ensemble must be one of {', '.join(map(str, ENSEMBLE_SIZES))}, got {size!r}")
+        raise _unknown_size(size)
     quarter = BOX_SIZE / (feature_resolution - 1) / 4.0
     return (np.asarray(_PATTERNS[size], np.float32) * quarter).astype(np.float32)
 
