@@ -170,9 +170,9 @@ def export_default(modality: str, run: Path, target: Path, earlier: dict, data: 
 
 
 def _card_metrics(report: dict) -> dict:
-    """What a model card keeps of an evaluation: the means, the means of the man-made and the organic
-    categories where both were scored, and IoU per category."""
-    extra = {key: report[key] for key in ("input_points", "scan") if key in report}
+    """What a model card keeps of an evaluation: how it was scored (input points, scan, shifted encodings), the
+    means, the means of the man-made and the organic categories where both were scored, and IoU per category."""
+    extra = {key: report[key] for key in ("input_points", "scan", "ensemble") if key in report}
     categories = report["categories"]
     groups = {"man_made": [c for c in categories if c not in ORGANIC_CATEGORIES],
               "organic": [c for c in categories if c in ORGANIC_CATEGORIES]}

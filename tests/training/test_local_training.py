@@ -134,6 +134,13 @@ def test_the_wide_config_and_a_run_on_scan_like_inputs(tmp_path: Path, tiny_data
                        max_steps=2, validate_every=2)
     assert train(run, progress=False)["step"] == 2
     export_run(run.training.out_dir, tmp_path / "w.safetensors")
+    from blender_occnet.common.policy import ENSEMBLE_NETWORK
+    from training.evaluate import evaluate
+
+    # The evaluator scores the network as a reconstruction runs it (shifted encodings) unless told otherwise.
+    scored = {size: evaluate(tmp_path / "w.safetensors", tiny_dataset, resolution=32, surface_samples=2000,
+                             progress=False, ensemble=size) for size in (0, 1)}
+    assert scored[0]["ensemble"] == ENSEMBLE_NETWORK and scored[1]["ensemble"] == 1
     values = run.to_dict()
     values["training"]["out_dir"] = str(tmp_path / "cli_run")
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(values))

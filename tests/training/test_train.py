@@ -215,12 +215,13 @@ def test_a_card_of_a_collection_with_organic_shapes_keeps_each_group_s_means() -
     def scores(iou: float) -> dict:
         return {"shapes": 2, "iou": iou, "f_score": iou / 2}
 
-    report = {"resolution": 128, "threshold": 0.3, "input_points": 3000,
+    report = {"resolution": 128, "threshold": 0.3, "input_points": 3000, "ensemble": 4,
               "categories": {"chair": scores(0.8), "car": scores(0.6), "blob": scores(0.9)},
               "mean": {"iou": 0.7667, "f_score": 0.3833}}
     card = _card_metrics(report)
     assert card["groups"] == {"man_made": {"iou": 0.7, "f_score": 0.35}, "organic": {"iou": 0.9, "f_score": 0.45}}
     assert card["input_points"] == 3000 and card["shapes"] == 6 and card["iou_per_category"]["blob"] == 0.9
+    assert card["ensemble"] == 4  # the card says how many shifted encodings its figures averaged
 
 
 def test_resume_refuses_a_damaged_or_hostile_checkpoint_with_what_to_do(tmp_path: Path, tiny_dataset: Path) -> None:
