@@ -74,7 +74,7 @@ def _reconstruct_file(source: Path, output: Path, args: argparse.Namespace, netw
     prepared = prepare_for_network(weights.config, modality, source, seed=args.seed, input_points=args.input_points)
     seconds_prepare = time.perf_counter() - started
     shape = reconstructor.encode(prepared, fit=args.fit, progress=progress, fit_threshold=settings.threshold,
-                                 ensemble=args.ensemble or None)
+                                 ensemble=args.ensemble)
     mesh = shape.extract(settings, progress=progress)
     if not len(mesh.faces):
         raise GenerationError(f"no surface at threshold {settings.threshold:g}: the network puts every point "

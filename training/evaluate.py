@@ -66,7 +66,7 @@ def evaluate(weights_path: str | Path, data: str | Path, split: str = "test", re
         rng = np.random.default_rng([0, index])
         item = dataset.validation_item(index, rng, n_points=10**9)  # all uniform points
         prepared = PreparedInput(weights.modality, item["inputs"], np.zeros(3), 1.0)
-        shape = reconstructor.encode(prepared, ensemble=ensemble or None)
+        shape = reconstructor.encode(prepared, ensemble=ensemble)
         used_ensemble = shape.ensemble
         mesh = shape.extract(settings)
         # item["points"] and the mesh share the input frame; the dataset's surface samples are mapped

@@ -175,7 +175,7 @@ class Engine:
             try:
                 shape = reconstructor.encode(prepare_input(request, reconstructor.weights.config), fit=request.fit,
                                              progress=progress, should_cancel=cancelled,
-                                             fit_threshold=settings.threshold, ensemble=request.ensemble or None)
+                                             fit_threshold=settings.threshold, ensemble=request.ensemble)
             except FitRefused as exc:
                 raise FieldError("fit", str(exc)) from None
             except EnsembleRefused as exc:

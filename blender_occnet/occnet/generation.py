@@ -169,13 +169,13 @@ class Reconstructor:
 
     def encode(self, prepared: PreparedInput, fit: str = "off", fit_settings: FitSettings | None = None,
                progress: ProgressFn | None = None, should_cancel: CancelFn | None = None,
-               fit_threshold: float | None = None, ensemble: int | None = None) -> EncodedShape:
+               fit_threshold: float | None = None, ensemble: int = 0) -> EncodedShape:
         """The input encoded once; with `fit` ('auto', 'on' or 'off': policy.FIT_MODES) the local features are
         then fitted to every observed point (occnet/fitting.py), and the shape is the fitted one for every
         extraction, refinement and normal after. The fit puts the points on the surface of `fit_threshold`
         (default: the weights' own), which should be the threshold the mesh is extracted at. `ensemble`: how many
         copies of a point cloud, each moved by a quarter of a feature cell, are encoded (and fitted) and their
-        fields averaged (shifts.py: 1, 2 or 4; None: policy.ensemble_size's measured default)."""
+        fields averaged (shifts.py: 1, 2 or 4; 0, as the `ensemble` setting: policy.ensemble_size's default)."""
         if prepared.modality != self.modality:
             raise InputError(f"these weights take {self.modality} input, not {prepared.modality}; choose "
                              f"{prepared.modality} weights (see `python -m blender_occnet models`)")
@@ -187,7 +187,7 @@ class Reconstructor:
         fits = should_fit(fit, self.weights.config.local, points, prepared.modality)
         if fits and observed is None:
             raise FitRefused("fitting needs the observed points: prepare the cloud with keep_observed=True")
-        size = ensemble_size(prepared.modality, self.weights.config.local, points, fits) if ensemble is None \
+        size = ensemble_size(prepared.modality, self.weights.config.local, points, fits) if ensemble == 0 \
             else check_ensemble(ensemble, prepared.modality, self.weights.config.local)
         offsets = shift_offsets(size, self.weights.config.feature_resolution)
         threshold = self.weights.threshold if fit_threshold is None else fit_threshold

@@ -37,7 +37,8 @@ class EnsembleRefused(InputError):
 
 
 def _unknown_size(size: object) -> EnsembleRefused:
-    return EnsembleRefused(f"ensemble must be one of {', '.join(map(str, ENSEMBLE_SIZES))}, got {size!r}")
+    return EnsembleRefused(f"ensemble must be 0 (automatic) or one of {', '.join(map(str, ENSEMBLE_SIZES))}, "
+                           f"got {size!r}")
 
 
 def check_ensemble(size: object, modality: str, local: bool) -> int:

@@ -97,14 +97,15 @@ def test_the_default_follows_the_policy(reconstructor: Reconstructor) -> None:
     sparse = prepare_for_network(reconstructor.weights.config, "pointcloud", ellipsoid(400, 2))
     dense = prepare_for_network(reconstructor.weights.config, "pointcloud", ellipsoid(3000, 2))
     assert reconstructor.encode(sparse, fit="off").ensemble == ENSEMBLE_NETWORK
+    assert reconstructor.encode(sparse, fit="off", ensemble=0).ensemble == ENSEMBLE_NETWORK  # 0: automatic
     assert reconstructor.encode(sparse, fit="on").ensemble == 2
     assert reconstructor.encode(dense, fit="on").ensemble == 1
 
 
 def test_sizes_and_inputs_it_cannot_take_are_refused_in_one_line(reconstructor: Reconstructor) -> None:
     prepared = prepare_for_network(reconstructor.weights.config, "pointcloud", ellipsoid(300, 0))
-    for size in (0, 3, 8, True, "4"):
-        with pytest.raises(InputError, match="ensemble must be one of 1, 2, 4"):
+    for size in (-1, 3, 8, True, "4"):
+        with pytest.raises(InputError, match=r"ensemble must be 0 \(automatic\) or one of 1, 2, 4"):
             reconstructor.encode(prepared, ensemble=size)  # type: ignore[arg-type]
     voxels = Reconstructor(load_weights(BUNDLED / "voxels.safetensors"), "cpu")
     grid = np.zeros((32, 32, 32), np.float32)
