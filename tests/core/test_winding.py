@@ -19,9 +19,11 @@ from blender_occnet.occnet.preprocess import prepare_for_network
 from blender_occnet.occnet.winding import (
     DECISIVE,
     GUIDE_CLEARANCE,
+    ThickHold,
     WindingGuide,
     _judged_by_surroundings,
     guide_by_points,
+    hold_thick_parts,
     orient_normals,
     surrounded_nodes,
     winding_numbers,
@@ -70,6 +72,50 @@ def test_a_sheet_no_point_stands_on_is_taken_away_and_the_solid_kept() -> None:
     # Near the points the field decides: the guide changes nothing within the clearance.
     near = torch.from_numpy(observed[:500] * (1 + 0.5 * GUIDE_CLEARANCE / RADIUS))
     assert torch.equal(guided(near), sphere_with_a_sheet(near))
+    assert "winding_thick_share" not in stats, "a dense cloud's field is held only beyond the clearance"
+
+
+def sphere_with_a_dent_and_a_bulge(points: torch.Tensor) -> torch.Tensor:
+    """Logits of a solid sphere whose surface sinks 0.08 deep where it faces +x and swells 0.08 out where it faces
+    -x: how a network trained on boxes draws a round shape between 300 points."""
+    radius = points.norm(dim=-1)
+    facing = points[..., 0] / (radius + 1e-9)
+    sphere = 40.0 * (RADIUS - radius)
+    dent = (facing > 0.9) & (radius > RADIUS - 0.08)
+    bulge = (facing < -0.9) & (radius < RADIUS + 0.08)
+    return torch.where(dent, torch.full_like(sphere, -5.0), torch.where(bulge, torch.full_like(sphere, 5.0), sphere))
+
+
+def along(direction: float, radii: list[float]) -> torch.Tensor:
+    return torch.tensor([[direction * r, 0.0, 0.0] for r in radii])
+
+
+def test_a_sparse_round_cloud_holds_its_field_round_near_the_points_too() -> None:
+    observed = sphere_points(300)
+    guided, stats = guide_by_points(sphere_with_a_dent_and_a_bulge, observed, level=0.0)
+    assert isinstance(guided, ThickHold) and stats["winding_thick_share"] > 0.9
+    dent, bulge = along(1.0, [0.25, 0.27]), along(-1.0, [0.33, 0.35])
+    assert (sphere_with_a_dent_and_a_bulge(dent) < 0).all() and (sphere_with_a_dent_and_a_bulge(bulge) > 0).all()
+    assert (guided(dent) > 0).all() and (guided(bulge) < 0).all()
+    # On the points themselves (their tangent planes) the field decides: the surface stays where it passes them.
+    on = torch.from_numpy(observed)
+    assert torch.equal(guided(on), sphere_with_a_dent_and_a_bulge(on))
+
+
+def test_a_sparse_thin_plate_is_left_to_the_field() -> None:
+    rng = np.random.default_rng(4)
+    top = np.c_[rng.uniform(-0.3, 0.3, (150, 2)), np.full(150, 0.01)]
+    points = np.concatenate([top, top * [1, 1, -1]])
+    normals = np.zeros_like(points)
+    normals[:, 2] = np.sign(points[:, 2])
+    area = np.full(len(points), 2 * 0.36 / len(points))
+    spacing = float(np.median(cKDTree(points).query(points, k=2)[0][:, 1]))
+
+    def plate(at: torch.Tensor) -> torch.Tensor:
+        return 40.0 * (0.01 - at[..., 2].abs())
+
+    held, share = hold_thick_parts(plate, points, normals, area, spacing, level=0.0)
+    assert held is plate and share == 0.0
 
 
 def test_a_node_is_surrounded_only_with_points_along_every_axis_direction() -> None:
