@@ -91,7 +91,7 @@ def along(direction: float, radii: list[float]) -> torch.Tensor:
 
 
 def test_a_sparse_round_cloud_holds_its_field_round_near_the_points_too() -> None:
-    observed = sphere_points(300)
+    observed = sphere_points(1000)  # 0.02 apart: a sparse cloud, whose points still surround the inside
     guided, stats = guide_by_points(sphere_with_a_dent_and_a_bulge, observed, level=0.0)
     assert isinstance(guided, ThickHold) and stats["winding_thick_share"] > 0.9
     dent, bulge = along(1.0, [0.25, 0.27]), along(-1.0, [0.33, 0.35])
@@ -313,3 +313,23 @@ def test_a_web_in_a_narrow_gap_between_two_tubes_is_taken_away() -> None:
                               .astype(np.float32))
     assert (tubes_and_web(middle) > 0).all(), "the field should fill the gap before the guide"
     assert (guided(middle) < 0).all()
+
+
+def test_a_sparse_cloud_s_hold_fills_only_where_the_points_surround_the_place() -> None:
+    """A 300-point sphere with its cap above z = 0.2 unseen, and a field empty everywhere: within the walls the
+    hold fills, but not in the column under the opening, where the winding number is as decisive (as in a
+    spring's core, which the coils' winding number fills)."""
+    points = sphere_points(400).astype(np.float64)
+    points = points[points[:, 2] < 0.2]
+    normals = points / RADIUS
+    area = np.full(len(points), 4 * np.pi * RADIUS ** 2 / 400)
+    spacing = float(np.median(cKDTree(points).query(points, k=2)[0][:, 1]))
+
+    def empty(at: torch.Tensor) -> torch.Tensor:
+        return torch.full(at.shape[:-1], -5.0)
+
+    held, _ = hold_thick_parts(empty, points, normals, area, spacing, level=0.0)
+    wall, column = np.array([[-0.24, 0.0, -0.1]]), np.array([[0.0, 0.0, -0.25]])
+    assert (winding_numbers(np.concatenate([wall, column]), points, normals, area, width=0.25 * spacing) > 0.8).all()
+    assert held(torch.tensor(wall, dtype=torch.float32)).item() > 0
+    assert held(torch.tensor(column, dtype=torch.float32)).item() < 0
