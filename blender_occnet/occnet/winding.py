@@ -149,9 +149,10 @@ class ThickHold:
     tangent planes (THICK_* above); build with `hold_thick_parts`."""
 
     def __init__(self, decode: DecodeFn, points: np.ndarray, normals: np.ndarray, area: np.ndarray,
-                 thick: np.ndarray, spacing: float, level: float):
+                 thick_share: np.ndarray, spacing: float, level: float):
         self.decode, self.points, self.normals, self.area = decode, points, normals, area
-        self.thick, self.spacing, self.level = thick, spacing, level
+        self.thick_share = thick_share  # per point: the share of its neighbours that stand on a thick part
+        self.spacing, self.level = spacing, level
         self.tree = cKDTree(points)
         self.surrounded = surrounded_nodes(points, LATTICE, _enclosure_reach(spacing))
 
@@ -161,7 +162,7 @@ class ThickHold:
         distance, index = self.tree.query(queries, k=min(THICK_NEAREST, len(self.points)), workers=-1)
         distance, index = distance.reshape(len(queries), -1), index.reshape(len(queries), -1)
         weight = np.exp(-(distance / (THICK_REACH * self.spacing)) ** 2)
-        thick = (weight * self.thick[index]).sum(1) > THICK_SHARE * (weight.sum(1) + 1e-12)
+        thick = (weight * self.thick_share[index]).sum(1) > THICK_SHARE * (weight.sum(1) + 1e-12)
         nearest = index[:, 0]
         height = np.abs(((queries - self.points[nearest]) * self.normals[nearest]).sum(1))
         held = np.flatnonzero(thick & (height > THICK_HOLD_HEIGHT * self.spacing))
