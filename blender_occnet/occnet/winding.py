@@ -101,11 +101,13 @@ TREE_POINTS = 100_000  # clearance looked up among at most this many points (den
 # surface alone: a blob 0.053, metaballs 0.078 against the fit's 0.097 and 0.138 and Poisson's 0.074 and 0.102,
 # Chamfer-L1 x10), but it cannot draw thin parts (a chair: 0.31) and its 0.5 surface dimples flat faces between
 # the points (a cabinet 0.046 -> 0.102). So it only holds where a point stands on a thick part (the winding number
-# past THICK_DECISIVE at THICK_DEPTHS spacings inward, in most of its THICK_NEIGHBOURS: the share from
-# THICK_SHARE on) and only off the points' tangent planes, which leaves flat faces to the network; inside only
+# past DECISIVE at THICK_DEPTHS spacings inward, in most of its THICK_NEIGHBOURS: the share from THICK_SHARE on)
+# and only off the points' tangent planes, which leaves flat faces to the network; inside only
 # where the points surround the place (surrounded_nodes, as the guide): a spring's coils from 300 points pass for
 # a thick wall, and their winding number filled its core (Chamfer-L1 x10 0.195 -> 0.220; surrounded only, 0.210).
-# Measured: BENCHMARKS.md, "Thick parts of sparse clouds".
+# Only in clouds as sparse as SPARSE_SPACING: between DENSE_SPACING and it (a large object's 3,000 points, a small
+# one's 1,000) no shape gained (cabinet 0.0403 -> 0.0398, sofa 0.0454 -> 0.0455 from 3,000 points) and the hold,
+# evaluated nearly wherever MISE looks, took 30% of the time. Measured: BENCHMARKS.md, "Thick parts of sparse clouds".
 THICK_DEPTHS = (1.5, 3.0)
 THICK_NEIGHBOURS = 16
 THICK_SHARE = 0.82
@@ -148,12 +150,11 @@ class ThickHold:
     """A decode function that holds a sparse cloud's field to its winding number on thick parts, off the points'
     tangent planes (THICK_* above); build with `hold_thick_parts`."""
 
-    def __init__(self, decode: DecodeFn, points: np.ndarray, normals: np.ndarray, area: np.ndarray,
+    def __init__(self, decode: DecodeFn, points: np.ndarray, normals: np.ndarray, area: np.ndarray, tree: cKDTree,
                  thick_share: np.ndarray, spacing: float, level: float):
-        self.decode, self.points, self.normals, self.area = decode, points, normals, area
+        self.decode, self.points, self.normals, self.area, self.tree = decode, points, normals, area, tree
         self.thick_share = thick_share  # per point: the share of its neighbours that stand on a thick part
         self.spacing, self.level = spacing, level
-        self.tree = cKDTree(points)
         self.surrounded = surrounded_nodes(points, LATTICE, _enclosure_reach(spacing))
 
     def __call__(self, points: torch.Tensor) -> torch.Tensor:
@@ -168,15 +169,17 @@ class ThickHold:
         held = np.flatnonzero(thick & (height > THICK_HOLD_HEIGHT * self.spacing))
         if not len(held):
             return logits
-        winding = np.full(len(queries), 0.5, np.float32)
-        winding[held] = winding_numbers(queries[held], self.points, self.normals, self.area,
-                                        width=THICK_WIDTH * self.spacing)
-        value = torch.from_numpy(winding).to(logits.device)
-        node = _lattice_index(queries, LATTICE)
-        enclosed = torch.from_numpy(self.surrounded[node[:, 0], node[:, 1], node[:, 2]]).to(logits.device)
-        inside = (value > THICK_DECISIVE) & enclosed  # as the guide: not where a side is open (a spring's core)
-        logits = torch.where(inside, torch.clamp(logits, min=self.level + HOLD_MARGIN), logits)
-        return torch.where(value < 1 - THICK_DECISIVE, torch.clamp(logits, max=self.level - HOLD_MARGIN), logits)
+        winding = winding_numbers(queries[held], self.points, self.normals, self.area, logits.device,
+                                  width=THICK_WIDTH * self.spacing)
+        node = _lattice_index(queries[held], LATTICE)
+        enclosed = self.surrounded[node[:, 0], node[:, 1], node[:, 2]]  # as the guide: not where a side is open
+        inside, outside = np.zeros(len(queries), bool), np.zeros(len(queries), bool)
+        inside[held] = (winding > THICK_DECISIVE) & enclosed  # (a spring's core: its coils pass for a thick wall)
+        outside[held] = winding < 1 - THICK_DECISIVE
+        logits = torch.where(torch.from_numpy(inside).to(logits.device),
+                             torch.clamp(logits, min=self.level + HOLD_MARGIN), logits)
+        return torch.where(torch.from_numpy(outside).to(logits.device),
+                           torch.clamp(logits, max=self.level - HOLD_MARGIN), logits)
 
 
 def hold_thick_parts(decode: DecodeFn, points: np.ndarray, normals: np.ndarray, area: np.ndarray, spacing: float,
@@ -189,11 +192,11 @@ def hold_thick_parts(decode: DecodeFn, points: np.ndarray, normals: np.ndarray, 
         thick &= winding_numbers(points - depth * spacing * normals, points, normals, area, width=width) \
             > DECISIVE
     tree = cKDTree(points)
-    share = thick[tree.query(points, k=min(THICK_NEIGHBOURS, len(points)), workers=-1)[1]].reshape(len(points), -1)
-    neighbourhood = share.mean(1)
-    if not (neighbourhood > THICK_SHARE).any():
+    neighbours = tree.query(points, k=min(THICK_NEIGHBOURS, len(points)), workers=-1)[1].reshape(len(points), -1)
+    thick_share = thick[neighbours].mean(1)
+    if not (thick_share > THICK_SHARE).any():
         return decode, 0.0
-    return ThickHold(decode, points, normals, area, neighbourhood, spacing, level), float(thick.mean())
+    return ThickHold(decode, points, normals, area, tree, thick_share, spacing, level), float(thick.mean())
 
 
 def guide_by_points(decode: DecodeFn, observed: np.ndarray, level: float, device: torch.device | str = "cpu",
@@ -235,7 +238,7 @@ def guide_by_points(decode: DecodeFn, observed: np.ndarray, level: float, device
         guided = WindingGuide(decode, torch.from_numpy(lattice.astype(np.float32)).to(device), tree, clearance,
                               level)
         stats.update(winding_refined_nodes=refined, winding_unsurrounded_nodes=unsurrounded)
-        if thin > 0:
+        if thin >= 1.0:  # THICK_* above: clouds as sparse as SPARSE_SPACING
             guided, stats["winding_thick_share"] = hold_thick_parts(guided, points, oriented, area, spacing, level)
     stats.update(winding_guided=int(guided is not decode), seconds_guide=time.perf_counter() - started)
     return guided, stats

@@ -32,7 +32,7 @@ from blender_occnet.occnet.fitting import (
 from blender_occnet.occnet.generation import EncodedShape, ExtractionSettings, Reconstructor
 from blender_occnet.occnet.meshing import extract_mesh
 from blender_occnet.occnet.preprocess import prepare_for_network, prepare_image, prepare_pointcloud, prepare_voxels
-from blender_occnet.occnet.winding import ThickHold, WindingGuide, guide_by_points, median_spacing
+from blender_occnet.occnet.winding import WindingGuide, guide_by_points, median_spacing
 
 BUNDLED = Path(__file__).resolve().parents[2] / "blender_occnet" / "weights"
 
@@ -241,11 +241,8 @@ def test_a_fitted_mesh_keeps_no_speck_that_no_point_supports(reconstructor: Reco
     prepared = prepare_for_network(reconstructor.weights.config, "pointcloud", sphere_cloud(3000, 0))
     settings = ExtractionSettings(threshold=reconstructor.weights.threshold, resolution=128)
     fitted_shape = reconstructor.encode(prepared, fit="on")
-    guide = fitted_shape.decode
-    if isinstance(guide, ThickHold):  # this sphere's 3,000 points lie 0.02 apart: a sparse cloud's hold on top
-        guide = guide.decode
-    assert isinstance(guide, WindingGuide)
-    fitted_field = guide.decode  # the fitted network's field, before the winding number's holds
+    assert isinstance(fitted_shape.decode, WindingGuide)
+    fitted_field = fitted_shape.decode.decode  # the fitted network's field, before the winding number's hold
     corner = torch.tensor([0.42, 0.42, 0.42])
 
     def with_speck(points: torch.Tensor) -> torch.Tensor:  # a ball of radius 0.04 in the corner
