@@ -1,7 +1,7 @@
 """`python -m training.defaults [--minutes M]`: reproduce (or keep training) the bundled default weights.
 
 Builds the procedural dataset if it is missing (with renders when the image weights are asked for),
-trains each modality's configuration for up to M minutes (resuming an earlier run where one exists, so
+trains each bundled weights file's configuration for up to M minutes (resuming an earlier run where one exists, so
 repeated calls continue the same curve; on a machine without the run, starting from the bundled weights),
 and exports the best weights of each into blender_occnet/weights/ with a model card: the history the
 weights have been through and test-split metrics. Weights no better than the bundled ones are not exported.
@@ -28,10 +28,19 @@ from .train import CHECKPOINT, train
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "blender_occnet" / "weights"
 MODALITIES = ("pointcloud", "voxels", "image")
-# The configuration behind each bundled weights file (pointcloud.yaml and voxels.yaml hold the earlier
-# global-code networks; pointcloud_local.yaml, voxels_local.yaml and image.yaml the procedural-only runs the wide
-# ones continued).
-CONFIGS = {"pointcloud": "pointcloud_wide.yaml", "voxels": "voxels_wide.yaml", "image": "image_wide.yaml"}
+# The configuration behind each bundled weights file, by the file's name (pointcloud.yaml and voxels.yaml hold the
+# earlier global-code networks; pointcloud_local.yaml, voxels_local.yaml and image.yaml the procedural-only runs the
+# wide ones continued). pointcloud_fine: the same network on 64x64 planes, for dense clouds (registry.FINE_WEIGHTS).
+CONFIGS = {"pointcloud": "pointcloud_wide.yaml", "pointcloud_fine": "pointcloud_wide64.yaml",
+           "voxels": "voxels_wide.yaml", "image": "image_wide.yaml"}
+BUNDLED = tuple(CONFIGS)
+
+
+def modality_of(name: str) -> str:
+    """The modality of a bundled weights file's name (pointcloud_fine -> pointcloud)."""
+    return name.split("_")[0]
+
+
 # Point-cloud weights are also scored from this many input points (the sparse end of what users have) and
 # from the points seen from one direction (a partial scan); voxel weights from the grid of such a scan. Each
 # evaluation goes into the model card under its key.
@@ -64,6 +73,11 @@ NOTES = {
                   "procedural shapes of 15 categories (10 man-made, 5 organic), half of them degraded as scans "
                   "are (partial views, uneven density, holes, noise, stray points); python -m training.defaults "
                   "continues it",
+    "pointcloud_fine": "the point-cloud Convolutional Occupancy Network on three 64x64 feature planes (the released "
+                       "ShapeNet model's size; its U-Net stays shallower), continued from the 32x32 weights on the "
+                       "same clouds; a reconstruction naming no weights takes it for dense clouds (points a median "
+                       "0.016 of the object's size apart or closer), the 32x32 weights for sparser ones; "
+                       "python -m training.defaults continues it",
     "voxels": "a Convolutional Occupancy Network with three 32x32 feature planes on the 32^3 grid, trained on the "
               "CPU on 1,500 procedural shapes of 15 categories (10 man-made, 5 organic), half of the grids made as "
               "a voxelised scan gives them (the cells a scan passes through, open where it has gaps), the rest "
@@ -77,8 +91,9 @@ NOTES = {
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.defaults", description=__doc__.splitlines()[0])
-    parser.add_argument("--minutes", type=float, default=60.0, help="training time per modality in this call")
-    parser.add_argument("--modalities", default=",".join(MODALITIES))
+    parser.add_argument("--minutes", type=float, default=60.0, help="training time per weights file in this call")
+    parser.add_argument("--weights", "--modalities", dest="weights", default=",".join(BUNDLED),
+                        help="the bundled weights files to train, by name (default: all)")
     parser.add_argument("--data", help="dataset folder for every modality asked for (default: each modality's "
                                        "own, built when missing: " + ", ".join(
                                            f"{m} {r.folder}" for m, r in DATASETS.items()) + ")")
@@ -86,15 +101,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="test shapes per category evaluated into the model card (0: none)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    modalities = [m.strip() for m in args.modalities.split(",") if m.strip()]
-    unknown = sorted(set(modalities) - set(MODALITIES))
+    names = [m.strip() for m in args.weights.split(",") if m.strip()]
+    unknown = sorted(set(names) - set(BUNDLED))
     if unknown:
-        parser.error(f"unknown modalities {unknown}; choose from {', '.join(MODALITIES)}")
+        parser.error(f"unknown weights {unknown}; choose from {', '.join(BUNDLED)}")
     try:
-        for modality in modalities:
+        for modality in dict.fromkeys(map(modality_of, names)):
             _build_data(modality, args.data)
-        for modality in modalities:
-            config = load_config(CONFIG_DIR / CONFIGS[modality])
+        for name in names:
+            modality = modality_of(name)
+            config = load_config(CONFIG_DIR / CONFIGS[name])
             run = Path(config.training.out_dir)
             # Each call adds `minutes` to what the run has already spent.
             spent = 0.0
@@ -107,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             config.training = dataclasses.replace(config.training, max_minutes=spent + args.minutes)
             # A fresh machine has no run folder: continue from the bundled weights rather than from scratch,
             # and keep what they had been through in the card.
-            bundled = WEIGHTS_DIR / f"{modality}.safetensors"
+            bundled = WEIGHTS_DIR / f"{name}.safetensors"
             # Continue from the bundled weights only when they are of this configuration's architecture.
             same_arch = bundled.exists() and describe(bundled).arch == config.model_config.arch
             resume = (run / CHECKPOINT).exists()
@@ -119,11 +135,11 @@ def main(argv: list[str] | None = None) -> int:
             shipped = float(describe(bundled).card.get("metrics", {}).get("val_iou", 0.0)) if bundled.exists() else 0.0
             summary = train(config, resume=resume, init_weights=bundled if same_arch else None)
             if summary["best_iou"] <= shipped:  # a restarted optimiser can fall back before it climbs again
-                print(f"{modality}: step {summary['step']}, best validation IoU {summary['best_iou']:.3f}, not above "
+                print(f"{name}: step {summary['step']}, best validation IoU {summary['best_iou']:.3f}, not above "
                       f"the bundled weights' {shipped:.3f}: kept them; the next call resumes this run")
                 continue
-            weights = export_default(modality, run, bundled, earlier, data, args.eval_per_category)
-            print(f"{modality}: step {summary['step']}, best validation IoU {summary['best_iou']:.3f}; "
+            weights = export_default(name, run, bundled, earlier, data, args.eval_per_category)
+            print(f"{name}: step {summary['step']}, best validation IoU {summary['best_iou']:.3f}; "
                   f"wrote {bundled} ({weights.config.arch})")
     except OccNetError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -146,12 +162,14 @@ def _build_data(modality: str, folder: str | None) -> None:
         print(report(render_models(folders)))
 
 
-def export_default(modality: str, run: Path, target: Path, earlier: dict, data: str,
+def export_default(name: str, run: Path, target: Path, earlier: dict, data: str,
                    eval_per_category: int) -> Weights:
-    """The run's best weights -> `target` with the model card: the note, what came before this run, and
-    (eval_per_category > 0) the evaluation command's metrics on that many test shapes per category."""
+    """The run's best weights -> `target` with the model card of the bundled weights `name`: the note, what came
+    before this run, and (eval_per_category > 0) the evaluation command's metrics on that many test shapes per
+    category."""
+    modality = modality_of(name)
     # The procedural shapes stand y-up facing -z; the add-on turns Blender's z-up, -y front into this frame.
-    card: dict = {"reproduce": "python -m training.defaults", "note": NOTES[modality],
+    card: dict = {"reproduce": "python -m training.defaults", "note": NOTES[name],
                   "frame": {"up": "+y", "front": "-z"}}
     if earlier:
         card["continued_from"] = earlier
