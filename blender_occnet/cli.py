@@ -53,6 +53,21 @@ class _Networks:
             self.loaded[modality] = Reconstructor(weights, self.args.device, batch_size=self.args.batch_size)
         return self.loaded[modality]
 
+    def for_input(self, reconstructor: Any, prepared: Any) -> Any:
+        """`reconstructor`, or where no weights were named and the cloud is dense, the bundled fine weights'
+        network (registry.finer_weights)."""
+        from .occnet.checkpoints import load_weights
+        from .occnet.generation import Reconstructor
+        from .occnet.registry import finer_weights
+
+        fine = None if self.args.weights else finer_weights(Path(reconstructor.weights.source), prepared)
+        if fine is None:
+            return reconstructor
+        if str(fine) not in self.loaded:
+            self.loaded[str(fine)] = Reconstructor(load_weights(fine), self.args.device,
+                                                   batch_size=self.args.batch_size)
+        return self.loaded[str(fine)]
+
 
 def _reconstruct_file(source: Path, output: Path, args: argparse.Namespace, networks: _Networks,
                       progress: Callable[[str, float], None] | None) -> tuple[dict[str, Any], Any]:
@@ -67,11 +82,13 @@ def _reconstruct_file(source: Path, output: Path, args: argparse.Namespace, netw
     started = time.perf_counter()
     modality = args.modality or guess_modality(source)
     reconstructor = networks.for_modality(modality, source)
+    prepared = prepare_for_network(reconstructor.weights.config, modality, source, seed=args.seed,
+                                   input_points=args.input_points)
+    reconstructor = networks.for_input(reconstructor, prepared)  # prepared alike for the fine weights
     weights = reconstructor.weights
     given = {setting.name: getattr(args, setting.name) for setting in EXTRACTION}
     settings = ExtractionSettings(**{**given, "threshold": weights.threshold if args.threshold is None
                                      else args.threshold})  # unset: the weights' own
-    prepared = prepare_for_network(weights.config, modality, source, seed=args.seed, input_points=args.input_points)
     seconds_prepare = time.perf_counter() - started
     shape = reconstructor.encode(prepared, fit=args.fit, progress=progress, fit_threshold=settings.threshold,
                                  ensemble=args.ensemble)

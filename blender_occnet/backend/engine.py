@@ -24,7 +24,7 @@ from ..common.messages import Error, FieldError, Message, Progress, Reconstruct,
 from ..occnet.checkpoints import load_weights
 from ..occnet.fitting import FitRefused
 from ..occnet.generation import EncodedShape, ExtractionSettings, MeshResult, Reconstructor, resolve_device
-from ..occnet.registry import resolve_weights
+from ..occnet.registry import finer_weights, resolve_weights
 from ..occnet.shifts import EnsembleRefused
 from .convert import extraction_settings, prepare_input, used_settings
 
@@ -165,7 +165,13 @@ class Engine:
         if job.request is not None:
             request = job.request
             progress("loading", 0.0)
-            reconstructor, stats["model_cached"], stats["seconds_load"] = self._model(request)
+            path, device = self.check(request)
+            reconstructor, stats["model_cached"], stats["seconds_load"] = self._model(request, path, device)
+            prepared = prepare_input(request, reconstructor.weights.config)
+            fine = finer_weights(path, prepared) if request.weights is None else None
+            if fine is not None:  # the bundled 64x64 planes for a dense cloud (the input is prepared alike)
+                path = fine
+                reconstructor, stats["model_cached"], stats["seconds_load"] = self._model(request, path, device)
             progress.device = str(reconstructor.device)
             if request.threshold is None:
                 settings = dataclasses.replace(settings, threshold=reconstructor.weights.threshold)
@@ -173,7 +179,7 @@ class Engine:
                 raise Cancelled("cancelled")
             progress("encoding", 0.0)
             try:
-                shape = reconstructor.encode(prepare_input(request, reconstructor.weights.config), fit=request.fit,
+                shape = reconstructor.encode(prepared, fit=request.fit,
                                              progress=progress, should_cancel=cancelled,
                                              fit_threshold=settings.threshold, ensemble=request.ensemble)
             except FitRefused as exc:
@@ -186,6 +192,7 @@ class Engine:
             progress.device = str(reconstructor.device)
             shape.encode_seconds = 0.0  # neither encoded nor fitted again: the kept field says it was fitted
             shape.fit_stats = {k: v for k, v in shape.fit_stats.items() if k != "seconds_fit"}
+        stats["weights"] = Path(reconstructor.weights.source).stem
         mesh = shape.extract(settings, progress=progress, should_cancel=cancelled)
         self._remember(job.id, FinishedJob(shape, reconstructor, settings, job.send))
         stats.update(mesh.stats)
@@ -205,10 +212,9 @@ class Engine:
             raise FieldError("weights", str(exc)) from None
         return path, device
 
-    def _model(self, request: Reconstruct) -> tuple[Reconstructor, bool, float]:
-        """The request's network on its device: from the cache, or loaded (and cached) now."""
+    def _model(self, request: Reconstruct, path: Path, device: str) -> tuple[Reconstructor, bool, float]:
+        """The network of the weights file `path` on `device`: from the cache, or loaded (and cached) now."""
         started = time.perf_counter()
-        path, device = self.check(request)
         # The modification time is part of the key: retrained weights saved over a file are reloaded.
         key = (str(path.resolve()), path.stat().st_mtime_ns, request.arch, device)
         with self._lock:

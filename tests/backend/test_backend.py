@@ -143,6 +143,27 @@ def test_a_reconstruction_fits_by_default_and_re_extraction_does_not_fit_again(c
     assert isinstance(again[-1], Result) and again[-1].stats.fit_steps == FitSettings().steps  # the kept fit
 
 
+def test_a_request_naming_no_weights_gets_the_fine_planes_for_a_dense_cloud_only() -> None:
+    """registry.finer_weights through the real backend: the default weights (none named) are the 64x64 planes for a
+    dense cloud and the 32x32 ones for a sparse cloud; weights a request names are kept whatever the cloud."""
+    from blender_occnet.occnet.registry import list_weights
+
+    thresholds = {info.name: info.threshold for info in list_weights() if info.name.startswith("pointcloud")}
+    sphere = np.random.default_rng(2).normal(size=(8000, 3)).astype(np.float32)
+    sphere /= np.linalg.norm(sphere, axis=1, keepdims=True)
+    backend = BackendClient.start_local(sys.executable, [])  # the bundled weights only
+    try:
+        for cloud, weights, used in ((sphere, None, "pointcloud_fine"), (sphere[:600], None, "pointcloud"),
+                                     (sphere, "pointcloud", "pointcloud")):
+            result = events_until_done(backend, backend.reconstruct("pointcloud", cloud, weights=weights,
+                                                                    resolution=32, fit="off", ensemble=1))[-1]
+            assert isinstance(result, Result) and result.stats.weights == used, (len(cloud), weights, result)
+            assert result.settings.threshold == pytest.approx(thresholds[used])  # that file's own threshold
+            assert np.abs(np.linalg.norm(result.vertices, axis=1) - 1).mean() < 0.05  # the sphere, either way
+    finally:
+        backend.close()
+
+
 def test_a_cloud_of_two_objects_far_apart_comes_back_with_its_warning(client: BackendClient) -> None:
     """The add-on says what the command line says: the count of separate groups travels in the result's stats."""
     bundled = str(REPO / "blender_occnet" / "weights" / "pointcloud.safetensors")

@@ -32,7 +32,8 @@ from tests.blender.test_batch import mesh_arrays
 
 pytestmark = pytest.mark.usefixtures("installed")
 
-BUNDLED = REPO / "blender_occnet" / "weights" / "pointcloud.safetensors"
+# The chair sample is a dense cloud (3,000 points): with no weights named, the bundled fine planes take it.
+BUNDLED = REPO / "blender_occnet" / "weights" / "pointcloud_fine.safetensors"
 GRID = {"modality": "voxels", "input": np.zeros((32, 32, 32), np.uint8)}
 
 
@@ -138,7 +139,8 @@ def test_button_command_line_demo_and_api_mesh_a_sample_alike_at_the_weights_thr
     [card] = [info.threshold for info in list_weights() if info.path == BUNDLED]
     assert card != pytest.approx(0.2)  # not the slider's value, so a path that used the slider shows
     sample = SAMPLES_DIR / "chair_pointcloud.ply"
-    # The command line and the demo's path (the demo reconstructs every sample with the bundled weights).
+    # The command line and the demo's path (the demo reconstructs every sample with the bundled weights), no
+    # weights named: the chair's 3,000 points are dense enough for the fine ones (registry.finer_weights).
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         assert cli_main(["reconstruct", str(sample), "-o", str(tmp_path / "cli.obj"), "--resolution", "32",
@@ -167,7 +169,7 @@ def test_button_command_line_demo_and_api_mesh_a_sample_alike_at_the_weights_thr
     # Blender's copy of the cloud is the file's turned into Blender's frame (an affine map, found from the points):
     # the button's surface is the command line's there, to within a small part of a cell. (Not a test of the
     # threshold, which the results record above: fitting puts the surface through the points at any threshold, so
-    # the card's 0.35 and 0.2 mesh the chair 0.02 cells apart; the two inputs' float rounding gives 0.06.)
+    # the 32x32 card's 0.35 and 0.2 meshed the chair 0.02 cells apart; the two inputs' float rounding gives 0.06.)
     points = read_mesh(sample).vertices
     placed = np.empty(len(chair.data.points) * 3, np.float32)
     chair.data.points.foreach_get("co", placed)

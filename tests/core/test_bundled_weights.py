@@ -1,6 +1,11 @@
-"""The weights that ship in the extension: one per modality, within the size budget, with model cards."""
+"""The weights that ship in the extension: one per modality (point clouds two: the fine planes for dense clouds),
+within the size budget, with model cards."""
 
 from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,16 +13,17 @@ import pytest
 from blender_occnet.common.weights_catalogue import BUNDLED_DIR
 from blender_occnet.occnet.checkpoints import load_weights
 from blender_occnet.occnet.generation import ExtractionSettings, Reconstructor
-from blender_occnet.occnet.preprocess import prepare_voxels
-from blender_occnet.occnet.registry import list_weights
+from blender_occnet.occnet.preprocess import prepare_for_network, prepare_voxels
+from blender_occnet.occnet.registry import FINE_SPACING, cloud_spacing, finer_weights, list_weights
 
-BUDGET_BYTES = 40 * 1024 * 1024  # issue 7: all three together
+BUDGET_BYTES = 40 * 1024 * 1024  # issue 7: all of them together
 
 
 def test_every_modality_has_usable_weights_within_the_budget() -> None:
     bundled = [info for info in list_weights() if info.path.parent == BUNDLED_DIR]
     assert all(info.usable for info in bundled), [info.error for info in bundled]
-    assert sorted(info.modality for info in bundled) == ["image", "pointcloud", "voxels"]
+    assert sorted(info.name for info in bundled) == ["image", "pointcloud", "pointcloud_fine", "voxels"]
+    assert sorted(info.modality for info in bundled) == ["image", "pointcloud", "pointcloud", "voxels"]
     assert sum(info.path.stat().st_size for info in bundled) <= BUDGET_BYTES
 
 
@@ -48,6 +54,38 @@ def test_model_cards_say_what_the_weights_are_and_how_good() -> None:
 def test_point_cloud_and_voxel_weights_are_local_feature_networks() -> None:
     archs = {info.modality: info.arch for info in list_weights() if info.path.parent == BUNDLED_DIR}
     assert archs["pointcloud"].startswith("convonet-") and archs["voxels"].startswith("convonet-")
+
+
+def test_the_fine_point_cloud_weights_differ_from_the_default_only_in_their_planes() -> None:
+    """A request naming no weights is prepared for the default ones, then may go to the fine ones
+    (registry.finer_weights): the same input sizing and frame are what make that sound."""
+    coarse, fine = (load_weights(BUNDLED_DIR / f"{name}.safetensors") for name in ("pointcloud", "pointcloud_fine"))
+    assert (coarse.config.feature_resolution, fine.config.feature_resolution) == (32, 64)
+    assert dataclasses.replace(fine.config, feature_resolution=32) == coarse.config
+    assert fine.card["frame"] == coarse.card["frame"]
+    # What it continued: the default weights' history and then its own run.
+    assert fine.card["continued_from"]["steps"] >= coarse.card["continued_from"]["steps"] + coarse.card["steps"]
+
+
+def _sphere(count: int) -> np.ndarray:
+    points = np.random.default_rng(count).normal(size=(count, 3))
+    return (points / np.linalg.norm(points, axis=1, keepdims=True)).astype(np.float32)
+
+
+def test_a_dense_cloud_gets_the_fine_weights_and_a_sparse_one_or_a_users_own_default_does_not(
+        tmp_path: Path) -> None:
+    default = BUNDLED_DIR / "pointcloud.safetensors"
+    config = load_weights(default).config
+    dense, sparse = (prepare_for_network(config, "pointcloud", _sphere(n)) for n in (8000, 1000))
+    assert cloud_spacing(dense.observed) <= FINE_SPACING < cloud_spacing(sparse.observed)
+    assert finer_weights(default, dense) == BUNDLED_DIR / "pointcloud_fine.safetensors"
+    assert finer_weights(default, sparse) is None
+    own = tmp_path / "pointcloud.safetensors"  # a user's own default of the same name is theirs to keep
+    shutil.copyfile(default, own)
+    assert finer_weights(own, dense) is None
+    grid = np.zeros((32,) * 3, bool)
+    grid[8:24, 8:24, 8:24] = True
+    assert finer_weights(BUNDLED_DIR / "voxels.safetensors", prepare_voxels(grid)) is None
 
 
 def _grid(*slices: slice) -> np.ndarray:

@@ -130,6 +130,11 @@ def test_the_wide_config_and_a_run_on_scan_like_inputs(tmp_path: Path, tiny_data
     bundled = load_weights(root / "blender_occnet" / "weights" / "pointcloud.safetensors")
     assert wide.model_config == bundled.config and wide.data.scan_like == 0.5
     assert wide.data.input_points_range == [300, 20000]
+    from training.defaults import CONFIGS, WEIGHTS_DIR
+
+    for name, config_file in CONFIGS.items():  # each bundled file is its configuration's network
+        config = load_config(root / "training" / "configs" / config_file)
+        assert config.model_config == load_weights(WEIGHTS_DIR / f"{name}.safetensors").config, name
     run = local_config(tmp_path, tiny_dataset, data={"scan_like": 1.0, "input_points_range": [100, 400]},
                        max_steps=2, validate_every=2)
     assert train(run, progress=False)["step"] == 2
