@@ -43,6 +43,7 @@ from blender_occnet.occnet.checkpoints import load_weights  # noqa: E402
 from blender_occnet.occnet.fitting import FitSettings  # noqa: E402
 from blender_occnet.occnet.generation import ExtractionSettings, Reconstructor  # noqa: E402
 from blender_occnet.occnet.preprocess import prepare_for_network  # noqa: E402
+from blender_occnet.occnet.registry import finer_weights  # noqa: E402
 from training.metrics import SurfaceSample, inside_mesh, iou, sample_mesh, surface_metrics  # noqa: E402
 from training.scans import EVALUATION_SCANS, scan_like  # noqa: E402
 from training.shapes import CATEGORIES, generate  # noqa: E402
@@ -90,12 +91,14 @@ BUNDLED = ROOT / "blender_occnet" / "weights" / "pointcloud.safetensors"
 
 
 class Network:
-    """Point-cloud weights (the bundled ones unless named) through the core, as the CLI runs them."""
+    """Point-cloud weights through the core, as the CLI runs them: the bundled ones unless named, and then, as for
+    a request naming none, the fine ones for a dense cloud (registry.finer_weights)."""
 
     def __init__(self, path: Path = BUNDLED, fit: dict[str, float] | None = None) -> None:
+        self.path = path
         self.weights = load_weights(path)
         self.reconstructor = Reconstructor(self.weights, "cpu")
-        self.settings = ExtractionSettings(threshold=self.weights.threshold, resolution=128)
+        self.fine: Reconstructor | None = None  # loaded when a cloud first needs it
         kinds = {f.name: f.type for f in dataclasses.fields(FitSettings)}
         self.fit_settings = FitSettings(**{k: int(v) if kinds[k] == "int" else float(v)
                                            for k, v in (fit or {}).items()})
@@ -103,10 +106,17 @@ class Network:
     def method(self, fit: str) -> Method:
         def run(points: np.ndarray) -> tuple[Mesh, dict[str, float]]:
             prepared = prepare_for_network(self.weights.config, "pointcloud", points)
-            mesh = self.reconstructor.encode(prepared, fit=fit, fit_settings=self.fit_settings,
-                                             fit_threshold=self.settings.threshold).extract(self.settings)
+            reconstructor = self.reconstructor
+            fine = finer_weights(self.path, prepared)
+            if fine is not None:
+                self.fine = self.fine or Reconstructor(load_weights(fine), "cpu")
+                reconstructor = self.fine
+            settings = ExtractionSettings(threshold=reconstructor.weights.threshold, resolution=128)
+            mesh = reconstructor.encode(prepared, fit=fit, fit_settings=self.fit_settings,
+                                        fit_threshold=settings.threshold).extract(settings)
             return (mesh.vertices, mesh.faces), {"seconds_fit": float(mesh.stats.get("seconds_fit", 0.0)),
-                                                 "seconds_extract": float(mesh.stats["seconds_total"])}
+                                                 "seconds_extract": float(mesh.stats["seconds_total"]),
+                                                 "fine": float(fine is not None)}
 
         return run
 
