@@ -255,7 +255,9 @@ class Batch:
         if result.colours is not None:
             fitted += ", coloured from the source"
         warning = "; ".join(input_warnings(stats.to_dict()))
-        item.end("finished", f"{obj.name}: {stats.faces:,} faces in {stats.seconds_backend:.2f} s{fitted}, "
+        # Which weights made it: with none named, a dense cloud's are the fine planes (registry.finer_weights).
+        made_by = f" by {stats.weights}" if stats.weights else ""
+        item.end("finished", f"{obj.name}: {stats.faces:,} faces in {stats.seconds_backend:.2f} s{made_by}{fitted}, "
                              f"{stats.points_evaluated:,} points evaluated"
                              + (f"; {dropped:,} source point(s) with NaN or infinite coordinates left out"
                                 if dropped else "")

@@ -85,6 +85,7 @@ def test_a_scan_of_two_objects_far_apart_says_so_in_the_result_line() -> None:
     assert bpy.ops.occnet.reconstruct() == {"FINISHED"}
     line = bpy.context.window_manager.occnet_job.last_result
     assert line.startswith("Two.occnet") and "the points form 2 separate groups far apart" in line, line
+    assert " s by pc, " in line, line  # the weights that made it (the test folder's)
 
 
 def test_threshold_and_resolution_changes_replace_the_mesh_in_place(addon: ModuleType) -> None:
