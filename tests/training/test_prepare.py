@@ -129,7 +129,7 @@ def test_a_killed_worker_neither_hangs_the_run_nor_loses_the_other_meshes(tmp_pa
 
     meshes = tmp_path / "meshes"
     meshes.mkdir()
-    for i in range(6):
+    for i in range(4):  # two busy when the kill comes, two still waiting
         trimesh.creation.icosphere(3, radius=0.5 + 0.05 * i).export(meshes / f"ball{i}.obj")
     slow = Settings(n_uniform=400_000, n_surface=3000, voxel_surface_samples=20000)  # seconds per mesh
     outcome: dict = {}
@@ -161,7 +161,7 @@ def test_a_killed_worker_neither_hangs_the_run_nor_loses_the_other_meshes(tmp_pa
     run.join(300)
     assert not run.is_alive(), "prepare hung after a worker was killed"
     skipped = dict(outcome["skipped"])
-    assert outcome["prepared"] + len(skipped) == 6 and outcome["prepared"] >= 5
+    assert outcome["prepared"] + len(skipped) == 4 and outcome["prepared"] >= 3
     assert all("died" in why for why in skipped.values())
     data = tmp_path / "data" / "default"
     assert (data / "train.lst").exists() and not [p for p in data.iterdir() if p.name.startswith(".")]
