@@ -10,7 +10,8 @@ Settings are the ones common/settings.py declares for a request (REQUEST_FIELDS,
 them; an unknown keyword names the valid ones): threshold (None: the weights' own), resolution, refine_steps,
 refine_method, simplify_faces, normals, seed, colours (True, the default: a source's colour attribute onto the
 result), device, fit ('auto', the default, 'on' or 'off': point clouds' features fitted to every point),
-input_points; and weights (None: the first for the source's kind) and arch.
+input_points; and weights (None: the first for the source's kind, for a dense point cloud the bundled
+pointcloud_fine if that first is the bundled pointcloud) and arch.
 `source_kind` says how a mesh is read (SURFACE: points on its faces, the
 default; VERTICES; VOXELIZE: voxelised at 32³ for voxel weights); a voxel object
 is always read as its voxels, a point cloud as its points, and an image (bpy.types.Image) gives a result at

@@ -97,7 +97,8 @@ class OCCNET_PG_settings(bpy.types.PropertyGroup):
     weights: StringProperty(  # type: ignore[valid-type]
         name="Weights", default="", search=weights_suggestions, search_options={"SUGGESTION"},
         description="Weights name (bundled or in the preferences' folder) or a file path (.safetensors, or an "
-                    "original .pt); empty: the first weights for the source's kind")
+                    "original .pt); empty: the first weights for the source's kind (the bundled ones: for a dense "
+                    "point cloud their 64x64-plane pointcloud_fine)")
     arch: EnumProperty(  # type: ignore[valid-type]
         name="Architecture", items=ARCHS, default="AUTO",
         description="For original .pt checkpoints: the network the file holds")

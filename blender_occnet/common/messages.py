@@ -470,7 +470,8 @@ class Reconstruct(Request, Settings):
     modality: str = wire(one_of(MODALITIES))
     input: np.ndarray = wire(array(*DTYPES), array=True)
     faces: np.ndarray | None = wire(array("int32", "int64", shape=(None, 3)), None, array=True)
-    weights: str | None = wire(text(MAX_TEXT), None)  # a name, or (local backends only) a path; None: the first
+    # A name, or (local backends only) a path; None: the first (registry.finer_weights may pick a finer bundled one)
+    weights: str | None = wire(text(MAX_TEXT), None)
     arch: str | None = wire(text(), None)  # for original .pt checkpoints whose architecture is not told
     # One sRGB red, green, blue per point of a cloud, vertex of a mesh to voxelise or cell of a voxel grid (C order):
     # bytes, or floats in [0, 1].
