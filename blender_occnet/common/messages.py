@@ -418,7 +418,8 @@ class Stats(Checked):
     input_points_outliers: int | None = wire(COUNT, None)  # stray points left out (preprocess.without_outliers)
     input_point_groups: int | None = wire(COUNT, None)  # 2 or more: a scene or several objects (preprocess)
     pieces_unsupported: int | None = wire(COUNT, None)  # pieces of a fitted mesh no point came near, dropped
-    weights: str = wire(text(), "")  # reconstructions only: the weights file's name (a dense cloud's may be finer)
+    # Reconstructions only: the weights file's name (a dense cloud's may be finer); as long as a path may be.
+    weights: str = wire(text(MAX_TEXT), "")
     extra: dict[str, Any] = wire(_scalars, factory=dict)
 
     @classmethod

@@ -123,6 +123,20 @@ def test_round_trip_matches_in_process_generation(client: BackendClient, weights
     assert np.array_equal(local.vertices, vertices) and np.array_equal(local.faces, faces)
 
 
+def test_a_weights_file_with_a_long_name_is_named_in_the_result(client: BackendClient, weights_dir: Path,
+                                                                 tmp_path: Path) -> None:
+    """The result's stats name the weights file; a name as long as a file system allows (here 240 characters) must
+    not turn a finished reconstruction into an error."""
+    import shutil
+
+    long = tmp_path / ("w" * 228 + ".safetensors")
+    shutil.copyfile(weights_dir / "vox.safetensors", long)
+    result = events_until_done(client, client.reconstruct("voxels", voxel_source(), weights=str(long),
+                                                          resolution=32))[-1]
+    assert isinstance(result, Result), result
+    assert result.stats.weights == long.stem
+
+
 def test_a_reconstruction_fits_by_default_and_re_extraction_does_not_fit_again(client: BackendClient) -> None:
     """The request's fit reaches the engine: local-feature weights fit a point cloud unless told not to; a live
     threshold move re-extracts the fitted field without fitting again."""
