@@ -8,7 +8,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from safetensors import SafetensorError, safe_open
@@ -21,7 +21,9 @@ from ..common.weights_catalogue import BUNDLED_DIR, search_dirs, weights_files  
 from .checkpoints import FORMAT_NAME
 from .config import ARCH_MODALITY, ModelConfig
 from .model import check_size
-from .preprocess import PreparedInput
+
+if TYPE_CHECKING:
+    from .preprocess import PreparedInput
 
 
 @dataclass
@@ -143,7 +145,6 @@ def resolve_weights(name_or_path: str | None, modality: str | None = None,
 # points 0.044 against 0.049). A request that names no weights gets the fine ones for a cloud this dense.
 FINE_WEIGHTS = {"pointcloud": "pointcloud_fine"}
 FINE_SPACING = 0.016  # box units (the unit cube's side is 1)
-SPACING_POINTS = 100_000  # the spacing is measured among at most this many points (as winding.py's guide)
 
 
 def finer_weights(default: Path, prepared: PreparedInput) -> Path | None:
@@ -164,7 +165,8 @@ def cloud_spacing(points: np.ndarray) -> float:
     """The median distance from a point to its nearest neighbour (infinite for fewer than two points)."""
     from scipy.spatial import cKDTree
 
-    from .winding import median_spacing  # (torch and scipy: loaded only when a cloud is judged)
+    from .winding import TREE_POINTS, median_spacing  # (torch and scipy: loaded only when a cloud is judged)
 
-    sample = subsample(np.asarray(points, np.float64).reshape(-1, 3), SPACING_POINTS, seed=1)
+    # Among as many points as the winding guide measures its spacing (the same figure for the same cloud).
+    sample = subsample(np.asarray(points, np.float64).reshape(-1, 3), TREE_POINTS, seed=1)
     return median_spacing(cKDTree(sample), sample) if len(sample) > 1 else float("inf")
