@@ -378,7 +378,8 @@ PROJECTION_MIN_FLATNESS = 0.05
 # are taken whole; where it already lies on the points (a box's faces) they are about the noise and shrink. Measured
 # (BENCHMARKS.md, "Fitting": the projection's steps shrunk by their noise), Chamfer-L1 x10 from 3,000 points:
 # procedural 0.0375 -> 0.0362, organic 0.0295 -> 0.0296, never trained on 0.0418 -> 0.0417; from 20,000 points
-# procedural 0.0285 -> 0.0278, the others level. The whole step (0 here) had cost man-made shapes 7% against no projection at all.
+# procedural 0.0285 -> 0.0278, the others level. The whole step (share 0) had cost man-made shapes 7% against no
+# projection at all.
 STEP_NOISE_SHARE = 0.07
 STEP_NOISE_ROUNDS = 6
 
