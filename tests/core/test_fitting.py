@@ -337,6 +337,39 @@ def test_projection_follows_a_curved_surface_instead_of_cutting_inside_it() -> N
     assert abs(np.median(signed)) < 0.0005 and np.abs(signed).mean() < 0.001
 
 
+def test_a_second_pass_reaches_what_a_lumpy_surface_hid_from_the_first(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A thin tube drawn lumpy and too fat, as a network that learned boxes draws a knot: where the lumps turn the
+    mesh's normals, the points beneath face the other way and the first pass finds too few on the vertex's side.
+    The second pass starts from the surface the first left, whose normals are right (mean error 0.0047 -> 0.0041)."""
+    major, minor = 0.3, 0.04
+
+    def inside(x: np.ndarray, tube: float = minor) -> np.ndarray:
+        ring = np.hypot(x[..., 0], x[..., 1]) - major
+        return tube - np.hypot(ring, x[..., 2])
+
+    rng = np.random.default_rng(21)
+    waves = rng.normal(size=(12, 3))
+    waves *= 2 * np.pi / 0.06 / np.linalg.norm(waves, axis=1, keepdims=True)
+    vertices, faces = mesh_of(lambda x: inside(x, minor + 0.01))
+    height = np.sin(vertices @ waves.T + rng.uniform(0, 2 * np.pi, 12)).sum(1) / np.sqrt(6) * 0.02
+    centre = vertices * np.array([1.0, 1.0, 0.0])
+    centre *= major / np.linalg.norm(centre, axis=1, keepdims=True)
+    outward = (vertices - centre) / np.linalg.norm(vertices - centre, axis=1, keepdims=True)
+    lumpy = (vertices + height[:, None] * outward).astype(np.float32)
+    angle, around = rng.uniform(0, 2 * np.pi, (2, 3000))
+    ring = major + minor * np.cos(around)
+    points = np.stack([ring * np.cos(angle), ring * np.sin(angle), minor * np.sin(around)], 1)
+    points = (points + rng.normal(scale=0.005, size=points.shape)).astype(np.float32)
+    errors = []
+    for second in (False, True):
+        monkeypatch.setattr("blender_occnet.occnet.fitting.SECOND_PASS", second)
+        moved, count = project_onto_points(lumpy, faces, points)
+        errors.append((np.abs(inside(moved.astype(np.float64))), count))
+    (once, once_count), (twice, twice_count) = errors
+    assert twice_count > once_count
+    assert twice.mean() < 0.9 * once.mean() and np.quantile(twice, 0.9) < 0.9 * np.quantile(once, 0.9)
+
+
 def test_projection_keeps_the_two_sides_of_a_thin_part_apart() -> None:
     """A plate 0.02 thick seen from both sides: the points of the far side lie within a vertex's neighbourhood
     but belong to another sheet, and a surface through all of them lies between the two."""
