@@ -387,44 +387,41 @@ def test_projection_keeps_the_two_sides_of_a_thin_part_apart() -> None:
     assert count >= flat.sum() and np.abs(np.abs(moved[flat, 2]) - 0.01).max() < 0.002
 
 
+BOX_HALF = 0.3
+
+
+def box_inside(x: np.ndarray) -> np.ndarray:
+    """A box's signed distance, positive inside (its half-size BOX_HALF)."""
+    return np.min(BOX_HALF - np.abs(x), axis=-1)
+
+
+def box_cloud(noise: float) -> np.ndarray:
+    """3,000 points on the box's faces, with this much noise."""
+    rng = np.random.default_rng(9)
+    face, where = rng.integers(6, size=3000), rng.uniform(-BOX_HALF, BOX_HALF, (3000, 2))
+    points = np.insert(where, 0, np.where(face % 2, BOX_HALF, -BOX_HALF), axis=1)  # on the faces x = +-half ...
+    points = np.take_along_axis(points, (np.arange(3)[None] + face[:, None] // 2) % 3, axis=1)  # ... y, z
+    return (points + rng.normal(scale=noise, size=points.shape)).astype(np.float32)
+
+
 def test_projection_keeps_a_box_edge_sharp_from_a_sparse_cloud() -> None:
     """From 3,000 points a vertex near an edge has only a few points within the wide neighbourhood, some of them
     on the next face: a surface through those rounds the edge off. There the wide fit's residual is large, and
     the vertex takes the near plane or stays (measured: 0.0037 off the box within 0.04 of an edge without this,
     0.0005 with it)."""
-    half = 0.3
-
-    def inside(x: np.ndarray) -> np.ndarray:
-        return np.min(half - np.abs(x), axis=-1)
-
-    vertices, faces = mesh_of(inside)
-    rng = np.random.default_rng(9)
-    face, where = rng.integers(6, size=3000), rng.uniform(-half, half, (3000, 2))
-    points = np.insert(where, 0, np.where(face % 2, half, -half), axis=1)  # on the faces x = +-half ...
-    points = np.take_along_axis(points, (np.arange(3)[None] + face[:, None] // 2) % 3, axis=1)  # ... y, z
-    points = (points + rng.normal(scale=0.003, size=points.shape)).astype(np.float32)
-    moved, _ = project_onto_points(vertices, faces, points)
-    near_edge = np.sort(np.abs(vertices), axis=1)[:, 1] > half - 0.04
-    assert np.abs(inside(moved.astype(np.float64)))[near_edge].mean() < 0.0015
+    vertices, faces = mesh_of(box_inside)
+    moved, _ = project_onto_points(vertices, faces, box_cloud(0.003))
+    near_edge = np.sort(np.abs(vertices), axis=1)[:, 1] > BOX_HALF - 0.04
+    assert np.abs(box_inside(moved.astype(np.float64)))[near_edge].mean() < 0.0015
 
 
 def test_a_surface_already_on_the_points_is_not_roughened_by_their_noise() -> None:
     """Each local fit carries some of its points' noise. Where the mesh already lies on the surface (a box's faces,
     which the network draws well) its steps are that noise and nothing more, so they shrink; where it ripples they
     are taken whole (the 3,000-point sphere test above). Whole steps left the box 0.0013 off on average."""
-    half = 0.3
-
-    def inside(x: np.ndarray) -> np.ndarray:
-        return np.min(half - np.abs(x), axis=-1)
-
-    vertices, faces = mesh_of(inside)
-    rng = np.random.default_rng(9)
-    face, where = rng.integers(6, size=3000), rng.uniform(-half, half, (3000, 2))
-    points = np.insert(where, 0, np.where(face % 2, half, -half), axis=1)
-    points = np.take_along_axis(points, (np.arange(3)[None] + face[:, None] // 2) % 3, axis=1)
-    points = (points + rng.normal(scale=0.005, size=points.shape)).astype(np.float32)
-    moved, count = project_onto_points(vertices, faces, points)
-    assert count > 0.7 * len(vertices) and np.abs(inside(moved.astype(np.float64))).mean() < 0.0009
+    vertices, faces = mesh_of(box_inside)
+    moved, count = project_onto_points(vertices, faces, box_cloud(0.005))
+    assert count > 0.7 * len(vertices) and np.abs(box_inside(moved.astype(np.float64))).mean() < 0.0009
 
 
 def test_a_thinned_cloud_keeps_each_point_at_most_once() -> None:
