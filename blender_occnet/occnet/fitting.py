@@ -399,10 +399,13 @@ def project_onto_points(vertices: np.ndarray, faces: np.ndarray, observed: np.nd
     projection: the points' noise averages out over the neighbourhood). A point counts for a vertex when the
     mesh vertex nearest the point faces the same way as this one (normals less than 90 degrees apart), so the
     two sides of a thin part or two coils close together are not blended; a vertex with too few gets a second
-    pass (SECOND_PASS). Returns the vertices and how many moved; `progress` hears the share done."""
+    pass (SECOND_PASS). Each vertex then moves by the share of its step above the fits' noise (STEP_NOISE_SHARE,
+    which may be none). Returns the vertices and how many had a surface fitted; `progress` hears the share done."""
     points = subsample(observed, PROJECTION_TREE_POINTS).astype(np.float64)
     out = vertices.astype(np.float64)
     if len(out) == 0 or len(faces) == 0 or len(points) == 0:  # no faces: no normals, so no side to fit on
+        if progress is not None:
+            progress(1.0)
         return vertices, 0
     tree = cKDTree(points)
     radius = projection_radius(median_spacing(tree, points))
@@ -411,24 +414,28 @@ def project_onto_points(vertices: np.ndarray, faces: np.ndarray, observed: np.nd
         return lambda done: None if progress is None else progress((number + done) / 2)
 
     first = _project_once(out, faces, points, tree, radius, None, None, should_cancel, half(0))
-    moved, again = first.fitted, ~first.fitted & first.near_points  # no points near: none after a pass either
+    in_faces = np.bincount(faces.ravel(), minlength=len(out)) > 0  # a vertex no face uses has no normal to fit by
+    # Too few points within the radius on either side: none after a pass either, whatever moved around it.
+    again = ~first.fitted & first.enough_points & in_faces
+    fitted = first.fitted
     if SECOND_PASS and again.any():
-        moved |= _project_once(out, faces, points, tree, radius, again, first.typical, should_cancel, half(1)).fitted
-    half(1)(1.0)
-    return out.astype(vertices.dtype), int(moved.sum())
+        fitted |= _project_once(out, faces, points, tree, radius, again, first.typical, should_cancel, half(1)).fitted
+    if progress is not None:
+        progress(1.0)
+    return out.astype(vertices.dtype), int(fitted.sum())
 
 
 def _project_once(out: np.ndarray, faces: np.ndarray, points: np.ndarray, tree: cKDTree, radius: float,
                   only: np.ndarray | None, typical: float | None, should_cancel: CancelFn | None,
                   progress: Callable[[float], None]) -> _Pass:
     """One pass of project_onto_points over `out` (float64, moved in place). With `only`, just those vertices
-    move, judged against their steps' noise as in a full pass (their neighbours within the rings _above_noise
-    averages over are fitted too) and against the full pass's `typical` residual."""
+    move, their steps judged as a pass over every vertex would judge them: their neighbours within the rings that
+    _above_noise averages over are fitted too (_within_rings), and the first pass's `typical` residual is kept."""
     normals = _vertex_normals(out, faces, PROJECTION_NORMAL_ROUNDS)
     used = np.unique(faces)  # a vertex no face uses has no normal, so no side to give
     side = normals[used][cKDTree(out[used]).query(points, workers=-1)[1]]  # each point's: its nearest vertex's
     wide, grown, near = _LocalFits(len(out)), _LocalFits(len(out)), _LocalFits(len(out))
-    near_points = np.zeros(len(out), dtype=bool)
+    enough_points = np.zeros(len(out), dtype=bool)  # on either side, within the radius (filled where fitted)
     to_fit = np.arange(len(out)) if only is None else np.flatnonzero(_within_rings(only, faces, STEP_NOISE_ROUNDS))
     for start in range(0, len(to_fit), PROJECTION_ROWS):
         if should_cancel is not None and should_cancel():
@@ -437,7 +444,7 @@ def _project_once(out: np.ndarray, faces: np.ndarray, points: np.ndarray, tree: 
         distance, index = tree.query(out[rows], k=PROJECTION_NEIGHBOURS, distance_upper_bound=radius,
                                      workers=-1)  # nearest first
         found = np.isfinite(distance)
-        near_points[rows] = found.sum(1) >= PROJECTION_MIN_POINTS
+        enough_points[rows] = found.sum(1) >= PROJECTION_MIN_POINTS
         index = np.where(found, index, 0)  # missing neighbours: point 0, with no weight in the fits
         found &= np.einsum("nkc,nc->nk", side[index], normals[rows]) > 0
         wide.fill(rows, out[rows], points[index], found & (distance < PROJECTION_RADIUS), distance, PROJECTION_RADIUS,
@@ -467,7 +474,7 @@ def _project_once(out: np.ndarray, faces: np.ndarray, points: np.ndarray, tree: 
     if only is not None:
         share[~only], fitted = 0.0, fitted & only
     out += share[:, None] * step
-    return _Pass(fitted, typical, near_points)
+    return _Pass(fitted, typical, enough_points)
 
 
 class _Pass(NamedTuple):
@@ -476,11 +483,12 @@ class _Pass(NamedTuple):
 
     fitted: np.ndarray
     typical: float
-    near_points: np.ndarray
+    enough_points: np.ndarray
 
 
 def _within_rings(start: np.ndarray, faces: np.ndarray, rings: int) -> np.ndarray:
-    """The vertices at most `rings` mesh edges from one of `start` (a mask)."""
+    """The vertices at most `rings` mesh edges from one of `start` (a mask): as far as _above_noise's averaging
+    reaches in as many rounds."""
     adjacency = vertex_adjacency(faces, len(start))
     reach = start.astype(np.float64)
     for _ in range(rings):
@@ -489,7 +497,8 @@ def _within_rings(start: np.ndarray, faces: np.ndarray, rings: int) -> np.ndarra
 
 
 def _above_noise(step: np.ndarray, faces: np.ndarray, residual: float) -> np.ndarray:
-    """Per vertex, the share of its projection step to take (STEP_NOISE_SHARE above)."""
+    """Per vertex, the share of its projection step to take (STEP_NOISE_SHARE above). Its averaging reaches
+    STEP_NOISE_ROUNDS rings: a second pass fits that far around its vertices (_within_rings)."""
     size = (step ** 2).sum(1)
     adjacency = vertex_adjacency(faces, len(step))
     average = sparse.diags(1.0 / np.maximum(np.asarray(adjacency.sum(1)).ravel(), 1.0)) @ adjacency

@@ -340,7 +340,8 @@ def test_projection_follows_a_curved_surface_instead_of_cutting_inside_it() -> N
 def test_a_second_pass_reaches_what_a_lumpy_surface_hid_from_the_first(monkeypatch: pytest.MonkeyPatch) -> None:
     """A thin tube drawn lumpy and too fat, as a network that learned boxes draws a knot: where the lumps turn the
     mesh's normals, the points beneath face the other way and the first pass finds too few on the vertex's side.
-    The second pass starts from the surface the first left, whose normals are right (mean error 0.0047 -> 0.0041)."""
+    The second pass starts from the surface the first left, whose normals are right (the tube's mean error 0.0047 ->
+    0.0041; the vertices it reaches 0.032 -> 0.003)."""
     major, minor = 0.3, 0.04
 
     def inside(x: np.ndarray, tube: float = minor) -> np.ndarray:
@@ -360,14 +361,15 @@ def test_a_second_pass_reaches_what_a_lumpy_surface_hid_from_the_first(monkeypat
     ring = major + minor * np.cos(around)
     points = np.stack([ring * np.cos(angle), ring * np.sin(angle), minor * np.sin(around)], 1)
     points = (points + rng.normal(scale=0.005, size=points.shape)).astype(np.float32)
-    errors = []
+    results = []
     for second in (False, True):
         monkeypatch.setattr("blender_occnet.occnet.fitting.SECOND_PASS", second)
-        moved, count = project_onto_points(lumpy, faces, points)
-        errors.append((np.abs(inside(moved.astype(np.float64))), count))
-    (once, once_count), (twice, twice_count) = errors
-    assert twice_count > once_count
-    assert twice.mean() < 0.9 * once.mean() and np.quantile(twice, 0.9) < 0.9 * np.quantile(once, 0.9)
+        results.append(project_onto_points(lumpy, faces, points))
+    (once, once_count), (twice, twice_count) = results
+    again = np.any(once != twice, axis=1)
+    assert 0 < again.sum() <= twice_count - once_count  # only vertices the first pass could not fit move again
+    error_once, error_twice = (np.abs(inside(v[again].astype(np.float64))) for v in (once, twice))
+    assert error_twice.mean() < 0.5 * error_once.mean()
 
 
 def test_projection_keeps_the_two_sides_of_a_thin_part_apart() -> None:
