@@ -37,7 +37,6 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from scipy import sparse
 from scipy.spatial import cKDTree
 from torch.nn import functional as F
 
@@ -45,7 +44,7 @@ from ..common.errors import Cancelled, InputError
 from ..common.geometry import subsample
 from ..common.policy import BOX_SIZE, FIT_AUTO_MIN_POINTS, FIT_MODES, MAX_FIT_STEPS
 from .local import Features, LocalDecoder
-from .meshing import vertex_adjacency
+from .meshing import neighbour_average, vertex_adjacency
 from .winding import median_spacing, surrounded
 
 ProgressFn = Callable[[str, float], None]
@@ -500,8 +499,7 @@ def _above_noise(step: np.ndarray, faces: np.ndarray, residual: float) -> np.nda
     """Per vertex, the share of its projection step to take (STEP_NOISE_SHARE above). Its averaging reaches
     STEP_NOISE_ROUNDS rings: a second pass fits that far around its vertices (_within_rings)."""
     size = (step ** 2).sum(1)
-    adjacency = vertex_adjacency(faces, len(step))
-    average = sparse.diags(1.0 / np.maximum(np.asarray(adjacency.sum(1)).ravel(), 1.0)) @ adjacency
+    average = neighbour_average(faces, len(step))
     for _ in range(STEP_NOISE_ROUNDS):
         size = 0.5 * size + 0.5 * (average @ size)
     return np.clip(1.0 - STEP_NOISE_SHARE * residual ** 2 / np.maximum(size, 1e-20), 0.0, 1.0)

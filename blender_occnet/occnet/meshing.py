@@ -72,16 +72,22 @@ TAUBIN_SHRINK = 0.5
 TAUBIN_INFLATE = -0.53
 
 
+def neighbour_average(faces: np.ndarray, count: int) -> sparse.csr_matrix:
+    """(count, count) sparse matrix whose product with per-vertex values gives each vertex its neighbours' mean,
+    each neighbour weighing as many faces as share the edge (0 for a vertex no face uses)."""
+    adjacency = vertex_adjacency(faces, count)
+    degree = np.asarray(adjacency.sum(1)).ravel()
+    return sparse.diags(1.0 / np.maximum(degree, 1.0)) @ adjacency
+
+
 def taubin_smooth(vertices: np.ndarray, faces: np.ndarray, rounds: int) -> np.ndarray:
     """The vertices after `rounds` rounds of Taubin smoothing over the mesh's edges. Each neighbour weighs as
     many faces as share the edge: equal weights on a closed mesh (2), a boundary edge half an inner one."""
     if rounds <= 0 or len(faces) == 0:
         return vertices
-    adjacency = vertex_adjacency(faces, len(vertices))
-    degree = np.asarray(adjacency.sum(1)).ravel()
-    average = sparse.diags(1.0 / np.maximum(degree, 1.0)) @ adjacency
+    average = neighbour_average(faces, len(vertices))
     out = vertices.astype(np.float64)
-    lonely = degree == 0  # a vertex no face uses stays where it is
+    lonely = np.bincount(faces.ravel(), minlength=len(vertices)) == 0  # a vertex no face uses stays where it is
     for _ in range(rounds):
         for factor in (TAUBIN_SHRINK, TAUBIN_INFLATE):
             step = average @ out - out
