@@ -11,7 +11,6 @@ import pytest
 from blender_occnet.occnet.inside import contains
 from training.data import ShapeDataset
 from training.shapes import ALL_CATEGORIES, CATEGORIES, ORGANIC_CATEGORIES, build_dataset, generate_organic
-from training.shapes import organic as organic_shapes
 from training.shapes.writer import Settings
 
 
@@ -44,8 +43,6 @@ def test_organic_shapes_come_from_their_seed_and_differ_between_seeds() -> None:
     other = generate_organic("creature", np.random.default_rng([3, 2]))
     assert np.array_equal(one.vertices, again.vertices)
     assert len(one.vertices) != len(other.vertices) or not np.allclose(one.vertices, other.vertices)
-    held_out = organic_shapes.test_shapes(1)
-    assert [c for c, _, _ in held_out] == list(ORGANIC_CATEGORIES)
 
 
 def test_the_builder_writes_organic_models_the_loader_reads(tmp_path: Path) -> None:
