@@ -178,6 +178,30 @@ def test_a_winding_number_short_of_decisive_counts_where_the_points_surround_the
         assert sparse[centre] == value
 
 
+def test_a_gap_between_facing_surfaces_counts_where_the_points_do_not_surround_it() -> None:
+    """A line scan leaves the underside unseen, so rays escape from between a knot's tubes and the points do not
+    surround the webs there (line-scanned knot: Chamfer-L1 x10 0.103, Poisson 0.060). Two plates' facing sides,
+    0.12 apart, surround nothing along the plates; the place between them is still outside. Above one plate seen
+    alone (a one-sided view's open side), nothing faces it from the other side: undecided as before."""
+    size = 33
+    rng = np.random.default_rng(5)
+    across = rng.uniform(-0.3, 0.3, (8000, 2))
+    height = np.where(np.arange(8000) < 4000, -0.06, 0.06)
+    points = np.c_[across, height]
+    normals = np.zeros_like(points)
+    normals[:, 2] = -np.sign(height)  # the lower part's top faces up, the upper part's bottom faces down
+    centre = (size // 2,) * 3  # (0, 0, 0): 0.06 from either plate, well clear of them
+    lattice = np.full((size,) * 3, 0.3)
+    assert not surrounded_nodes(points, size, 0.035)[centre]
+    judged, _ = _judged_by_surroundings(lattice, cKDTree(points), points, 0.008, 0.0, GUIDE_CLEARANCE,
+                                        (points, normals))
+    assert judged[centre] < 1 - DECISIVE, "between facing surfaces: decisively outside"
+    lower = points[:4000]
+    one_side, _ = _judged_by_surroundings(lattice, cKDTree(lower), lower, 0.008, 0.0, GUIDE_CLEARANCE,
+                                          (lower, normals[:4000]))
+    assert one_side[centre] == 0.3
+
+
 def test_a_field_the_points_cannot_be_oriented_against_is_left_alone() -> None:
     def inside_out(points: torch.Tensor) -> torch.Tensor:
         return -40.0 * (RADIUS - points.norm(dim=-1))
