@@ -388,6 +388,14 @@ STEP_NOISE_ROUNDS = 6
 # the normals are right (16% of a knot's vertices unfitted after one pass, 8% after two). Only those vertices move:
 # a second pass over all of them cost man-made shapes (the chair from 3,000 points 0.0502 -> 0.0511).
 SECOND_PASS = True
+# A step longer than PROJECTION_SIDEWAYS_STEP that runs more along the surface than across it (its cosine with the
+# vertex normal under PROJECTION_SIDEWAYS_COSINE) is not taken. A projection moves a vertex across the surface; one
+# that slides it along is a vertex at the edge of what the points cover pulled onto their surface's extension: in a
+# one-sided view the rim and the back of a thin part (a wing, a bench's seat) slid onto the seen side, and the part
+# came out torn (30% of the moved vertices of a one-sided airplane stepped over 0.01, 72% of those mostly along the
+# surface). Measured: BENCHMARKS.md, "Fitting", "Sideways steps".
+PROJECTION_SIDEWAYS_COSINE = 0.3
+PROJECTION_SIDEWAYS_STEP = 0.015
 
 
 def project_onto_points(vertices: np.ndarray, faces: np.ndarray, observed: np.ndarray,
@@ -468,6 +476,9 @@ def _project_once(out: np.ndarray, faces: np.ndarray, points: np.ndarray, tree: 
     step = np.zeros_like(out)
     step[use_wide] = wide.target[use_wide] - out[use_wide]
     step[use_near] = near.target[use_near] - out[use_near]
+    length = np.linalg.norm(step, axis=1)
+    sideways = np.abs((step * normals).sum(1)) < PROJECTION_SIDEWAYS_COSINE * length
+    step[sideways & (length > PROJECTION_SIDEWAYS_STEP)] = 0.0  # (PROJECTION_SIDEWAYS_* above)
     share = _above_noise(step, faces, typical)
     fitted = use_wide | use_near
     if only is not None:

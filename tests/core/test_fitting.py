@@ -389,6 +389,27 @@ def test_projection_keeps_the_two_sides_of_a_thin_part_apart() -> None:
     assert count >= flat.sum() and np.abs(np.abs(moved[flat, 2]) - 0.01).max() < 0.002
 
 
+def test_a_plate_seen_from_one_side_keeps_its_rim() -> None:
+    """A plate 0.04 thick with points on its top face only (a one-sided view of a wing or a seat): a vertex on its
+    rim faces sideways, the top's points near the edge count for it, and the surface through them lies up to 0.04
+    above it. Taking that step slid the rim up onto the top (its mean height 0 -> 0.0143) and tore thin parts; a
+    long step along the surface is not taken (0.0067)."""
+    half = np.array([0.3, 0.3, 0.02])
+
+    def inside(x: np.ndarray) -> np.ndarray:
+        return np.min(half - np.abs(x), axis=-1)
+
+    vertices, faces = mesh_of(inside, 160)
+    rng = np.random.default_rng(8)
+    points = np.c_[rng.uniform(-0.3, 0.3, (20_000, 2)), np.full(20_000, 0.02)]
+    moved, _ = project_onto_points(vertices, faces, (points + rng.normal(scale=0.002, size=points.shape))
+                                   .astype(np.float32))
+    rim = (np.abs(vertices[:, :2]).max(1) > 0.295) & (np.abs(vertices[:, 2]) < 0.017)
+    assert rim.sum() > 1000 and moved[rim, 2].mean() < 0.01
+    top = np.all(np.abs(vertices[:, :2]) < 0.25, axis=1) & (vertices[:, 2] > 0)
+    assert np.abs(moved[top, 2] - 0.02).mean() < 0.001  # the seen face still goes onto its points
+
+
 BOX_HALF = 0.3
 
 
