@@ -98,9 +98,9 @@ FACING_NEIGHBOURS = 8
 # GAP_REACH of it, two whose outward normals point at it (cosine above GAP_FACING) from opposite sides (their
 # directions to it at a cosine below -GAP_OPPOSITE). The gap between a knot's tubes is such a place; the unseen
 # back of a one-sided view is not (the seen points there face away from it, or all one way). Measured
-# (bench_quality's shapes, 1 a kind, Chamfer-L1 x10): line-scanned knot 0.103 -> 0.090; one-sided views of a
-# cabinet, vase, creature, gear and mushroom unchanged. Judging every unsurrounded node by its normals alone did
-# more for line scans (knot 0.081, metaballs 0.091 -> 0.078) but carved the unseen backs of one-sided views
+# (bench_quality's shapes, 1 a kind, Chamfer-L1 x10): line scans 0.0730 -> 0.0724 (the knot 0.1006 -> 0.0888);
+# one-sided views and uniform clouds unchanged on every shape. Judging every unsurrounded node by its normals alone
+# did more for line scans (knot 0.081, metaballs 0.091 -> 0.078) but carved the unseen backs of one-sided views
 # (cabinet 0.055 -> 0.064, vase 0.155 -> 0.175).
 GAP_NEIGHBOURS = 32
 GAP_REACH = 0.1
@@ -296,10 +296,9 @@ def in_gap(queries: np.ndarray, points: np.ndarray, normals: np.ndarray, chunk: 
         block = queries[start:start + chunk]
         distance, index = tree.query(block, k=min(GAP_NEIGHBOURS, len(points)), distance_upper_bound=GAP_REACH,
                                      workers=-1)
-        distance, index = distance.reshape(len(block), -1), index.reshape(len(block), -1)
-        near = np.isfinite(distance)
-        some = np.flatnonzero(near.sum(1) >= 2)
-        distance, index, near, block = distance[some], index[some], near[some], block[some]
+        near = np.isfinite(distance.reshape(len(block), -1))
+        some = np.flatnonzero(near.sum(1) >= 2)  # a pair needs two points within reach
+        index, near, block = index.reshape(len(block), -1)[some], near[some], block[some]
         index = np.where(near, index, 0)
         towards = block[:, None, :] - points[index]
         towards /= np.linalg.norm(towards, axis=-1, keepdims=True) + 1e-12
