@@ -18,6 +18,8 @@ import yaml
 from blender_occnet.common.errors import InputError
 from blender_occnet.occnet.config import ModelConfig
 
+from .scans import ScanSettings
+
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 
@@ -35,9 +37,17 @@ class DataConfig:
     input_points_range: list[int] | None = None
     voxel_shift: float = 0.0  # voxels: share of training grids moved by whole cells within their free room
     scan_like: float = 0.0  # share of training inputs degraded as scans are: clouds, voxel grids (scans.py)
+    # Of those, the share seen only from one to three directions (None: scans.ScanSettings' default).
+    scan_partial: float | None = None
     val_points: int = 20000  # points of points.npz used for validation IoU per shape
     val_shapes: int = 200  # at most this many validation shapes (0: all)
     cache: bool = True  # keep loaded files in memory
+
+    def scan_settings(self) -> ScanSettings:
+        """How this run's scan-like inputs are degraded."""
+        if self.scan_partial is None:
+            return ScanSettings()
+        return dataclasses.replace(ScanSettings(), partial=self.scan_partial)
 
 
 @dataclass
@@ -106,6 +116,7 @@ class Config:
              "data.input_points_range must be [low, high] with 8 <= low <= high"),
             (0 <= d.voxel_shift <= 1, "data.voxel_shift must be in [0, 1]"),
             (0 <= d.scan_like <= 1, "data.scan_like must be in [0, 1]"),
+            (d.scan_partial is None or 0 <= d.scan_partial <= 1, "data.scan_partial must be in [0, 1]"),
             (t.threshold_candidates is None or all(
                 isinstance(x, (int, float)) and 0 < x < 1 for x in t.threshold_candidates),
              "training.threshold_candidates must be probabilities in (0, 1)"),

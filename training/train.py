@@ -209,7 +209,7 @@ class Trainer:
         self.train_set = ShapeDataset(d.path, d.train_split, model_config.modality, d.categories, d.points_per_shape,
                                       d.near_surface_fraction, model_config.n_input_points, d.pointcloud_noise,
                                       d.cache, image_size=model_config.image_size, voxel_shift=d.voxel_shift,
-                                      scan_like=d.scan_like)
+                                      scan_like=d.scan_like, scan_settings=d.scan_settings())
         self.val_set = ShapeDataset(d.path, d.val_split, model_config.modality, d.categories, d.points_per_shape,
                                     d.near_surface_fraction, model_config.n_input_points, 0.0, d.cache,
                                     image_size=model_config.image_size) if self.dist.main else None

@@ -118,6 +118,20 @@ def test_resume_clears_debris_and_repeats_no_log_rows(tmp_path: Path, tiny_datas
     assert steps == list(range(1, 9))
 
 
+def test_a_config_sets_the_share_of_partial_scans() -> None:
+    """data.scan_partial: the share of scan-like inputs seen from only one to three directions (the one-sided-view
+    run, pointcloud_wide_partial.yaml); unset, the scans' own default; outside [0, 1], a one-line error."""
+    from blender_occnet.common.errors import InputError
+    from training.scans import ScanSettings
+
+    root = Path(__file__).resolve().parents[2] / "training" / "configs"
+    assert load_config(root / "pointcloud_wide.yaml").data.scan_settings() == ScanSettings()
+    partial = load_config(root / "pointcloud_wide_partial.yaml").data
+    assert partial.scan_settings().partial == 0.7 and partial.scan_like == 0.6
+    with pytest.raises(InputError, match="scan_partial"):
+        Config.from_dict({"data": {"scan_partial": 1.5}}).validate()
+
+
 def test_the_wide_config_and_a_run_on_scan_like_inputs(tmp_path: Path, tiny_dataset: Path) -> None:
     """pointcloud_wide.yaml (issue 23) continues the bundled network's architecture on scan-like inputs; a run
     with every input degraded trains, and the command line starts one from exported weights."""
