@@ -311,6 +311,11 @@ def _mean(rows: list[dict[str, Any]], key: str) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(rows, indent=1))
+
+
 def picture(path: Path, points: np.ndarray, truth: SurfaceSample, meshes: dict[str, Mesh]) -> None:
     """One row: the input cloud, the true surface, then each method's surface; points splatted with a z-buffer,
     shaded by their normals, all from the same view."""
@@ -388,8 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = run(shapes, counts, methods, args.pictures, args.scan)
     print(summarise(rows))
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=1))
+        write_rows(args.json, rows)
     return 0
 
 

@@ -503,3 +503,27 @@ def test_smoothing_takes_the_roughness_out_without_shrinking_the_shape() -> None
     before, after = np.linalg.norm(rough, axis=1) - 0.4, np.linalg.norm(smooth, axis=1) - 0.4
     assert after.std() < 0.6 * before.std() and abs(after.mean()) < 0.001  # measured: 0.53x
     assert smooth.dtype == rough.dtype and np.array_equal(taubin_smooth(rough, faces, 0), rough)
+
+
+def test_a_projection_does_not_turn_over_the_faces_of_a_part_nobody_saw() -> None:
+    """A plate drawn 0.06 thick with dense points on its top face only, 0.01 below the drawn top (a one-sided view
+    of a seat): the top goes down onto its points, and the unseen rim beneath was pulled up with it patch by patch
+    (its lower half's mean height -0.02 -> -0.001), turning 1,030 faces below the middle over. Vertices farther
+    from the points than a few spacings now stay where the network drew them, if moving turns a face over."""
+    half = np.array([0.3, 0.3, 0.03])
+    vertices, faces = mesh_of(lambda x: np.min(half - np.abs(x), axis=-1), 160)
+    rng = np.random.default_rng(8)
+    points = np.c_[rng.uniform(-0.3, 0.3, (20_000, 2)), np.full(20_000, 0.02)]
+    moved, _ = project_onto_points(vertices, faces, (points + rng.normal(scale=0.002, size=points.shape))
+                                   .astype(np.float32))
+
+    def face_normals(v: np.ndarray) -> np.ndarray:
+        normal = np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
+        return normal / (np.linalg.norm(normal, axis=1, keepdims=True) + 1e-20)
+
+    turned = (face_normals(vertices) * face_normals(moved)).sum(1) < 0
+    assert turned[vertices[faces].mean(1)[:, 2] < 0].sum() == 0
+    low_rim = (np.abs(vertices[:, :2]).max(1) > 0.295) & (vertices[:, 2] < 0)
+    assert low_rim.sum() > 1000 and moved[low_rim, 2].mean() < -0.015
+    top = np.all(np.abs(vertices[:, :2]) < 0.25, axis=1) & (vertices[:, 2] > 0)
+    assert np.abs(moved[top, 2] - 0.02).mean() < 0.001  # the seen face still goes onto its points
