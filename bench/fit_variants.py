@@ -3,14 +3,16 @@
 under variants of the engine's constants, in one run, shape by shape.
 
     .venv/bin/python bench/fit_variants.py [--splits procedural,organic,novel] [--scan lines|partial]
-        [--count 3000] [--only NAME,...] [--variant LABEL=CHANGE[+CHANGE...]] ... [--json F] [--pictures DIR]
+        [--count 3000] [--per-category 1] [--only NAME,...] [--variant LABEL=CHANGE[+CHANGE...]] ...
+        [--json F] [--pictures DIR]
 
 A CHANGE is `module.CONSTANT=value` for a module of blender_occnet.occnet (`fitting.PROJECTION_SIDEWAYS_COSINE=0.5`,
-`winding.GAP_REACH=0.15`), or one of the ablations: `noproject` (the mesh is not moved onto the points), `noguide`
-(no winding-number guide). The variant `base` (today's engine) always runs first. Each variant's setting is in
-force only while its own reconstruction runs, so every variant sees the same cloud. Printed: Chamfer-L1 x10 and
-F-score at 1% per shape and variant, then the means and how many shapes each variant improves or worsens by more
-than 1%. For choosing constants; bench_quality.py is the comparison against the tools users have.
+`winding.GAP_REACH=0.15`: module globals the engine reads when it runs), or one of the ablations: `noproject` (the
+mesh is not moved onto the points; it is still smoothed), `noguide` (no winding-number guide). The variant `base`
+(today's engine) always runs first. Each variant's setting is in force only while its own reconstruction runs, so
+every variant sees the same cloud. Printed: Chamfer-L1 x10 and F-score at 1% per shape and variant, then the means
+and how many shapes each variant improves or worsens by more than 1%. For choosing constants; bench_quality.py is
+the comparison against the tools users have.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from bench_quality import (  # noqa: E402
 )
 
 from training.metrics import SurfaceSample  # noqa: E402
+from training.scans import EVALUATION_SCANS  # noqa: E402
 
 ABLATIONS = {
     "noproject": [("generation", "project_onto_points", lambda vertices, *args, **kwargs: (vertices, 0))],
@@ -50,6 +53,8 @@ ABLATIONS = {
 def parse_variant(text: str) -> tuple[str, list[tuple[str, str, Any]]]:
     """'LABEL=fitting.X=0.5+noguide' -> ('LABEL', [('fitting', 'X', 0.5), ('winding', 'GUIDE_AGREEMENT', 2.0)])."""
     label, _, spec = text.partition("=")
+    if not spec or "." in label or label == "base":
+        raise SystemExit(f"--variant {text!r}: give it a label other than 'base' first, e.g. side=fitting.X=0.5")
     changes: list[tuple[str, str, Any]] = []
     for part in filter(None, spec.split("+")):
         if part in ABLATIONS:
@@ -80,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--splits", default="procedural,organic,novel")
     parser.add_argument("--per-category", type=int, default=1)
-    parser.add_argument("--scan", default="", help="lines or partial (training.scans.EVALUATION_SCANS)")
+    parser.add_argument("--scan", choices=tuple(EVALUATION_SCANS), default="")
     parser.add_argument("--count", type=int, default=3000, help="points of a uniform cloud (without --scan)")
     parser.add_argument("--only", default="", help="comma-separated shape names (e.g. knot_00,chair_00)")
     parser.add_argument("--variant", action="append", default=[], metavar="LABEL=CHANGE[+CHANGE...]")

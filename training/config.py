@@ -116,7 +116,9 @@ class Config:
              "data.input_points_range must be [low, high] with 8 <= low <= high"),
             (0 <= d.voxel_shift <= 1, "data.voxel_shift must be in [0, 1]"),
             (0 <= d.scan_like <= 1, "data.scan_like must be in [0, 1]"),
-            (d.scan_partial is None or 0 <= d.scan_partial <= 1, "data.scan_partial must be in [0, 1]"),
+            (d.scan_partial is None or (isinstance(d.scan_partial, (int, float))
+                                        and not isinstance(d.scan_partial, bool) and 0 <= d.scan_partial <= 1),
+             "data.scan_partial must be a number in [0, 1]"),
             (t.threshold_candidates is None or all(
                 isinstance(x, (int, float)) and 0 < x < 1 for x in t.threshold_candidates),
              "training.threshold_candidates must be probabilities in (0, 1)"),

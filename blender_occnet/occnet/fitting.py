@@ -397,16 +397,18 @@ SECOND_PASS = True
 PROJECTION_SIDEWAYS_COSINE = 0.3
 PROJECTION_SIDEWAYS_STEP = 0.015
 # Where the points are far (beyond FOLD_SPACINGS median spacings, and at least FOLD_MIN_REACH), a vertex lies on
-# what the network drew of a part nobody saw, and a step that turns one of its faces over is not taken. In a
+# what the network drew of a part nobody saw, and its step is dropped when one of its faces turns over (whichever
+# vertex's step turned it; FOLD_ROUNDS rounds, since a vertex held back can turn its neighbours' faces in turn). In a
 # one-sided view the faces at the edge of what was seen, 0.01-0.05 from the points, were pulled onto the seen side
 # patch by patch: 7% of a bench's faces turned over and the unseen band's area grew 2.3x, so the projection made the
 # one-sided bench, chair, table and airplane worse than no projection at all (Chamfer-L1 x10 0.093 against 0.083).
 # Near the points a turned face is a wrinkle of the network's surface being flattened, and between a line scan's
-# rows (a few spacings apart) the same guard kept a knot's webs (0.089 -> 0.097 with a fixed 0.01). Measured:
+# rows (a few spacings apart) the same guard kept a line-scanned knot's webs (Chamfer-L1 x10 0.089 -> 0.097 with
+# the guard everywhere, 0.092-0.093 with a fixed reach of 0.01-0.02). Measured:
 # BENCHMARKS.md, "Fitting", "Folds".
 FOLD_SPACINGS = 6.0
 FOLD_MIN_REACH = 0.01
-FOLD_ROUNDS = 5  # a vertex held back can turn its neighbours' faces over in turn
+FOLD_ROUNDS = 5
 
 
 def project_onto_points(vertices: np.ndarray, faces: np.ndarray, observed: np.ndarray,
@@ -449,8 +451,8 @@ def project_onto_points(vertices: np.ndarray, faces: np.ndarray, observed: np.nd
 def _project_once(out: np.ndarray, faces: np.ndarray, points: np.ndarray, tree: cKDTree, radius: float,
                   fold_reach: float, only: np.ndarray | None, typical: float | None,
                   should_cancel: CancelFn | None, progress: Callable[[float], None]) -> _Pass:
-    """One pass of project_onto_points over `out` (float64, moved in place); no face of a vertex farther than
-    `fold_reach` from the points is turned over (FOLD_* above). With `only`, just those vertices
+    """One pass of project_onto_points over `out` (float64, moved in place); a vertex farther than `fold_reach`
+    from the points does not move when one of its faces would turn over (_hold_folds). With `only`, just those vertices
     move, their steps judged as a pass over every vertex would judge them: their neighbours within the rings that
     _above_noise averages over are fitted too (_within_rings), and the first pass's `typical` residual is kept."""
     normals = _vertex_normals(out, faces, PROJECTION_NORMAL_ROUNDS)
@@ -506,7 +508,8 @@ def _project_once(out: np.ndarray, faces: np.ndarray, points: np.ndarray, tree: 
 
 def _hold_folds(move: np.ndarray, vertices: np.ndarray, faces: np.ndarray, held: np.ndarray) -> None:
     """Zero the `move` (changed in place) of each `held` vertex of a face the moves would turn over (its normal
-    more than 90 degrees from where it was), for FOLD_ROUNDS rounds."""
+    more than 90 degrees from where it was), whichever vertex's move turns it, for up to FOLD_ROUNDS rounds. A
+    face may still turn where none of its vertices is held."""
     before = _face_normals(vertices, faces)
     for _ in range(FOLD_ROUNDS):
         turned = (before * _face_normals(vertices + move, faces)).sum(1) < 0.0

@@ -522,7 +522,7 @@ def test_a_projection_does_not_turn_over_the_faces_of_a_part_nobody_saw() -> Non
         return normal / (np.linalg.norm(normal, axis=1, keepdims=True) + 1e-20)
 
     turned = (face_normals(vertices) * face_normals(moved)).sum(1) < 0
-    assert turned[vertices[faces].mean(1)[:, 2] < 0].sum() == 0
+    assert turned[vertices[faces].mean(1)[:, 2] < -0.01].sum() == 0  # 993 without the guard
     low_rim = (np.abs(vertices[:, :2]).max(1) > 0.295) & (vertices[:, 2] < 0)
     assert low_rim.sum() > 1000 and moved[low_rim, 2].mean() < -0.015
     top = np.all(np.abs(vertices[:, :2]) < 0.25, axis=1) & (vertices[:, 2] > 0)

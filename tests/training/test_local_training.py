@@ -128,8 +128,9 @@ def test_a_config_sets_the_share_of_partial_scans() -> None:
     assert load_config(root / "pointcloud_wide.yaml").data.scan_settings() == ScanSettings()
     partial = load_config(root / "pointcloud_wide_partial.yaml").data
     assert partial.scan_settings().partial == 0.7 and partial.scan_like == 0.6
-    with pytest.raises(InputError, match="scan_partial"):
-        Config.from_dict({"data": {"scan_partial": 1.5}}).validate()
+    for wrong in (1.5, "half", True):
+        with pytest.raises(InputError, match="scan_partial"):
+            Config.from_dict({"data": {"scan_partial": wrong}})
 
 
 def test_the_wide_config_and_a_run_on_scan_like_inputs(tmp_path: Path, tiny_dataset: Path) -> None:
