@@ -855,6 +855,11 @@ def test_a_connect_flood_does_not_lock_real_clients_out(weights_dir: Path) -> No
 
     token = "flood2-" + os.urandom(6).hex()
     process, port = _tcp_server(weights_dir, token)
+    # Read the server's log as it comes: each eviction writes a line, and a pipe nobody drains fills (64 KB, a few
+    # hundred refusals) and then blocks the server mid-log, whatever it does for real clients.
+    log: list[str] = []
+    assert process.stderr is not None
+    threading.Thread(target=lambda: log.extend(iter(process.stderr.readline, "")), daemon=True).start()
     stop = threading.Event()
     opened: list[socket.socket] = []
     connects = [0]
@@ -883,6 +888,7 @@ def test_a_connect_flood_does_not_lock_real_clients_out(weights_dir: Path) -> No
             _still_serves(port, token, timeout=60)
             served += 1
         assert served == 5 and flooder.is_alive(), "the flood should outlast the real clients"
+        assert any("evicted" in line for line in log)  # the flood did fill the table
     finally:
         stop.set()
         flooder.join(30)
