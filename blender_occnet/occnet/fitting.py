@@ -41,7 +41,7 @@ from scipy.spatial import cKDTree
 from torch.nn import functional as F
 
 from ..common.errors import Cancelled, InputError
-from ..common.geometry import subsample
+from ..common.geometry import face_normals, subsample
 from ..common.policy import BOX_SIZE, FIT_AUTO_MIN_POINTS, FIT_MODES, MAX_FIT_STEPS
 from .local import Features, LocalDecoder
 from .meshing import neighbour_average, vertex_adjacency
@@ -510,22 +510,15 @@ def _hold_folds(move: np.ndarray, vertices: np.ndarray, faces: np.ndarray, held:
     """Zero the `move` (changed in place) of each `held` vertex of a face the moves would turn over (its normal
     more than 90 degrees from where it was), whichever vertex's move turns it, for up to FOLD_ROUNDS rounds. A
     face may still turn where none of its vertices is held."""
-    before = _face_normals(vertices, faces)
+    before = face_normals(vertices, faces)
     for _ in range(FOLD_ROUNDS):
-        turned = (before * _face_normals(vertices + move, faces)).sum(1) < 0.0
+        turned = (before * face_normals(vertices + move, faces)).sum(1) < 0.0
         stop = np.zeros(len(vertices), dtype=bool)
         stop[faces[turned].ravel()] = True
         stop &= held & move.any(1)
         if not stop.any():
             return
         move[stop] = 0.0
-
-
-def _face_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Unit normals of a mesh's faces (zero for a face with no area)."""
-    corner = vertices[faces]
-    normal = np.cross(corner[:, 1] - corner[:, 0], corner[:, 2] - corner[:, 0])
-    return normal / (np.linalg.norm(normal, axis=1, keepdims=True) + 1e-20)
 
 
 class _Pass(NamedTuple):
@@ -626,11 +619,11 @@ def _quadric_terms(uv: np.ndarray) -> np.ndarray:
 def _vertex_normals(vertices: np.ndarray, faces: np.ndarray, rounds: int) -> np.ndarray:
     """Area-weighted vertex normals of a mesh, each then averaged with its neighbours' `rounds` times."""
     corner = vertices[faces]
-    face_normals = np.cross(corner[:, 1] - corner[:, 0], corner[:, 2] - corner[:, 0])  # twice the area, outward
+    face_vectors = np.cross(corner[:, 1] - corner[:, 0], corner[:, 2] - corner[:, 0])  # twice the area, outward
     corners = faces.reshape(-1)
     normals = np.zeros_like(vertices)
     for axis in range(3):
-        normals[:, axis] = np.bincount(corners, np.repeat(face_normals[:, axis], 3), minlength=len(vertices))
+        normals[:, axis] = np.bincount(corners, np.repeat(face_vectors[:, axis], 3), minlength=len(vertices))
     adjacency = vertex_adjacency(faces, len(vertices))
     normals /= np.linalg.norm(normals, axis=1, keepdims=True) + 1e-12
     for _ in range(rounds):
