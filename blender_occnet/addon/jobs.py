@@ -239,8 +239,10 @@ class Batch:
         record.threshold = used.threshold if used.threshold is not None else \
             self.settings.get("threshold", record.threshold)
         record.resolution = str(used.resolution or self.settings.get("resolution", record.resolution))
+        record.trim_unseen = used.trim_unseen
+        record.modality = source.modality
         record.weights = self.settings.get("weights") or ""
-        record.extracted = scene_io.extraction_key(record.threshold, record.resolution)
+        record.extracted = scene_io.extraction_key(record.threshold, record.resolution, record.trim_unseen)
         record.source, record.job, record.kind = source.name, result.job, "RESULT"
         source_object = bpy.data.objects.get(source.object_name) if source.object_name else None
         if self.hide_source and source_object is not None and view_layer is not None \

@@ -1,4 +1,4 @@
-"""Live tweaking: a reconstructed object's threshold or resolution changes -> the backend re-extracts
+"""Live tweaking: a reconstructed object's threshold, resolution or trim changes -> the backend re-extracts
 its kept grid -> the object's mesh is replaced in place when the result arrives (through the session's
 event router). The jobs in flight are the session's `pending`."""
 
@@ -41,7 +41,8 @@ def request(obj: bpy.types.Object) -> str:
         with contextlib.suppress(BackendError):
             client.cancel(previous)
     try:
-        job = client.re_extract(record.job, threshold=float(record.threshold), resolution=int(record.resolution))
+        job = client.re_extract(record.job, threshold=float(record.threshold), resolution=int(record.resolution),
+                                trim_unseen=float(record.trim_unseen))
     except BackendError as exc:
         if getattr(exc, "field", "") == "job":  # made by an earlier backend, or forgotten since
             status.last_error = (f"'{obj.name}' can no longer be tweaked: the backend that made it has restarted or "
@@ -92,7 +93,7 @@ def _on_event(session: state.Session, name: str, base: str, event: Event) -> boo
     record.job = event.job  # no update callback: this asks for nothing
     used = event.settings
     record.extracted = scene_io.extraction_key(record.threshold if used.threshold is None else used.threshold,
-                                               used.resolution or record.resolution)
+                                               used.resolution or record.resolution, used.trim_unseen)
     stats = event.stats
     status.last_result = (f"{obj.name}: {stats.faces:,} faces, re-extracted in {stats.seconds_backend:.2f} s "
                           f"({stats.points_evaluated:,} new points)")
@@ -103,12 +104,12 @@ def _on_event(session: state.Session, name: str, base: str, event: Event) -> boo
 
 @persistent
 def reconcile(*_args: Any) -> None:
-    """After an undo or redo: each result whose threshold or resolution is not the one its mesh was extracted
+    """After an undo or redo: each result whose threshold, resolution or trim is not the one its mesh was extracted
     at (a step pushed between the slider's change and its mesh) is extracted again for them."""
     for obj in bpy.data.objects:
         record = obj.occnet  # type: ignore[attr-defined]
         if record.kind == "RESULT" and record.job and record.extracted and \
-                record.extracted != scene_io.extraction_key(record.threshold, record.resolution):
+                record.extracted != scene_io.extraction_key(record.threshold, record.resolution, record.trim_unseen):
             request(obj)
 
 

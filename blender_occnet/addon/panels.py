@@ -81,7 +81,8 @@ class OCCNET_PT_main(bpy.types.Panel):
 
 
 def _draw_result(layout: bpy.types.UILayout, obj: bpy.types.Object, scene: bpy.types.Scene | None) -> None:
-    """A reconstructed object's own threshold and resolution: changing them re-extracts it (live)."""
+    """A reconstructed object's own threshold, resolution and (a point cloud's) trim: changing them re-extracts it
+    (live)."""
     box = layout.box()
     record = obj.occnet  # type: ignore[attr-defined]
     box.label(text=f"{obj.name} from {record.source or '?'} (live)", icon="MODIFIER")
@@ -89,6 +90,8 @@ def _draw_result(layout: bpy.types.UILayout, obj: bpy.types.Object, scene: bpy.t
     column.use_property_split = True
     column.prop(record, "threshold")
     column.prop(record, "resolution")
+    if record.modality == "pointcloud":
+        column.prop(record, "trim_unseen")
     source = bpy.data.objects.get(record.source) if record.source else None
     size = scene_io.describe_size(source or obj, int(record.resolution), scene) if scene is not None else ""
     if size:

@@ -130,10 +130,13 @@ class OCCNET_PG_object(bpy.types.PropertyGroup):
     job: StringProperty(name="Backend job", default="")  # type: ignore[valid-type]
     source: StringProperty(name="Source object", default="")  # type: ignore[valid-type]
     weights: StringProperty(name="Weights", default="")  # type: ignore[valid-type]
-    # ... and its threshold and resolution (below the class), whose changes re-extract it; its fit and
+    # What the source was read as (pointcloud, voxels, image): a point cloud's result offers Trim unseen. Results
+    # saved before it was recorded hold "" and offer none (their backend job, which a trim re-extracts, is gone).
+    modality: StringProperty(name="Source read as", default="", options={"HIDDEN"})  # type: ignore[valid-type]
+    # ... and its threshold, resolution and trim (below the class), whose changes re-extract it; its fit and
     # use_weights_threshold are kept for the files that hold them.
-    # The threshold and resolution the mesh was extracted at (scene_io.extraction_key): an undo step can hold a
-    # slider's new value over the mesh of the old one, which live.reconcile then extracts again.
+    # The values the mesh was extracted at (scene_io.extraction_key): an undo step can hold a slider's new value
+    # over the mesh of the old one, which live.reconcile then extracts again.
     extracted: StringProperty(name="Extracted at", default="", options={"HIDDEN"})  # type: ignore[valid-type]
 
 
@@ -142,7 +145,8 @@ OCCNET_PG_object.__annotations__.update({
     "use_weights_threshold": unset_property(SETTINGS["threshold"]), "fit": blender_property(SETTINGS["fit"]),
     "threshold": blender_property(SETTINGS["threshold"], update=live.on_parameter_changed,
                                   description="Change to re-extract this reconstruction from the backend's kept grid"),
-    "resolution": blender_property(SETTINGS["resolution"], update=live.on_parameter_changed)})
+    "resolution": blender_property(SETTINGS["resolution"], update=live.on_parameter_changed),
+    "trim_unseen": blender_property(SETTINGS["trim_unseen"], update=live.on_parameter_changed)})
 
 
 class OCCNET_PG_job(bpy.types.PropertyGroup):

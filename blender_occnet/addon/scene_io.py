@@ -90,9 +90,11 @@ def describe_source(settings: Any, obj: bpy.types.Object | None,
     return f"'{obj.name}', {what}"
 
 
-def extraction_key(threshold: float, resolution: int | str) -> str:
-    """What a result's `extracted` record holds: the threshold (as the float property stores it) and resolution."""
-    return f"{float(np.float32(threshold)):.6g}@{int(resolution)}"
+def extraction_key(threshold: float, resolution: int | str, trim_unseen: float = 0.0) -> str:
+    """What a result's `extracted` record holds: the threshold and trim (as the float properties store them) and
+    the resolution."""
+    return f"{float(np.float32(threshold)):.6g}@{int(resolution)}" + \
+        (f"~{float(np.float32(trim_unseen)):.6g}" if trim_unseen else "")
 
 
 def result_name(source: str, modality: str) -> str:

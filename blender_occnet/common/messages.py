@@ -378,6 +378,11 @@ def input_warnings(stats: Mapping[str, Any]) -> list[str]:
         warnings.append(f"only {given:,} points: too few for the network to tell the shape (it learned from 300 to "
                         "20,000), so most of the mesh is its guess and may come in pieces; give it a cloud of "
                         f"{FEW_POINTS:,} points or more")
+    if stats.get("trim_not_points"):
+        warnings.append("Trim unseen applies to point clouds only: this mesh is left whole")
+    if stats.get("trim_nothing_near"):
+        warnings.append("Trim unseen left the mesh whole: no part of it lies near the points (these weights do not "
+                        "fit the cloud); set Fit to points to On or choose other weights")
     groups = stats.get("input_point_groups")
     if groups is not None and groups > 1:
         warnings.append(f"the points form {groups} separate groups far apart, a scene or several objects: the "
@@ -418,6 +423,10 @@ class Stats(Checked):
     input_points_outliers: int | None = wire(COUNT, None)  # stray points left out (preprocess.without_outliers)
     input_point_groups: int | None = wire(COUNT, None)  # 2 or more: a scene or several objects (preprocess)
     pieces_unsupported: int | None = wire(COUNT, None)  # pieces of a fitted mesh no point came near, dropped
+    faces_unseen_trimmed: int | None = wire(COUNT, None)  # faces trim_unseen removed (support.py), when asked
+    trim_not_points: bool | None = wire(flag, None)  # asked of an input that is not a point cloud: not trimmed
+    trim_nothing_near: bool | None = wire(flag, None)  # no face lay near the points: not trimmed
+    seconds_trim: float | None = wire(SECONDS, None)
     # Reconstructions only: the weights file's name (a dense cloud's may be finer); as long as a path may be.
     weights: str = wire(text(MAX_TEXT), "")
     extra: dict[str, Any] = wire(_scalars, factory=dict)

@@ -235,6 +235,17 @@ DECLARED = (
              "written to .ply, .obj, .off and .glb (default on; --no-colours: a plain mesh)",
         sidebar=True, redo=True),
     Setting(
+        "trim_unseen", float, 0.0, label="Trim unseen",
+        tooltip="Point clouds: remove the surface the points do not show (the back of a scan taken from one side, "
+                "the far side of a wall or a relief) where it lies farther than this from every point, as a "
+                "fraction of the object's size; gaps narrower than twice this between scanned parts stay closed. "
+                "0: keep the closed shape the network completes",
+        flag="--trim-unseen", metavar="DISTANCE",
+        help="point clouds: remove the surface farther than DISTANCE from every point (a fraction of the object's "
+             "size, e.g. 0.03), leaving the part the scan shows open where it ends; gaps narrower than twice it stay "
+             "closed (default 0: the closed shape the network completes)",
+        lo=0.0, hi=0.5, what="a fraction of the object's size", sidebar=True, redo=True, points_only=True),
+    Setting(
         "device", str, "auto", label="Device",
         tooltip="Where the network runs: a GPU is many times faster than the CPU for 256³ and refinement",
         flag="--device", help="auto (a CUDA GPU, else Apple's GPU, else the CPU), cpu, cuda or mps (default auto)",

@@ -21,7 +21,6 @@ import numpy as np
 import torch
 
 from ..common.errors import Cancelled, GenerationError, InputError
-from ..common.geometry import subsample
 from ..common.policy import BOX_SIZE, RESOLUTIONS, coarse_resolution, ensemble_size
 from ..common.settings import EXTRACTION
 from .checkpoints import Weights
@@ -34,6 +33,7 @@ from .mise import MISE, ValueStore
 from .model import ConvolutionalOccupancyNetwork, encoding_is_finite, fixed_decoder
 from .preprocess import PreparedInput
 from .shifts import averaged, check_ensemble, shift_offsets
+from .support import UNSEEN_NEAR_FLOOR, UNSEEN_NEAR_FLOOR_UNFITTED, drop_unsupported_pieces, trim_unseen
 from .winding import guide_by_points
 
 STORE_RESOLUTION = 512
@@ -58,6 +58,7 @@ class ExtractionSettings:
     normals: bool = False  # vertex normals from the network's gradient
     seed: int = 0  # for refinement's random face samples
     colours: bool = True  # vertex colours from the input's, when it has them (colours.py)
+    trim_unseen: float = 0.0  # point clouds: remove the surface farther than this from every point (support.py)
 
     def __post_init__(self) -> None:
         for setting in EXTRACTION:
@@ -332,6 +333,20 @@ class EncodedShape:
             stats["smoothing_rounds"] = FITTED_SMOOTHING_ROUNDS
             stats["seconds_project"] = _since(t)
 
+        if settings.trim_unseen and len(faces):
+            # After every step that moves a vertex: what is cut is the final surface's unseen part.
+            t = time.perf_counter()
+            points = self._points()
+            if points is None:
+                stats["trim_not_points"] = True
+            else:
+                floor = UNSEEN_NEAR_FLOOR if self.fit_stats else UNSEEN_NEAR_FLOOR_UNFITTED  # projected or not
+                vertices, faces, removed = trim_unseen(vertices, faces, points, settings.trim_unseen, floor)
+                stats["faces_unseen_trimmed"] = removed or 0
+                if removed is None:
+                    stats["trim_nothing_near"] = True
+            stats["seconds_trim"] = _since(t)
+
         normals = None
         if settings.normals and len(vertices):
             t = time.perf_counter()
@@ -356,6 +371,13 @@ class EncodedShape:
         stats.update(vertices=len(vertices), faces=len(faces), seconds_total=_since(started))
         report("done", 1.0)
         return MeshResult(vertices.astype(np.float32), faces.astype(np.int32), normals, stats, colours)
+
+    def _points(self) -> np.ndarray | None:
+        """A point cloud's points in the network's frame: every point a fit kept, else the encoder's; None for
+        other inputs."""
+        if self.prepared is None or self.prepared.modality != "pointcloud":
+            return None
+        return self.prepared.observed if self.prepared.observed is not None else self.prepared.array
 
     def _picture_colours(self, network_vertices: np.ndarray, faces: np.ndarray, vertices: np.ndarray,
                          stats: dict[str, float | int]) -> ColourSource | None:
@@ -488,43 +510,6 @@ class EncodedShape:
 
 # Rounds of Taubin smoothing after a fitted mesh is projected onto the points (meshing.taubin_smooth).
 FITTED_SMOOTHING_ROUNDS = 3
-
-# A piece of a fitted mesh with no vertex this near an observed point (box units) is dropped: the fit made the
-# surface pass through the points, so a piece the points never touch is the prior's (a speck the network drew
-# in an empty corner of the box, as boxes fill theirs), not the scan's. Noise of 0.01 plus a cell of 128.
-SUPPORT_DISTANCE = 0.03
-SUPPORT_TREE_POINTS = 100_000
-
-
-def drop_unsupported_pieces(vertices: np.ndarray, faces: np.ndarray, observed: np.ndarray
-                            ) -> tuple[np.ndarray, np.ndarray, int]:
-    """The mesh without its connected pieces that no observed point comes near (the largest piece is kept
-    whatever); returns vertices, faces and how many pieces went."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-    from scipy.spatial import cKDTree
-
-    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
-    count, piece = connected_components(coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])),
-                                                   shape=(len(vertices),) * 2), directed=False)
-    if count == 1:
-        return vertices, faces, 0
-    face_piece = piece[faces[:, 0]]
-    largest = int(np.bincount(face_piece, minlength=count).argmax())
-    observed = subsample(observed, SUPPORT_TREE_POINTS)
-    small = piece != largest
-    near = np.zeros(count, dtype=bool)
-    near[largest] = True
-    distance, _ = cKDTree(observed).query(vertices[small], distance_upper_bound=SUPPORT_DISTANCE, workers=-1)
-    near[np.unique(piece[small][np.isfinite(distance)])] = True
-    if near.all():
-        return vertices, faces, 0
-    kept_faces = faces[near[face_piece]]
-    used = np.zeros(len(vertices), dtype=bool)
-    used[kept_faces] = True
-    renumber = np.cumsum(used) - 1
-    return vertices[used], renumber[kept_faces].astype(faces.dtype), int((~near).sum())
-
 
 # Meshes above this many faces are simplified in a child process that a cancel can stop (the library holds
 # the interpreter for the whole call); smaller ones take well under a second in place.

@@ -107,6 +107,28 @@ def test_threshold_and_resolution_changes_replace_the_mesh_in_place(addon: Modul
     assert ball.name in bpy.data.objects
 
 
+def test_trim_unseen_opens_a_one_sided_scan_live_and_zero_closes_it_again(addon: ModuleType) -> None:
+    d = np.random.default_rng(6).normal(size=(8000, 3))
+    d /= np.linalg.norm(d, axis=1, keepdims=True)
+    add_vertex_cloud("Dome", d[d[:, 2] > 0])  # a unit sphere scanned from above
+    bpy.context.scene.occnet.resolution = "64"
+    assert bpy.ops.occnet.reconstruct() == {"FINISHED"}
+    result = bpy.data.objects["Dome.occnet"]
+    assert result.occnet.modality == "pointcloud" and (edge_use_counts(result.data) == 2).all()
+    closed_faces = len(result.data.polygons)
+    assert min(v.co.z for v in result.data.vertices) < -0.3  # the test weights close the dome well below its rim
+    result.occnet.trim_unseen = 0.1
+    wait_for_re_extraction(addon, result.name)
+    assert (edge_use_counts(result.data) == 1).any() and len(result.data.polygons) < closed_faces
+    heights = np.array([v.co.z for v in result.data.vertices])
+    assert heights.min() > -0.3  # the closed dome's underside is gone; what the points show stays
+    record = result.occnet  # the mesh is recorded as made at the new trim (an undo step then knows to redo it)
+    assert record.extracted == addon.scene_io.extraction_key(record.threshold, record.resolution, 0.1)
+    result.occnet.trim_unseen = 0.0
+    wait_for_re_extraction(addon, result.name)
+    assert (edge_use_counts(result.data) == 2).all() and len(result.data.polygons) == closed_faces
+
+
 def wait_for_re_extraction(addon: ModuleType, name: str) -> None:
     deadline = time.monotonic() + 60
     while addon.live.pending(name) and time.monotonic() < deadline:

@@ -1,0 +1,132 @@
+"""What of a mesh the input's points support: pieces of a fitted mesh that no point comes near (always dropped),
+and, when the user asks for it, the surface nobody scanned (the back of a one-sided scan, the far side of a wall).
+
+Both work in the network's frame, where the object spans about one unit, so distances are fractions of its size.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..common.geometry import subsample
+
+# A piece of a fitted mesh with no vertex this near an observed point (box units) is dropped: the fit made the
+# surface pass through the points, so a piece the points never touch is the prior's (a speck the network drew
+# in an empty corner of the box, as boxes fill theirs), not the scan's. Noise of 0.01 plus a cell of 128.
+SUPPORT_DISTANCE = 0.03
+SUPPORT_TREE_POINTS = 100_000
+
+# A face counts as seen when its centre lies within this many median point spacings of a point (the gaps between
+# neighbours of an even scan), and never nearer than a floor: a fitted mesh was projected onto the points, but the
+# network alone draws its surface off them (the bundled point-cloud network up to 0.044 off a dense half sphere, 5%
+# of its faces past 0.03: with a floor of 0.01 the seen side came back with four holes).
+UNSEEN_NEAR_SPACINGS = 3.0
+UNSEEN_NEAR_FLOOR = 0.01
+UNSEEN_NEAR_FLOOR_UNFITTED = 0.05
+
+
+def drop_unsupported_pieces(vertices: np.ndarray, faces: np.ndarray, observed: np.ndarray
+                            ) -> tuple[np.ndarray, np.ndarray, int]:
+    """The mesh without its connected pieces that no observed point comes near (the largest piece is kept
+    whatever); returns vertices, faces and how many pieces went."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+    from scipy.spatial import cKDTree
+
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
+    count, piece = connected_components(coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])),
+                                                   shape=(len(vertices),) * 2), directed=False)
+    if count == 1:
+        return vertices, faces, 0
+    face_piece = piece[faces[:, 0]]
+    largest = int(np.bincount(face_piece, minlength=count).argmax())
+    observed = subsample(observed, SUPPORT_TREE_POINTS)
+    small = piece != largest
+    near = np.zeros(count, dtype=bool)
+    near[largest] = True
+    distance, _ = cKDTree(observed).query(vertices[small], distance_upper_bound=SUPPORT_DISTANCE, workers=-1)
+    near[np.unique(piece[small][np.isfinite(distance)])] = True
+    if near.all():
+        return vertices, faces, 0
+    return (*_keep_faces(vertices, faces, near[face_piece]), int((~near).sum()))
+
+
+def trim_unseen(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray, reach: float,
+                near_floor: float = UNSEEN_NEAR_FLOOR) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """The mesh without the surface the points do not show; returns vertices, faces and how many faces went
+    (None, and the mesh as it was, when no face lies near the points: there is nothing to keep).
+
+    Unseen is farther than `reach` from every point, and than the near band (a few spacings, at least `near_floor`).
+    The faces beside it that are not seen either (past the near band) go too where they lie within `reach` of it,
+    so the cut follows the edge of what the scan shows instead of hanging `reach` past it. A gap between seen parts
+    narrower than twice `reach` (between a line scan's rows, a small hole) has no unseen face and stays closed, as
+    does a part thinner than `reach` seen from one side, and a patch of unseen faces narrower than two near bands
+    among seen ones (where the network's surface bulges off the points).
+    """
+    from scipy.spatial import cKDTree
+
+    from .winding import median_spacing
+
+    if not len(faces) or not len(points):
+        return vertices, faces, 0
+    points = subsample(points, SUPPORT_TREE_POINTS)
+    tree = cKDTree(points)
+    near = max(near_floor, UNSEEN_NEAR_SPACINGS * median_spacing(tree, points)) if len(points) > 1 else near_floor
+    centres = vertices[faces].mean(axis=1)
+    # Bounded: a nearest-point search from far off a one-sided scan is slow (0.4 s for 80,000 faces), and only
+    # which side of the two distances a face lies on matters (infinite: past the bound).
+    reach = max(reach, near)
+    distance = tree.query(centres, distance_upper_bound=reach, workers=-1)[0]
+    not_seen = distance > near
+    unseen = ~np.isfinite(distance)
+    if not unseen.any():
+        return vertices, faces, 0
+    # Unseen patches narrower than two near bands are bulges of the network's surface off the points, or a random
+    # cloud's widest gaps, where they lie among seen faces; beside a wide one they are its edge and go with it.
+    unseen_patch, unseen_width = _patches(faces[unseen], centres[unseen])
+    wide = np.zeros(len(faces), dtype=bool)
+    wide[unseen] = unseen_width[unseen_patch] >= 2 * near
+    if not wide.any():
+        return vertices, faces, 0
+    around, _ = _patches(faces[not_seen], centres[not_seen])
+    with_wide = np.zeros(around.max() + 1, dtype=bool)
+    with_wide[around[wide[not_seen]]] = True
+    remove = wide.copy()
+    remove[np.flatnonzero(not_seen)[with_wide[around] & unseen[not_seen]]] = True
+    beside = not_seen & ~remove
+    if beside.any():
+        gap = cKDTree(centres[wide]).query(centres[beside], distance_upper_bound=reach, workers=-1)[0]
+        remove[np.flatnonzero(beside)[np.isfinite(gap)]] = True
+    if remove.all():  # a surface nowhere near the points (weights that do not fit them): an empty mesh says less
+        return vertices, faces, None
+    return (*_keep_faces(vertices, faces, ~remove), int(remove.sum()))
+
+
+def _patches(faces: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The patch of each face (faces joined by an edge make one) and each patch's width: its faces' centres' widest
+    spread along an axis."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1).astype(np.int64)
+    owner = np.tile(np.arange(len(faces)), 3)
+    key = edges[:, 0] * (int(faces.max()) + 1) + edges[:, 1]
+    order = np.argsort(key, kind="stable")
+    shared = key[order][1:] == key[order][:-1]
+    first, second = owner[order][:-1][shared], owner[order][1:][shared]
+    count, patch = connected_components(coo_matrix((np.ones(len(first), np.int8), (first, second)),
+                                                   shape=(len(faces),) * 2), directed=False)
+    low = np.full((count, 3), np.inf)
+    high = np.full((count, 3), -np.inf)
+    np.minimum.at(low, patch, centres)
+    np.maximum.at(high, patch, centres)
+    return patch, (high - low).max(axis=1)
+
+
+def _keep_faces(vertices: np.ndarray, faces: np.ndarray, keep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The faces `keep` marks, with only the vertices they use (renumbered)."""
+    kept = faces[keep]
+    used = np.zeros(len(vertices), dtype=bool)
+    used[kept] = True
+    renumber = np.cumsum(used) - 1
+    return vertices[used], renumber[kept].astype(faces.dtype)
