@@ -128,6 +128,16 @@ class Network:
 BENCH_TRIM_UNSEEN = 0.03
 
 
+def open3d_missing() -> bool:
+    """Open3D (the Poisson baseline) is a development requirement only: say how to get it when it is missing."""
+    try:
+        import open3d  # noqa: F401
+    except ImportError:
+        print("Open3D is missing: `./dev bench` installs requirements/bench.txt (or pip install -r it)")
+        return True
+    return False
+
+
 def poisson(points: np.ndarray) -> tuple[Mesh, dict[str, float]]:
     import open3d as o3d
 
@@ -376,10 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.quick:
         args.per_category, args.counts = 1, "300,3000"
-    try:
-        import open3d  # noqa: F401
-    except ImportError:
-        print("Open3D is missing: `./dev bench` installs requirements/bench.txt (or pip install -r it)")
+    if open3d_missing():
         return 1
     import torch
 

@@ -6,6 +6,8 @@ Both work in the network's frame, where the object spans about one unit, so dist
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from ..common.geometry import subsample
@@ -23,6 +25,17 @@ SUPPORT_TREE_POINTS = 100_000
 UNSEEN_NEAR_SPACINGS = 3.0
 UNSEEN_NEAR_FLOOR = 0.01
 UNSEEN_NEAR_FLOOR_UNFITTED = 0.05
+# Within the near band, a face farther than this many spacings (and half the floor) off the plane of each of its
+# OFF_NEIGHBOURS nearest points (a plane through each one's OFF_PLANE_POINTS neighbours) is not seen either: the
+# network draws a scanned sheet as a slab with bubbles behind it, and the bubbles' walls where they meet the sheet
+# stood 0.01-0.026 off a scanned terrain after the trim (bench_sheets.py: the relief's Chamfer-L1 x10 0.033 -> 0.020,
+# Poisson 0.016). A point whose neighbours lie along a line (second spread under OFF_LINE_RATIO of the first, a line
+# scan's row) has no plane and says nothing.
+OFF_SPACINGS = 2.0
+OFF_FLOOR_SHARE = 0.5
+OFF_NEIGHBOURS = 4
+OFF_PLANE_POINTS = 16
+OFF_LINE_RATIO = 0.05
 
 
 def drop_unsupported_pieces(vertices: np.ndarray, faces: np.ndarray, observed: np.ndarray
@@ -71,14 +84,17 @@ def trim_unseen(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray, rea
         return vertices, faces, 0
     points = subsample(points, SUPPORT_TREE_POINTS)
     tree = cKDTree(points)
-    near = max(near_floor, UNSEEN_NEAR_SPACINGS * median_spacing(tree, points)) if len(points) > 1 else near_floor
+    spacing = median_spacing(tree, points) if len(points) > 1 else 0.0
+    near = max(near_floor, UNSEEN_NEAR_SPACINGS * spacing)
     centres = vertices[faces].mean(axis=1)
     # Bounded: a nearest-point search from far off a one-sided scan is slow (0.4 s for 80,000 faces), and only
     # which side of the two distances a face lies on matters (infinite: past the bound).
     reach = max(reach, near)
     distance = tree.query(centres, distance_upper_bound=reach, workers=-1)[0]
-    not_seen = distance > near
-    unseen = ~np.isfinite(distance)
+    off = _off_the_points(tree, points, centres, np.isfinite(distance),
+                          max(near_floor * OFF_FLOOR_SHARE, OFF_SPACINGS * spacing))
+    not_seen = (distance > near) | off
+    unseen = ~np.isfinite(distance) | off
     if not unseen.any():
         return vertices, faces, 0
     # Unseen patches narrower than two near bands are bulges of the network's surface off the points, or a random
@@ -100,6 +116,30 @@ def trim_unseen(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray, rea
     if remove.all():  # a surface nowhere near the points (weights that do not fit them): an empty mesh says less
         return vertices, faces, None
     return (*_keep_faces(vertices, faces, ~remove), int(remove.sum()))
+
+
+def _off_the_points(tree: Any, points: np.ndarray, centres: np.ndarray, candidates: np.ndarray, tolerance: float
+                    ) -> np.ndarray:
+    """For each face, whether it is a candidate that lies farther than `tolerance` off the local surface of every one
+    of its OFF_NEIGHBOURS nearest points (each point's plane through its own neighbours): a shelf or the wall of a
+    bubble standing off a scanned sheet, near the points but not on them."""
+    off = np.zeros(len(centres), dtype=bool)
+    if OFF_SPACINGS <= 0 or not candidates.any() or len(points) < OFF_PLANE_POINTS:
+        return off
+    which = np.flatnonzero(candidates)
+    _, nearest = tree.query(centres[which], k=OFF_NEIGHBOURS, workers=-1)
+    used, slot = np.unique(nearest, return_inverse=True)
+    _, around = tree.query(points[used], k=OFF_PLANE_POINTS, workers=-1)
+    spread = points[around] - points[around].mean(axis=1, keepdims=True)
+    spreads, axes = np.linalg.eigh(np.einsum("nki,nkj->nij", spread, spread))
+    normals = axes[:, :, 0]  # the least-spread direction
+    # Neighbours along a line (a line scan's row) give no plane: such a point says nothing (height 0).
+    flat = spreads[:, 1] >= OFF_LINE_RATIO * spreads[:, 2]
+    slot = slot.reshape(nearest.shape)
+    height = np.abs(np.einsum("fki,fki->fk", centres[which][:, None, :] - points[used][slot], normals[slot]))
+    height[~flat[slot]] = 0.0
+    off[which] = height.min(axis=1) > tolerance
+    return off
 
 
 def _patches(faces: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
