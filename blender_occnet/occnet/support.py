@@ -25,12 +25,12 @@ SUPPORT_TREE_POINTS = 100_000
 UNSEEN_NEAR_SPACINGS = 3.0
 UNSEEN_NEAR_FLOOR = 0.01
 UNSEEN_NEAR_FLOOR_UNFITTED = 0.05
-# Within the near band, a face farther than this many spacings (and half the floor) off the plane of each of its
-# OFF_NEIGHBOURS nearest points (a plane through each one's OFF_PLANE_POINTS neighbours) is not seen either: the
-# network draws a scanned sheet as a slab with bubbles behind it, and the bubbles' walls where they meet the sheet
-# stood 0.01-0.026 off a scanned terrain after the trim (bench_sheets.py: the relief's Chamfer-L1 x10 0.033 -> 0.020,
-# Poisson 0.016). A point whose neighbours lie along a line (second spread under OFF_LINE_RATIO of the first, a line
-# scan's row) has no plane and says nothing.
+# Within `reach` of the points, a face farther than this many spacings (and half the floor) off the plane of each
+# of its OFF_NEIGHBOURS nearest points (a plane through each one's OFF_PLANE_POINTS neighbours) is not seen either:
+# the network draws a scanned sheet as a slab with bubbles behind it, and the bubbles' walls where they meet the
+# sheet stood 0.01-0.026 off a scanned terrain after the trim (bench_sheets.py: the relief's Chamfer-L1 x10 0.033 ->
+# 0.020, Poisson 0.016). A point whose neighbours lie along a line (second spread under OFF_LINE_RATIO of the first,
+# a line scan's row) has no plane: it counts the face as on it, which keeps the faces between a line scan's rows.
 OFF_SPACINGS = 2.0
 OFF_FLOOR_SHARE = 0.5
 OFF_NEIGHBOURS = 4
@@ -69,12 +69,13 @@ def trim_unseen(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray, rea
     """The mesh without the surface the points do not show; returns vertices, faces and how many faces went
     (None, and the mesh as it was, when no face lies near the points: there is nothing to keep).
 
-    Unseen is farther than `reach` from every point, and than the near band (a few spacings, at least `near_floor`).
-    The faces beside it that are not seen either (past the near band) go too where they lie within `reach` of it,
-    so the cut follows the edge of what the scan shows instead of hanging `reach` past it. A gap between seen parts
-    narrower than twice `reach` (between a line scan's rows, a small hole) has no unseen face and stays closed, as
-    does a part thinner than `reach` seen from one side, and a patch of unseen faces narrower than two near bands
-    among seen ones (where the network's surface bulges off the points).
+    Unseen is farther than `reach` from every point, and than the near band (a few spacings, at least `near_floor`),
+    or nearer but off the points' own local planes (OFF_*: the back layer and bubble walls of a scanned sheet). The
+    faces beside it that are not seen either (past the near band) go too where they lie within `reach` of it, so the
+    cut follows the edge of what the scan shows instead of hanging `reach` past it. A gap between seen parts narrower
+    than twice `reach` (between a line scan's rows, a small hole) has no unseen face and stays closed, as does a
+    patch of unseen faces narrower than two near bands among seen ones (where the network's surface bulges off the
+    points).
     """
     from scipy.spatial import cKDTree
 
@@ -128,14 +129,16 @@ def _off_the_points(tree: Any, points: np.ndarray, centres: np.ndarray, candidat
         return off
     which = np.flatnonzero(candidates)
     _, nearest = tree.query(centres[which], k=OFF_NEIGHBOURS, workers=-1)
+    nearest = nearest.reshape(len(which), -1)  # k = 1 gives one column, not a flat array
     used, slot = np.unique(nearest, return_inverse=True)
     _, around = tree.query(points[used], k=OFF_PLANE_POINTS, workers=-1)
     spread = points[around] - points[around].mean(axis=1, keepdims=True)
     spreads, axes = np.linalg.eigh(np.einsum("nki,nkj->nij", spread, spread))
     normals = axes[:, :, 0]  # the least-spread direction
-    # Neighbours along a line (a line scan's row) give no plane: such a point says nothing (height 0).
-    flat = spreads[:, 1] >= OFF_LINE_RATIO * spreads[:, 2]
-    slot = slot.reshape(nearest.shape)
+    # Neighbours along a line (a line scan's row), or all in one place, give no plane: such a point counts the face as
+    # on it (height 0), so it keeps the face whatever the other neighbours say.
+    flat = (spreads[:, 1] > OFF_LINE_RATIO * spreads[:, 2]) & (spreads[:, 2] > 0)
+    slot = slot.reshape(len(which), -1)
     height = np.abs(np.einsum("fki,fki->fk", centres[which][:, None, :] - points[used][slot], normals[slot]))
     height[~flat[slot]] = 0.0
     off[which] = height.min(axis=1) > tolerance
