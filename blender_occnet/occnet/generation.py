@@ -33,7 +33,7 @@ from .mise import MISE, ValueStore
 from .model import ConvolutionalOccupancyNetwork, encoding_is_finite, fixed_decoder
 from .preprocess import PreparedInput
 from .shifts import averaged, check_ensemble, shift_offsets
-from .support import UNSEEN_NEAR_FLOOR, UNSEEN_NEAR_FLOOR_UNFITTED, drop_unsupported_pieces, trim_unseen
+from .support import drop_unsupported_pieces, trim_unseen
 from .winding import guide_by_points
 
 STORE_RESOLUTION = 512
@@ -340,8 +340,8 @@ class EncodedShape:
             if points is None:
                 stats["trim_not_points"] = True
             else:
-                floor = UNSEEN_NEAR_FLOOR if self.fit_stats else UNSEEN_NEAR_FLOOR_UNFITTED  # projected or not
-                vertices, faces, removed = trim_unseen(vertices, faces, points, settings.trim_unseen, floor)
+                vertices, faces, removed = trim_unseen(vertices, faces, points, settings.trim_unseen,
+                                                       fitted=bool(self.fit_stats))
                 stats["faces_unseen_trimmed"] = removed or 0
                 if removed is None:
                     stats["trim_nothing_near"] = True

@@ -42,13 +42,9 @@ def drop_unsupported_pieces(vertices: np.ndarray, faces: np.ndarray, observed: n
                             ) -> tuple[np.ndarray, np.ndarray, int]:
     """The mesh without its connected pieces that no observed point comes near (the largest piece is kept
     whatever); returns vertices, faces and how many pieces went."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
     from scipy.spatial import cKDTree
 
-    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
-    count, piece = connected_components(coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])),
-                                                   shape=(len(vertices),) * 2), directed=False)
+    count, piece = _vertex_pieces(faces, len(vertices))
     if count == 1:
         return vertices, faces, 0
     face_piece = piece[faces[:, 0]]
@@ -65,11 +61,12 @@ def drop_unsupported_pieces(vertices: np.ndarray, faces: np.ndarray, observed: n
 
 
 def trim_unseen(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray, reach: float,
-                near_floor: float = UNSEEN_NEAR_FLOOR) -> tuple[np.ndarray, np.ndarray, int | None]:
+                fitted: bool = True) -> tuple[np.ndarray, np.ndarray, int | None]:
     """The mesh without the surface the points do not show; returns vertices, faces and how many faces went
     (None, and the mesh as it was, when no face lies near the points: there is nothing to keep).
 
-    Unseen is farther than `reach` from every point, and than the near band (a few spacings, at least `near_floor`),
+    Unseen is farther than `reach` from every point, and than the near band (a few spacings, at least a floor that
+    is wider for a mesh not `fitted`: one not projected onto the points),
     or nearer but off the points' own local planes (OFF_*: the back layer and bubble walls of a scanned sheet). The
     faces beside it that are not seen either (past the near band) go too where they lie within `reach` of it, so the
     cut follows the edge of what the scan shows instead of hanging `reach` past it. A gap between seen parts narrower
@@ -86,6 +83,7 @@ def trim_unseen(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray, rea
     points = subsample(points, SUPPORT_TREE_POINTS)
     tree = cKDTree(points)
     spacing = median_spacing(tree, points) if len(points) > 1 else 0.0
+    near_floor = UNSEEN_NEAR_FLOOR if fitted else UNSEEN_NEAR_FLOOR_UNFITTED
     near = max(near_floor, UNSEEN_NEAR_SPACINGS * spacing)
     centres = vertices[faces].mean(axis=1)
     # Bounded: a nearest-point search from far off a one-sided scan is slow (0.4 s for 80,000 faces), and only
@@ -100,12 +98,12 @@ def trim_unseen(vertices: np.ndarray, faces: np.ndarray, points: np.ndarray, rea
         return vertices, faces, 0
     # Unseen patches narrower than two near bands are bulges of the network's surface off the points, or a random
     # cloud's widest gaps, where they lie among seen faces; beside a wide one they are its edge and go with it.
-    unseen_patch, unseen_width = _patches(faces[unseen], centres[unseen])
+    unseen_patch, unseen_width = _patches(faces[unseen], centres[unseen], len(vertices))
     wide = np.zeros(len(faces), dtype=bool)
     wide[unseen] = unseen_width[unseen_patch] >= 2 * near
     if not wide.any():
         return vertices, faces, 0
-    around, _ = _patches(faces[not_seen], centres[not_seen])
+    around, _ = _patches(faces[not_seen], centres[not_seen], len(vertices))
     with_wide = np.zeros(around.max() + 1, dtype=bool)
     with_wide[around[wide[not_seen]]] = True
     remove = wide.copy()
@@ -145,22 +143,26 @@ def _off_the_points(tree: Any, points: np.ndarray, centres: np.ndarray, candidat
     return off
 
 
-def _patches(faces: np.ndarray, centres: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The patch of each face (faces joined by an edge make one) and each patch's width: its faces' centres' widest
-    spread along an axis."""
+def _vertex_pieces(faces: np.ndarray, vertex_count: int) -> tuple[int, np.ndarray]:
+    """How many connected pieces the faces make of the vertices (a vertex no face uses is a piece of its own), and
+    each vertex's piece."""
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
 
-    edges = np.sort(np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]]), axis=1).astype(np.int64)
-    owner = np.tile(np.arange(len(faces)), 3)
-    key = edges[:, 0] * (int(faces.max()) + 1) + edges[:, 1]
-    order = np.argsort(key, kind="stable")
-    shared = key[order][1:] == key[order][:-1]
-    first, second = owner[order][:-1][shared], owner[order][1:][shared]
-    count, patch = connected_components(coo_matrix((np.ones(len(first), np.int8), (first, second)),
-                                                   shape=(len(faces),) * 2), directed=False)
-    low = np.full((count, 3), np.inf)
-    high = np.full((count, 3), -np.inf)
+    edges = np.concatenate([faces[:, [0, 1]], faces[:, [1, 2]]])
+    count, piece = connected_components(coo_matrix((np.ones(len(edges), np.int8), (edges[:, 0], edges[:, 1])),
+                                                   shape=(vertex_count,) * 2), directed=False)
+    return int(count), piece
+
+
+def _patches(faces: np.ndarray, centres: np.ndarray, vertex_count: int) -> tuple[np.ndarray, np.ndarray]:
+    """The patch of each of these faces (faces sharing a vertex make one) and each patch's width: its faces'
+    centres' widest spread along an axis."""
+    _, piece = _vertex_pieces(faces, vertex_count)
+    _, patch = np.unique(piece[faces[:, 0]], return_inverse=True)
+    patch = patch.reshape(-1)
+    low = np.full((patch.max() + 1, 3), np.inf)
+    high = np.full((patch.max() + 1, 3), -np.inf)
     np.minimum.at(low, patch, centres)
     np.maximum.at(high, patch, centres)
     return patch, (high - low).max(axis=1)
